@@ -1,0 +1,29 @@
+# Fresh-machine entry points: `make demo` and `make test` (see README). Each sets itself up.
+VENV   ?= .venv
+PY     := $(VENV)/bin/python
+STAMP  := $(VENV)/.swiftdeck-installed
+
+.PHONY: demo test setup bench
+
+setup: $(STAMP)
+
+# torch first: with an NVIDIA driver the regular (CUDA) build, otherwise the CPU build
+# (`torch==2.13.0` is a local CPU wheel on our dev/CI machines). Installing it before
+# ms-swift stops pip from resolving a multi-GB CUDA build through peft/accelerate.
+$(STAMP): pyproject.toml
+	test -x $(PY) || python3 -m venv $(VENV)
+	if command -v nvidia-smi >/dev/null 2>&1; then $(PY) -m pip install -q torch; \
+	else $(PY) -m pip install -q torch==2.13.0; fi
+	$(PY) -m pip install -q -e '.[test]'
+	touch $(STAMP)
+
+demo: $(STAMP)
+	$(VENV)/bin/swiftdeck demo
+
+# The tmux test drives the dashboard in a real terminal; install tmux where it is missing.
+test: $(STAMP)
+	command -v tmux >/dev/null 2>&1 || (apt-get update -qq && apt-get install -y -qq tmux)
+	$(PY) -m pytest -q -p no:cacheprovider tests
+
+bench: $(STAMP)
+	$(PY) -m bench
