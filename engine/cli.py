@@ -1,0 +1,339 @@
+"""`swiftdeck` subcommands that need no UI. `tui.cli` is the console entry point and delegates here.
+
+Every command prints a clear one-line message for bad input (exit 2) instead of a traceback.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import orjson
+
+from engine import runs
+
+EXIT_USAGE = 2
+
+
+class UserError(Exception):
+    """A problem with the user's input: printed as one line, exit code 2."""
+
+
+def _dump(data) -> None:
+    sys.stdout.write(orjson.dumps(data, option=orjson.OPT_INDENT_2 | orjson.OPT_SERIALIZE_NUMPY,
+                                  default=_json_default).decode() + "\n")
+
+
+def _json_default(obj):
+    if isinstance(obj, Path):
+        return str(obj)
+    if hasattr(obj, "to_json"):
+        return obj.to_json()
+    raise TypeError(type(obj).__name__)
+
+
+# ---------------------------------------------------------------- resolving RUN arguments
+
+def reader_for(ref: str):
+    """(record or None, RunReader) for a registry id or a run folder / console log path."""
+    from engine.ingest import RunReader
+
+    try:
+        rec = runs.resolve(ref)
+        return rec, RunReader(console_log=rec.console_log, run_dir=Path(rec.run_dir) if rec.run_dir else None)
+    except runs.UnknownRun as exc:
+        path = Path(ref).expanduser()
+        if path.is_dir():
+            return None, RunReader(run_dir=path.resolve())
+        if path.is_file():
+            return None, RunReader(console_log=path.resolve())
+        raise UserError(str(exc)) from None
+
+
+# ---------------------------------------------------------------- train
+
+def _confirm(question: str) -> bool:
+    if not sys.stdin.isatty():
+        return False
+    try:
+        return input(f"{question} [Y/n] ").strip().lower() in ("", "y", "yes")
+    except EOFError:
+        return False
+
+
+def checked_sft_argv(swift_args: list[str], *, fix: bool, cwd: Path) -> tuple[list[str], list[str]]:
+    """Check against the installed ms-swift; print notes and problems; apply fixes if allowed."""
+    from engine import swift_args as sa
+
+    check = sa.check_args(swift_args, command="sft", cwd=cwd)
+    for note in check.notes:
+        print(f"note: {note}")
+    if check.problems:
+        for problem in check.problems:
+            print(f"problem: {problem.message}")
+            if problem.suggestions:
+                print(f"         did you mean: {', '.join(problem.suggestions)}")
+            if problem.fix:
+                print(f"         fix: {' '.join(problem.fix)}")
+        fixable = all(p.fix for p in check.problems)
+        if fixable and (fix or _confirm("Apply these fixes and launch?")):
+            check = check.with_fixes()
+            for note in check.notes[len([n for n in check.notes]) :]:
+                print(f"note: {note}")
+        if not check.ok:
+            hint = " (re-run with --fix to apply the proposed fixes)" if fixable else ""
+            raise UserError(f"not launched: {len(check.problems)} problem(s) with the swift sft arguments{hint}")
+    return check.argv, check.notes
+
+
+def cmd_train(ns) -> int:
+    swift_args = ns.swift_args[1:] if ns.swift_args[:1] == ["--"] else ns.swift_args
+    if not swift_args:
+        raise UserError("usage: swiftdeck train [--wait] [--fix] -- <swift sft arguments>")
+    cwd = Path.cwd()
+    argv, notes = checked_sft_argv(swift_args, fix=ns.fix, cwd=cwd)
+    return _launch_and_report(argv, cwd=cwd, label=ns.label or "", notes=notes, wait=ns.wait)
+
+
+def _launch_and_report(argv: list[str], *, cwd: Path, label: str, notes: list[str], wait: bool) -> int:
+    from engine import training
+
+    rec = training.start(argv, cwd=cwd, label=label, notes=notes)
+    print(f"started run {rec.id} (pid {rec.pid}); it keeps running if this terminal closes")
+    print(f"  console: {rec.console_log}")
+    print(f"  follow:  swiftdeck attach {rec.id}    stop: swiftdeck stop {rec.id}")
+    return follow(rec.id) if wait else 0
+
+
+def follow(run_id: str, *, out=print) -> int:
+    """Print each new logged step until the run ends; exit code = the run's."""
+    from engine.events import CheckpointSaved, Metrics, RunDirFound
+
+    rec = runs.load(run_id)
+    _, reader = reader_for(run_id)
+    while True:
+        for event in reader.poll():
+            if isinstance(event, Metrics) and "loss" in event.values:
+                total = f"/{event.max_steps}" if event.max_steps else ""
+                shown = " ".join(f"{k}={v:.4g}" for k, v in event.values.items()
+                                 if k in ("loss", "grad_norm", "learning_rate", "token_acc", "eval_loss"))
+                out(f"step {event.step}{total}  {shown}")
+            elif isinstance(event, CheckpointSaved):
+                out(f"saved {event.path}")
+            elif isinstance(event, RunDirFound):
+                out(f"run folder: {event.path}")
+        if not rec.active:
+            break
+        time.sleep(0.5)
+        rec = runs.load(run_id)
+    for event in reader.poll():
+        if isinstance(event, CheckpointSaved):
+            out(f"saved {event.path}")
+    out(f"run {rec.id} {rec.status} (exit code {rec.exit_code})")
+    return 0 if rec.status == "finished" else 1
+
+
+# ---------------------------------------------------------------- runs / stop / metrics / checkpoints
+
+def _run_summary(rec: runs.RunRecord) -> dict:
+    from engine.ingest import RunReader
+
+    reader = RunReader(console_log=rec.console_log, run_dir=Path(rec.run_dir) if rec.run_dir else None)
+    reader.poll()
+    state = reader.state
+    last = state.metrics[-1] if state.metrics else None
+    progress = state.progress
+    return {
+        **rec.to_json(),
+        "step": progress.step if progress else (last.step if last else None),
+        "max_steps": progress.max_steps if progress else (last.max_steps if last else None),
+        "last_loss": next((m.values["loss"] for m in reversed(state.metrics) if "loss" in m.values), None),
+    }
+
+
+def cmd_runs(ns) -> int:
+    rows = [_run_summary(r) for r in runs.all_runs()]
+    if ns.json:
+        _dump(rows)
+        return 0
+    if not rows:
+        print("no runs yet: start one with `swiftdeck train -- ...` or `swiftdeck demo`")
+        return 0
+    print(f"{'RUN':32} {'KIND':6} {'STATUS':9} {'STEP':>11} {'LOSS':>8}  {'STARTED':16} RUN FOLDER")
+    for r in rows:
+        step = f"{r['step']}/{r['max_steps'] or '?'}" if r["step"] is not None else "-"
+        loss = f"{r['last_loss']:.4g}" if r["last_loss"] is not None else "-"
+        started = time.strftime("%Y-%m-%d %H:%M", time.localtime(r["started_at"]))
+        print(f"{r['id']:32} {r['kind']:6} {r['status']:9} {step:>11} {loss:>8}  {started:16} {r['run_dir'] or '-'}")
+    return 0
+
+
+def cmd_stop(ns) -> int:
+    from engine import supervisor
+
+    try:
+        rec = runs.resolve(ns.run)
+    except runs.UnknownRun as exc:
+        raise UserError(str(exc)) from None
+    if not rec.active:
+        print(f"run {rec.id} is not running ({rec.status})")
+        return 0
+    how = "force-stopping" if ns.force else "stopping (saves a checkpoint at the next step, then exits)"
+    print(f"{how} run {rec.id} ...")
+    report = supervisor.stop(rec, force=ns.force, timeout_s=ns.timeout)
+    for step in report.steps:
+        print(f"  {step}")
+    rec = runs.load(rec.id)
+    if report.clean:
+        print(f"run {rec.id} {rec.status} in {report.seconds:.1f}s; no process of its tree is left")
+        return 0
+    print(f"run {rec.id}: processes still alive: {report.left}")
+    return 1
+
+
+def cmd_metrics(ns) -> int:
+    from engine.ingest import metrics_table
+
+    _, reader = reader_for(ns.run)
+    reader.poll()
+    state = reader.state
+    rows = metrics_table(state)
+    summary = state.finished.summary if state.finished else {}
+    if ns.json:
+        _dump({"metrics": rows, "summary": summary, "finished": state.finished})
+        return 0
+    keys = [k for k in ("loss", "eval_loss", "learning_rate", "grad_norm", "token_acc", "epoch")
+            if any(k in r for r in rows)]
+    print(f"{'step':>7} " + " ".join(f"{k:>13}" for k in keys))
+    for r in rows:
+        print(f"{r['step']:>7} " + " ".join(f"{r[k]:>13.5g}" if k in r else f"{'':>13}" for k in keys))
+    if summary:
+        print("summary: " + ", ".join(f"{k}={v:.5g}" if isinstance(v, float) else f"{k}={v}"
+                                      for k, v in summary.items()))
+    return 0
+
+
+def cmd_checkpoints(ns) -> int:
+    from engine import checkpoints
+
+    root = Path(ns.output_dir).expanduser().resolve()
+    if not root.exists():
+        raise UserError(f"no such folder: {root}")
+    found = checkpoints.scan(root)
+    if ns.json:
+        _dump([r.to_json() for r in found])
+    elif not found:
+        print(f"no ms-swift run folders (vN-YYYYMMDD-HHMMSS) under {root}")
+    else:
+        print(checkpoints.format_table(found))
+    return 0
+
+
+# ---------------------------------------------------------------- demo
+
+def build_demo_assets() -> dict:
+    """Build (or reuse) the offline demo in a subprocess: callers may be the UI process, which never imports torch."""
+    proc = subprocess.run([sys.executable, "-m", "engine.demo", "--json"], capture_output=True, text=True)
+    if proc.returncode != 0:
+        raise UserError(f"could not build the demo model: {proc.stderr.strip().splitlines()[-1:]}")
+    return json.loads(proc.stdout.strip().splitlines()[-1])
+
+
+def start_demo(*, epochs: int | None = None):
+    from engine import demo, paths, training
+
+    assets_json = build_demo_assets()
+    assets = demo.DemoAssets(model=Path(assets_json["model"]), dataset=Path(assets_json["dataset"]))
+    out = paths.data_dir() / "demo-output"
+    kwargs = {"epochs": epochs} if epochs else {}
+    argv = demo.demo_sft_args(assets, out, **kwargs)
+    return training.start(argv, cwd=out.parent, label="demo",
+                          notes=["offline demo: tiny Qwen2 built locally, self-cognition dataset, LoRA on CPU/GPU"])
+
+
+def cmd_demo(ns) -> int:
+    if ns.build_only:
+        assets = build_demo_assets()
+        if ns.json:
+            _dump(assets)
+        else:
+            print(f"model:   {assets['model']}\ndataset: {assets['dataset']}")
+        return 0
+    print("building the offline demo model (cached after the first time) ...")
+    rec = start_demo(epochs=ns.epochs)
+    print(f"started demo run {rec.id} (pid {rec.pid}); it keeps running if this terminal closes")
+    return follow(rec.id)
+
+
+def cmd_attach(ns) -> int:
+    try:
+        rec = runs.resolve(ns.run)
+    except runs.UnknownRun as exc:
+        raise UserError(str(exc)) from None
+    return follow(rec.id)
+
+
+# ---------------------------------------------------------------- parser
+
+def build_parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="swiftdeck", description="Dashboard and engine for ms-swift LoRA fine-tuning.")
+    sub = p.add_subparsers(dest="cmd", metavar="COMMAND")
+
+    s = sub.add_parser("train", help="check and launch `swift sft ARGS` detached (swiftdeck train -- ARGS)")
+    s.add_argument("--wait", action="store_true", help="follow the run until it ends")
+    s.add_argument("--fix", action="store_true", help="apply the proposed fixes without asking")
+    s.add_argument("--label", help="a name for the run")
+    s.add_argument("swift_args", nargs=argparse.REMAINDER)
+    s.set_defaults(func=cmd_train)
+
+    s = sub.add_parser("runs", help="list every known run")
+    s.add_argument("--json", action="store_true")
+    s.set_defaults(func=cmd_runs)
+
+    s = sub.add_parser("stop", help="stop a run (graceful: checkpoint at the next step), confirm its tree is gone")
+    s.add_argument("run", metavar="RUN", help="registry id or run folder")
+    s.add_argument("--force", action="store_true", help="kill the whole process tree now")
+    s.add_argument("--timeout", type=float, default=120.0, help="seconds to wait before escalating (default 120)")
+    s.set_defaults(func=cmd_stop)
+
+    s = sub.add_parser("metrics", help="per-step metrics and the final summary of a run")
+    s.add_argument("run", metavar="RUN", help="registry id, run folder or console log")
+    s.add_argument("--json", action="store_true")
+    s.set_defaults(func=cmd_metrics)
+
+    s = sub.add_parser("checkpoints", help="run folders and checkpoints with their metadata")
+    s.add_argument("output_dir", nargs="?", default="output", metavar="OUTPUT_DIR")
+    s.add_argument("--json", action="store_true")
+    s.set_defaults(func=cmd_checkpoints)
+
+    s = sub.add_parser("demo", help="build the tiny offline model and dataset, train a real LoRA on it")
+    s.add_argument("--build-only", action="store_true", help="only build (cached) and print the paths")
+    s.add_argument("--json", action="store_true")
+    s.add_argument("--epochs", type=int, help=argparse.SUPPRESS)
+    s.set_defaults(func=cmd_demo)
+
+    s = sub.add_parser("attach", help="follow a run")
+    s.add_argument("run", metavar="RUN")
+    s.set_defaults(func=cmd_attach)
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    ns = parser.parse_args(argv)
+    if not getattr(ns, "func", None):
+        ns = parser.parse_args(["runs"])
+    try:
+        return ns.func(ns)
+    except UserError as exc:
+        print(f"swiftdeck: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,211 @@
+"""Start ms-swift processes detached, stop them gracefully, escalate, and confirm the whole tree is gone.
+
+Every process is launched through `engine.runner` (its own session), which starts ms-swift in a second new
+session: closing the terminal, a dropped SSH session or `kill -9` on swiftdeck never reaches the run. Signals go
+only to processes recorded for the run and verified by pid + start time.
+"""
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import psutil
+
+from engine import runs
+from engine.runs import RunRecord, is_same_process
+
+# ms-swift entry points that are trainers (the process that owns the model; dataloader workers are its forks).
+TRAINER_SCRIPTS = ("swift/cli/sft.py", "swift/cli/pt.py", "swift/cli/rlhf.py", "swift.cli.sft", "swift.cli.pt",
+                   "swift.cli.rlhf")
+
+
+class LaunchError(RuntimeError):
+    pass
+
+
+def swift_executable() -> str:
+    """The `swift` console script of the Python that runs swiftdeck (same venv), else the one on PATH."""
+    beside = Path(sys.executable).with_name("swift")
+    if beside.exists():
+        return str(beside)
+    found = shutil.which("swift")
+    if not found:
+        raise LaunchError("the `swift` command was not found: install ms-swift 4.6 (`pip install 'ms-swift==4.6.*'`)")
+    return found
+
+
+def relevant_env(extra: dict[str, str] | None = None) -> dict[str, str]:
+    env = {k: os.environ[k] for k in runs.RELEVANT_ENV if k in os.environ}
+    env.update(extra or {})
+    return env
+
+
+def launch(kind: str, swift_args: list[str], *, cwd: str | Path, env: dict[str, str] | None = None,
+           label: str = "", output_dir: str | None = None, notes: list[str] | None = None,
+           wait_started_s: float = 15.0) -> RunRecord:
+    """Record and start `swift <kind> <swift_args>` detached; return once its pid is recorded."""
+    argv = [swift_executable(), kind, *swift_args]
+    rec = runs.create(kind, argv, str(Path(cwd).resolve()), env=relevant_env(env), label=label,
+                      output_dir=output_dir, notes=notes)
+    with open(rec.folder / "runner.log", "ab") as log:
+        runner = subprocess.Popen(
+            [sys.executable, "-m", "engine.runner", rec.id],
+            cwd=str(rec.folder), stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+            start_new_session=True, env={**os.environ, "SWIFTDECK_HOME": str(runs.runs_dir().parent)},
+        )
+    deadline = time.time() + wait_started_s
+    while time.time() < deadline:
+        rec = runs._read(rec.id)
+        if rec.pid or not rec.active:
+            return rec
+        if runner.poll() is not None:
+            break
+        time.sleep(0.05)
+    log_tail = (rec.folder / "runner.log").read_text(errors="replace")[-2000:]
+    raise LaunchError(f"swiftdeck's runner did not start {kind} (run {rec.id}): {log_tail.strip() or 'no output'}")
+
+
+def _verified(pid: int, create_time: float) -> psutil.Process | None:
+    return psutil.Process(pid) if is_same_process(pid, create_time) else None
+
+
+def live_tree(rec: RunRecord) -> list[psutil.Process]:
+    """Every live process of this run: the ms-swift process, its descendants, recorded descendants that were
+    re-parented (e.g. under torchrun), and members of its process group started after it."""
+    found: dict[int, psutil.Process] = {}
+    leader = _verified(rec.pid, rec.create_time) if rec.pid else None
+    if leader:
+        found[leader.pid] = leader
+        try:
+            for child in leader.children(recursive=True):
+                found[child.pid] = child
+        except psutil.NoSuchProcess:
+            pass
+    for pid, ctime in rec.descendants:
+        proc = _verified(int(pid), ctime)
+        if proc:
+            found[proc.pid] = proc
+    if rec.pgid and rec.create_time:
+        end = rec.ended_at + 5 if rec.ended_at else None
+        for proc in psutil.process_iter(["create_time"]):
+            try:
+                ctime = proc.info["create_time"]
+                if (proc.pid not in found and os.getpgid(proc.pid) == rec.pgid and ctime >= rec.create_time - 0.05
+                        and (end is None or ctime <= end) and proc.status() != psutil.STATUS_ZOMBIE):
+                    found[proc.pid] = proc
+            except (psutil.NoSuchProcess, ProcessLookupError, PermissionError):
+                continue
+    return [p for p in found.values() if p.pid != os.getpid()]
+
+
+def trainer_processes(rec: RunRecord) -> list[psutil.Process]:
+    """The processes running the training loop (one per rank): not the `swift` wrapper, not torchrun, not the
+    dataloader workers (forks of a trainer, same command line)."""
+    tree = live_tree(rec)
+    trainers = []
+    for proc in tree:
+        try:
+            cmd = " ".join(proc.cmdline())
+            if not any(s in cmd for s in TRAINER_SCRIPTS) or "torch.distributed.run" in cmd:
+                continue
+            parent = proc.parent()
+            if parent and parent.cmdline() == proc.cmdline():
+                continue  # a dataloader worker
+            trainers.append(proc)
+        except psutil.NoSuchProcess:
+            continue
+    return trainers
+
+
+def _signal(procs: list[psutil.Process], sig: int) -> list[int]:
+    sent = []
+    for proc in procs:
+        try:
+            proc.send_signal(sig)
+            sent.append(proc.pid)
+        except psutil.NoSuchProcess:
+            pass
+    return sent
+
+
+def _wait_gone(rec: RunRecord, timeout: float) -> list[psutil.Process]:
+    deadline = time.time() + timeout
+    while True:
+        left = live_tree(rec)
+        if not left or time.time() >= deadline:
+            return left
+        time.sleep(0.2)
+
+
+@dataclass
+class StopReport:
+    run_id: str
+    steps: list[str] = field(default_factory=list)
+    seconds: float = 0.0
+    left: list[int] = field(default_factory=list)  # pids still alive at the end (should be empty)
+
+    @property
+    def clean(self) -> bool:
+        return not self.left
+
+
+def kill_tree(rec: RunRecord, report: StopReport | None = None) -> list[int]:
+    """SIGKILL every verified process of the run, repeatedly until none is left (or 10 s)."""
+    deadline = time.time() + 10
+    while True:
+        procs = live_tree(rec)
+        if not procs or time.time() >= deadline:
+            return [p.pid for p in procs]
+        sent = _signal(procs, signal.SIGKILL)
+        if report is not None and sent:
+            report.steps.append(f"SIGKILL → {len(sent)} process(es) {sent}")
+        time.sleep(0.1)
+
+
+def stop(rec: RunRecord, *, force: bool = False, timeout_s: float = 120.0) -> StopReport:
+    """Stop a run and confirm no process of its tree is left.
+
+    Graceful (default): for training with swiftdeck's `--callbacks graceful_exit`, SIGUSR1 to the trainer(s) makes
+    ms-swift save a checkpoint at the end of the current step and exit normally; without that callback, SIGINT to
+    the trainer(s) writes the summary and exits. Servers get SIGINT on their process group. After `timeout_s`,
+    SIGINT to the group, then SIGKILL to the whole tree. `force` kills the tree at once.
+    """
+    started = time.time()
+    report = StopReport(rec.id)
+    mode = "force" if force else "graceful"
+
+    def mark(r: RunRecord) -> None:
+        r.stop_requested = mode if r.stop_requested != "force" else r.stop_requested
+        if r.active:
+            r.status = "stopping"
+
+    rec = runs.update(rec.id, mark)
+    if not force:
+        trainers = trainer_processes(rec) if rec.kind in ("sft", "pt", "rlhf") else []
+        if trainers:
+            sig = signal.SIGUSR1 if "graceful_exit" in rec.argv else signal.SIGINT
+            report.steps.append(f"{signal.Signals(sig).name} → trainer {[p.pid for p in trainers]}")
+            _signal(trainers, sig)
+        else:
+            report.steps.append("SIGINT → process group")
+            _signal(live_tree(rec), signal.SIGINT)
+        left = _wait_gone(rec, timeout_s)
+        if left:
+            report.steps.append(f"still running after {timeout_s:.0f}s: SIGINT → group")
+            _signal(left, signal.SIGINT)
+            _wait_gone(rec, 5)
+    report.left = kill_tree(rec, report)
+    report.seconds = time.time() - started
+
+    def finish(r: RunRecord) -> None:  # the runner records the exit code; this covers a runner that is gone
+        if r.active and not is_same_process(r.runner_pid, r.runner_create_time):
+            r.status, r.ended_at = "stopped", time.time()
+
+    runs.update(rec.id, finish)
+    return report

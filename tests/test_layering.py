@@ -1,0 +1,13 @@
+"""engine/ never imports the UI (import-linter contract in pyproject.toml), checked for real."""
+import subprocess
+import sys
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def test_import_linter_contract_holds():
+    lint = Path(sys.executable).with_name("lint-imports")
+    proc = subprocess.run([str(lint)], cwd=REPO, capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "engine never imports the UI KEPT" in proc.stdout
