@@ -1,0 +1,163 @@
+"""End to end on CPU: real `swift sft` LoRA runs on the offline demo model, launched through the CLI.
+
+Each test starts its own short run; they are the slowest tests of the suite (tens of seconds each).
+"""
+from __future__ import annotations
+
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import psutil
+import pytest
+
+from engine import checkpoints, demo, runs, supervisor
+from engine.events import CheckpointSaved, Metrics
+from engine.ingest import RunReader
+
+pytestmark = pytest.mark.slow
+RUN_TIMEOUT = 420
+
+
+def swiftdeck(*args: str, home: Path, **kw) -> subprocess.CompletedProcess:
+    env = {**os.environ, "SWIFTDECK_HOME": str(home)}
+    return subprocess.run([sys.executable, "-m", "tui.cli", *args], env=env, capture_output=True, text=True,
+                          timeout=kw.pop("timeout", 180), **kw)
+
+
+def started_id(stdout: str) -> str:
+    match = re.search(r"started run (\S+)", stdout)
+    assert match, stdout
+    return match.group(1)
+
+
+def wait_for(predicate, timeout: float, what: str, interval: float = 0.5):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        value = predicate()
+        if value:
+            return value
+        time.sleep(interval)
+    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+
+
+def wait_ended(run_id: str) -> runs.RunRecord:
+    return wait_for(lambda: (r := runs.load(run_id)) and not r.active and r, RUN_TIMEOUT, f"run {run_id} to end")
+
+
+def logged_steps(run_dir: Path) -> list[int]:
+    steps = []
+    for line in (run_dir / "logging.jsonl").read_text().splitlines():
+        record = json.loads(line)
+        if "global_step/max_steps" in record and "loss" in record:
+            steps.append(int(record["global_step/max_steps"].split("/")[0]))
+    return steps
+
+
+def short_args(assets, out: Path, **kw) -> list[str]:
+    kw.setdefault("epochs", 4)  # 50 rows / batch 10 = 5 steps per epoch
+    kw.setdefault("save_steps", 10)
+    kw.setdefault("logging_steps", 1)
+    return demo.demo_sft_args(assets, out, **kw)
+
+
+def assert_tree_gone(rec: runs.RunRecord) -> None:
+    assert supervisor.live_tree(rec) == []
+    for pid, ctime in [[rec.pid, rec.create_time], *rec.descendants]:
+        assert not runs.is_same_process(int(pid), ctime), f"process {pid} of run {rec.id} is still alive"
+
+
+def test_launcher_exits_run_finishes_and_history_is_complete(home, demo_assets, tmp_path):
+    out = tmp_path / "output"
+    proc = swiftdeck("train", "--", *short_args(demo_assets, out), home=home, cwd=tmp_path)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    run_id = started_id(proc.stdout)
+    rec = wait_ended(run_id)  # the launching process is long gone: the run went on without it
+    assert (rec.status, rec.exit_code) == ("finished", 0), (rec, rec.console_log.read_text()[-3000:])
+    run_dir = Path(rec.run_dir)
+    assert run_dir.parent == out and re.fullmatch(r"v\d+-\d{8}-\d{6}", run_dir.name)
+
+    # every step of logging.jsonl appears exactly once in the events
+    events = RunReader(console_log=rec.console_log, run_dir=run_dir).poll()
+    metric_steps = [e.step for e in events if isinstance(e, Metrics) and "loss" in e.values]
+    assert metric_steps == logged_steps(run_dir) == list(range(1, 21))
+
+    # the checkpoints on disk are the last `save_total_limit` saved ones; the final record points at the last
+    saved = sorted({e.step for e in events if isinstance(e, CheckpointSaved)})
+    assert saved == [10, 20]
+    (folder,) = checkpoints.scan(out)
+    assert [c.step for c in folder.checkpoints] == saved
+    assert folder.checkpoints[-1].is_last and all(c.kind == "lora" and c.complete for c in folder.checkpoints)
+
+    # a fresh swiftdeck process reattaches by id and by run folder and sees the whole history
+    for ref in (run_id, str(run_dir)):
+        fresh = swiftdeck("metrics", ref, "--json", home=home)
+        assert fresh.returncode == 0, fresh.stderr
+        assert [row["step"] for row in json.loads(fresh.stdout)["metrics"] if "loss" in row] == list(range(1, 21))
+    listed = json.loads(swiftdeck("runs", "--json", home=home).stdout)
+    assert [(r["id"], r["status"], r["step"]) for r in listed] == [(run_id, "finished", 20)]
+    assert_tree_gone(rec)
+
+
+def test_launcher_sigkilled_mid_run_run_still_finishes(home, demo_assets, tmp_path):
+    env = {**os.environ, "SWIFTDECK_HOME": str(home)}
+    launcher = subprocess.Popen([sys.executable, "-m", "tui.cli", "train", "--wait", "--",
+                                 *short_args(demo_assets, tmp_path / "output", epochs=6)],
+                                cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                                start_new_session=True)
+    run_id = started_id(launcher.stdout.readline())
+    rec = runs.load(run_id)
+    reader = RunReader(console_log=rec.console_log)
+    wait_for(lambda: any(isinstance(e, Metrics) for e in reader.poll()), RUN_TIMEOUT, "the first logged step")
+    os.killpg(launcher.pid, signal.SIGKILL)  # like a dropped SSH session taking the terminal's processes
+    launcher.wait(10)
+    assert runs.load(run_id).active
+    rec = wait_ended(run_id)
+    assert (rec.status, rec.exit_code) == ("finished", 0)
+    fresh = swiftdeck("metrics", run_id, "--json", home=home)
+    steps = [row["step"] for row in json.loads(fresh.stdout)["metrics"] if "loss" in row]
+    assert steps == logged_steps(Path(rec.run_dir)) == list(range(1, 31))
+    assert_tree_gone(rec)
+
+
+def test_graceful_stop_saves_a_new_checkpoint_and_leaves_no_process(home, demo_assets, tmp_path):
+    out = tmp_path / "output"
+    proc = swiftdeck("train", "--", *short_args(demo_assets, out, epochs=60, save_steps=100), home=home,
+                     cwd=tmp_path)
+    run_id = started_id(proc.stdout)
+    rec = runs.load(run_id)
+    reader = RunReader(console_log=rec.console_log)
+    wait_for(lambda: reader.poll() is not None and reader.state.metrics and reader.state.metrics[-1].step >= 6,
+             RUN_TIMEOUT, "step 6")
+    assert supervisor.trainer_processes(runs.load(run_id)), "no trainer process found"
+    stopped = swiftdeck("stop", run_id, home=home, timeout=300)
+    assert stopped.returncode == 0, stopped.stdout + stopped.stderr
+    assert "SIGUSR1" in stopped.stdout
+    rec = wait_ended(run_id)
+    assert rec.status == "stopped"
+    (folder,) = checkpoints.scan(out)
+    steps = [c.step for c in folder.checkpoints]
+    # save_steps is 100 and the run stopped long before: the only checkpoint is the one the stop saved
+    assert len(steps) == 1 and 6 <= steps[0] < 100, steps
+    assert folder.checkpoints[0].complete and folder.checkpoints[0].resumable
+    assert_tree_gone(rec)
+
+
+def test_force_stop_kills_the_whole_tree(home, demo_assets, tmp_path):
+    proc = swiftdeck("train", "--", *short_args(demo_assets, tmp_path / "output", epochs=60), home=home,
+                     cwd=tmp_path)
+    run_id = started_id(proc.stdout)
+    wait_for(lambda: supervisor.trainer_processes(runs.load(run_id)), RUN_TIMEOUT, "the trainer process")
+    tree = supervisor.live_tree(runs.load(run_id))
+    assert len(tree) >= 2  # the swift wrapper and the trainer at least
+    stopped = swiftdeck("stop", run_id, "--force", home=home)
+    assert stopped.returncode == 0, stopped.stdout + stopped.stderr
+    rec = wait_ended(run_id)
+    assert rec.status == "stopped" and rec.exit_code != 0
+    assert not [p for p in tree if p.is_running() and p.status() != psutil.STATUS_ZOMBIE]
+    assert_tree_gone(rec)
