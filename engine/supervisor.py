@@ -202,9 +202,14 @@ def stop(rec: RunRecord, *, force: bool = False, timeout_s: float = 120.0) -> St
             _wait_gone(rec, 5)
     report.left = kill_tree(rec, report)
     report.seconds = time.time() - started
+    # The runner records the exit code as soon as it reaps the process; give it a moment.
+    deadline = time.time() + 5
+    while runs.load(rec.id).active and is_same_process(rec.runner_pid, rec.runner_create_time) \
+            and time.time() < deadline:
+        time.sleep(0.05)
 
-    def finish(r: RunRecord) -> None:  # the runner records the exit code; this covers a runner that is gone
-        if r.active and not is_same_process(r.runner_pid, r.runner_create_time):
+    def finish(r: RunRecord) -> None:  # covers a runner that is gone (killed, host rebooted)
+        if r.active:
             r.status, r.ended_at = "stopped", time.time()
 
     runs.update(rec.id, finish)

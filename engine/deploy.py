@@ -1,0 +1,132 @@
+"""`swift deploy` as a managed job: bound to 127.0.0.1 unless asked otherwise, real port read back, ready when
+`/health` answers; plus a tiny streaming client for its OpenAI-compatible API (stdlib only, no torch)."""
+from __future__ import annotations
+
+import http.client
+import ipaddress
+import json
+import re
+import socket
+import time
+from pathlib import Path
+from typing import Iterator
+
+from engine import runs, supervisor
+from engine.runs import RunRecord
+
+# ms-swift silently moves to the next free port; uvicorn's line tells the real one.
+UVICORN_RE = re.compile(r"Uvicorn running on (https?)://([^\s:]+):(\d+)")
+MODEL_LIST_RE = re.compile(r"model_list: \[([^\]]*)\]")
+
+
+class DeployError(RuntimeError):
+    pass
+
+
+def free_port(host: str = "127.0.0.1", start: int = 8000) -> int:
+    for port in range(start, start + 200):
+        with socket.socket() as sock:
+            try:
+                sock.bind((host, port))
+                return port
+            except OSError:
+                continue
+    raise DeployError(f"no free port on {host} in {start}..{start + 199}")
+
+
+def deploy_args(adapters: dict[str, str], *, model: str | None = None, host: str = "127.0.0.1",
+                port: int | None = None, extra: list[str] | None = None) -> list[str]:
+    """argv after `swift deploy`. `adapters` maps a served name to a checkpoint path (name '' = unnamed)."""
+    args = ["--model", model] if model else []
+    if adapters:
+        args += ["--adapters", *[f"{name}={path}" if name else str(path) for name, path in adapters.items()]]
+    args += ["--host", host, "--port", str(port or free_port(host)), "--log_interval", "-1"]
+    return args + list(extra or [])
+
+
+def start(adapters: dict[str, str], *, model: str | None = None, host: str = "127.0.0.1", port: int | None = None,
+          extra: list[str] | None = None, cwd: Path | None = None, label: str = "") -> RunRecord:
+    if not adapters and not model:
+        raise DeployError("give a base model (--model) or at least one adapter checkpoint")
+    for path in adapters.values():
+        if not (Path(path) / "adapter_config.json").is_file():
+            raise DeployError(f"{path} is not a LoRA adapter folder (no adapter_config.json)")
+    notes = []
+    if not ipaddress.ip_address(socket.gethostbyname(host)).is_loopback and "--api_key" not in (extra or []):
+        notes.append(f"listening on {host} without --api_key: anyone who can reach this host can use the model")
+    args = deploy_args({n: str(Path(p).resolve()) for n, p in adapters.items()}, model=model, host=host,
+                       port=port, extra=extra)
+    rec = supervisor.launch("deploy", args, cwd=cwd or Path.cwd(), label=label or "deploy", notes=notes)
+    runs.update(rec.id, lambda r: r.meta.update(host=host))
+    return runs.load(rec.id)
+
+
+def wait_ready(rec: RunRecord, timeout_s: float = 300.0) -> str:
+    """Read the real port from the console, then wait until GET /health answers 200. Returns the base URL."""
+    deadline = time.time() + timeout_s
+    url = None
+    while time.time() < deadline:
+        text = rec.console_log.read_text(errors="replace") if rec.console_log.exists() else ""
+        match = UVICORN_RE.search(text)
+        if match and url is None:
+            scheme, host, port = match.groups()
+            url = f"{scheme}://{host}:{port}"
+            models = MODEL_LIST_RE.search(text)
+            names = re.findall(r"'([^']*)'", models.group(1)) if models else []
+            runs.update(rec.id, lambda r: r.meta.update(url=url, port=int(port), models=names))
+        if url and health(url):
+            runs.update(rec.id, lambda r: r.meta.update(ready=True))
+            return url
+        rec = runs.load(rec.id)
+        if not rec.active:
+            raise DeployError(f"swift deploy exited with code {rec.exit_code} before it was ready "
+                              f"(see `swiftdeck diagnose {rec.id}`)")
+        time.sleep(0.3)
+    raise DeployError(f"swift deploy not ready after {timeout_s:.0f}s (run {rec.id})")
+
+
+def _connection(url: str, timeout: float) -> http.client.HTTPConnection:
+    scheme, rest = url.split("://", 1)
+    host, port = rest.rsplit(":", 1)
+    cls = http.client.HTTPSConnection if scheme == "https" else http.client.HTTPConnection
+    return cls(host, int(port), timeout=timeout)
+
+
+def health(url: str) -> bool:
+    try:
+        conn = _connection(url, 2)
+        conn.request("GET", "/health")
+        return conn.getresponse().status == 200
+    except OSError:
+        return False
+
+
+def stream_chat(url: str, model: str, messages: list[dict], *, temperature: float = 0.0, top_p: float | None = None,
+                max_tokens: int = 256, api_key: str | None = None, timeout: float = 300) -> Iterator[str]:
+    """Stream a chat completion (SSE) from an OpenAI-compatible server; yields text deltas.
+    Closing the generator closes the connection (that is how a caller cancels)."""
+    body = {"model": model, "messages": messages, "stream": True, "temperature": temperature, "max_tokens": max_tokens}
+    if top_p is not None:
+        body["top_p"] = top_p
+    headers = {"Content-Type": "application/json"}
+    if api_key:
+        headers["Authorization"] = f"Bearer {api_key}"
+    conn = _connection(url, timeout)
+    try:
+        conn.request("POST", "/v1/chat/completions", body=json.dumps(body), headers=headers)
+        resp = conn.getresponse()
+        if resp.status != 200:
+            raise DeployError(f"HTTP {resp.status}: {resp.read().decode(errors='replace')[:300]}")
+        for raw in resp:
+            line = raw.decode("utf-8", errors="replace").strip()
+            if not line.startswith("data:"):
+                continue
+            data = line[5:].strip()
+            if data == "[DONE]":
+                return
+            for choice in json.loads(data).get("choices", []):
+                text = (choice.get("delta") or {}).get("content")
+                if text:
+                    yield text
+    finally:
+        conn.close()
