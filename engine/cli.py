@@ -80,9 +80,11 @@ def checked_sft_argv(swift_args: list[str], *, fix: bool, cwd: Path) -> tuple[li
                 print(f"         fix: {' '.join(problem.fix)}")
         fixable = all(p.fix for p in check.problems)
         if fixable and (fix or _confirm("Apply these fixes and launch?")):
+            printed = set(check.notes)
             check = check.with_fixes()
-            for note in check.notes[len([n for n in check.notes]) :]:
-                print(f"note: {note}")
+            for note in check.notes:
+                if note not in printed:
+                    print(f"note: {note}")
         if not check.ok:
             hint = " (re-run with --fix to apply the proposed fixes)" if fixable else ""
             raise UserError(f"not launched: {len(check.problems)} problem(s) with the swift sft arguments{hint}")
@@ -276,6 +278,76 @@ def cmd_attach(ns) -> int:
     return follow(rec.id)
 
 
+# ---------------------------------------------------------------- deploy / merge / leftovers
+
+def _adapter_map(items: list[str]) -> dict[str, str]:
+    out = {}
+    for item in items:
+        name, _, path = item.rpartition("=")
+        out[name] = path
+    return out
+
+
+def cmd_deploy(ns) -> int:
+    from engine import deploy
+
+    try:
+        rec = deploy.start(_adapter_map(ns.adapters or []), model=ns.model, host=ns.host, port=ns.port,
+                           extra=ns.extra[1:] if ns.extra[:1] == ["--"] else ns.extra, cwd=Path.cwd())
+    except deploy.DeployError as exc:
+        raise UserError(str(exc)) from None
+    for note in rec.notes:
+        print(f"warning: {note}")
+    print(f"started swift deploy as run {rec.id} (pid {rec.pid}); waiting for /health ...")
+    try:
+        url = deploy.wait_ready(rec, timeout_s=ns.timeout)
+    except deploy.DeployError as exc:
+        raise UserError(str(exc)) from None
+    models = runs.load(rec.id).meta.get("models", [])
+    print(f"ready: {url}/v1  models: {', '.join(models)}   stop: swiftdeck stop {rec.id}")
+    return 0
+
+
+def cmd_merge(ns) -> int:
+    from engine import merge
+
+    try:
+        rec = merge.start(Path(ns.checkpoint), device_map_cpu=ns.device_map_cpu)
+    except merge.MergeError as exc:
+        raise UserError(str(exc)) from None
+    print(f"merging as run {rec.id} (pid {rec.pid}): {rec.notes[-1]}")
+    if not ns.wait:
+        return 0
+    while (rec := runs.load(rec.id)).active:
+        time.sleep(0.5)
+    print(f"merge {rec.status} (exit code {rec.exit_code})")
+    return 0 if rec.status == "finished" else 1
+
+
+def cmd_leftovers(ns) -> int:
+    from engine import gpu, leftovers
+
+    sampler = gpu.GpuSampler()
+    try:
+        found = leftovers.find(sampler.sample())
+    finally:
+        sampler.close()
+    if ns.json:
+        _dump([f.to_json() for f in found])
+        return 0
+    if not found:
+        print("no leftover processes of swiftdeck runs")
+        return 0
+    for f in found:
+        gmem = f"{f.gpu_mem / 2**20:.0f} MiB GPU" if f.gpu_mem else "no GPU memory"
+        print(f"{f.pid:>8} {f.name:16} {f.rss / 2**20:8.0f} MiB RAM  {gmem:16} run {f.run_id} ({f.run_status})")
+    if ns.stop or _confirm(f"Stop these {len(found)} process(es)? (only swiftdeck's own)"):
+        left = leftovers.stop(found)
+        print("stopped" if not left else f"still alive: {left}")
+        return 0 if not left else 1
+    return 0
+
+
 # ---------------------------------------------------------------- parser
 
 def build_parser() -> argparse.ArgumentParser:
@@ -314,6 +386,26 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--json", action="store_true")
     s.add_argument("--epochs", type=int, help=argparse.SUPPRESS)
     s.set_defaults(func=cmd_demo)
+
+    s = sub.add_parser("deploy", help="swift deploy as a managed job on 127.0.0.1 (OpenAI-compatible API)")
+    s.add_argument("--adapters", nargs="+", metavar="[NAME=]CKPT", help="LoRA checkpoints to serve")
+    s.add_argument("--model", help="base model (default: from the adapter's args.json)")
+    s.add_argument("--host", default="127.0.0.1", help="bind address (default 127.0.0.1)")
+    s.add_argument("--port", type=int, help="port (default: the first free one from 8000)")
+    s.add_argument("--timeout", type=float, default=300.0, help="seconds to wait for /health")
+    s.add_argument("extra", nargs=argparse.REMAINDER, help="-- more swift deploy arguments")
+    s.set_defaults(func=cmd_deploy)
+
+    s = sub.add_parser("merge", help="swift export --merge_lora as a background job: CKPT-merged/")
+    s.add_argument("checkpoint", metavar="CKPT")
+    s.add_argument("--device-map-cpu", action="store_true", help="merge on the CPU (avoids CUDA OOM)")
+    s.add_argument("--wait", action="store_true")
+    s.set_defaults(func=cmd_merge)
+
+    s = sub.add_parser("leftovers", help="live processes of ended swiftdeck runs; offer to stop them")
+    s.add_argument("--stop", action="store_true", help="stop them without asking")
+    s.add_argument("--json", action="store_true")
+    s.set_defaults(func=cmd_leftovers)
 
     s = sub.add_parser("attach", help="follow a run")
     s.add_argument("run", metavar="RUN")
