@@ -18,8 +18,10 @@ import psutil
 
 from engine import runs, supervisor
 
-OUTPUT_DIR_RE = re.compile(rb"\[INFO:swift\] output_dir: ([^\r\n]+)")
+OUTPUT_DIR_RE = re.compile(r"\[INFO:swift\] output_dir: (.+)")
 POLL_S = 0.2
+# Console signs after which the process tree is stopped at once (it may hang or leave workers holding the GPU).
+CLEAN_UP_ON = {"cuda_oom"}
 
 
 def final_status(exit_code: int, stop_requested: str | None) -> str:
@@ -29,25 +31,49 @@ def final_status(exit_code: int, stop_requested: str | None) -> str:
 
 
 class ConsoleWatch:
-    """Reads what ms-swift appends to the console log; finds the run folder."""
+    """Returns the complete lines (split on \\r and \\n) that ms-swift appended to the console log."""
 
-    def __init__(self, path: Path, cwd: str):
-        self.path, self.cwd, self.offset, self.pending = path, cwd, 0, b""
+    def __init__(self, path: Path):
+        self.path, self.offset, self.pending = path, 0, b""
 
-    def poll(self) -> str | None:
+    def poll(self) -> list[str]:
         try:
             with open(self.path, "rb") as fh:
                 fh.seek(self.offset)
-                data = fh.read(1 << 20)
+                data = fh.read(4 << 20)
         except OSError:
-            return None
+            return []
         self.offset += len(data)
-        self.pending = (self.pending + data)[-65536:]
-        match = OUTPUT_DIR_RE.search(self.pending)
-        if match:
-            self.pending = b""
-            return str((Path(self.cwd) / match.group(1).decode(errors="replace").strip()).resolve())
-        return None
+        *lines, self.pending = re.split(rb"[\r\n]", self.pending + data)
+        self.pending = self.pending[-65536:]
+        return [line.decode("utf-8", errors="replace") for line in lines if line]
+
+
+def clean_up_after(kind: str, line: str, rec: runs.RunRecord, proc: subprocess.Popen) -> dict:
+    """Stop the whole tree after a fatal console line; confirm with NVML that none of it holds GPU memory."""
+    from engine import gpu
+
+    detected = time.time()
+    pids = [p.pid for p in supervisor.live_tree(rec)]
+    sampler = gpu.GpuSampler()
+    before = gpu.gpu_memory_of(pids, sampler.sample())
+    try:  # let the trainer finish writing its traceback (it usually exits by itself within a moment)
+        proc.wait(2)
+    except subprocess.TimeoutExpired:
+        pass
+    left = supervisor.kill_tree(rec)
+    after, deadline = before, time.time() + 15
+    while True:  # the driver releases memory shortly after the processes are gone
+        after = gpu.gpu_memory_of(pids, sampler.sample())
+        if not after or time.time() > deadline:
+            break
+        time.sleep(0.2)
+    snapshot = sampler.sample()
+    sampler.close()
+    return {"kind": kind, "line": line[-500:], "detected_at": detected, "tree_pids": pids, "left": left,
+            "gpu_mem_before": before, "gpu_mem_after": after, "gpu_available": snapshot.available,
+            "gpu_free_after": [g.mem_total - g.mem_used for g in snapshot.gpus],
+            "seconds_to_clean": time.time() - detected}
 
 
 def main(run_id: str) -> int:
@@ -76,14 +102,11 @@ def main(run_id: str) -> int:
         r.status = "running" if r.status == "starting" else r.status
 
     rec = runs.update(run_id, started)
-    watch = ConsoleWatch(rec.console_log, rec.cwd)
+    watch = ConsoleWatch(rec.console_log)
     known: dict[int, float] = {}
     last_tree = 0.0
     while proc.poll() is None:
-        if rec.run_dir is None:
-            found = watch.poll()
-            if found:
-                rec = runs.update(run_id, lambda r: setattr(r, "run_dir", found))
+        rec = _watch_console(watch, rec, proc)
         if time.time() - last_tree > 1.0:
             last_tree = time.time()
             new = _descendants(proc.pid, known)
@@ -92,19 +115,41 @@ def main(run_id: str) -> int:
         time.sleep(POLL_S)
 
     exit_code = proc.returncode
-    if rec.run_dir is None:
-        found = watch.poll()
-        rec = runs.update(run_id, lambda r: setattr(r, "run_dir", found)) if found else rec
+    rec = _watch_console(watch, rec, proc)
+    diagnosis = None
+    if exit_code != 0 and not rec.stop_requested:
+        from engine import diagnose
+
+        diagnosis = diagnose.diagnose_file(rec.console_log, exit_code=exit_code, command=rec.kind,
+                                           args=rec.argv[2:]).to_json()
 
     def ended(r: runs.RunRecord) -> None:
         r.exit_code, r.ended_at = exit_code, time.time()
         r.status = final_status(exit_code, r.stop_requested)
+        if diagnosis:
+            r.meta["diagnosis"] = diagnosis
 
     rec = runs.update(run_id, ended)
     left = supervisor.kill_tree(rec)  # ms-swift can leave dataloader workers behind
     if left:
         runs.update(run_id, lambda r: r.notes.append(f"processes still alive after exit: {left}"))
     return 0
+
+
+def _watch_console(watch: ConsoleWatch, rec: runs.RunRecord, proc: subprocess.Popen) -> runs.RunRecord:
+    from engine.diagnose import match_line
+
+    for line in watch.poll():
+        match = OUTPUT_DIR_RE.search(line) if rec.run_dir is None else None
+        if match:
+            found = str((Path(rec.cwd) / match.group(1).strip()).resolve())
+            rec = runs.update(rec.id, lambda r: setattr(r, "run_dir", found))
+        kind = match_line(line)
+        if kind in CLEAN_UP_ON and "clean_up" not in rec.meta:
+            runs.update(rec.id, lambda r: r.meta.update(clean_up={"kind": kind, "detected_at": time.time()}))
+            report = clean_up_after(kind, line, rec, proc)
+            rec = runs.update(rec.id, lambda r: r.meta.update(clean_up=report))
+    return rec
 
 
 def _descendants(pid: int, known: dict[int, float]) -> bool:

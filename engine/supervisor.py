@@ -50,7 +50,14 @@ def launch(kind: str, swift_args: list[str], *, cwd: str | Path, env: dict[str, 
            label: str = "", output_dir: str | None = None, notes: list[str] | None = None,
            wait_started_s: float = 15.0) -> RunRecord:
     """Record and start `swift <kind> <swift_args>` detached; return once its pid is recorded."""
-    argv = [swift_executable(), kind, *swift_args]
+    return launch_argv(kind, [swift_executable(), kind, *swift_args], cwd=cwd, env=env, label=label,
+                       output_dir=output_dir, notes=notes, wait_started_s=wait_started_s)
+
+
+def launch_argv(kind: str, argv: list[str], *, cwd: str | Path, env: dict[str, str] | None = None,
+                label: str = "", output_dir: str | None = None, notes: list[str] | None = None,
+                wait_started_s: float = 15.0) -> RunRecord:
+    """Record and start any argv detached through engine.runner (its own session, console to a file)."""
     rec = runs.create(kind, argv, str(Path(cwd).resolve()), env=relevant_env(env), label=label,
                       output_dir=output_dir, notes=notes)
     with open(rec.folder / "runner.log", "ab") as log:
