@@ -147,6 +147,20 @@ def test_graceful_stop_saves_a_new_checkpoint_and_leaves_no_process(home, demo_a
     assert folder.checkpoints[0].complete and folder.checkpoints[0].resumable
     assert_tree_gone(rec)
 
+    # "relaunch with these changes": a remedy applied, resumed from the checkpoint the stop saved
+    from engine import relaunch, training
+
+    remedy = "--per_device_train_batch_size 5 --gradient_accumulation_steps 2 (was 10 x 1: the effective batch stays)"
+    planned = relaunch.plan(rec, remedy)
+    assert any("--per_device_train_batch_size 10 → 5" in c for c in planned.changes), planned.changes
+    assert any("--resume_from_checkpoint" in c for c in planned.changes)
+    resumed = training.start(planned.argv, cwd=tmp_path)
+    reader = RunReader(console_log=resumed.console_log)
+    first = wait_for(lambda: reader.poll() is not None and reader.state.metrics and reader.state.metrics[0],
+                     RUN_TIMEOUT, "the resumed run's first step")
+    assert first.step == steps[0] + 1, (first, steps)  # it continued, it did not start over
+    supervisor.stop(runs.load(resumed.id), force=True)
+
 
 def test_force_stop_kills_the_whole_tree(home, demo_assets, tmp_path):
     proc = swiftdeck("train", "--", *short_args(demo_assets, tmp_path / "output", epochs=60), home=home,
