@@ -348,6 +348,48 @@ def cmd_leftovers(ns) -> int:
     return 0
 
 
+# ---------------------------------------------------------------- diagnose / check-dataset
+
+def cmd_diagnose(ns) -> int:
+    from engine import diagnose
+
+    try:
+        rec = runs.resolve(ns.target)
+    except runs.UnknownRun:
+        rec = None
+    if rec is not None:
+        if not rec.console_log.exists():
+            raise UserError(f"run {rec.id} has no console log")
+        result = diagnose.diagnose_file(rec.console_log, exit_code=rec.exit_code, command=rec.kind,
+                                        args=rec.argv[2:])
+    else:
+        path = Path(ns.target).expanduser()
+        if not path.is_file():
+            raise UserError(f"'{ns.target}' is neither a swiftdeck run nor a log file")
+        result = diagnose.diagnose_file(path, exit_code=ns.exit_code)
+    if ns.json:
+        _dump(result.to_json())
+    else:
+        if rec is not None:
+            print(f"run {rec.id}: {rec.status} (exit code {rec.exit_code})")
+        print(result.format())
+    return 0
+
+
+def cmd_check_dataset(ns) -> int:
+    from engine import dataset_check
+
+    path = Path(ns.file).expanduser()
+    if not path.exists():
+        raise UserError(f"dataset file not found: {path.resolve()}")
+    report = dataset_check.check_dataset(path, model=ns.model, max_length=ns.max_length)
+    if ns.json:
+        _dump(report.to_json())
+    else:
+        print(report.format())
+    return 0 if report.ok else 1
+
+
 # ---------------------------------------------------------------- parser
 
 def build_parser() -> argparse.ArgumentParser:
@@ -407,6 +449,19 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--json", action="store_true")
     s.set_defaults(func=cmd_leftovers)
 
+    s = sub.add_parser("diagnose", help="why a run (or any ms-swift console log) failed, with remedies")
+    s.add_argument("target", metavar="RUN|LOGFILE")
+    s.add_argument("--exit-code", type=int, help="the process exit code, for a bare log file")
+    s.add_argument("--json", action="store_true")
+    s.set_defaults(func=cmd_diagnose)
+
+    s = sub.add_parser("check-dataset", help="check a dataset file: syntax, fields, duplicates, identity, lengths")
+    s.add_argument("file", metavar="FILE")
+    s.add_argument("--model", help="tokenize with this model's tokenizer and chat template")
+    s.add_argument("--max-length", type=int, help="count the rows ms-swift would drop at this max_length")
+    s.add_argument("--json", action="store_true")
+    s.set_defaults(func=cmd_check_dataset)
+
     s = sub.add_parser("attach", help="follow a run")
     s.add_argument("run", metavar="RUN")
     s.set_defaults(func=cmd_attach)
@@ -425,6 +480,9 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_USAGE
     except KeyboardInterrupt:
         return 130
+    except BrokenPipeError:  # `swiftdeck ... | head`
+        sys.stderr.close()
+        return 0
 
 
 if __name__ == "__main__":
