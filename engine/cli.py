@@ -390,6 +390,30 @@ def cmd_check_dataset(ns) -> int:
     return 0 if report.ok else 1
 
 
+# ---------------------------------------------------------------- chat / identity
+
+def cmd_check_identity(ns) -> int:
+    from engine import identity
+    from engine.chat_client import ChatClientError
+
+    ckpt = Path(ns.checkpoint).expanduser()
+    if not (ckpt / "adapter_config.json").is_file():
+        raise UserError(f"{ckpt.resolve()} is not a LoRA checkpoint (no adapter_config.json)")
+    if ns.dataset and not Path(ns.dataset).expanduser().is_file():
+        raise UserError(f"dataset file not found: {Path(ns.dataset).expanduser().resolve()}")
+    if not ns.json:
+        print("loading the base model once in a chat worker ...", file=sys.stderr)
+    try:
+        report = identity.check_identity(ckpt, dataset=Path(ns.dataset) if ns.dataset else None, sample=ns.sample)
+    except ChatClientError as exc:
+        raise UserError(str(exc)) from None
+    if ns.json:
+        _dump(report.to_json())
+    else:
+        print(report.format())
+    return 0 if report.adapter_passed == len(report.rows) else 1
+
+
 # ---------------------------------------------------------------- parser
 
 def build_parser() -> argparse.ArgumentParser:
@@ -462,6 +486,16 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--json", action="store_true")
     s.set_defaults(func=cmd_check_dataset)
 
+    s = sub.add_parser("check-identity", help="the seed's three questions + dataset questions: base vs adapter")
+    s.add_argument("checkpoint", metavar="CKPT")
+    s.add_argument("--dataset", metavar="FILE", help="expected answers (default: the dataset in CKPT/args.json)")
+    s.add_argument("--sample", type=int, default=5, help="dataset questions to add to the three (default 5)")
+    s.add_argument("--json", action="store_true")
+    s.set_defaults(func=cmd_check_identity)
+
+    sub.add_parser("chat", help="chat with a base model or checkpoint in the terminal (--once PROMPT)",
+                   add_help=False)  # handled by engine.chat_cli (see main)
+
     s = sub.add_parser("attach", help="follow a run")
     s.add_argument("run", metavar="RUN")
     s.set_defaults(func=cmd_attach)
@@ -469,6 +503,11 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    if argv[:1] == ["chat"]:
+        from engine import chat_cli
+
+        return chat_cli.main(argv[1:])
     parser = build_parser()
     ns = parser.parse_args(argv)
     if not getattr(ns, "func", None):

@@ -1,0 +1,383 @@
+"""Discovery and metadata of ms-swift run folders (`vN-YYYYMMDD-HHMMSS`) and their `checkpoint-N` folders.
+
+Layouts: `<output_dir>/vN-*` and ms-swift's default `output/<model>/vN-*`; a run folder itself is accepted too.
+Everything is read from disk (args.json, logging.jsonl, trainer_state.json, adapter_config.json); nothing loads torch.
+"""
+from __future__ import annotations
+
+import dataclasses
+import os
+import re
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+
+from engine.ingest import load_jsonl, loads_json, record_step, record_values
+
+RUN_RE = re.compile(r"v(\d+)-(\d{8})-(\d{6})")
+CKPT_RE = re.compile(r"checkpoint-(\d+)(-merged)?")
+ADAPTER_WEIGHTS = ("adapter_model.safetensors", "adapter_model.bin")
+MODEL_WEIGHTS_RE = re.compile(r"(model|pytorch_model)(-\d+-of-\d+)?\.(safetensors|bin)|model\.safetensors\.index\.json"
+                              r"|pytorch_model\.bin\.index\.json")
+NOT_LORA = "not a LoRA adapter"
+SUMMARY_KEYS = ("train_runtime", "train_loss", "train_samples_per_second", "train_steps_per_second")
+
+
+class CheckpointError(Exception):
+    """A one-line, user-facing problem (missing folder, not a run folder)."""
+
+
+@dataclass
+class CheckpointInfo:
+    path: Path
+    step: int | None
+    kind: str  # "lora" | "merged" | "full"
+    complete: bool  # weights present (adapter for LoRA, model weights otherwise)
+    resumable: bool  # optimizer + scheduler + rng state + trainer_state present
+    size_bytes: int
+    loss: float | None = None  # train loss logged at the nearest step <= `step`
+    loss_step: int | None = None
+    eval_loss: float | None = None
+    is_best: bool = False
+    is_last: bool = False
+    lora_rank: int | None = None
+    lora_alpha: float | None = None
+    target_modules: list[str] | str | None = None
+    base_model: str | None = None
+    model_type: str | None = None
+    template: str | None = None
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def name(self) -> str:
+        return self.path.name
+
+    def to_json(self) -> dict:
+        data = dataclasses.asdict(self)
+        data["path"] = str(self.path)
+        data["name"] = self.name
+        return data
+
+
+@dataclass
+class RunFolder:
+    path: Path
+    version: int | None
+    created: datetime | None
+    model: str | None = None
+    model_type: str | None = None
+    template: str | None = None
+    tuner_type: str | None = None
+    empty: bool = False  # a launch that failed before training leaves an empty folder behind
+    finished: bool = False  # logging.jsonl has the final record (also written after a SIGINT to the trainer)
+    final: dict = field(default_factory=dict)  # last/best checkpoint, best_metric, global_step, train summary
+    last_step: int | None = None  # last logged step
+    max_steps: int | None = None
+    checkpoints: list[CheckpointInfo] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+
+    @property
+    def name(self) -> str:
+        return self.path.name
+
+    def to_json(self) -> dict:
+        return {
+            "path": str(self.path), "name": self.name, "version": self.version,
+            "created": self.created.isoformat() if self.created else None,
+            "model": self.model, "model_type": self.model_type, "template": self.template,
+            "tuner_type": self.tuner_type, "empty": self.empty, "finished": self.finished, "final": self.final,
+            "last_step": self.last_step, "max_steps": self.max_steps,
+            "checkpoints": [c.to_json() for c in self.checkpoints], "notes": list(self.notes),
+        }
+
+
+# ---------------------------------------------------------------- helpers
+
+
+def _read_json(path: Path, notes: list[str] | None = None) -> dict:
+    try:
+        data = loads_json(path.read_bytes())
+    except FileNotFoundError:
+        return {}
+    except (OSError, ValueError) as exc:
+        if notes is not None:
+            notes.append(f"{path.name} unreadable: {str(exc).splitlines()[0] if str(exc) else type(exc).__name__}")
+        return {}
+    return data if isinstance(data, dict) else {}
+
+
+def _size(path: Path) -> int:
+    total = 0
+    try:
+        entries = list(os.scandir(path))
+    except OSError:
+        return 0
+    for e in entries:
+        try:
+            if e.is_dir(follow_symlinks=False):
+                total += _size(Path(e.path))
+            else:
+                total += e.stat(follow_symlinks=False).st_size
+        except OSError:
+            pass
+    return total
+
+
+def _run_created(name: str) -> tuple[int | None, datetime | None]:
+    m = RUN_RE.fullmatch(name)
+    if not m:
+        return None, None
+    try:
+        created = datetime.strptime(m.group(2) + m.group(3), "%Y%m%d%H%M%S")
+    except ValueError:
+        created = None
+    return int(m.group(1)), created
+
+
+def _basename(path) -> str | None:
+    return Path(path).name if isinstance(path, str) and path and path != "None" else None
+
+
+def _last_checkpoint_link(run: Path) -> str | None:
+    """`last-checkpoint` is a relative symlink; a copy may have turned it into a small file holding the name."""
+    link = run / "last-checkpoint"
+    try:
+        if link.is_symlink():
+            return Path(os.readlink(link)).name
+        if link.is_file() and link.stat().st_size < 4096:
+            return link.read_text(errors="replace").strip() or None
+    except OSError:
+        pass
+    return None
+
+
+def _history(records: list[dict]) -> tuple[dict[int, float], dict[int, float]]:
+    """(train loss by step, eval loss by step) from log records."""
+    loss, eval_loss = {}, {}
+    for rec in records:
+        step, _ = record_step(rec)
+        if step is None:
+            continue
+        values = record_values(rec)
+        if "loss" in values:
+            loss[step] = values["loss"]
+        if "eval_loss" in values:
+            eval_loss[step] = values["eval_loss"]
+    return loss, eval_loss
+
+
+def _at_or_before(series: dict[int, float], step: int | None) -> tuple[int | None, float | None]:
+    steps = [s for s in series if step is None or s <= step]
+    if not steps:
+        return None, None
+    s = max(steps)
+    return s, series[s]
+
+
+# ---------------------------------------------------------------- checkpoints
+
+
+def scan_checkpoint(path: Path, run_args: dict | None = None) -> CheckpointInfo:
+    """Metadata of one checkpoint folder (LoRA adapter, merged model or full-parameter checkpoint)."""
+    path = Path(path)
+    notes: list[str] = []
+    m = CKPT_RE.fullmatch(path.name)
+    step = int(m.group(1)) if m else None
+    names = set(os.listdir(path))
+    args = _read_json(path / "args.json", notes) or (run_args or {})
+    adapter = _read_json(path / "adapter_config.json", notes) if "adapter_config.json" in names else None
+    has_model = "config.json" in names and any(MODEL_WEIGHTS_RE.fullmatch(n) for n in names)
+    tuner = args.get("tuner_type") or args.get("train_type")
+    if adapter is not None:
+        kind = "lora"
+    elif path.name.endswith("-merged"):
+        kind = "merged"
+    elif tuner == "full":
+        kind = "full"
+    elif has_model:
+        kind = "merged"
+    else:
+        kind = "lora"
+    if kind == "lora":
+        complete = adapter is not None and any(n in names for n in ADAPTER_WEIGHTS)
+        if not complete:
+            missing = "adapter_config.json" if adapter is None else "adapter_model.safetensors"
+            notes.append(f"incomplete: no {missing}")
+    else:
+        complete = has_model
+        notes.append(NOT_LORA)
+        if not complete:
+            notes.append("incomplete: no config.json + model weights")
+    optimizer = bool(names & {"optimizer.pt", "optimizer.bin"}) or any(n.startswith("global_step") for n in names)
+    needs = {"optimizer.pt": optimizer, "scheduler.pt": "scheduler.pt" in names,
+             "rng_state*.pth": any(n.startswith("rng_state") and n.endswith(".pth") for n in names),
+             "trainer_state.json": "trainer_state.json" in names}
+    resumable = kind != "merged" and all(needs.values())
+    if kind != "merged" and not resumable:
+        notes.append("not resumable: no " + ", ".join(k for k, ok in needs.items() if not ok))
+    info = CheckpointInfo(
+        path=path, step=step, kind=kind, complete=complete, resumable=resumable, size_bytes=_size(path),
+        base_model=(adapter or {}).get("base_model_name_or_path") or args.get("model"),
+        model_type=args.get("model_type"), template=args.get("template"), notes=notes)
+    if adapter is not None:
+        info.lora_rank = adapter.get("r")
+        info.lora_alpha = adapter.get("lora_alpha")
+        info.target_modules = adapter.get("target_modules")
+        if isinstance(info.target_modules, list):
+            info.target_modules = sorted(info.target_modules)
+    return info
+
+
+# ---------------------------------------------------------------- runs
+
+
+def is_run_folder(path: Path) -> bool:
+    path = Path(path)
+    if not path.is_dir():
+        return False
+    if RUN_RE.fullmatch(path.name):
+        return True
+    try:
+        names = os.listdir(path)
+    except OSError:
+        return False
+    return "logging.jsonl" in names or ("args.json" in names and any(CKPT_RE.fullmatch(n) for n in names))
+
+
+def scan_run(path: Path) -> RunFolder:
+    """Everything about one run folder. Raises CheckpointError for a missing path."""
+    path = Path(path)
+    if not path.is_dir():
+        raise CheckpointError(f"not a folder: {path}")
+    version, created = _run_created(path.name)
+    run = RunFolder(path=path, version=version, created=created)
+    names = sorted(os.listdir(path))
+    if not names:
+        run.empty = True
+        run.notes.append("empty folder: the launch failed before training started")
+        return run
+    args = _read_json(path / "args.json", run.notes)
+    run.model, run.model_type, run.template = args.get("model"), args.get("model_type"), args.get("template")
+    run.tuner_type = args.get("tuner_type") or args.get("train_type")
+
+    records = load_jsonl(path / "logging.jsonl")
+    for rec in records:
+        if "last_model_checkpoint" in rec or "log_history" in rec:
+            run.finished = True
+            run.final.update({k: rec.get(k) for k in
+                              ("last_model_checkpoint", "best_model_checkpoint", "best_metric", "global_step")})
+        elif "train_runtime" in rec:
+            run.final.update({k: v for k, v in record_values(rec).items() if k in SUMMARY_KEYS})
+        step, max_steps = record_step(rec)
+        if step is not None and "last_model_checkpoint" not in rec:
+            run.last_step = max(run.last_step or 0, step)
+            run.max_steps = max_steps or run.max_steps
+    if not records:
+        run.notes.append("no logging.jsonl: training never logged a step (failed early, or still starting)")
+
+    ckpt_dirs = sorted((p for n in names if CKPT_RE.fullmatch(n) and (p := path / n).is_dir()),
+                       key=lambda p: (int(CKPT_RE.fullmatch(p.name).group(1)), p.name))
+    run.checkpoints = [scan_checkpoint(p, args) for p in ckpt_dirs]
+    _mark_losses(run, records)
+    _mark_last_best(run)
+    if not run.checkpoints and records:
+        run.notes.append("no checkpoint saved" + ("" if run.finished else " yet"))
+    return run
+
+
+def _mark_losses(run: RunFolder, records: list[dict]) -> None:
+    loss, eval_loss = _history(records)
+    for c in run.checkpoints:
+        lo, ev = loss, eval_loss
+        if not lo:  # no logging.jsonl: this checkpoint's own trainer_state.json log_history
+            state = _read_json(c.path / "trainer_state.json")
+            lo, ev = _history([h for h in state.get("log_history", []) if isinstance(h, dict)])
+        c.loss_step, c.loss = _at_or_before(lo, c.step)
+        c.eval_loss = _at_or_before(ev, c.step)[1]
+
+
+def _mark_last_best(run: RunFolder) -> None:
+    trained = [c for c in run.checkpoints if c.kind != "merged"]
+    if not trained:
+        return
+    last = _basename(run.final.get("last_model_checkpoint")) or _last_checkpoint_link(run.path) or trained[-1].name
+    best = _basename(run.final.get("best_model_checkpoint"))
+    if best is None and not run.finished:
+        best = _basename(_read_json(trained[-1].path / "trainer_state.json").get("best_model_checkpoint"))
+    for c in trained:
+        c.is_last = c.name == last
+        c.is_best = c.name == best
+
+
+def scan(output_dir: Path) -> list[RunFolder]:
+    """Run folders under `output_dir` (directly, or one level down under a model-name folder), oldest first.
+    `output_dir` may itself be a run folder. Raises CheckpointError when it does not exist."""
+    root = Path(output_dir)
+    if not root.is_dir():
+        raise CheckpointError(f"no such folder: {root}")
+    if is_run_folder(root):
+        return [scan_run(root)]
+    found: list[Path] = []
+    for child in sorted(root.iterdir()):
+        if not child.is_dir():
+            continue
+        if RUN_RE.fullmatch(child.name):
+            found.append(child)
+        else:
+            try:
+                found += [g for g in sorted(child.iterdir()) if g.is_dir() and RUN_RE.fullmatch(g.name)]
+            except OSError:
+                continue
+    runs = [scan_run(p) for p in found]
+    runs.sort(key=lambda r: (r.created or datetime.min, r.version or 0, str(r.path)))
+    return runs
+
+
+# ---------------------------------------------------------------- human-readable
+
+
+def _fmt_size(n: int) -> str:
+    for unit in ("B", "KB", "MB", "GB"):
+        if n < 1024 or unit == "GB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n:.1f} TB"
+
+
+def _fmt_num(v: float | None) -> str:
+    return "-" if v is None else f"{v:.4g}"
+
+
+def format_table(runs: list[RunFolder], base: Path | None = None) -> str:
+    """The text of `swiftdeck checkpoints`: one block per run, one row per checkpoint."""
+    if not runs:
+        return "no run folders found"
+    lines = []
+    for r in runs:
+        where = str(r.path.relative_to(base)) if base and r.path.is_relative_to(base) else str(r.path)
+        state = "empty" if r.empty else "finished" if r.finished else "not finished"
+        steps = f" step {r.last_step}/{r.max_steps or '?'}" if r.last_step is not None else ""
+        what = " ".join(x for x in (r.tuner_type, r.model_type, r.template) if x)
+        lines.append(f"{where}  [{state}{steps}]  {what}  {r.model or ''}".rstrip())
+        for note in r.notes:
+            lines.append(f"  ! {note}")
+        if r.checkpoints:
+            lines.append(f"  {'checkpoint':<22} {'kind':<6} {'loss':>8} {'eval':>8} {'size':>9}  flags")
+        for c in r.checkpoints:
+            flags = [f for f, on in (("last", c.is_last), ("best", c.is_best), ("resumable", c.resumable)) if on]
+            if c.kind == "lora" and c.lora_rank is not None:
+                flags.append(f"r={c.lora_rank} alpha={c.lora_alpha:g}" if c.lora_alpha is not None
+                             else f"r={c.lora_rank}")
+            lines.append(f"  {c.name:<22} {c.kind:<6} {_fmt_num(c.loss):>8} {_fmt_num(c.eval_loss):>8} "
+                         f"{_fmt_size(c.size_bytes):>9}  {' '.join(flags) or '-'}")
+            for note in c.notes:
+                lines.append(f"      {note}")
+    return "\n".join(lines)
+
+
+def to_json(runs: list[RunFolder]) -> list[dict]:
+    return [r.to_json() for r in runs]
+
+
+__all__ = ["CheckpointError", "CheckpointInfo", "RunFolder", "scan", "scan_run", "scan_checkpoint", "is_run_folder",
+           "format_table", "to_json", "NOT_LORA"]

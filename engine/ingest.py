@@ -1,0 +1,696 @@
+"""Incremental readers for what `swift sft` writes: its console log and `<run>/logging.jsonl` -> engine.events.
+
+Pure Python (no torch). Parsers take raw bytes in any chunking and give the same events for the same bytes
+(a partial last segment waits for the next feed). `RunReader` tails both files and keeps a `RunState` snapshot.
+Python-repr dicts on the console are read by a small regex tokenizer, never `eval`.
+"""
+from __future__ import annotations
+
+import functools
+import json
+import math
+import os
+import re
+from dataclasses import dataclass, field, fields, replace
+from pathlib import Path
+
+import orjson
+
+from engine.events import CheckpointSaved, Event, Finished, Metrics, Progress, RunDirFound
+
+SEGMENT_CAP = 64 * 1024  # only the last 64 KiB of a console segment (line or \r-update) is looked at
+JSONL_LINE_CAP = 256 * 1024 * 1024  # a logging.jsonl line longer than this is skipped
+READ_CHUNK = 8 * 1024 * 1024
+
+TRAIN, EVAL = 0, 1  # metric kinds; a step is unique per (step, kind)
+STEP_KEYS = {"global_step/max_steps", "global_step", "step", "percentage"}
+TIME_KEYS = {"elapsed_time", "remaining_time"}
+
+
+# ---------------------------------------------------------------- small parsers
+
+
+_CLOCK_RE = re.compile(r"\d+(?::\d{1,2}){1,2}")
+_UNIT_RE = re.compile(r"\s*(\d+(?:\.\d+)?)\s*([dhms])")
+_UNITS = {"d": 86400, "h": 3600, "m": 60, "s": 1}
+
+
+def parse_duration(text: str) -> float:
+    """'1m 49s' | '2h 3m 4s' | '1d 2h 0m 1s' | '0s' (ms-swift) or '00:21' | '1:02:03' (tqdm) -> seconds."""
+    text = text.strip()
+    if _CLOCK_RE.fullmatch(text):
+        total = 0
+        for part in text.split(":"):
+            total = total * 60 + int(part)
+        return float(total)
+    total, pos = 0.0, 0
+    while pos < len(text):
+        m = _UNIT_RE.match(text, pos)
+        if not m:
+            break
+        total += float(m.group(1)) * _UNITS[m.group(2)]
+        pos = m.end()
+    if pos == 0 or pos != len(text):
+        raise ValueError(f"not a duration: {text!r}")
+    return total
+
+
+@functools.lru_cache(maxsize=4096)  # the same few strings ('3s', '1m 9s') repeat all run long
+def _duration(text: str) -> float | None:
+    try:
+        return parse_duration(text)
+    except ValueError:
+        return None
+
+
+# A flat Python-repr dict, scanned pair by pair on bytes. Strings use unrolled loops (fast in `re`).
+_STR = rb"'[^'\\\n]*(?:\\.[^'\\\n]*)*'|\"[^\"\\\n]*(?:\\.[^\"\\\n]*)*\""
+_NUM = rb"[-+]?(?:\d+(?:\.\d*)?|\.\d+)(?:[eE][-+]?\d+)?|[-+]?(?:nan|inf)"
+_VAL = _STR + rb"|" + _NUM + rb"|(?:np|numpy)\.\w+\((?:" + _NUM + rb")\)|None|True|False"
+_PAIR_AT = re.compile(rb"\s*(" + _STR + rb")\s*:\s*(" + _VAL + rb")\s*(,?)")
+_NP_RE = re.compile(rb"(?:np|numpy)\.\w+\((.*)\)")
+
+
+def _unquote(token: bytes) -> str:
+    if b"\\" not in token:
+        return token[1:-1].decode("utf-8", errors="replace")
+    import ast
+
+    text = token.decode("utf-8", errors="replace")
+    try:
+        return ast.literal_eval(text)  # one string literal: safe
+    except (ValueError, SyntaxError):  # a bad escape such as '\\N'
+        return text[1:-1]
+
+
+def _scalar(token: bytes):
+    first = token[:1]
+    if first in (b"'", b'"'):
+        return _unquote(token)
+    if token == b"None":
+        return None
+    if token in (b"True", b"False"):
+        return token == b"True"
+    if first == b"n" and token != b"nan":
+        token = _NP_RE.fullmatch(token).group(1)
+    return float(token)
+
+
+def _scan_dicts(data: bytes) -> list[tuple[int, dict]]:
+    """(offset, dict) for every flat Python-repr dict in `data`; anything else (nested values, calls) does not
+    match and is never evaluated."""
+    out = []
+    pos = data.find(b"{")
+    while pos >= 0:
+        i, d = pos + 1, {}
+        while m := _PAIR_AT.match(data, i):
+            d[_unquote(m.group(1))] = _scalar(m.group(2))
+            i = m.end()
+            if not m.group(3):
+                break
+        while data[i:i + 1].isspace():
+            i += 1
+        if d and data[i:i + 1] == b"}":
+            out.append((pos, d))
+            pos = data.find(b"{", i + 1)
+        else:
+            pos = data.find(b"{", pos + 1)
+    return out
+
+
+def parse_repr_dicts(text: str | bytes) -> list[dict]:
+    """Every flat Python-repr dict in `text`."""
+    return [d for _, d in _scan_dicts(text.encode() if isinstance(text, str) else text)]
+
+
+def _to_float(key: str, value) -> float | None:
+    if isinstance(value, float):
+        return value
+    if isinstance(value, str):
+        if key in TIME_KEYS:
+            return _duration(value)
+        try:
+            return float(value)
+        except ValueError:
+            pass
+        try:
+            return float(value.rstrip("%"))
+        except ValueError:
+            return None
+    if isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    return None
+
+
+_STEPS_RE = re.compile(r"\s*(\d+)\s*/\s*(-?\d+)\s*")
+
+
+def record_step(rec: dict) -> tuple[int | None, int | None]:
+    """(step, max_steps) of a log record: 'global_step/max_steps' 'N/M' (3.x/4.x), int 'global_step' (2.x),
+    or 'step' (trainer_state log_history)."""
+    gs = rec.get("global_step/max_steps")
+    if isinstance(gs, str):
+        m = _STEPS_RE.fullmatch(gs)
+        if m:
+            total = int(m.group(2))
+            return int(m.group(1)), (total if total > 0 else None)
+    for key in ("global_step", "step"):
+        v = rec.get(key)
+        if isinstance(v, (int, float)) and not isinstance(v, bool) and math.isfinite(v):
+            return int(v), None
+        if isinstance(v, str) and v.isdigit():
+            return int(v), None
+    return None, None
+
+
+def record_values(rec: dict) -> dict[str, float]:
+    """The numeric values of a log record as floats (time strings -> seconds, '12.5%' -> 12.5)."""
+    out = {}
+    for k, v in rec.items():
+        if k in STEP_KEYS:
+            continue
+        if type(v) is float:  # the common case, fast
+            out[k] = v
+        elif (f := _to_float(k, v)) is not None:
+            out[k] = f
+    return out
+
+
+def _is_final(rec: dict) -> bool:
+    return "last_model_checkpoint" in rec or "log_history" in rec
+
+
+class _RecordInterpreter:
+    """Shared by the console and jsonl parsers: one log record -> Metrics / Progress / Finished."""
+
+    def __init__(self):
+        self.finished: Finished | None = None
+        self.last_step: int | None = None
+
+    def finish(self, **changes) -> Finished:
+        self.finished = replace(self.finished or Finished(), **changes)
+        return self.finished
+
+    def interpret(self, rec: dict, strict: bool) -> list[Event]:
+        """`strict`: the record must carry its own step (console dicts can fall back on the last bar)."""
+        if _is_final(rec):
+            best = rec.get("best_metric")
+            return [self.finish(
+                last_checkpoint=_str_or_none(rec.get("last_model_checkpoint")),
+                best_checkpoint=_str_or_none(rec.get("best_model_checkpoint")),
+                best_metric=float(best) if isinstance(best, (int, float)) and not isinstance(best, bool) else None,
+            )]
+        step, max_steps = record_step(rec)
+        known = "loss" in rec or "eval_loss" in rec or "train_runtime" in rec
+        if step is None:
+            if strict or not known or self.last_step is None:
+                return []
+            step = self.last_step
+        values = record_values(rec)
+        if not values:
+            return []
+        speed = values.get("train_speed(s/it)")
+        if speed is None and values.get("train_speed(iter/s)"):
+            speed = 1.0 / values["train_speed(iter/s)"]
+        events: list[Event] = []
+        if "train_runtime" in rec:
+            events.append(self.finish(summary=values))
+        elif known or "global_step/max_steps" in rec or "global_step" in rec:
+            events.append(Metrics(step, values, max_steps))
+        events.append(Progress(step, max_steps, values.get("epoch"), values.get("elapsed_time"),
+                               values.get("remaining_time"), speed))
+        self.last_step = step
+        return events
+
+
+def _str_or_none(v) -> str | None:
+    return v if isinstance(v, str) and v and v != "None" else None
+
+
+def metric_kind(m: Metrics) -> int:
+    return EVAL if any(k.startswith("eval_") for k in m.values) else TRAIN
+
+
+# ---------------------------------------------------------------- console
+
+
+# All console matching runs on bytes (only matched parts are decoded); the patterns are ASCII.
+_BAR_RE = re.compile(
+    rb"(?:(?P<desc>[A-Za-z][\w ]*?):\s*)?(?P<pct>\d+)%\|[^|]*\|\s*(?P<n>\d+)/(?P<total>\d+)\s*"
+    rb"\[(?P<el>[\d:]+)<(?P<rem>[\d:?]+),\s*(?P<rate>[\d.]+|\?)\s*(?P<unit>s/it|it/s)")
+_RANK_RE = re.compile(rb"\s*\[rank(\d+)\]:\s?")
+_OUTDIR_RE = re.compile(rb"\[INFO:swift\] output_dir: (.+?)\s*$")
+_SAVE_RE = re.compile(rb"Saving model checkpoint to (.*?checkpoint-(\d+))\s*$")
+_LASTBEST_RE = re.compile(rb"\b(last|best)_model_checkpoint: (.+?)\s*$")
+_END_RE = re.compile(rb"End time of running main: (.+?)\s*$")
+_MARKER_RE = re.compile(rb"\{|%\||output_dir: |Saving model checkpoint|_model_checkpoint: |End time of running main")
+
+
+def _text(b: bytes) -> str:
+    return b.decode("utf-8", errors="replace")
+
+
+class ConsoleParser:
+    """stdout+stderr of `swift sft` (one merged file) -> events. Segments end at `\\r` or `\\n`; only the last
+    SEGMENT_CAP bytes of a segment are looked at, and a segment equal to the previous interesting one (tqdm
+    redraws the same bar several times) is skipped."""
+
+    def __init__(self):
+        self._pending = b""
+        self._last_seg = b""
+        self._rec = _RecordInterpreter()
+        self._last_progress: Progress | None = None
+        self.end_time: str | None = None
+
+    @property
+    def finished(self) -> Finished | None:
+        return self._rec.finished
+
+    def feed(self, data: bytes) -> list[Event]:
+        if not data:
+            return []
+        buf = self._pending + data
+        last = max(buf.rfind(b"\n"), buf.rfind(b"\r"))
+        if last < 0:
+            self._pending = buf[-SEGMENT_CAP:]
+            return []
+        self._pending = buf[last + 1:][-SEGMENT_CAP:]
+        events: list[Event] = []
+        search = _MARKER_RE.search
+        for seg in buf[:last].replace(b"\r", b"\n").split(b"\n"):
+            if seg and seg != self._last_seg and search(seg):  # cheap filter before the full look
+                self._segment(seg[-SEGMENT_CAP:], events)
+        return events
+
+    def flush(self) -> list[Event]:
+        """Treat the unterminated tail as complete (the file ended)."""
+        seg, self._pending = self._pending, b""
+        events: list[Event] = []
+        self._segment(seg, events)
+        return events
+
+    def _progress(self, p: Progress, events: list[Event]) -> None:
+        if p != self._last_progress:
+            self._last_progress = p
+            events.append(p)
+
+    def _finished(self, events: list[Event], **changes) -> None:
+        before = self._rec.finished
+        fin = self._rec.finish(**changes)
+        if fin != before or before is None:
+            events.append(fin)
+
+    def _segment(self, seg: bytes, events: list[Event]) -> None:
+        if not seg or seg == self._last_seg or not _MARKER_RE.search(seg):
+            return
+        self._last_seg = seg
+        if b"[rank" in seg[:16] and (rank := _RANK_RE.match(seg)):
+            if rank.group(1) != b"0":
+                return
+            seg = seg[rank.end():]
+        found: list[tuple[int, object]] = []  # dicts and the bar, handled in text order
+        if b"{" in seg:
+            found += _scan_dicts(seg)
+        if b"%|" in seg and (bar := _BAR_RE.search(seg)) and bar.group("desc") in (None, b"Train"):
+            found.append((bar.start(), bar))
+            found.sort(key=lambda f: f[0])
+        for _, item in found:
+            if isinstance(item, dict):
+                for ev in self._rec.interpret(item, strict=False):
+                    if isinstance(ev, Progress):
+                        self._progress(ev, events)
+                    else:
+                        events.append(ev)
+            else:
+                self._bar(item, events)
+        if b"output_dir: " in seg and (m := _OUTDIR_RE.search(seg)):
+            events.append(RunDirFound(_text(m.group(1))))
+        elif b"Saving model checkpoint" in seg and (m := _SAVE_RE.search(seg)):
+            events.append(CheckpointSaved(int(m.group(2)), _text(m.group(1))))
+        elif b"_model_checkpoint: " in seg and (m := _LASTBEST_RE.search(seg)):
+            key = "last_checkpoint" if m.group(1) == b"last" else "best_checkpoint"
+            self._finished(events, **{key: _str_or_none(_text(m.group(2)))})
+        elif b"End time of running main" in seg and (m := _END_RE.search(seg)):
+            self.end_time = _text(m.group(1))
+            self._finished(events)
+
+    def _bar(self, m: re.Match, events: list[Event]) -> None:
+        n, total = int(m.group("n")), int(m.group("total"))
+        try:
+            rate = float(m.group("rate"))
+        except ValueError:  # '?' (no rate yet) or a garbled number
+            rate = 0.0
+        spi = None
+        if rate > 0:
+            spi = rate if m.group("unit") == b"s/it" else 1.0 / rate
+        rem = m.group("rem")
+        self._rec.last_step = n
+        self._progress(Progress(n, total or None, None, _duration(m.group("el").decode()),
+                                None if b"?" in rem else _duration(rem.decode()), spi), events)
+
+
+# ---------------------------------------------------------------- logging.jsonl
+
+
+def loads_json(line: bytes | str):
+    """orjson, falling back to the stdlib for NaN/Infinity (Python's json.dumps writes them). Raises ValueError."""
+    try:
+        return orjson.loads(line)
+    except orjson.JSONDecodeError:
+        return json.loads(line)
+
+
+class JsonlParser:
+    """`<run>/logging.jsonl` -> events. Bad or oversized lines are skipped (counted in `skipped`)."""
+
+    def __init__(self):
+        self._pending: list[bytes] = []  # parts of the unterminated last line
+        self._pending_len = 0
+        self._skipping = False  # the current line passed JSONL_LINE_CAP: drop it up to its newline
+        self._rec = _RecordInterpreter()
+        self.skipped = 0
+        self.final_record: dict | None = None
+
+    @property
+    def finished(self) -> Finished | None:
+        return self._rec.finished
+
+    def feed(self, data: bytes) -> list[Event]:
+        events: list[Event] = []
+        *lines, tail = data.split(b"\n")
+        for part in lines:
+            line = b"".join((*self._pending, part))
+            skipping = self._skipping or len(line) > JSONL_LINE_CAP
+            self._pending, self._pending_len, self._skipping = [], 0, False
+            if skipping:
+                self.skipped += 1
+            else:
+                self._line(line, events)
+        if tail and not self._skipping:
+            self._pending.append(tail)
+            self._pending_len += len(tail)
+            if self._pending_len > JSONL_LINE_CAP:
+                self._pending, self._pending_len, self._skipping = [], 0, True
+        return events
+
+    def flush(self) -> list[Event]:
+        line, skipping = b"".join(self._pending), self._skipping
+        self._pending, self._pending_len, self._skipping = [], 0, False
+        events: list[Event] = []
+        if skipping:
+            self.skipped += 1
+        else:
+            self._line(line, events)
+        return events
+
+    def _line(self, line: bytes, events: list[Event]) -> None:
+        if not line.strip():
+            return
+        rec = _record(line)
+        if rec is None:
+            self.skipped += 1
+            return
+        if _is_final(rec):
+            self.final_record = rec
+        events.extend(self._rec.interpret(rec, strict=True))
+
+
+def _record(line: bytes) -> dict | None:
+    try:
+        rec = loads_json(line)
+    except (ValueError, RecursionError):
+        return None
+    return rec if isinstance(rec, dict) else None
+
+
+def load_jsonl(path: Path) -> list[dict]:
+    """All well-formed dict records of a jsonl file (missing file -> [])."""
+    try:
+        data = Path(path).read_bytes()
+    except OSError:
+        return []
+    return [rec for line in data.split(b"\n") if line.strip() and (rec := _record(line)) is not None]
+
+
+# ---------------------------------------------------------------- tailing
+
+
+class FileTail:
+    """Bytes appended to a file since the last call. A missing file reads as b""; a truncated or replaced
+    file (smaller than the offset, or another inode) restarts from 0 and bumps `generation`."""
+
+    def __init__(self, path: Path | str):
+        self.path = Path(path)
+        self.offset = 0
+        self.generation = 0
+        self._ident: tuple[int, int] | None = None
+
+    def read_new(self, max_bytes: int | None = None) -> bytes:
+        try:
+            f = open(self.path, "rb")
+        except OSError:
+            return b""
+        with f:
+            st = os.fstat(f.fileno())
+            ident = (st.st_dev, st.st_ino)
+            if self._ident is not None and (ident != self._ident or st.st_size < self.offset):
+                self.offset = 0
+                self.generation += 1
+            self._ident = ident
+            if st.st_size <= self.offset:
+                return b""
+            f.seek(self.offset)
+            data = f.read(-1 if max_bytes is None else max_bytes)
+        self.offset += len(data)
+        return data
+
+
+@dataclass
+class RunState:
+    """Everything known about one run so far; rebuilt identically by a fresh RunReader over the same files."""
+
+    run_dir: str | None = None
+    progress: Progress | None = None
+    checkpoints: dict[int, str] = field(default_factory=dict)  # step -> path as printed
+    finished: Finished | None = None
+    end_time: str | None = None  # 'End time of running main: ...' was printed
+    metrics_source: str | None = None  # "logging.jsonl" | "console"
+    _by_key: dict[tuple[int, int], Metrics] = field(default_factory=dict, repr=False)
+    _sorted: list[Metrics] | None = field(default=None, repr=False)
+
+    @property
+    def metrics(self) -> list[Metrics]:
+        """Logged steps in step order (train before eval at the same step)."""
+        if self._sorted is None:
+            self._sorted = [self._by_key[k] for k in sorted(self._by_key)]
+        return self._sorted
+
+    @property
+    def max_steps(self) -> int | None:
+        if self.progress and self.progress.max_steps:
+            return self.progress.max_steps
+        return next((m.max_steps for m in reversed(self.metrics) if m.max_steps), None)
+
+    def _put(self, m: Metrics) -> bool:
+        """Store; True when the (step, kind) is new."""
+        key = (m.step, metric_kind(m))
+        new = key not in self._by_key
+        self._by_key[key] = m
+        self._sorted = None
+        return new
+
+
+def _merge_progress(old: Progress | None, new: Progress) -> Progress:
+    if old is None:
+        return new
+    if new.step < old.step:
+        return old
+    if new.step > old.step:
+        return new if new.max_steps or not old.max_steps else replace(new, max_steps=old.max_steps)
+    changes = {f.name: getattr(new, f.name) for f in fields(Progress) if getattr(new, f.name) is not None}
+    return replace(old, **changes)
+
+
+def _merge_finished(old: Finished | None, new: Finished, authoritative: bool = True) -> Finished:
+    """`authoritative` (logging.jsonl, or the console while there is none): new values win; otherwise they
+    only fill what is still unknown."""
+    old = old or Finished()
+    first, second = (new, old) if authoritative else (old, new)
+    return Finished(
+        last_checkpoint=first.last_checkpoint or second.last_checkpoint,
+        best_checkpoint=first.best_checkpoint or second.best_checkpoint,
+        best_metric=first.best_metric if first.best_metric is not None else second.best_metric,
+        summary={**second.summary, **first.summary},
+    )
+
+
+class _Source:
+    """One tailed file and its parser (a fresh parser when the file was truncated or replaced)."""
+
+    def __init__(self, path: Path, parser_cls):
+        self.tail = FileTail(path)
+        self.parser_cls = parser_cls
+        self.parser = parser_cls()
+        self.generation = 0
+        self.caught_up = True
+
+    def read(self, final: bool, max_bytes: int | None) -> list[Event]:
+        events: list[Event] = []
+        taken = 0
+        self.caught_up = False
+        while max_bytes is None or taken < max_bytes:
+            data = self.tail.read_new(READ_CHUNK if max_bytes is None else min(READ_CHUNK, max_bytes - taken))
+            if not data:
+                self.caught_up = True
+                break
+            taken += len(data)
+            if self.tail.generation != self.generation:
+                self.generation = self.tail.generation
+                self.parser = self.parser_cls()
+            events += self.parser.feed(data)
+        if final and self.caught_up:
+            events += self.parser.flush()
+        return events
+
+
+class RunReader:
+    """Tails a console log and/or a run folder's logging.jsonl. `poll()` returns the new events.
+
+    Metrics come from logging.jsonl once it exists (authoritative; console dicts are dropped then and any
+    console-derived values in `state` are replaced); without it (a bare log file) from console dicts. Each
+    (step, train|eval) is emitted once. Progress and Finished events carry the merged state, emitted on change.
+    `cwd` resolves a relative output_dir printed by ms-swift (the cwd the run was started in).
+    """
+
+    def __init__(self, console_log: Path | None = None, run_dir: Path | None = None, cwd: Path | None = None):
+        self.console_log = Path(console_log) if console_log else None
+        self.run_dir = Path(run_dir) if run_dir else None
+        self.cwd = Path(cwd) if cwd else None
+        self.state = RunState(run_dir=str(self.run_dir) if self.run_dir else None)
+        self._console = _Source(self.console_log, ConsoleParser) if self.console_log else None
+        self._jsonl: _Source | None = None
+        self._dir_announced = False
+
+    @property
+    def caught_up(self) -> bool:
+        """False when the last poll stopped at `max_bytes` with more to read."""
+        return all(s.caught_up for s in (self._console, self._jsonl) if s is not None)
+
+    def _resolve(self, path: str) -> Path:
+        p = Path(path)
+        return p if p.is_absolute() or self.cwd is None else self.cwd / p
+
+    def poll(self, final: bool = False, max_bytes: int | None = None) -> list[Event]:
+        """New events since the last poll. `final=True` also takes an unterminated last line (process ended);
+        `max_bytes` bounds the work per file and call (see `caught_up`)."""
+        out: list[Event] = []
+        st = self.state
+        progress0, finished0 = st.progress, st.finished
+        console = self._console.read(final, max_bytes) if self._console else []
+        for ev in console:
+            if isinstance(ev, RunDirFound) and not self._dir_announced:
+                self._dir_announced = True
+                out.append(ev)
+                if self.run_dir is None:
+                    self.run_dir = self._resolve(ev.path)
+                    st.run_dir = str(self.run_dir)
+        if self.run_dir is not None and self._jsonl is None and (self.run_dir / "logging.jsonl").exists():
+            self._jsonl = _Source(self.run_dir / "logging.jsonl", JsonlParser)
+            st.metrics_source = "logging.jsonl"
+        jsonl_active = self._jsonl is not None
+        for ev in console:
+            if isinstance(ev, Metrics):
+                if not jsonl_active and st._put(ev):
+                    st.metrics_source = "console"
+                    out.append(ev)
+            elif isinstance(ev, Progress):
+                st.progress = _merge_progress(st.progress, ev)
+            elif isinstance(ev, CheckpointSaved):
+                if ev.step not in st.checkpoints:
+                    st.checkpoints[ev.step] = ev.path
+                    out.append(ev)
+            elif isinstance(ev, Finished):
+                st.finished = _merge_finished(st.finished, ev, authoritative=not jsonl_active)
+        if self._console and self._console.parser.end_time:
+            st.end_time = self._console.parser.end_time
+        if self._jsonl is not None:
+            for ev in self._jsonl.read(final, max_bytes):
+                if isinstance(ev, Metrics):
+                    if st._put(ev):
+                        out.append(ev)
+                elif isinstance(ev, Progress):
+                    st.progress = _merge_progress(st.progress, ev)
+                elif isinstance(ev, Finished):
+                    st.finished = _merge_finished(st.finished, ev)
+        if self._console is None and self.run_dir is not None:
+            out += self._scan_checkpoints()
+        if st.progress is not None and st.progress != progress0:
+            out.append(st.progress)
+        if st.finished is not None and st.finished != finished0:
+            out.append(st.finished)
+        return out
+
+    def _scan_checkpoints(self) -> list[Event]:
+        """Without a console log, checkpoints are found on disk."""
+        found = []
+        try:
+            names = os.listdir(self.run_dir)
+        except OSError:
+            return []
+        for name in names:
+            m = re.fullmatch(r"checkpoint-(\d+)", name)
+            if m and int(m.group(1)) not in self.state.checkpoints and (self.run_dir / name).is_dir():
+                found.append(CheckpointSaved(int(m.group(1)), str(self.run_dir / name)))
+        found.sort(key=lambda e: e.step)
+        for ev in found:
+            self.state.checkpoints[ev.step] = ev.path
+        return found
+
+    def read_all(self) -> RunState:
+        """One-shot: read both files to their end (unterminated last lines included) and return the state."""
+        self.poll(final=True)
+        return self.state
+
+
+# ---------------------------------------------------------------- views
+
+
+def _json_float(v: float) -> float | None:
+    return v if math.isfinite(v) else None
+
+
+def metrics_table(state: RunState) -> list[dict]:
+    """One dict per logged step: {'step': N, 'loss': ..., 'eval_loss': ...}; train and eval rows of the same
+    step are merged. Non-finite values become None (JSON-safe)."""
+    rows: dict[int, dict] = {}
+    for m in state.metrics:
+        row = rows.setdefault(m.step, {"step": m.step})
+        for k, v in m.values.items():
+            row.setdefault(k, _json_float(v))
+    return [rows[s] for s in sorted(rows)]
+
+
+def metrics_summary(state: RunState) -> dict:
+    """Run-level facts for `swiftdeck metrics` (JSON-safe)."""
+    train = [m for m in state.metrics if metric_kind(m) == TRAIN and "loss" in m.values]
+    evals = [m for m in state.metrics if "eval_loss" in m.values]
+    losses = [m.values["loss"] for m in train if math.isfinite(m.values["loss"])]
+    fin = state.finished
+    p = state.progress
+    return {
+        "run_dir": state.run_dir,
+        "metrics_source": state.metrics_source,
+        "logged_steps": len(state.metrics),
+        "step": p.step if p else (state.metrics[-1].step if state.metrics else None),
+        "max_steps": state.max_steps,
+        "last_loss": _json_float(train[-1].values["loss"]) if train else None,
+        "min_loss": min(losses) if losses else None,
+        "last_eval_loss": _json_float(evals[-1].values["eval_loss"]) if evals else None,
+        "checkpoints": [state.checkpoints[s] for s in sorted(state.checkpoints)],
+        "finished": fin is not None and bool(fin.summary or fin.last_checkpoint),
+        "last_checkpoint": fin.last_checkpoint if fin else None,
+        "best_checkpoint": fin.best_checkpoint if fin else None,
+        "best_metric": fin.best_metric if fin else None,
+        "train_summary": {k: _json_float(v) for k, v in fin.summary.items()} if fin else {},
+        "end_time": state.end_time,
+    }
