@@ -382,7 +382,7 @@ def cmd_check_dataset(ns) -> int:
     path = Path(ns.file).expanduser()
     if not path.exists():
         raise UserError(f"dataset file not found: {path.resolve()}")
-    report = dataset_check.check_dataset(path, model=ns.model, max_length=ns.max_length)
+    report = dataset_check.check_dataset(path, model=ns.model, max_length=ns.max_length, system=ns.system)
     if ns.json:
         _dump(report.to_json())
     else:
@@ -483,6 +483,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("file", metavar="FILE")
     s.add_argument("--model", help="tokenize with this model's tokenizer and chat template")
     s.add_argument("--max-length", type=int, help="count the rows ms-swift would drop at this max_length")
+    s.add_argument("--system", help="the run's --system prompt (it counts towards the length)")
     s.add_argument("--json", action="store_true")
     s.set_defaults(func=cmd_check_dataset)
 

@@ -1,0 +1,893 @@
+"""Failure classification for ms-swift console logs: a stable kind, a one-line summary, concrete remedies.
+
+    diagnose(text, exit_code=..., command="sft", args=...) -> Diagnosis
+    diagnose_file(path, ...)   reads only a bounded head + tail of a huge console.log
+    match_line(line)           one precompiled regex: the kind of a single fatal console line, else None
+
+Built from real ms-swift 4.6 output (tests/data/failures/*.log, recorded on CPU, and the recorded H200 OOM in
+shared/fixtures). Console text is normalised first: `\\r`-glued tqdm redraws are split, ANSI colours and
+torchrun's `[rankN]:` prefixes are removed. Tracebacks that ms-swift only logs and survives (`[INFO:swift]
+Traceback ...` followed by "the data will be deleted") are not taken for the fatal error.
+"""
+from __future__ import annotations
+
+import ast
+import os
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+
+KINDS = (
+    "cuda_oom", "cpu_oom", "dataset_empty_after_filter", "unknown_argument", "model_type_ambiguous",
+    "template_ambiguous", "dataset_not_found", "dataset_invalid", "model_not_found", "tokenizer_load_failed",
+    "not_an_adapter", "nccl_error", "killed_by_signal", "disk_full", "resume_failed", "cpu_bf16_unsupported",
+    "unknown", "no_failure",
+)
+HEAD_BYTES = 256 * 1024  # diagnose_file: the head holds `run sh:`, output_dir and the args block
+TAIL_BYTES = 512 * 1024  # ... and the tail the traceback
+_EVIDENCE_CHARS = 2500
+
+# ---- single-line fatal signs (the live supervisor calls match_line on every console line) --------------
+_SIGNS = {
+    "cuda_oom": r"CUDA out of memory|OutOfMemoryError|CUDA error: out of memory|CUBLAS_STATUS_ALLOC_FAILED"
+                r"|HIP out of memory",
+    "cpu_oom": r"DefaultCPUAllocator: can't allocate memory|(?<![\w.])MemoryError\b|std::bad_alloc",
+    "disk_full": r"No space left on device|\[Errno 28\]|StorageFull|Disk quota exceeded|\[Errno 122\]",
+    "nccl_error": r"NCCL error|DistBackendError|nccl(?:UnhandledCuda|System|Internal|InvalidUsage|Remote)Error"
+                  r"|Watchdog caught collective operation timeout|NCCL communicator was aborted",
+    "unknown_argument": r"Error: remaining_argv: \[",
+    "model_type_ambiguous": r"Failed to automatically match `model_type`",
+    "template_ambiguous": r"Failed to automatically match `template_type`",
+    "cpu_bf16_unsupported": r"doesn't support bf16/gpu",
+    "not_an_adapter": r"is not an adapter, please try using `--model`",
+    "dataset_not_found": r"The local path does not exist, dataset_id:",
+}
+_LINE_RE = re.compile("|".join(f"(?P<{k}>{v})" for k, v in _SIGNS.items()))
+# Not a line sign: ms-swift also empties the dataset when every row fails preprocessing (-> dataset_invalid).
+_EMPTY_AFTER_FILTER = r"filtered dataset length: 0\b"
+
+
+# Every sign above contains one of these: plain `in` tests skip the regex for ordinary lines (~1 us a line).
+_ANCHORS = ("emory", "ALLOC_FAILED", "bad_alloc", "No space left", "Errno 28", "StorageFull", "Disk quota",
+            "Errno 122", "NCCL", "ccl", "DistBackendError", "Watchdog", "remaining_argv", "automatically match",
+            "bf16/gpu", "not an adapter", "local path does not exist")
+
+
+def match_line(line: str) -> str | None:
+    """The diagnosis kind of one console line when the line alone is a fatal sign, else None (cheap)."""
+    for anchor in _ANCHORS:
+        if anchor in line:
+            m = _LINE_RE.search(line)
+            return m.lastgroup if m else None
+    return None
+
+
+# ---- result ---------------------------------------------------------------------------------------------
+
+@dataclass
+class Diagnosis:
+    kind: str
+    summary: str
+    remedies: list[str] = field(default_factory=list)
+    evidence: str = ""
+    details: dict = field(default_factory=dict)
+
+    def to_json(self) -> dict:
+        return {"kind": self.kind, "summary": self.summary, "remedies": list(self.remedies),
+                "evidence": self.evidence, "details": dict(self.details)}
+
+    def to_event(self):
+        """The engine event for this diagnosis (engine.events.Failed)."""
+        from engine.events import Failed
+
+        return Failed(kind=self.kind, summary=self.summary, evidence=self.evidence)
+
+    def format(self) -> str:
+        """Plain text for a terminal: summary, numbered remedies, evidence."""
+        out = [f"{self.kind}: {self.summary}"]
+        out += [f"  {i}. {r}" for i, r in enumerate(self.remedies, 1)]
+        if self.evidence:
+            out += ["", "evidence:", *("  " + ln for ln in self.evidence.splitlines())]
+        return "\n".join(out)
+
+
+# ---- text normalisation and traceback parsing ------------------------------------------------------------
+
+_ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
+_RANK = re.compile(r"^\[(?:rank|default)\d+\]:\s?")
+# a tqdm bar (known or unknown total) that a later line was glued to: "Train:  0%|   | 0/2 [00:00<?, ?it/s]"
+_TQDM = re.compile(r"^.*?(?:\|\s*\S+/\S+ |\d+ [A-Za-z]+ )\[[0-9:?]+(?:<[0-9:?]*)?, [^\]]*\]")
+_EXC_HEAD = re.compile(r"^(?P<type>(?:[A-Za-z_]\w*\.)*(?:_*[A-Z]\w*(?:Error|Exception|Interrupt|Exit|Failure)"
+                       r"|KeyboardInterrupt|StopIteration))(?::\s?(?P<msg>.*))?$")
+_LOG_PREFIX = re.compile(r"^\[(?:INFO|WARNING|ERROR|DEBUG|CRITICAL):swift\]|^\d{4}-\d\d-\d\d[ T]\d\d:\d\d"
+                         r"|^\[?[WEIF]\d{4} \d\d:\d\d:\d\d")  # swift logger, logging, glog/torchrun
+_LOGGED_TB = re.compile(r"\[(?:INFO|WARNING|ERROR|DEBUG):swift\]\s*$")  # logger.info(traceback.format_exc())
+_CHAIN = ("The above exception was the direct cause", "During handling of the above exception")
+_FRAME = re.compile(r'^\s+File "(?P<file>[^"]+)", line \d+, in (?P<func>\S+)')
+_WRAPPERS = ("ChildFailedError", "CalledProcessError")
+
+
+def _clean_lines(text: str) -> list[str]:
+    text = _ANSI.sub("", text)
+    out = []
+    for raw in text.split("\n"):
+        for part in raw.split("\r"):
+            part = _RANK.sub("", part)
+            for _ in range(4):
+                if "/s]" not in part and "/it]" not in part:
+                    break
+                stripped = _RANK.sub("", _TQDM.sub("", part, count=1))
+                if stripped == part:
+                    break
+                part = stripped
+            part = part.rstrip()
+            if part:
+                out.append(part)
+            elif out and out[-1] != "":
+                out.append("")  # keep one blank line: it ends multi-line exception messages
+    return out
+
+
+@dataclass
+class _Exc:
+    type: str
+    message: str
+    index: int  # line index of the exception line
+    start: int  # line index of its "Traceback" line
+    frames: list[str]  # "file:function" of each frame, and its source line
+    logged: bool  # ms-swift logged this traceback and went on
+
+    @property
+    def short_type(self) -> str:
+        return self.type.rsplit(".", 1)[-1]
+
+    def text(self) -> str:
+        return f"{self.type}: {self.message}" if self.message else self.type
+
+
+def _parse_tracebacks(lines: list[str]) -> list[list[_Exc]]:
+    """Exceptions grouped into chains ("The above exception was the direct cause ...")."""
+    groups: list[list[_Exc]] = []
+    chained = False
+    i, n = 0, len(lines)
+    while i < n:
+        line = lines[i]
+        if any(c in line for c in _CHAIN):
+            chained = True
+            i += 1
+            continue
+        pos = line.find("Traceback (most recent call last):")
+        if pos < 0:
+            i += 1
+            continue
+        start, logged, frames = i, bool(_LOGGED_TB.search(line[:pos])), []
+        i += 1
+        while i < n and (lines[i].startswith((" ", "\t")) or lines[i] == ""):
+            m = _FRAME.match(lines[i])
+            if m:
+                frames.append(f"{m['file']}:{m['func']}")
+            elif lines[i].strip() and not set(lines[i].strip()) <= set("^~ "):
+                frames.append(lines[i].strip())  # the source line: names the argument involved
+            i += 1
+        if i >= n:
+            break
+        m = _EXC_HEAD.match(lines[i])
+        if not m:  # not a Python traceback end we understand; keep scanning from here
+            chained = False
+            continue
+        msg, j = [m["msg"] or ""], i + 1
+        while j < n and len(msg) < 20 and lines[j] and not lines[j].startswith("Traceback") \
+                and not _LOG_PREFIX.match(lines[j]) and not any(c in lines[j] for c in _CHAIN) \
+                and not _FRAME.match(lines[j]) and not set(lines[j].strip()) <= set("^~ "):
+            msg.append(lines[j])
+            j += 1
+        exc = _Exc(m["type"], "\n".join(msg).strip(), i, start, frames, logged)
+        if chained and groups:
+            groups[-1].append(exc)
+        else:
+            groups.append([exc])
+        chained = False
+        i = j
+    return groups
+
+
+def _fatal_chain(groups: list[list[_Exc]]) -> list[_Exc]:
+    """The chain that ended the process: the last one not merely logged, skipping torchrun's wrapper."""
+    real = [g for g in groups if not all(e.logged for e in g)]
+    for g in reversed(real):
+        if not all(e.short_type in _WRAPPERS for e in g):
+            return g
+    return real[-1] if real else []
+
+
+# ---- args: explicit > the printed `args: XxxArguments(` block > the `run sh:` argv ----------------------
+
+_RUN_SH = re.compile(r"run sh: `(?P<cmd>[^`]*)`")
+_ARGS_BLOCK = re.compile(r"args: (?P<cls>\w+)Arguments\($")
+_ARGS_CLASS = {"Sft": "sft", "Pretrain": "pt", "RLHF": "rlhf", "Infer": "infer", "Deploy": "deploy",
+               "Export": "export", "Eval": "eval", "Sampling": "sample"}  # for `python -m swift.cli.X` logs
+_SETTING = re.compile(r"\[INFO:swift\] Setting args\.(?P<k>\w+): (?P<v>.+)$")
+_KV = re.compile(r"^(?P<k>[a-z_][a-z0-9_]*)=(?P<v>.*?),?$")
+
+
+def _argv_to_dict(argv: list[str]) -> dict:
+    out, key = {}, None
+    for tok in argv:
+        if tok.startswith("--"):
+            key = tok[2:].replace("-", "_")
+            if "=" in key:
+                key, val = key.split("=", 1)
+                out[key], key = val, None
+            else:
+                out[key] = True
+        elif key is not None:
+            out[key] = tok if out[key] is True else (
+                [*out[key], tok] if isinstance(out[key], list) else [out[key], tok])
+    return out
+
+
+def _log_args(lines: list[str]) -> tuple[dict, str | None]:
+    """Args from the log, and the swift command named by the `run sh:` line."""
+    found, command = {}, None
+    for line in lines[:4000]:
+        m = _RUN_SH.search(line)
+        if m:
+            parts = m["cmd"].split()
+            for i, p in enumerate(parts):
+                cm = re.search(r"swift[/.]cli[/.](\w+)(?:\.py)?$", p)
+                if cm:
+                    command = cm[1]
+                    found.update(_argv_to_dict(parts[i + 1:]))
+                    break
+            break
+    block = {}
+    for i, line in enumerate(lines[:8000]):
+        if m := _SETTING.search(line):  # "[INFO:swift] Setting args.gradient_accumulation_steps: 16"
+            block[m["k"]] = m["v"]
+        elif bm := _ARGS_BLOCK.search(line):
+            command = command or _ARGS_CLASS.get(bm["cls"])
+            for kv in lines[i + 1:i + 1200]:
+                if kv == ")":
+                    break
+                m = _KV.match(kv)
+                if m and m["v"] != "None":
+                    block[m["k"]] = m["v"]
+            break
+    found.update(block)
+    return found, command
+
+
+def _int(v) -> int | None:
+    try:
+        return int(str(v).strip())
+    except (TypeError, ValueError):
+        return None
+
+
+def _true(v) -> bool | None:
+    if v is None:
+        return None
+    return str(v).strip().lower() in {"true", "1", "yes", "t", "y"}
+
+
+def _path_like(v) -> str | None:
+    if isinstance(v, list):
+        v = v[0] if v else None
+    if v is None:
+        return None
+    v = str(v).strip()
+    if v.startswith("[") and v.endswith("]"):  # the args block prints lists: ['/a/b.json']
+        try:
+            items = ast.literal_eval(v)
+            return str(items[0]) if items else None
+        except (ValueError, SyntaxError):
+            v = v.strip("[]'\"")
+    return v or None
+
+
+# ---- the classifier ---------------------------------------------------------------------------------------
+
+@dataclass
+class _Ctx:
+    lines: list[str]
+    chain: list[_Exc]
+    groups: list[list[_Exc]]
+    args: dict
+    command: str
+    exit_code: int | None
+
+    @property
+    def chain_text(self) -> str:
+        return "\n".join(e.text() for e in self.chain)
+
+    @property
+    def frames(self) -> str:
+        return "\n".join(f for e in self.chain for f in e.frames)
+
+    def find(self, pattern: str) -> re.Match | None:
+        """The last log line matching pattern (searched from the end)."""
+        rx = re.compile(pattern)
+        for line in reversed(self.lines):
+            m = rx.search(line)
+            if m:
+                return m
+        return None
+
+    def evidence(self, *extra: str) -> str:
+        """extra lines, then the innermost frame of the fatal traceback and its exception(s)."""
+        parts = [x for x in extra if x]
+        if self.chain:
+            last = self.chain[-1]
+            frame = [ln.strip() for ln in self.lines[last.start:last.index]
+                     if ln.strip() and not set(ln.strip()) <= set("^~ ")]
+            parts += frame[-2:]
+            parts += [e.text() for e in self.chain]
+        text = "\n".join(dict.fromkeys(ln for p in parts for ln in p.splitlines()  # no repeats, keep order
+                                       if not set(ln.strip()) <= set("^~ ")))
+        return text if len(text) <= _EVIDENCE_CHARS else text[:_EVIDENCE_CHARS - 3] + "..."
+
+    def arg(self, key: str):
+        return self.args.get(key)
+
+
+def _size_gib(text: str | None) -> float | None:
+    m = re.match(r"([\d.]+)\s*([KMGT]?i?B)", text or "")
+    if not m:
+        return None
+    scale = {"B": 0, "KiB": 1, "KB": 1, "MiB": 2, "MB": 2, "GiB": 3, "GB": 3, "TiB": 4, "TB": 4}.get(m[2], 0)
+    return float(m[1]) * 1024.0 ** scale / 1024.0 ** 3
+
+
+def _batch_remedy(ctx: _Ctx) -> str | None:
+    """Halve the per-device batch and multiply gradient accumulation so the effective batch stays the same."""
+    bs = _int(ctx.arg("per_device_train_batch_size"))
+    ga = _int(ctx.arg("gradient_accumulation_steps")) or 1
+    if bs is None:
+        return ("halve --per_device_train_batch_size and double --gradient_accumulation_steps "
+                "(same effective batch)")
+    if bs <= 1:
+        return None
+    new_bs = max(d for d in range(1, bs // 2 + 1) if bs % d == 0)
+    new_ga = ga * (bs // new_bs)
+    return (f"--per_device_train_batch_size {new_bs} --gradient_accumulation_steps {new_ga} "
+            f"(was {bs} x {ga}: the effective batch stays {bs * ga} per device)")
+
+
+def _training_memory_remedies(ctx: _Ctx) -> list[str]:
+    """Ways to need less memory per step, with numbers from the run's own args where known."""
+    out = [r for r in (_batch_remedy(ctx),) if r]
+    if _true(ctx.arg("gradient_checkpointing")) is not True:
+        out.append("--gradient_checkpointing true (recompute activations instead of storing them)")
+    ml = _int(ctx.arg("max_length"))
+    out.append(f"--max_length {max(ml // 2, 1)} (was {ml}; longer rows are dropped, see swiftdeck check-dataset)"
+               if ml else "a shorter --max_length")
+    rank = _int(ctx.arg("lora_rank"))
+    out.append(f"--lora_rank {rank // 2} (was {rank})" if rank and rank > 1 else "a smaller --lora_rank")
+    return out
+
+
+def _oom(ctx: _Ctx) -> Diagnosis:
+    text = next((e.message for e in ctx.chain if "out of memory" in e.message.lower()), ctx.chain_text)
+    d: dict = {}
+    if m := re.search(r"Tried to allocate ([\d.]+ \w+)", text):
+        d["requested"] = m[1]
+    if m := re.search(r"GPU (\d+) has a total capacity of ([\d.]+ \w+) of which ([\d.]+ \w+) is free", text):
+        d.update(gpu=int(m[1]), total=m[2], free=m[3])
+    elif m := re.search(r"\(GPU (\d+); ([\d.]+ \w+) total capacity; ([\d.]+ \w+) already allocated; "
+                        r"([\d.]+ \w+) free", text):  # torch < 2.1 wording
+        d.update(gpu=int(m[1]), total=m[2], allocated=m[3], free=m[4])
+    others = [{"pid": int(p), "used": u} for p, u in re.findall(r"Process (\d+) has ([\d.]+ \w+) memory in use", text)]
+    if others:
+        d["other_processes"] = others
+    if m := re.search(r"this process has ([\d.]+ \w+) memory in use", text):
+        d["this_process"] = m[1]
+    if m := re.search(r"([\d.]+ \w+) is allocated by PyTorch, and ([\d.]+ \w+) is reserved by PyTorch but", text):
+        d.update(allocated=m[1], reserved_unallocated=m[2])
+    where = f"GPU {d['gpu']}" if "gpu" in d else "the GPU"
+    summary = f"CUDA out of memory on {where}"
+    if "requested" in d:
+        summary += f": tried to allocate {d['requested']}"
+        if "free" in d:
+            summary += f" with {d['free']} free" + (f" of {d['total']}" if "total" in d else "")
+    if others:
+        summary += "; " + ", ".join(f"process {o['pid']} holds {o['used']}" for o in others)
+    remedies = []
+    if ctx.command == "export":
+        remedies.append("--device_map cpu (merge the LoRA in CPU RAM instead of on the GPU)")
+    if others:
+        held = sum(_size_gib(o["used"]) or 0 for o in others)
+        pids = ", ".join(str(o["pid"]) for o in others)
+        remedies.append(f"free the card: process {pids} holds {held:.1f} GiB; stop it (nvidia-smi shows it) "
+                        "or run on another GPU with CUDA_VISIBLE_DEVICES")
+    if ctx.command in ("infer", "deploy", "app", "eval"):
+        remedies += ["--max_batch_size 1 (fewer requests decoded at once)", "a smaller --max_new_tokens",
+                     "--torch_dtype bfloat16 if it ran in float32 (half the memory)"]
+    elif ctx.command != "export":
+        remedies += _training_memory_remedies(ctx)
+    if (_size_gib(d.get("reserved_unallocated")) or 0) >= 1:
+        remedies.append("PYTORCH_CUDA_ALLOC_CONF=expandable_segments:True (much memory is reserved but unused)")
+    d["args_used"] = {k: ctx.arg(k) for k in ("per_device_train_batch_size", "gradient_accumulation_steps",
+                                               "max_length", "lora_rank", "gradient_checkpointing")
+                      if ctx.arg(k) is not None}
+    return Diagnosis("cuda_oom", summary, remedies, ctx.evidence(), d)
+
+
+def _cpu_oom(ctx: _Ctx) -> Diagnosis:
+    m = re.search(r"you tried to allocate (\d+) bytes", ctx.chain_text)
+    d = {"requested_bytes": int(m[1])} if m else {}
+    summary = "out of host (CPU) memory" + (f": tried to allocate {int(m[1]) / 2**30:.2f} GiB" if m else "")
+    remedies = _training_memory_remedies(ctx)[:-1]  # (LoRA rank barely matters for host RAM)
+    remedies += ["fewer --dataloader_num_workers (each worker is a process)",
+                 "close other programs using RAM (free -h)"]
+    return Diagnosis("cpu_oom", summary, remedies, ctx.evidence(), d)
+
+
+def _disk_full(ctx: _Ctx) -> Diagnosis:
+    out = _path_like(ctx.arg("output_dir"))
+    m = re.search(r"No space left on device: '([^']+)'", ctx.chain_text)
+    d = {"path": m[1]} if m else {}
+    where = (m[1] if m else None) or out
+    summary = "the disk is full" + (f" (writing {where})" if where else "")
+    remedies = [f"free space on the disk holding {out or where or 'the output folder'} (df -h)",
+                "--save_total_limit 2 (keep fewer checkpoints)",
+                "--save_only_model true (no optimizer/scheduler states in checkpoints)",
+                "--output_dir on a larger disk"]
+    return Diagnosis("disk_full", summary, remedies, ctx.evidence(), d)
+
+
+def _sign_lines(ctx: _Ctx, kind: str, limit: int = 3) -> list[str]:
+    rx = re.compile(_SIGNS[kind])
+    return list(dict.fromkeys(ln for ln in ctx.lines if rx.search(ln)))[:limit]
+
+
+def _nccl(ctx: _Ctx) -> Diagnosis:
+    text = ctx.chain_text + "\n" + "\n".join(ctx.lines[-400:])
+    d: dict = {}
+    if m := re.search(r"WorkNCCL\(SeqNum=(\d+), OpType=(\w+).*?Timeout\(ms\)=(\d+)\) ran for (\d+) milliseconds", text):
+        d.update(timeout=True, op=m[2], timeout_ms=int(m[3]), seq=int(m[1]))
+    else:
+        d["timeout"] = bool(re.search(r"collective operation timeout|timed out|Timeout", text))
+    if m := re.search(r"Last error:\s*\n?\s*(.+)", text):
+        d["reason"] = m[1].strip()
+    if m := re.search(r"NCCL version ([\d.]+)", text):
+        d["nccl_version"] = m[1]
+    summary = "NCCL (multi-GPU communication) failed"
+    if d.get("op"):
+        summary += f": {d['op']} timed out after {d['timeout_ms'] / 1000:g} s (a rank never joined it)"
+    elif d["timeout"]:
+        summary += ": a collective operation timed out"
+    elif d.get("reason"):
+        summary += f": {d['reason']}"
+    remedies = []
+    if "Duplicate GPU" in d.get("reason", ""):
+        remedies.append("two ranks use the same GPU: give each rank its own (no single-GPU CUDA_VISIBLE_DEVICES "
+                        "with NPROC_PER_NODE > 1; each rank uses cuda:LOCAL_RANK)")
+    if d["timeout"]:
+        remedies.append("one rank was stuck or much slower (dataset preprocessing, saving, an error on another "
+                        "rank): look above for that rank's error; if it is just slow, raise --ddp_timeout (seconds)")
+    remedies += ["rerun with NCCL_DEBUG=INFO to see which rank and link failed",
+                 "on machines without working GPU peer-to-peer or InfiniBand: NCCL_P2P_DISABLE=1 / NCCL_IB_DISABLE=1"]
+    return Diagnosis("nccl_error", summary, remedies, ctx.evidence(*_sign_lines(ctx, "nccl_error")), d)
+
+
+def _known_flags(command: str) -> set[str]:
+    """Flags of `swift <command>` from engine.swift_args' cache, only if already cached (never spawns)."""
+    try:
+        from engine import swift_args
+        if (swift_args.cache_dir() / f"{command}.v{swift_args.SCHEMA}.json").is_file():
+            return swift_args.valid_flags(command)
+    except Exception:  # noqa: BLE001 - suggestions are optional
+        pass
+    return set()
+
+
+def _renames() -> dict[str, str]:
+    try:
+        from engine.swift_args import RENAMES
+        return dict(RENAMES)
+    except Exception:  # noqa: BLE001
+        return {"--train_type": "--tuner_type", "--sft_type": "--tuner_type"}
+
+
+def _unknown_argument(ctx: _Ctx) -> Diagnosis:
+    m = re.search(r"remaining_argv: (\[.*\])", ctx.chain_text)
+    try:
+        remaining = [str(x) for x in ast.literal_eval(m[1])] if m else []
+    except (ValueError, SyntaxError):
+        remaining = re.findall(r"'([^']*)'", m[1]) if m else []
+    flags = [t for t in remaining if t.startswith("-")] or remaining
+    renames, known = _renames(), None
+    remedies = []
+    for flag in flags:
+        if flag in renames:
+            remedies.append(f"use {renames[flag]} instead of {flag} (renamed in ms-swift 4.x)")
+            continue
+        if known is None:
+            known = _known_flags(ctx.command)
+        import difflib
+        close = difflib.get_close_matches(flag, sorted(known), n=1, cutoff=0.75) if flag.startswith("--") else []
+        remedies.append(f"{flag}: did you mean {close[0]}?" if close
+                        else f"remove {flag}: `swift {ctx.command}` has no such option")
+    summary = f"swift {ctx.command} does not accept " + (", ".join(flags) if flags else "some arguments")
+    return Diagnosis("unknown_argument", summary, remedies, ctx.evidence(),
+                     {"remaining_argv": remaining, "flags": flags})
+
+
+_ARGPARSE = r"^\S+: error: (?:argument (?P<flag>\S+?)(?:/\S+)?: (?P<why>.+)|unrecognized arguments: (?P<extra>.+))$"
+
+
+def _bad_argument_value(ctx: _Ctx, m: re.Match) -> Diagnosis:
+    """argparse refused the command line (usage + `error:` line, exit 2): a bad value or unknown flag."""
+    if m["extra"]:
+        flags = m["extra"].split()
+        return Diagnosis("unknown_argument", f"swift {ctx.command} does not accept {m['extra']}",
+                         [f"remove {f}" for f in flags if f.startswith("-")], m.string, {"flags": flags})
+    return Diagnosis("unknown_argument", f"swift {ctx.command} refused {m['flag']}: {m['why']}",
+                     [f"give {m['flag']} a valid value ({m['why']})"], m.string,
+                     {"flags": [m["flag"]], "reason": m["why"]})
+
+
+def _candidates(text: str) -> list[str]:
+    m = re.search(r"Multiple possible types found: (\[[^\]]*\])", text)
+    try:
+        return [str(x) for x in ast.literal_eval(m[1])] if m else []
+    except (ValueError, SyntaxError):
+        return []
+
+
+def _ambiguous(ctx: _Ctx, what: str) -> Diagnosis:
+    text = ctx.chain_text
+    cands = _candidates(text)
+    m = re.search(r"for `([^`]*)`", text)
+    folder = m[1] if m else _path_like(ctx.arg("model"))
+    if what == "model_type":
+        flag, pick = "--model_type", next((c for c in cands if c in ("qwen2", "qwen2_5", "llama")), None)
+    else:
+        flag = "--template"
+        mt = str(ctx.arg("model_type") or "")
+        pick = "qwen2_5" if mt.startswith("qwen2") and "qwen2_5" in cands else (mt if mt in cands else None)
+    pick = pick or (cands[0] if cands else None)
+    summary = (f"ms-swift could not choose the {what.replace('_type', ' type')} for {folder}"
+               + (f": several match ({', '.join(cands)})" if cands else ""))
+    remedies = [f"add {flag} {pick}" + (f" (or another of: {', '.join(c for c in cands if c != pick)})"
+                                        if len(cands) > 1 else "") if pick else f"add {flag}"]
+    if what == "model_type":
+        remedies.append("a folder named like the original model (e.g. Qwen2.5-7B-Instruct) is matched by name")
+    kind = "model_type_ambiguous" if what == "model_type" else "template_ambiguous"
+    return Diagnosis(kind, summary, remedies, ctx.evidence(), {"candidates": cands, "model": folder,
+                                                                "flag": flag, "suggested": pick})
+
+
+def _bf16(ctx: _Ctx) -> Diagnosis:
+    return Diagnosis(
+        "cpu_bf16_unsupported", "bf16 was asked for but there is no usable GPU (ms-swift refuses bf16 on CPU "
+        "unless --use_cpu true)",
+        ["--torch_dtype float32 (on CPU plain fp32 is also much faster than bf16 without AVX512-BF16/AMX)",
+         "or --use_cpu true to keep bf16 on the CPU",
+         "if a GPU was expected: torch sees none (check nvidia-smi, CUDA_VISIBLE_DEVICES, a CPU-only torch build)"],
+        ctx.evidence(), {"torch_dtype": ctx.arg("torch_dtype")})
+
+
+def _empty_after_filter(ctx: _Ctx) -> Diagnosis:
+    m = ctx.find(r"Dataset filtered, origin length: (\d+), filtered dataset length: (\d+)")
+    origin = int(m[1]) if m else None
+    ml = _int(ctx.arg("max_length"))
+    dataset = _path_like(ctx.arg("dataset"))
+    summary = (f"all {origin} rows" if origin is not None else "every row") + " are longer than " + (
+        f"--max_length {ml} tokens" if ml else "--max_length") + " and were dropped, so nothing is left to train on"
+    lm = ctx.find(r"Dataset Token Length: [\d.]+±[\d.]+, min=([\d.]+), max=([\d.]+)")
+    longest = int(float(lm[2])) if lm else None
+    remedies = []
+    if longest:
+        remedies.append(f"--max_length {longest} (the longest row has {longest} tokens)")
+    elif ml:
+        remedies.append(f"a larger --max_length, e.g. --max_length {max(2048, ml * 4)} "
+                        f"(see each row's token count with: swiftdeck check-dataset {dataset or 'FILE'} --model MODEL)")
+    else:
+        remedies.append("a larger --max_length")
+    remedies.append("or --truncation_strategy right (truncate long rows instead of dropping them)")
+    d = {"rows_before": origin, "rows_after": 0, "dropped": origin, "max_length": ml, "dataset": dataset}
+    return Diagnosis("dataset_empty_after_filter", summary, remedies,
+                     ctx.evidence(m.string if m else ""), d)
+
+
+_VIA_WRAPPER = (2, 6, 9, 11, 15)  # the swift wrapper exits with the child's returncode -sig, i.e. 256 - sig
+
+
+def _signal_of(code: int | None) -> tuple[str, int] | None:
+    """(who, signal number) for the exit code of a signalled process (negative: Popen's returncode)."""
+    if code is None or code in (0, 1, 2):
+        return None
+    if code < 0:
+        return "the swift process was", -code
+    if 256 - code in _VIA_WRAPPER:
+        return "the trainer (child of the swift wrapper) was", 256 - code
+    if code - 128 in _VIA_WRAPPER:  # a shell reports 128 + signal (137 = SIGKILL)
+        return "the process was", code - 128
+    return None
+
+
+_SIGNAMES = {1: "SIGHUP", 2: "SIGINT", 6: "SIGABRT", 9: "SIGKILL", 11: "SIGSEGV", 15: "SIGTERM"}
+
+
+def _killed(ctx: _Ctx, how: str, sig: int) -> Diagnosis:
+    name = _SIGNAMES.get(sig, f"signal {sig}")
+    summary = f"{how} killed by {name}"
+    ckpt = ctx.find(r"(?:Saving model checkpoint to|last_model_checkpoint:) (\S+)")
+    ckpt_path = ckpt[1] if ckpt and ckpt[1] != "None" else None
+    remedies = []
+    if sig == 9:
+        summary += " with no Python error: most likely the kernel's out-of-memory killer (host RAM)"
+        remedies += ["check `dmesg | grep -i -e oom -e killed` (or journalctl -k)",
+                     "use less host RAM: fewer --dataloader_num_workers, smaller --per_device_train_batch_size, "
+                     "--lazy_tokenize true, close other programs"]
+    elif sig in (2, 15, 1):
+        summary += " (stopped from outside: Ctrl-C, a stop button or kill)"
+    elif sig == 11:
+        summary += " (a crash inside native code)"
+    if ckpt_path:
+        remedies.append(f"resume with --resume_from_checkpoint {ckpt_path}")
+    else:
+        remedies.append("no checkpoint was saved before it stopped: rerun (lower --save_steps to save earlier)")
+    last = [] if ctx.chain else [ln for ln in ctx.lines[-3:] if ln]  # no traceback: what it was doing
+    return Diagnosis("killed_by_signal", summary, remedies, ctx.evidence(*last),
+                     {"signal": sig, "signal_name": name, "exit_code": ctx.exit_code, "checkpoint": ckpt_path})
+
+
+def _quoted_path(text: str) -> str | None:
+    m = re.search(r"path: '([^']+)'|dataset_id: `([^`]+)`|`([^`]+)` is not an adapter", text)
+    return next((g for g in m.groups() if g), None) if m else None
+
+
+def _not_an_adapter(ctx: _Ctx, path: str | None) -> Diagnosis:
+    missing = "not found" in ctx.chain_text
+    summary = (f"--adapters {path or ''} " + ("does not exist" if missing else
+               "is not a LoRA adapter folder (no adapter_config.json)")).replace("  ", " ")
+    remedies = ["point --adapters at a checkpoint folder (…/vN-…/checkpoint-N) that holds adapter_config.json"]
+    if not missing:
+        remedies.insert(0, f"if {path or 'it'} is a merged or full-parameter model, pass it with --model "
+                           "instead of --adapters")
+    return Diagnosis("not_an_adapter", summary, remedies, ctx.evidence(), {"path": path, "missing": missing})
+
+
+_NETWORK = r"NetworkError|Connection|NameResolution|Max retries exceeded|timed out|DeadlineError|\[E10(?:01|20)\]"
+
+
+def _model_not_found(ctx: _Ctx) -> Diagnosis:
+    text = ctx.chain_text
+    path = _quoted_path(text)
+    dl = ctx.find(r"Downloading the model from (\w+ Hub|\S+), model_id: (\S+)")
+    model = path or (dl[2] if dl else None) or _path_like(ctx.arg("model"))
+    network = bool(re.search(_NETWORK, text))
+    d = {"model": model, "network": network}
+    if path:
+        summary = f"the model folder {path} does not exist"
+        remedies = ["pass an existing folder to --model (an absolute path; args.json stores it as typed)"]
+    elif network:
+        summary = f"could not download the model {model} (no connection to the model hub)"
+        remedies = [f"download {model} where there is network and pass its local folder to --model",
+                    "or --use_hf true / a hub mirror if only one hub is blocked",
+                    "a path that does not exist is treated as a hub id: check the spelling of a local path"]
+    else:
+        summary = f"the model {model} was not found (locally or on the hub)"
+        remedies = ["check the model id or pass an existing local folder to --model"]
+    return Diagnosis("model_not_found", summary, remedies, ctx.evidence(), d)
+
+
+def _dataset_not_found(ctx: _Ctx) -> Diagnosis:
+    path = _quoted_path(ctx.chain_text)
+    dl = ctx.find(r"Downloading the dataset from \w+, dataset_id: (\S+)")
+    ds = path or (dl[1] if dl else None) or _path_like(ctx.arg("dataset"))
+    network = not path and bool(re.search(_NETWORK, ctx.chain_text))
+    if path:
+        summary = f"the dataset file {ds} does not exist"
+    elif network:
+        summary = f"could not download the dataset {ds} from the hub (no connection): no local file has that name"
+    else:
+        summary = f"the dataset {ds} was not found (locally or on the hub)"
+    remedies = [f"check that {ds} exists; pass an absolute path to a .json/.jsonl/.csv file",
+                "a path that does not exist is treated as a hub dataset id and downloaded"]
+    return Diagnosis("dataset_not_found", summary, remedies, ctx.evidence(), {"dataset": ds, "network": network})
+
+
+def _dataset_invalid(ctx: _Ctx) -> Diagnosis:
+    ds = _path_like(ctx.arg("dataset"))
+    text = ctx.chain_text
+    m = re.search(r"at position (\d+)|line (\d+) column (\d+)", text)
+    reason = next((e.message.splitlines()[0] for e in ctx.chain
+                   if e.message and "An error occurred while generating" not in e.message), "")
+    summary = f"the dataset {ds or ''} could not be read".replace("  ", " ") + (f": {reason}" if reason else "")
+    remedies = [f"swiftdeck check-dataset {ds or 'FILE'} shows the line and column of each problem",
+                "a .json file must hold one list of objects; a .jsonl file one object per line, UTF-8 without BOM"]
+    d = {"dataset": ds, "reason": reason}
+    if m and m[1]:
+        d["position"] = int(m[1])
+    return Diagnosis("dataset_invalid", summary, remedies, ctx.evidence(), d)
+
+
+def _rows_rejected(ctx: _Ctx, rejected: list[_Exc]) -> Diagnosis:
+    """ms-swift logged a preprocessing error per row, deleted the rows, then failed on the empty dataset."""
+    m = ctx.find(r"Dataset filtered, origin length: (\d+), filtered dataset length: 0")
+    ds = _path_like(ctx.arg("dataset"))
+    reason = rejected[0].text().splitlines()[0]
+    summary = (f"ms-swift rejected every row of {ds or 'the dataset'}" + (f" ({m[1]} rows)" if m else "")
+               + f" while converting it: {reason}")
+    remedies = ["each row needs fields ms-swift recognises: instruction/input/output (alpaca), query/response, "
+                "or messages [{role, content}, ...]",
+                f"swiftdeck check-dataset {ds or 'FILE'} names the rows and fields that are wrong"]
+    ev = ctx.evidence(*[e.text() for e in rejected[:1]], m.string if m else "")
+    return Diagnosis("dataset_invalid", summary, remedies, ev,
+                     {"dataset": ds, "reason": reason, "rows_before": int(m[1]) if m else None, "rows_after": 0})
+
+
+def _tokenizer(ctx: _Ctx) -> Diagnosis:
+    model = _path_like(ctx.arg("model"))
+    reason = ctx.chain[-1].message.splitlines()[0] if ctx.chain and ctx.chain[-1].message else ""
+    return Diagnosis(
+        "tokenizer_load_failed", f"the tokenizer of {model or 'the model'} could not be loaded"
+        + (f": {reason}" if reason else ""),
+        [f"check the tokenizer files in {model or 'the model folder'} (tokenizer.json, tokenizer_config.json, "
+         "vocab/merges): re-copy them from the original model",
+         "a tokenizer saved by a newer transformers may need a newer transformers here"],
+        ctx.evidence(), {"model": model})
+
+
+def _resume(ctx: _Ctx) -> Diagnosis:
+    ck = _path_like(ctx.arg("resume_from_checkpoint"))
+    missing = bool(re.search(r"FileNotFoundError|not found|No such file|does not exist", ctx.chain_text))
+    mismatch = bool(re.search(r"size mismatch|Missing key|Unexpected key|doesn't match|does not match",
+                              ctx.chain_text))
+    corrupt = bool(re.search(r"corrupt|failed reading zip archive|unexpected EOF|invalid load key|"
+                             r"incomplete metadata|Error while deserializing", ctx.chain_text))
+    part = ("optimizer/scheduler state (optimizer.pt, scheduler.pt)" if _in(ctx.frames, "_load_optimizer_and_scheduler")
+            else "RNG state (rng_state.pth)" if _in(ctx.frames, "_load_rng_state")
+            else "weights" if _in(ctx.frames, "_load_from_checkpoint") else None)
+    reason = ctx.chain[-1].message.splitlines()[0] if ctx.chain and ctx.chain[-1].message else ""
+    reason = reason if len(reason) <= 160 else reason[:157] + "..."
+    summary = f"resuming from {ck or 'the checkpoint'} failed" + (
+        f": its {part} could not be read" if part and corrupt else f": {reason}" if reason else "")
+    remedies = []
+    if missing:
+        remedies.append("pass an existing checkpoint folder (…/vN-…/checkpoint-N) to --resume_from_checkpoint")
+    if corrupt:
+        remedies.append("a file of the checkpoint is damaged (an interrupted save or copy?): resume from the "
+                        "previous checkpoint-N")
+    if mismatch:
+        remedies.append("resume with the same model, --tuner_type, --lora_rank/--lora_alpha and --target_modules "
+                        "as the run that wrote the checkpoint (see its args.json)")
+    if corrupt or mismatch or not missing:
+        remedies.append("or keep only the adapter weights and restart the optimizer: --resume_only_model true")
+    return Diagnosis("resume_failed", summary, remedies, ctx.evidence(),
+                     {"checkpoint": ck, "missing": missing, "mismatch": mismatch, "corrupt": corrupt, "part": part})
+
+
+def _unknown(ctx: _Ctx) -> Diagnosis:
+    if ctx.chain:
+        last = ctx.chain[-1]
+        first = last.message.splitlines()[0] if last.message else ""
+        summary = f"{last.short_type}: {first}"[:300]
+        block = ctx.lines[last.start:last.index + 1 + last.message.count("\n")]
+        evidence = "\n".join(block[:1] + block[-30:]) if len(block) > 31 else "\n".join(block)
+    else:
+        code = f" with exit code {ctx.exit_code}" if ctx.exit_code is not None else ""
+        summary = f"the process ended{code} without a recognisable error"
+        evidence = "\n".join(ctx.lines[-15:])
+    if len(evidence) > _EVIDENCE_CHARS:
+        evidence = "..." + evidence[-_EVIDENCE_CHARS:]
+    return Diagnosis("unknown", summary, ["read the evidence (the last traceback); the full log has the rest"],
+                     evidence, {"exit_code": ctx.exit_code})
+
+
+def _in(frames: str, *names: str) -> bool:
+    return any(n in frames for n in names)
+
+
+def _classify(ctx: _Ctx) -> Diagnosis:
+    text, frames = ctx.chain_text, ctx.frames
+    hard = {"cuda_oom": _oom, "cpu_oom": _cpu_oom, "disk_full": _disk_full, "nccl_error": _nccl}
+    for kind, make in hard.items():
+        if re.search(_SIGNS[kind], text, re.M):
+            return make(ctx)
+    if not ctx.chain or all(e.short_type in (*_WRAPPERS, "KeyboardInterrupt", "SignalException") for e in ctx.chain):
+        # no Python error of its own: a rank aborted in C++ (NCCL watchdog) and torchrun only reports the exit
+        tail = "\n".join(ctx.lines[-400:])
+        for kind, make in hard.items():
+            if re.search(_SIGNS[kind], tail, re.M):
+                return make(ctx)
+    sig = _signal_of(ctx.exit_code)
+    if sig and ctx.chain and ctx.chain[-1].index < len(ctx.lines) - 40:
+        return _killed(ctx, *sig)  # the traceback is old news: the process went on and was then signalled
+    if ctx.chain and ctx.find(_EMPTY_AFTER_FILTER):
+        rejected = [g[-1] for g in ctx.groups if g[-1].logged and _in("\n".join(g[-1].frames), "preprocess")]
+        return _rows_rejected(ctx, rejected) if rejected else _empty_after_filter(ctx)
+    if re.search(_SIGNS["unknown_argument"], text):
+        return _unknown_argument(ctx)
+    if not ctx.chain and (m := ctx.find(_ARGPARSE)):
+        return _bad_argument_value(ctx, m)
+    if re.search(_SIGNS["model_type_ambiguous"], text):
+        return _ambiguous(ctx, "model_type")
+    if re.search(_SIGNS["template_ambiguous"], text):
+        return _ambiguous(ctx, "template_type")
+    if re.search(_SIGNS["cpu_bf16_unsupported"], text):
+        return _bf16(ctx)
+    if re.search(_SIGNS["not_an_adapter"], text) or (_in(frames, "_init_adapters") and "not found" in text) \
+            or re.search(r"Can't find 'adapter_config\.json'", text):
+        return _not_an_adapter(ctx, _quoted_path(text))
+    inner = "\n".join(ctx.chain[-1].frames[-8:]) if ctx.chain else ""  # the innermost frames + source lines
+    if _in(frames, "_load_from_checkpoint", "_load_optimizer_and_scheduler", "_load_rng_state") \
+            or "resume_from_checkpoint" in inner:
+        return _resume(ctx)
+    if re.search(_SIGNS["dataset_not_found"], text) or (
+            _in(frames, "load_dataset", "_load_repo_dataset")
+            and re.search(r"FileNotFoundError|DatasetNotFoundError|NotExistError|doesn't exist|" + _NETWORK, text)):
+        return _dataset_not_found(ctx)
+    if re.search(r"DatasetGenerationError|ArrowInvalid|JSON parse error|Unexpected character found when decoding"
+                 r"|JSONDecodeError|UnicodeDecodeError", text) and _in(frames, "load_dataset", "datasets/") \
+            or _in(frames, "DatasetLoader", "_load_dataset_path") and not _in(frames, "_init_model_info"):
+        return _dataset_invalid(ctx)
+    if _in(frames, "get_model_info_meta", "safe_snapshot_download", "download_model") or re.search(
+            r"is not a local folder and is not a valid model identifier|NotExistError|RepositoryNotFoundError", text):
+        return _model_not_found(ctx)
+    if _in(frames, "tokenization_", "get_processor", "AutoTokenizer") or re.search(
+            r"Can't load tokenizer|[Tt]okenizer[^\n]*(?:not found|could not|failed)|ModelWrapper|untagged enum", text):
+        return _tokenizer(ctx)
+    if sig and (not ctx.chain or ctx.chain[-1].short_type in ("KeyboardInterrupt", "SystemExit")):
+        return _killed(ctx, *sig)
+    if not ctx.chain or all(e.short_type in _WRAPPERS for e in ctx.chain):
+        tail = "\n".join(ctx.lines[-60:])
+        root = tail[tail.rfind("Root Cause"):] if "Root Cause" in tail else tail  # torchrun's failure summary
+        m = re.search(r"Signal (\d+) \(SIG\w+\) received by PID", root)
+        if m:
+            return _killed(ctx, "a rank was", int(m[1]))
+        if not ctx.chain and re.search(r"^Killed\b|\bSignals\.SIGKILL\b", tail, re.M):  # a shell's report
+            return _killed(ctx, "the process was", 9)
+    if ctx.chain and ctx.chain[-1].short_type == "KeyboardInterrupt":
+        return _killed(ctx, "the trainer was", 2)
+    if not ctx.chain and ctx.exit_code == 0:
+        return Diagnosis("no_failure", "the process exited 0 and the log shows no failure", [], "",
+                         {"exit_code": 0})
+    return _unknown(ctx)
+
+
+def diagnose(text: str, *, exit_code: int | None = None, command: str | None = "sft",
+             args: dict | list | None = None) -> Diagnosis:
+    """Classify an ms-swift console log (stdout+stderr). `args`: args.json as a dict or the argv after
+    `swift <command>`; they win over what the log itself shows (the `run sh:` line, the printed args block)."""
+    lines = _clean_lines(text or "")
+    log_args, log_command = _log_args(lines)
+    if isinstance(args, (list, tuple)):
+        args = _argv_to_dict([str(a) for a in args])
+    merged = {**log_args, **{str(k).lstrip("-"): v for k, v in (args or {}).items()}}
+    groups = _parse_tracebacks(lines)
+    ctx = _Ctx(lines, _fatal_chain(groups), groups, merged, command or log_command or "sft", exit_code)
+    if command == "sft" and log_command and log_command != "sft":  # the default must not hide the real command
+        ctx.command = log_command
+    diag = _classify(ctx)
+    diag.details.setdefault("exit_code", exit_code)
+    diag.details.setdefault("command", ctx.command)
+    out = ctx.find(r"\[INFO:swift\] output_dir: (\S+)")
+    if out:
+        diag.details.setdefault("output_dir", out[1])
+    if ctx.chain:
+        diag.details.setdefault("exception", ctx.chain[-1].type)
+    return diag
+
+
+def read_bounded(path: str | os.PathLike, head: int = HEAD_BYTES, tail: int = TAIL_BYTES) -> str:
+    """The whole file when small, else its first `head` and last `tail` bytes joined by a marker line."""
+    with open(path, "rb") as f:
+        size = f.seek(0, os.SEEK_END)
+        f.seek(0)
+        if size <= head + tail:
+            data = f.read()
+        else:
+            first = f.read(head)
+            f.seek(size - tail)
+            data = first + b"\n[... swiftdeck: middle of the log skipped ...]\n" + f.read(tail)
+    return data.decode("utf-8", errors="replace")
+
+
+def diagnose_file(path: str | os.PathLike, *, exit_code: int | None = None, command: str | None = "sft",
+                  args: dict | list | None = None) -> Diagnosis:
+    """diagnose() on a console log file of any size (reads at most HEAD_BYTES + TAIL_BYTES)."""
+    return diagnose(read_bounded(Path(path)), exit_code=exit_code, command=command, args=args)
