@@ -37,6 +37,13 @@ def _json_default(obj):
 
 # ---------------------------------------------------------------- resolving RUN arguments
 
+def record(ref: str) -> runs.RunRecord:
+    try:
+        return runs.resolve(ref)
+    except runs.UnknownRun as exc:
+        raise UserError(str(exc)) from None
+
+
 def reader_for(ref: str):
     """(record or None, RunReader) for a registry id or a run folder / console log path."""
     from engine.ingest import RunReader
@@ -176,10 +183,7 @@ def cmd_runs(ns) -> int:
 def cmd_stop(ns) -> int:
     from engine import supervisor
 
-    try:
-        rec = runs.resolve(ns.run)
-    except runs.UnknownRun as exc:
-        raise UserError(str(exc)) from None
+    rec = record(ns.run)
     if not rec.active:
         print(f"run {rec.id} is not running ({rec.status})")
         return 0
@@ -271,10 +275,7 @@ def cmd_demo(ns) -> int:
 
 
 def cmd_attach(ns) -> int:
-    try:
-        rec = runs.resolve(ns.run)
-    except runs.UnknownRun as exc:
-        raise UserError(str(exc)) from None
+    rec = record(ns.run)
     return follow(rec.id)
 
 

@@ -256,6 +256,20 @@ _tracked: dict[int, psutil.Process] = {}  # kept between calls so cpu_percent() 
 _tracked_lock = threading.Lock()
 
 
+def nvml_gpu_count() -> int:
+    """Number of NVIDIA GPUs NVML sees; 0 without a driver or library (never raises)."""
+    try:
+        import pynvml
+
+        pynvml.nvmlInit()
+        try:
+            return pynvml.nvmlDeviceGetCount()
+        finally:
+            pynvml.nvmlShutdown()
+    except Exception:  # no driver / no library: no GPU
+        return 0
+
+
 def _tracked_process(pid: int) -> psutil.Process:
     proc = _tracked.get(pid)
     if proc is None or not proc.is_running():  # is_running() also catches a reused pid (create time differs)

@@ -183,16 +183,9 @@ def cuda_available() -> bool:
     gpus = Path("/proc/driver/nvidia/gpus")
     if gpus.is_dir() and any(gpus.iterdir()):
         return True
-    try:
-        import pynvml
+    from engine.gpu import nvml_gpu_count
 
-        pynvml.nvmlInit()
-        try:
-            return pynvml.nvmlDeviceGetCount() > 0
-        finally:
-            pynvml.nvmlShutdown()
-    except Exception:  # no driver / no library: no GPU
-        return False
+    return nvml_gpu_count() > 0
 
 
 # ---------------------------------------------------------------- small argv helpers (no option table)

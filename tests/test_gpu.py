@@ -14,20 +14,7 @@ from engine import gpu
 from engine.gpu import NO_GPU, NOT_VISIBLE, GpuInfo, GpuProcess, GpuSampler, GpuSnapshot
 
 
-def _nvml_works() -> bool:
-    try:
-        import pynvml
-
-        pynvml.nvmlInit()
-        try:
-            return pynvml.nvmlDeviceGetCount() > 0
-        finally:
-            pynvml.nvmlShutdown()
-    except Exception:
-        return False
-
-
-HAVE_NVML = _nvml_works()
+HAVE_NVML = gpu.nvml_gpu_count() > 0
 MiB = 1024 * 1024
 
 
