@@ -38,3 +38,40 @@ def demo_assets(tmp_path_factory):
 @pytest.fixture(scope="session")
 def python() -> str:
     return sys.executable
+
+
+@pytest.fixture(scope="session")
+def trained_demo(demo_assets, tmp_path_factory) -> Path:
+    """The final checkpoint of one real `swift sft` on the demo (the demo's own recipe: the LoRA memorises the
+    answers at temperature 0, e.g. 你是谁? -> ...CSDN 迪菲赫尔曼...). Trained once per session, about 1 min on 2
+    idle CPU cores; its console goes to `<tmp>/sft.log`. Tests that use it are `slow`.
+    For local iteration, SWIFTDECK_TRAINED_DEMO=<checkpoint of an earlier demo run> skips the training."""
+    import signal
+    import subprocess
+
+    from engine import demo
+
+    reuse = os.environ.get("SWIFTDECK_TRAINED_DEMO")
+    if reuse:
+        assert (Path(reuse) / "adapter_config.json").is_file(), f"SWIFTDECK_TRAINED_DEMO={reuse}: not a checkpoint"
+        return Path(reuse).absolute()
+    out = tmp_path_factory.mktemp("trained-demo")
+    swift = Path(sys.executable).with_name("swift")
+    argv = [str(swift), "sft", *demo.demo_sft_args(demo_assets, out / "output"), "--disable_tqdm", "true"]
+    log = out / "sft.log"
+    with open(log, "wb") as f:
+        proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=f, stderr=subprocess.STDOUT,
+                                start_new_session=True)
+        try:
+            code = proc.wait(timeout=1500)
+        except BaseException:
+            if proc.poll() is None:
+                os.killpg(proc.pid, signal.SIGKILL)  # our own session: the wrapper and the trainer go together
+            proc.wait()
+            raise
+    tail = log.read_text(errors="replace").strip().splitlines()[-3:]
+    assert code == 0, f"swift sft exited {code}: {' | '.join(tail)} (log: {log})"
+    checkpoints = sorted((p for p in out.glob("output/v*/checkpoint-*") if p.name.rpartition("-")[2].isdigit()),
+                         key=lambda p: int(p.name.rpartition("-")[2]))
+    assert checkpoints, f"swift sft wrote no checkpoint (log: {log})"
+    return checkpoints[-1]
