@@ -18,7 +18,7 @@ from typing import Any, Callable, Iterator, Mapping
 
 import psutil
 
-from engine import paths
+from engine import paths, runs
 from engine.chat_protocol import BASE, ProtocolError, decode_event, encode
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
@@ -114,6 +114,7 @@ class ChatClient:
     def __init__(self, proc: subprocess.Popen, log_path: Path) -> None:
         self.proc = proc
         self.pid = proc.pid
+        self.run_id: str | None = None  # its registry record
         self.log_path = log_path
         self.create_time = psutil.Process(proc.pid).create_time() if proc.poll() is None else None
         self.target = BASE  # default target of chat()
@@ -137,12 +138,21 @@ class ChatClient:
             folder.mkdir(parents=True, exist_ok=True)
             log_path = folder / f"worker-{time.strftime('%Y%m%d-%H%M%S')}-{os.getpid()}.log"
         log_path.parent.mkdir(parents=True, exist_ok=True)
-        env = dict(os.environ, PYTHONUNBUFFERED="1", TQDM_DISABLE="1")
+        argv = [python, "-m", "engine.chat_worker"]
+        rec = runs.create("chat", argv, os.getcwd(), label="chat worker")  # supervised like any other run
+        env = dict(os.environ, PYTHONUNBUFFERED="1", TQDM_DISABLE="1", SWIFTDECK_RUN_ID=rec.id)
         env["PYTHONPATH"] = os.pathsep.join(p for p in (str(REPO_ROOT), env.get("PYTHONPATH", "")) if p)
         with open(log_path, "ab") as log:
-            proc = subprocess.Popen([python, "-m", "engine.chat_worker"], stdin=subprocess.PIPE,
-                                    stdout=subprocess.PIPE, stderr=log, start_new_session=True, env=env)
+            proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=log,
+                                    start_new_session=True, env=env)
         client = cls(proc, log_path)
+        client.run_id = rec.id
+
+        def running(r: runs.RunRecord) -> None:
+            r.pid, r.pgid, r.create_time, r.status = proc.pid, proc.pid, client.create_time, "running"
+            r.meta["log"] = str(log_path)
+
+        runs.update(rec.id, running)
         if on_spawn is not None:
             on_spawn(proc)
         try:
@@ -207,7 +217,13 @@ class ChatClient:
                 stream.close()
             except (OSError, ValueError):
                 pass
-        return not self._group_alive()
+        gone = not self._group_alive()
+        if self.run_id:
+            code = self.proc.poll()
+            runs.update(self.run_id, lambda r: r.active and (
+                setattr(r, "status", "finished" if code == 0 else "stopped"), setattr(r, "exit_code", code),
+                setattr(r, "ended_at", time.time())))
+        return gone
 
     def _group_members(self) -> list[psutil.Process]:
         """Live processes of the worker's process group (pgid == our pid), started no earlier than the worker."""

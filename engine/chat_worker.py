@@ -356,8 +356,26 @@ def main() -> None:
     try:
         worker.serve()
     finally:
+        _record_exit()
         sys.stderr.flush()
         os._exit(0)  # don't wait for library threads; exiting frees all model memory
+
+
+def _record_exit() -> None:
+    """Mark this worker's registry record finished (it exits on shutdown or when its client's pipe closes)."""
+    run_id = os.environ.get("SWIFTDECK_RUN_ID")
+    if not run_id:
+        return
+    from engine import runs
+
+    def ended(r) -> None:
+        if r.active:
+            r.status, r.exit_code, r.ended_at = "finished", 0, time.time()
+
+    try:
+        runs.update(run_id, ended)
+    except OSError:
+        pass
 
 
 if __name__ == "__main__":
