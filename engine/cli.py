@@ -244,7 +244,8 @@ def build_demo_assets() -> dict:
     """Build (or reuse) the offline demo in a subprocess: callers may be the UI process, which never imports torch."""
     proc = subprocess.run([sys.executable, "-m", "engine.demo", "--json"], capture_output=True, text=True)
     if proc.returncode != 0:
-        raise UserError(f"could not build the demo model: {proc.stderr.strip().splitlines()[-1:]}")
+        lines = proc.stderr.strip().splitlines()
+        raise UserError(f"could not build the demo model: {lines[-1] if lines else f'exit code {proc.returncode}'}")
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
