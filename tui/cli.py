@@ -1,13 +1,172 @@
-"""Console entry point `swiftdeck`: dashboard commands open the Textual app; the rest is engine.cli."""
+"""Console entry point `swiftdeck`: dashboard commands open the Textual app; the rest is engine.cli.
+
+    swiftdeck [--output-dir DIR] [--theme NAME]    the dashboard on the most recent run
+    swiftdeck attach RUN [--theme NAME]            the dashboard on one run (plain follow output when not a TTY)
+    swiftdeck demo [--epochs N]                    start the offline demo run, then the dashboard on it
+    swiftdeck serve [--port N] [...]               the same dashboard in a browser (textual-serve, 127.0.0.1)
+
+Import-light on purpose: nothing heavy is imported before we know the command, and the dashboard process never
+imports torch, transformers or swift.
+"""
 from __future__ import annotations
 
+import argparse
+import shlex
 import sys
+from pathlib import Path
+
+DASHBOARD_FLAGS = ("--output-dir", "--theme")
+EXIT_USAGE = 2
+
+
+class UsageError(Exception):
+    pass
+
+
+def _dashboard_parser(prog: str = "swiftdeck") -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog=prog, add_help=False)
+    p.add_argument("--output-dir", type=Path, default=None, help="where to look for ms-swift run folders")
+    p.add_argument("--theme", default=None, help="swiftdeck-dark | swiftdeck-light | swiftdeck-contrast | ...")
+    return p
+
+
+def route(argv: list[str]) -> tuple[str, argparse.Namespace | list[str]]:
+    """('dashboard' | 'attach' | 'demo' | 'serve', options) or ('engine', argv)."""
+    head = argv[0] if argv else None
+    if head is None or head.split("=")[0] in DASHBOARD_FLAGS:
+        ns, rest = _dashboard_parser().parse_known_args(argv)
+        if rest:
+            raise UsageError(f"unexpected argument(s): {' '.join(rest)}")
+        return "dashboard", ns
+    if head == "attach":
+        p = _dashboard_parser("swiftdeck attach")
+        p.add_argument("run")
+        ns, rest = p.parse_known_args(argv[1:])
+        if rest:
+            raise UsageError(f"unexpected argument(s): {' '.join(rest)}")
+        return "attach", ns
+    if head == "demo" and not any(a in ("--build-only", "--json", "-h", "--help") for a in argv[1:]):
+        p = _dashboard_parser("swiftdeck demo")
+        p.add_argument("--epochs", type=int, default=None)
+        ns, rest = p.parse_known_args(argv[1:])
+        if rest:
+            raise UsageError(f"unexpected argument(s): {' '.join(rest)}")
+        return "demo", ns
+    if head == "serve":
+        p = _dashboard_parser("swiftdeck serve")
+        p.add_argument("--host", default="127.0.0.1")
+        p.add_argument("--port", type=int, default=8000)
+        p.add_argument("--run", default=None, help="open this run (default: the most recent)")
+        ns, rest = p.parse_known_args(argv[1:])
+        if rest:
+            raise UsageError(f"unexpected argument(s): {' '.join(rest)}")
+        return "serve", ns
+    return "engine", argv
+
+
+def _interactive() -> bool:
+    """A terminal, or the browser driver of `swiftdeck serve` (its app runs behind a pipe)."""
+    import os
+
+    return sys.stdout.isatty() or bool(os.environ.get("TEXTUAL_DRIVER"))
+
+
+def _check_theme(name: str | None) -> None:
+    if name is None:
+        return
+    import themes
+    from textual.theme import BUILTIN_THEMES
+
+    known = [*themes.NAMES, *BUILTIN_THEMES]
+    if name not in known:
+        raise UsageError(f"unknown theme {name!r}; known: {', '.join(known)}")
+
+
+def open_dashboard(source, *, output_dir: Path | None, theme: str | None) -> int:
+    from tui.app import SwiftdeckApp
+
+    app = SwiftdeckApp(source, output_dir=output_dir, theme=theme)
+    still_running = app.run()
+    if still_running:
+        print(f"swiftdeck closed; run {still_running} keeps running. "
+              f"Watch it: swiftdeck attach {still_running}   stop it: swiftdeck stop {still_running}")
+    return 0
+
+
+def _most_recent(output_dir: Path):
+    from tui.model import discover
+
+    found = discover(output_dir)
+    return found[0] if found else None
 
 
 def main(argv: list[str] | None = None) -> int:
-    from engine import cli
+    argv = sys.argv[1:] if argv is None else list(argv)
+    try:
+        kind, ns = route(argv)
+        if kind == "engine":
+            from engine import cli
 
-    return cli.main(sys.argv[1:] if argv is None else argv)
+            return cli.main(ns)
+        _check_theme(ns.theme)
+        output_dir = (ns.output_dir or Path("output")).expanduser().resolve()
+        if ns.output_dir is not None and not output_dir.is_dir():
+            raise UsageError(f"no such folder: {output_dir}")
+        if kind == "dashboard":
+            return open_dashboard(_most_recent(output_dir), output_dir=output_dir, theme=ns.theme)
+        if kind == "attach":
+            if not _interactive():
+                from engine import cli
+
+                return cli.main(["attach", ns.run])
+            from tui.model import SourceError, resolve
+
+            try:
+                source = resolve(ns.run)
+            except SourceError as exc:
+                raise UsageError(str(exc)) from None
+            return open_dashboard(source, output_dir=output_dir, theme=ns.theme)
+        if kind == "demo":
+            from engine import cli
+
+            if not _interactive():  # scripts and CI keep the engine's plain follow output
+                return cli.main(["demo", *(["--epochs", str(ns.epochs)] if ns.epochs else [])])
+            print("building the offline demo model (cached after the first time) ...")
+            rec = cli.start_demo(epochs=ns.epochs)
+            from tui.model import RunSource
+
+            return open_dashboard(RunSource.of_record(rec), output_dir=output_dir, theme=ns.theme)
+        return serve(ns)
+    except UsageError as exc:
+        print(f"swiftdeck: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        return 130
+    except Exception as exc:  # engine.cli.UserError and friends: one line, no traceback
+        if type(exc).__name__ == "UserError":
+            print(f"swiftdeck: {exc}", file=sys.stderr)
+            return EXIT_USAGE
+        raise
+
+
+def serve(ns) -> int:
+    """The same dashboard in a browser, through textual-serve, bound to 127.0.0.1 unless told otherwise."""
+    try:
+        from textual_serve.server import Server
+    except ImportError:
+        raise UsageError("`swiftdeck serve` needs textual-serve: pip install textual-serve") from None
+    if ns.host not in ("127.0.0.1", "localhost", "::1"):
+        print(f"warning: serving on {ns.host}: anyone who can reach it can control your runs", file=sys.stderr)
+    cmd = [sys.executable, "-m", "tui.cli"]
+    if ns.run:
+        cmd += ["attach", ns.run]
+    if ns.output_dir:
+        cmd += ["--output-dir", str(ns.output_dir.expanduser().resolve())]
+    if ns.theme:
+        cmd += ["--theme", ns.theme]
+    # textual-serve starts the app through a shell: every part is quoted
+    Server(shlex.join(cmd), host=ns.host, port=ns.port, title="swiftdeck").serve()
+    return 0
 
 
 if __name__ == "__main__":

@@ -1,0 +1,393 @@
+"""The swiftdeck dashboard (Textual). A client of engine/ only: it reads files and the registry, and asks the
+engine to start/stop runs. Quitting it never touches a run.
+
+All file reading happens on worker threads (RunWatch.poll once a second, GPU sampling once a second); the UI
+thread only applies the results, so a log burst costs one repaint per poll, and drawing never waits on NVML.
+"""
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Callable
+
+from textual import on, work
+from textual.app import App, SystemCommand
+from textual.binding import Binding
+from textual.containers import Horizontal, Vertical
+from textual.widgets import Footer, Static
+
+import themes
+from tui import settings
+from tui.actions import ActionError, delete_checkpoint, fmt_bytes, optimizer_files, resume_plan, strip_optimizer
+from tui.gpufeed import GpuFeed
+from tui.model import RunSource, RunWatch, Update
+from tui.screens.confirm import ConfirmScreen
+from tui.screens.help import HelpScreen
+from tui.screens.launch import LaunchScreen
+from tui.screens.runs import RunsScreen
+from tui.widgets.chat import ChatPane
+from tui.widgets.checkpoints import CheckpointsPane
+from tui.widgets.gpu import GpuPane
+from tui.widgets.header import FailureCard, RunHeader
+from tui.widgets.log import LogPane, LogView
+from tui.widgets.loss import LossPane
+
+VIEWS = (("train", "Loss + Log"), ("gpu", "GPU"), ("checkpoints", "Checkpoints"), ("chat", "Chat"))
+
+
+class SwiftdeckApp(App):
+    TITLE = "swiftdeck"
+    CSS_PATH = str(themes.TCSS)
+    HORIZONTAL_BREAKPOINTS = [(0, "-narrow"), (120, "-wide")]
+    VERTICAL_BREAKPOINTS = [(0, "-short"), (36, "-tall")]
+    BINDINGS = [
+        Binding("q", "quit", "Quit"),
+        Binding("question_mark", "help", "Help"),
+        Binding("w", "runs", "Runs"),
+        Binding("n", "new_run", "New run"),
+        Binding("S", "stop_run", "Stop run"),
+        Binding("slash", "log('filter')", "Filter log"),
+        Binding("t", "log('traceback')", "Jump to Traceback", show=False),
+        Binding("left_square_bracket", "smoothing(-1)", "Less loss smoothing", show=False),
+        Binding("right_square_bracket", "smoothing(1)", "More loss smoothing", show=False),
+        Binding("1", "view('train')", "Loss+Log", show=False),
+        Binding("2", "view('gpu')", "GPU", show=False),
+        Binding("3", "view('checkpoints')", "Checkpoints", show=False),
+        Binding("4", "view('chat')", "Chat", show=False),
+    ]
+
+    def __init__(self, source: RunSource | None = None, *, output_dir: Path | None = None,
+                 theme: str | None = None, clock: Callable[[], float] = time.time,
+                 gpu_feed: GpuFeed | None = None, poll_s: float = 1.0, gpu_s: float = 1.0,
+                 remember_theme: bool = True) -> None:
+        super().__init__()
+        for t in themes.THEMES:
+            self.register_theme(t)
+        saved = settings.load().get("theme") if remember_theme else None
+        wanted = theme or saved or themes.DEFAULT
+        self.theme = wanted if wanted in self.available_themes else themes.DEFAULT
+        self.remember_theme = remember_theme
+        self.output_dir = output_dir
+        self.clock = clock
+        self.gpu_feed = gpu_feed
+        self.poll_s, self.gpu_s = poll_s, gpu_s
+        self.view_name = "train"
+        self.watch = RunWatch(source, clock)
+        self._polling = self._sampling = False
+        self.polls = 0  # applied polls (tests wait on this)
+        self.gpu_samples = 0
+        self.last_gpu_view = None
+
+    # ------------------------------------------------------------ layout
+
+    def compose(self):
+        yield RunHeader(id="header")
+        yield FailureCard(id="failure")
+        yield Static("", id="viewbar")
+        with Horizontal(id="main"):
+            with Vertical(id="left"):
+                yield GpuPane(id="gpu", classes="pane")
+                yield CheckpointsPane(id="checkpoints", classes="pane")
+                yield ChatPane(id="chat", classes="pane")
+            with Vertical(id="right"):
+                yield LossPane(id="loss", classes="pane")
+                yield LogPane(id="log", classes="pane")
+        yield Footer()
+
+    def on_mount(self) -> None:
+        if self.remember_theme:
+            self.theme_changed_signal.subscribe(self, lambda theme: settings.save(theme=theme.name))
+        self.main.query_one(LogPane).set_store(self.watch.log)
+        self._layout()
+        if self.gpu_s == self.poll_s:  # one timer: both results land in the same frame
+            self.set_interval(self.poll_s, lambda: (self._tick(), self._gpu_tick()))
+        else:
+            self.set_interval(self.poll_s, self._tick)
+            self.set_interval(self.gpu_s, self._gpu_tick)
+        self._tick()
+        self._gpu_tick()
+        self.main.query_one(LogView).focus()
+
+    def on_resize(self, event) -> None:
+        self._layout(event.size.width)
+
+    @property
+    def main(self):
+        """The dashboard screen (queries must not go to a dialog on top of it)."""
+        return self.screen_stack[0]
+
+    @property
+    def narrow(self) -> bool:
+        return getattr(self, "_narrow", self.size.width < 120)
+
+    def _layout(self, width: int | None = None) -> None:
+        narrow = (width or self.size.width) < 120
+        self._narrow = narrow
+        v = self.view_name
+        left, right = self.main.query_one("#left"), self.main.query_one("#right")
+        left.display = not narrow or v != "train"
+        right.display = not narrow or v == "train"
+        for name in ("gpu", "checkpoints", "chat"):
+            self.main.query_one(f"#{name}").display = not narrow or v == name
+        bar = self.main.query_one("#viewbar", Static)
+        bar.update("  ".join(f"[reverse] {i} {title} [/]" if key == v else f" {i} {title} "
+                             for i, (key, title) in enumerate(VIEWS, 1)))
+
+    def action_log(self, action: str) -> None:
+        if self.narrow and self.view_name != "train":
+            self.action_view("train")
+        getattr(self.main.query_one(LogPane), f"action_{action}")()
+
+    def action_smoothing(self, direction: int) -> None:
+        self.main.query_one(LossPane).action_smoothing(direction)
+
+    def action_view(self, name: str) -> None:
+        self.view_name = name
+        self._layout()
+        target = {"train": "#log-view", "gpu": "#gpu", "checkpoints": "#ckpt-tree", "chat": "#chat"}[name]
+        self.call_after_refresh(self.main.query_one(target).focus)
+
+    # ------------------------------------------------------------ polling the run (worker thread)
+
+    def _tick(self) -> None:
+        if not self._polling:
+            self._polling = True
+            self._poll(self.watch)
+
+    @work(thread=True, group="poll")
+    def _poll(self, watch: RunWatch) -> None:
+        try:
+            update = watch.poll()
+            error = None
+        except Exception as exc:  # a file vanished mid-read, a bad record: say so, keep going
+            update, error = None, f"{type(exc).__name__}: {exc}"
+        self.call_from_thread(self._apply, watch, update, error)
+
+    def _apply(self, watch: RunWatch, u: Update | None, error: str | None) -> None:
+        self._polling = False
+        if watch is not self.watch or not self.screen_stack or not self.main.query(RunHeader):  # another run, or the app is closing
+            return
+        if u is None:
+            self.notify(f"reading the run failed: {error}", severity="warning", timeout=5)
+            return
+        loss, log = self.main.query_one(LossPane), self.main.query_one(LogPane)
+        self.main.query_one(RunHeader).show(u.header)
+        self.main.query_one(FailureCard).show(u.failure)
+        if u.reset:
+            loss.clear()
+            log.set_store(watch.log)
+        loss.add(u.new_metrics)
+        loss.set_waiting(bool(u.source and u.source.active))
+        if u.log_lines:
+            log.lines_added(u.log_lines)
+        if u.checkpoints is not None:
+            self.main.query_one(CheckpointsPane).show(u.checkpoints)
+            model = next((f.model for f in u.checkpoints if f.model), None)
+            if model:
+                self.main.query_one(ChatPane).set_base_model(model)
+        if u.source and u.source.record and not self.main.query_one(ChatPane).base_model:
+            from engine.swift_args import flag_value
+
+            self.main.query_one(ChatPane).set_base_model(flag_value(u.source.record.argv, "--model"))
+        self.polls += 1
+
+    def attach(self, source: RunSource | None) -> None:
+        """Show another run (from the run switcher, a launch, a resume)."""
+        self.watch = RunWatch(source, self.clock)
+        self._polling = False
+        self.main.query_one(ChatPane).reset()
+        self.main.query_one(LogPane).set_store(self.watch.log)
+        self.main.query_one(LossPane).clear()
+        self._tick()
+
+    # ------------------------------------------------------------ GPU (worker thread)
+
+    def _gpu_tick(self) -> None:
+        if not self._sampling:
+            self._sampling = True
+            self._sample()
+
+    @work(thread=True, group="gpu")
+    def _sample(self) -> None:
+        if self.gpu_feed is None:
+            self.gpu_feed = GpuFeed()
+        src = self.watch.source
+        try:
+            view = self.gpu_feed.sample(src.record if src else None)
+        except Exception as exc:  # never a traceback in the pane
+            from engine.gpu import GpuSnapshot
+
+            from tui.gpufeed import GpuView
+            view = GpuView(GpuSnapshot(False, f"GPU sampling failed: {exc}", (), time.time()))
+        self.call_from_thread(self._show_gpu, view)
+
+    def _show_gpu(self, view) -> None:
+        self._sampling = False
+        if not self.screen_stack or not self.main.query(GpuPane):  # the app is closing
+            return
+        self.last_gpu_view = view
+        self.main.query_one(GpuPane).show(view)
+        self.gpu_samples += 1
+
+    # ------------------------------------------------------------ global actions
+
+    def action_help(self) -> None:
+        sections = [("global", self.BINDINGS), ("log", LogPane.BINDINGS + LogView.BINDINGS),
+                    ("checkpoints", CheckpointsPane.BINDINGS),
+                    ("new run", LaunchScreen.BINDINGS), ("dialogs", ConfirmScreen.BINDINGS)]
+        self.push_screen(HelpScreen(sections))
+
+    def action_runs(self) -> None:
+        current = self.watch.source.key if self.watch.source else None
+
+        def opened(source: RunSource | None) -> None:
+            if source is not None:
+                self.attach(source)
+
+        self.push_screen(RunsScreen(self.output_dir, current), opened)
+
+    def action_new_run(self) -> None:
+        view = self.last_gpu_view
+        gpu = bool(view and view.snapshot.available and view.snapshot.gpus)
+
+        def launched(rec) -> None:
+            if rec is not None:
+                self.notify(f"started run {rec.id} (pid {rec.pid}); it keeps running if you quit")
+                self.attach(RunSource.of_record(rec))
+
+        self.push_screen(LaunchScreen(gpu=gpu), launched)
+
+    def action_stop_run(self) -> None:
+        src = self.watch.source
+        rec = src.record if src else None
+        if rec is None or not rec.active:
+            self.notify("No running run to stop", severity="warning")
+            return
+
+        def answered(yes: bool | None) -> None:
+            if yes:
+                self.notify(f"stopping {rec.id}: a checkpoint is saved at the next step, then it exits")
+                self._stop(rec)
+
+        self.push_screen(ConfirmScreen(f"Stop run {rec.id}?",
+                                       "Graceful stop: ms-swift saves a checkpoint at the end of the current step "
+                                       "and exits; after 120 s the process tree is killed.", yes="Stop"), answered)
+
+    @work(thread=True, group="stop")
+    def _stop(self, rec) -> None:
+        from engine import supervisor
+
+        report = supervisor.stop(rec)
+        msg = (f"run {rec.id} stopped in {report.seconds:.0f}s" if report.clean
+               else f"run {rec.id}: processes still alive: {report.left}")
+        self.call_from_thread(self.notify, msg, severity="information" if report.clean else "error")
+
+    async def action_quit(self) -> None:
+        src = self.watch.source
+        self.exit(src.key if src and src.active else None)
+
+    def get_system_commands(self, screen):
+        yield from super().get_system_commands(screen)
+        ours = [
+            ("Switch run", "List every known run and open one", self.action_runs),
+            ("New run", "Open the launch form (swift sft with LoRA)", self.action_new_run),
+            ("Stop run", "Gracefully stop the run shown", self.action_stop_run),
+            ("Filter log", "Filter the log by text and level", lambda: self._pane_action(LogPane, "filter")),
+            ("Jump to Traceback", "Scroll the log to the first Traceback",
+             lambda: self._pane_action(LogPane, "traceback")),
+            ("Toggle log follow", "Follow the end of the log, or pause", lambda: self._pane_action(LogPane,
+                                                                                                   "toggle_follow")),
+            ("More smoothing", "Raise the loss EMA weight", lambda: self.main.query_one(LossPane).action_smoothing(1)),
+            ("Less smoothing", "Lower the loss EMA weight", lambda: self.main.query_one(LossPane).action_smoothing(-1)),
+            ("Chat with checkpoint", "Pick the checkpoint under the cursor for chat",
+             lambda: self._pane_action(CheckpointsPane, "choose")),
+            ("Resume from checkpoint", "Resume training from the checkpoint under the cursor",
+             lambda: self._pane_action(CheckpointsPane, "resume")),
+            ("Delete checkpoint", "Delete the checkpoint under the cursor",
+             lambda: self._pane_action(CheckpointsPane, "delete")),
+            ("Strip optimizer state", "Free the optimizer state of the checkpoint under the cursor",
+             lambda: self._pane_action(CheckpointsPane, "strip")),
+            ("Help", "Every key", self.action_help),
+        ]
+        ours += [(f"Show {title}", f"Narrow screens: show the {title} view", lambda k=key: self.action_view(k))
+                 for key, title in VIEWS]
+        for title, help_text, callback in ours:
+            yield SystemCommand(title, help_text, callback)
+
+    def _pane_action(self, pane_type, action: str) -> None:
+        pane = self.main.query_one(pane_type)
+        if pane_type is CheckpointsPane and self.narrow:
+            self.action_view("checkpoints")
+        getattr(pane, f"action_{action}")()
+
+    # ------------------------------------------------------------ checkpoints: chat, resume, delete, strip
+
+    @on(CheckpointsPane.Chosen)
+    def _chosen(self, event: CheckpointsPane.Chosen) -> None:
+        self.main.query_one(ChatPane).choose(event.checkpoint)
+        self.notify(f"chat will use {event.checkpoint.name}")
+
+    @on(CheckpointsPane.Act)
+    def _act(self, event: CheckpointsPane.Act) -> None:
+        c, src = event.checkpoint, self.watch.source
+        rec = src.record if src else None
+        try:
+            if event.action == "resume":
+                plan = resume_plan(rec, c)
+                title = f"Resume training from {c.name}?"
+                body = "\n".join(["what changes:", *(f"  {x}" for x in plan.changes), "",
+                                  "command: swift sft " + " ".join(plan.argv)])
+                run = lambda: self._resume(plan)  # noqa: E731
+            elif event.action == "delete":
+                if rec is not None and rec.active and c.is_last:
+                    raise ActionError(f"{c.name} is the newest checkpoint of a running run; stop the run first")
+                title = f"Delete {c.name} ({fmt_bytes(c.size_bytes)})?"
+                body = f"{c.path}\nis removed from disk. This cannot be undone."
+                run = lambda: self._file_action("delete", c, rec)  # noqa: E731
+            else:
+                files = optimizer_files(c.path)
+                if not files:
+                    raise ActionError(f"{c.name} has no optimizer state to strip")
+                title = f"Strip the optimizer state of {c.name}?"
+                body = "\n".join(["removes:", *(f"  {p.name}" for p in files), "",
+                                  "The adapter stays usable for chat, merge and deploy, but training can no longer "
+                                  "be resumed from this checkpoint."])
+                run = lambda: self._file_action("strip", c, rec)  # noqa: E731
+        except ActionError as exc:
+            self.notify(str(exc), severity="warning", timeout=8)
+            return
+        self.push_screen(ConfirmScreen(title, body, yes=event.action.capitalize()),
+                         lambda yes: run() if yes else None)
+
+    @work(thread=True, group="ckpt-action")
+    def _file_action(self, action: str, c, rec) -> None:
+        try:
+            if action == "delete":
+                freed = delete_checkpoint(c.path, run_active=bool(rec and rec.active), is_last=c.is_last)
+                msg = f"deleted {c.name}, freed {fmt_bytes(freed)}"
+            else:
+                msg = f"stripped {c.name}, freed {fmt_bytes(strip_optimizer(c.path))}"
+            severity = "information"
+        except (ActionError, OSError) as exc:
+            msg, severity = str(exc), "error"
+        self.watch.force_scan = True
+        self.call_from_thread(self.notify, msg, severity=severity)
+
+    @work(thread=True, group="ckpt-action")
+    def _resume(self, plan) -> None:
+        from engine import swift_args, training
+
+        try:
+            check = swift_args.check_args(plan.argv, command="sft", cwd=plan.cwd)
+            if not check.ok:
+                raise ActionError("not resumed: " + "; ".join(p.message for p in check.problems))
+            rec = training.start(check.argv, cwd=plan.cwd, label=plan.label, notes=check.notes)
+        except Exception as exc:
+            self.call_from_thread(self.notify, str(exc), severity="error", timeout=10)
+            return
+        self.call_from_thread(self.notify, f"resumed as run {rec.id}")
+        self.call_from_thread(self.attach, RunSource.of_record(rec))
+
+    def on_unmount(self) -> None:
+        if self.gpu_feed is not None:
+            self.gpu_feed.close()

@@ -1,0 +1,231 @@
+"""A console log as numbered display lines, with bounded memory (no Textual here).
+
+Lines end at `\\n`; inside a line, `\\r` updates (tqdm bars) collapse to the last visible one, as a terminal shows
+them. Memory: 8 bytes per line (the end offset of each line) plus a fixed number of decoded lines (the recent tail
+and a small LRU of older blocks). Any line, back to the first, is read again from the file on demand.
+"""
+from __future__ import annotations
+
+import re
+import threading
+from array import array
+from collections import OrderedDict, deque
+from dataclasses import dataclass
+from pathlib import Path
+
+from engine.ingest import FileTail
+
+LINE_CAP = 8 * 1024  # only the last 8 KiB of a raw line are decoded (a tqdm line may hold thousands of updates)
+RECENT = 4000  # decoded lines kept for the tail
+BLOCK = 256  # older lines are decoded in blocks of this many
+BLOCKS_CACHED = 16
+READ_CHUNK = 4 * 1024 * 1024
+TRACEBACK = "Traceback (most recent call last)"
+
+_ANSI_RE = re.compile(r"\x1b\[[0-9;?]*[ -/]*[@-~]|\x1b[@-Z\\-_]")
+_ERROR_RE = re.compile(r"\[(?:ERROR|CRITICAL)|Traceback \(most recent call last\)|^\S*(?:Error|Exception)\b.*:|"
+                       r"\| (?:ERROR|CRITICAL) \|")
+_WARNING_RE = re.compile(r"\[WARNING|\bWARNING\b|Warning:|\| WARNING \|")
+
+LEVELS = ("all", "warning", "error")  # the level filter cycles through these
+
+
+def collapse(raw: bytes) -> str:
+    """One raw line (without its `\\n`) as a terminal would show it: the last `\\r` segment that is not blank."""
+    text = raw[-LINE_CAP:].decode("utf-8", errors="replace").rstrip("\r")
+    if "\x1b" in text:
+        text = _ANSI_RE.sub("", text)
+    if "\r" in text:
+        text = next((seg for seg in reversed(text.split("\r")) if seg.strip()), "")
+    return text.expandtabs(4)
+
+
+def level_of(line: str) -> str:
+    """'error' | 'warning' | 'info' for colouring and the level filter."""
+    if _ERROR_RE.search(line):
+        return "error"
+    if _WARNING_RE.search(line):
+        return "warning"
+    return "info"
+
+
+@dataclass(frozen=True)
+class LogFilter:
+    text: str = ""
+    level: str = "all"  # all | warning (warnings and errors) | error
+
+    @property
+    def active(self) -> bool:
+        return bool(self.text) or self.level != "all"
+
+    def matches(self, line: str) -> bool:
+        if self.text and self.text.lower() not in line.lower():
+            return False
+        if self.level == "all":
+            return True
+        lvl = level_of(line)
+        return lvl == "error" if self.level == "error" else lvl in ("error", "warning")
+
+    def describe(self) -> str:
+        parts = []
+        if self.text:
+            parts.append(f"text “{self.text}”")
+        if self.level != "all":
+            parts.append("errors" if self.level == "error" else "warnings+errors")
+        return ", ".join(parts) or "none"
+
+
+class LogStore:
+    """Tail of one console log. `poll()` (any thread) reads what was appended; `line(i)` / `count` (any thread)."""
+
+    def __init__(self, path: Path | None):
+        self.path = Path(path) if path else None
+        self._lock = threading.Lock()
+        self._reset()
+
+    def _reset(self) -> None:
+        self._tail = FileTail(self.path) if self.path else None
+        self._ends = array("Q")  # byte offset just past each complete line's '\n'
+        self._recent: deque[str] = deque(maxlen=RECENT)
+        self._blocks: OrderedDict[int, list[str]] = OrderedDict()
+        self._pending = b""  # the unterminated last line (a live tqdm bar), capped
+        self._pending_text = ""
+        self.first_traceback: int | None = None
+        self.last_traceback_line: str | None = None  # the exception line that ends the last traceback
+        self._in_traceback = False
+        self.generation = 0
+
+    # ------------------------------------------------------------ reading the file
+
+    def poll(self) -> int:
+        """Read what was appended; returns how many complete lines arrived (-1: the file was replaced)."""
+        if self._tail is None:
+            return 0
+        added, restarted = 0, False
+        while True:
+            gen = self._tail.generation
+            start = self._tail.offset
+            data = self._tail.read_new(READ_CHUNK)
+            if self._tail.generation != gen:  # truncated or replaced: start over
+                with self._lock:
+                    tail, generation = self._tail, self.generation
+                    self._reset()
+                    self._tail, self.generation = tail, generation + 1
+                restarted, added, start = True, 0, 0
+            if not data:
+                break
+            added += self._feed(data, start)
+        return -1 if restarted else added
+
+    def _feed(self, data: bytes, start: int) -> int:
+        pos, n = 0, 0
+        pending = self._pending
+        while True:
+            nl = data.find(b"\n", pos)
+            if nl < 0:
+                break
+            raw = (pending + data[pos:nl]) if pending else data[pos:nl]
+            pending = b""
+            self._append(collapse(raw), start + nl + 1)
+            pos = nl + 1
+            n += 1
+        rest = data[pos:]
+        self._pending = (pending + rest)[-LINE_CAP:] if rest or pending else b""
+        self._pending_text = collapse(self._pending) if self._pending else ""
+        return n
+
+    def _append(self, text: str, end: int) -> None:
+        index = len(self._ends)
+        if TRACEBACK in text:
+            self.first_traceback = index if self.first_traceback is None else self.first_traceback
+            self._in_traceback = True
+        elif self._in_traceback and text and not text.startswith((" ", "\t")) and not text.startswith(("During ", "The above exception")):
+            if ":" in text or text.endswith(("Error", "Exception", "Interrupt")):
+                self.last_traceback_line = text
+            self._in_traceback = False
+        self._recent.append(text)
+        self._ends.append(end)
+
+    # ------------------------------------------------------------ lines
+
+    @property
+    def complete(self) -> int:
+        return len(self._ends)
+
+    @property
+    def count(self) -> int:
+        """Lines to show: the complete ones plus a live unterminated one (a progress bar) if visible."""
+        return len(self._ends) + (1 if self._pending_text.strip() else 0)
+
+    def line(self, i: int) -> str:
+        n = len(self._ends)
+        if i >= n:
+            return self._pending_text if i == n else ""
+        first_recent = n - len(self._recent)
+        if i >= first_recent:
+            try:
+                return self._recent[i - first_recent]
+            except IndexError:  # the tail moved on meanwhile
+                pass
+        return self._block(i // BLOCK)[i % BLOCK]
+
+    def _block(self, b: int) -> list[str]:
+        with self._lock:
+            cached = self._blocks.get(b)
+            if cached is not None:
+                self._blocks.move_to_end(b)
+                return cached
+        lines = [collapse(raw) for raw in self._raw_lines(b * BLOCK, min((b + 1) * BLOCK, len(self._ends)))]
+        lines += [""] * (BLOCK - len(lines))
+        with self._lock:
+            self._blocks[b] = lines
+            while len(self._blocks) > BLOCKS_CACHED:
+                self._blocks.popitem(last=False)
+        return lines
+
+    def _raw_lines(self, lo: int, hi: int):
+        """Raw bytes (capped to LINE_CAP, without '\\n') of lines lo..hi-1, read from the file."""
+        if self.path is None or lo >= hi:
+            return
+        try:
+            fh = open(self.path, "rb")
+        except OSError:
+            return
+        with fh:
+            for i in range(lo, hi):
+                start = self._ends[i - 1] if i else 0
+                end = self._ends[i] - 1
+                begin = max(start, end - LINE_CAP)
+                fh.seek(begin)
+                yield fh.read(end - begin)
+
+    def scan(self, flt: LogFilter, upto: int | None = None) -> array:
+        """Indices of the lines that match `flt`, reading the file sequentially (for a worker thread)."""
+        upto = self.complete if upto is None else upto
+        found = array("I")
+        if self.path is None:
+            return found
+        index, pending = 0, b""
+        try:
+            fh = open(self.path, "rb")
+        except OSError:
+            return found
+        with fh:
+            while index < upto:
+                data = fh.read(READ_CHUNK)
+                if not data:
+                    break
+                parts = (pending + data).split(b"\n")
+                pending = parts.pop()[-LINE_CAP * 4:]
+                for raw in parts:
+                    if index >= upto:
+                        break
+                    if flt.matches(collapse(raw)):
+                        found.append(index)
+                    index += 1
+        return found
+
+    def memory_estimate(self) -> int:
+        """Bytes held (roughly): the offsets plus the decoded caches; for tests of the bound."""
+        decoded = sum(len(s) for s in self._recent) + sum(len(s) for b in self._blocks.values() for s in b)
+        return self._ends.itemsize * len(self._ends) + decoded + len(self._pending)

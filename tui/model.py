@@ -1,0 +1,297 @@
+"""What the dashboard shows, computed without Textual: which runs exist, and one run's state as it changes.
+
+`RunWatch.poll()` does all file reading for one run and is meant for a worker thread; widgets only get the
+`Update` it returns. Time comes from an injected clock so tests and snapshots are deterministic.
+"""
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable
+
+from engine import runs
+from engine.events import CheckpointSaved, Finished, Metrics
+from engine.ingest import ConsoleParser, JsonlParser, RunReader
+from tui.logstore import LogStore
+
+CHECKPOINT_RESCAN_S = 60.0  # while running, besides every save: scan_run reads logging.jsonl whole
+SUMMARY_TAIL = 256 * 1024
+
+
+class SourceError(Exception):
+    """A RUN argument that names nothing we know (one line for the user)."""
+
+
+@dataclass
+class RunSource:
+    """A run to show: a registry record, or a bare ms-swift run folder / console log found on disk."""
+
+    record: runs.RunRecord | None = None
+    run_dir: Path | None = None
+    console_log: Path | None = None
+
+    @classmethod
+    def of_record(cls, rec: runs.RunRecord) -> "RunSource":
+        return cls(rec, Path(rec.run_dir) if rec.run_dir else None, rec.console_log)
+
+    @property
+    def key(self) -> str:
+        return self.record.id if self.record else str(self.run_dir or self.console_log)
+
+    @property
+    def name(self) -> str:
+        if self.record:
+            return f"{self.record.label} {self.record.id}".strip() if self.record.label else self.record.id
+        return (self.run_dir or self.console_log).name
+
+    @property
+    def status(self) -> str:
+        if self.record:
+            return self.record.status
+        return "finished" if self.run_dir and _folder_finished(self.run_dir) else "unknown"
+
+    @property
+    def active(self) -> bool:
+        return bool(self.record and self.record.active)
+
+    def refreshed(self) -> "RunSource":
+        if not self.record:
+            return self
+        try:
+            rec = runs.load(self.record.id)
+        except (OSError, ValueError, TypeError):
+            return self
+        return RunSource(rec, Path(rec.run_dir) if rec.run_dir else self.run_dir, rec.console_log)
+
+
+def _folder_finished(run_dir: Path) -> bool:
+    try:
+        with open(run_dir / "logging.jsonl", "rb") as fh:
+            fh.seek(0, 2)
+            fh.seek(max(0, fh.tell() - SUMMARY_TAIL))
+            return b"last_model_checkpoint" in fh.read()
+    except OSError:
+        return False
+
+
+def discover(output_dir: Path | None = None) -> list[RunSource]:
+    """Registry runs (newest first), then run folders under `output_dir` that no record claims (newest first)."""
+    found = [RunSource.of_record(r) for r in runs.all_runs()]
+    if output_dir is not None and Path(output_dir).is_dir():
+        from engine import checkpoints
+
+        claimed = {Path(s.run_dir).resolve() for s in found if s.run_dir}
+        try:
+            folders = checkpoints.scan(Path(output_dir))
+        except (checkpoints.CheckpointError, OSError):
+            folders = []
+        for f in reversed(folders):
+            if f.path.resolve() not in claimed and not f.empty:
+                found.append(RunSource(run_dir=f.path.resolve()))
+    return found
+
+
+def resolve(ref: str) -> RunSource:
+    """A registry id/prefix, a run folder, or a console log file."""
+    try:
+        return RunSource.of_record(runs.resolve(ref))
+    except runs.UnknownRun as exc:
+        path = Path(ref).expanduser()
+        if path.is_dir():
+            return RunSource(run_dir=path.resolve())
+        if path.is_file():
+            return RunSource(console_log=path.resolve())
+        raise SourceError(str(exc)) from None
+
+
+# ---------------------------------------------------------------- run list summaries
+
+
+@dataclass
+class RunSummary:
+    step: int | None = None
+    max_steps: int | None = None
+    last_loss: float | None = None
+
+
+def _tail_bytes(path: Path, n: int = SUMMARY_TAIL) -> bytes:
+    try:
+        with open(path, "rb") as fh:
+            fh.seek(0, 2)
+            size = fh.tell()
+            fh.seek(max(0, size - n))
+            data = fh.read()
+        if size > n:  # drop the partial first line
+            data = data[data.find(b"\n") + 1:]
+        return data
+    except OSError:
+        return b""
+
+
+def quick_summary(src: RunSource) -> RunSummary:
+    """Step, max steps and last loss from the last 256 KiB of logging.jsonl (or the console): cheap for the
+    run switcher even for a week-long run."""
+    out = RunSummary()
+    events = []
+    if src.run_dir and (src.run_dir / "logging.jsonl").exists():
+        parser = JsonlParser()
+        events = parser.feed(_tail_bytes(src.run_dir / "logging.jsonl")) + parser.flush()
+    if not events and src.console_log:
+        parser = ConsoleParser()
+        events = parser.feed(_tail_bytes(src.console_log)) + parser.flush()
+    for ev in events:
+        step = getattr(ev, "step", None)
+        if step is not None and (out.step is None or step >= out.step):
+            out.step = step
+            out.max_steps = getattr(ev, "max_steps", None) or out.max_steps
+        if isinstance(ev, Metrics) and "loss" in ev.values and math.isfinite(ev.values["loss"]):
+            out.last_loss = ev.values["loss"]
+    return out
+
+
+# ---------------------------------------------------------------- one run, watched
+
+
+def fmt_duration(seconds: float | None) -> str:
+    if seconds is None or not math.isfinite(seconds) or seconds < 0:
+        return "-"
+    s = int(round(seconds))
+    d, s = divmod(s, 86400)
+    h, s = divmod(s, 3600)
+    m, s = divmod(s, 60)
+    if d:
+        return f"{d}d {h}h {m:02d}m"
+    if h:
+        return f"{h}h {m:02d}m {s:02d}s"
+    return f"{m}m {s:02d}s" if m else f"{s}s"
+
+
+def fmt_num(v: float | None, digits: int = 4) -> str:
+    if v is None:
+        return "-"
+    if not math.isfinite(v):
+        return str(v)
+    return f"{v:.{digits}g}"
+
+
+@dataclass
+class HeaderInfo:
+    name: str = "no run"
+    status: str = "none"
+    step: int | None = None
+    max_steps: int | None = None
+    epoch: float | None = None
+    elapsed_s: float | None = None
+    eta_s: float | None = None
+    seconds_per_it: float | None = None
+    last_loss: float | None = None
+    exit_code: int | None = None
+
+
+@dataclass
+class FailureInfo:
+    """What the Failed card shows until engine.diagnose provides a full diagnosis."""
+
+    status: str
+    exit_code: int | None
+    line: str  # the console's last traceback line, or a note
+    diagnosis: str | None = None
+
+
+@dataclass
+class Update:
+    """What changed since the last poll."""
+
+    header: HeaderInfo
+    new_metrics: list[Metrics] = field(default_factory=list)
+    reset: bool = False  # the log/metrics started over (file replaced, or another run)
+    log_lines: int = 0  # complete log lines that arrived (-1: the log was replaced)
+    checkpoints: list | None = None  # list[RunFolder] when rescanned
+    failure: FailureInfo | None = None
+    source: RunSource | None = None
+    has_eval: bool = False
+
+
+class RunWatch:
+    """All file reading for one run: registry status, metrics (RunReader), log lines, checkpoints."""
+
+    def __init__(self, source: RunSource | None, clock: Callable[[], float] = time.time):
+        self.source = source
+        self.clock = clock
+        self.log = LogStore(source.console_log if source else None)
+        cwd = Path(source.record.cwd) if source and source.record else None
+        self.reader = RunReader(console_log=source.console_log, run_dir=source.run_dir, cwd=cwd) if source else None
+        self._first = True
+        self._last_scan = -math.inf
+        self._scan_run_dir: str | None = None
+        self._status: str | None = None
+        self.force_scan = False  # set after a checkpoint was deleted or stripped
+
+    def poll(self) -> Update:
+        if self.source is None:
+            return Update(HeaderInfo(), reset=self._take_first())
+        src = self.source = self.source.refreshed()
+        first = self._take_first()
+        events = self.reader.poll(final=not src.active)
+        new_metrics = [e for e in events if isinstance(e, Metrics)]
+        saved = any(isinstance(e, (CheckpointSaved, Finished)) for e in events)
+        lines = self.log.poll()
+        state = self.reader.state
+        run_dir = state.run_dir or (str(src.run_dir) if src.run_dir else None)
+        checkpoints = None
+        now = self.clock()
+        forced, self.force_scan = self.force_scan, False
+        if run_dir and (first or saved or forced or src.status != self._status or run_dir != self._scan_run_dir
+                        or (src.active and now - self._last_scan >= CHECKPOINT_RESCAN_S)):  # sizes grow
+            checkpoints = self._scan(Path(run_dir))
+            self._last_scan, self._scan_run_dir = now, run_dir
+        elif first:
+            checkpoints = []
+        self._status = src.status
+        return Update(self._header(src, now), new_metrics, reset=first, log_lines=lines,
+                      checkpoints=checkpoints, failure=self._failure(src), source=src,
+                      has_eval=any("eval_loss" in m.values for m in state.metrics))
+
+    def _take_first(self) -> bool:
+        first, self._first = self._first, False
+        return first
+
+    @staticmethod
+    def _scan(run_dir: Path) -> list:
+        from engine import checkpoints
+
+        try:
+            return [checkpoints.scan_run(run_dir)] if run_dir.is_dir() else []
+        except (checkpoints.CheckpointError, OSError):
+            return []
+
+    def _header(self, src: RunSource, now: float) -> HeaderInfo:
+        state = self.reader.state
+        p = state.progress
+        last = next((m for m in reversed(state.metrics) if "loss" in m.values), None)
+        rec = src.record
+        elapsed = p.elapsed_s if p and p.elapsed_s is not None else None
+        if elapsed is None and rec:
+            elapsed = (now if rec.active else (rec.ended_at or now)) - rec.started_at
+        eta = p.remaining_s if p and src.active else (0.0 if src.status == "finished" else None)
+        return HeaderInfo(
+            name=src.name, status=src.status, step=p.step if p else (last.step if last else None),
+            max_steps=state.max_steps, epoch=p.epoch if p and p.epoch is not None else (
+                last.values.get("epoch") if last else None),
+            elapsed_s=elapsed, eta_s=eta, seconds_per_it=p.seconds_per_it if p else None,
+            last_loss=last.values["loss"] if last else None, exit_code=rec.exit_code if rec else None)
+
+    def _failure(self, src: RunSource) -> FailureInfo | None:
+        rec = src.record
+        if not rec or rec.status not in ("failed", "lost"):
+            return None
+        line = self.log.last_traceback_line
+        if rec.status == "lost":
+            line = line or "the run's processes are gone without an exit code (runner killed or host rebooted)"
+        diagnosis = rec.meta.get("diagnosis") if isinstance(rec.meta, dict) else None
+        if isinstance(diagnosis, dict):
+            diagnosis = diagnosis.get("summary") or diagnosis.get("kind")
+        return FailureInfo(rec.status, rec.exit_code, line or "no traceback in the console log",
+                           diagnosis if isinstance(diagnosis, str) else None)

@@ -1,0 +1,227 @@
+"""`n`: the new-run form. The seed tutorial's settings are the preset; it shows the exact command, checks it with
+engine.swift_args (in a worker: the first check asks ms-swift in a subprocess), launches through the engine and
+hands the new run back to the dashboard (dismiss with the RunRecord)."""
+from __future__ import annotations
+
+import dataclasses
+import os
+import threading
+from pathlib import Path
+
+from rich.text import Text
+from textual import on, work
+from textual.binding import Binding
+from textual.containers import Grid, Horizontal, Vertical, VerticalScroll
+from textual.screen import Screen
+from textual.widgets import Button, Footer, Input, Label, Static
+
+from tui.actions import ActionError, LaunchForm, LaunchPlan, build_launch
+from tui.widgets.style import theme_color
+
+FIELDS = (  # (attribute, label, placeholder)
+    ("model", "model", "local folder (absolute) or hub id, e.g. Qwen/Qwen2.5-7B-Instruct"),
+    ("dataset", "dataset", "a .json/.jsonl file, or a hub dataset id"),
+    ("output_dir", "output dir", "output"),
+    ("lora_rank", "LoRA rank", ""),
+    ("lora_alpha", "LoRA alpha", ""),
+    ("target_modules", "target modules", ""),
+    ("learning_rate", "learning rate", ""),
+    ("epochs", "epochs", ""),
+    ("batch_size", "batch size", "per device"),
+    ("grad_accum", "grad accumulation", ""),
+    ("max_length", "max length", ""),
+    ("torch_dtype", "dtype", "auto = bfloat16 on GPU, float32 on CPU"),
+    ("visible_gpus", "visible GPUs", "CUDA_VISIBLE_DEVICES, e.g. 0,1 (empty: all)"),
+    ("extra", "extra args", "more swift sft flags, e.g. --split_dataset_ratio 0.1"),
+    ("label", "label", "a name for this run (optional)"),
+)
+_env_lock = threading.Lock()
+
+
+class LaunchScreen(Screen):
+    BINDINGS = [
+        Binding("escape", "cancel", "Cancel"),
+        Binding("ctrl+k", "check", "Check"),
+        Binding("ctrl+l", "launch", "Launch"),
+    ]
+
+    def __init__(self, *, gpu: bool, cwd: Path | None = None, form: LaunchForm | None = None) -> None:
+        super().__init__()
+        self.gpu = gpu
+        self.cwd = Path(cwd or Path.cwd())
+        self.initial = form or LaunchForm()
+        self.checked = None  # (plan argv, engine.swift_args.ArgCheck) of the last check
+        self.plan: LaunchPlan | None = None
+
+    def compose(self):
+        yield Static("New run — swift sft with LoRA (preset: the seed tutorial's settings)", id="launch-title")
+        with VerticalScroll(id="launch-form"):
+            with Grid(id="launch-grid"):
+                for name, label, placeholder in FIELDS:
+                    yield Label(label, classes="launch-label")
+                    yield Input(getattr(self.initial, name), placeholder=placeholder, id=f"f-{name}")
+            yield Static("", id="dataset-check")
+        with Vertical(id="launch-bottom"):
+            yield Static("", id="launch-command")
+            yield Static("", id="launch-check")
+            with Horizontal(id="launch-buttons"):
+                yield Button("Check (ctrl+k)", id="check")
+                yield Button("Apply fixes", id="fix", variant="warning")
+                yield Button("Launch (ctrl+l)", id="launch", variant="success")
+                yield Button("Cancel (esc)", id="cancel")
+        yield Footer()
+
+    def on_mount(self) -> None:
+        self.query_one("#fix").display = False
+        self.query_one("#f-model", Input).focus()
+        self._refresh_plan()
+        self._check_dataset(self.initial.dataset)
+
+    def form(self) -> LaunchForm:
+        return LaunchForm(**{f.name: self.query_one(f"#f-{f.name}", Input).value
+                             for f in dataclasses.fields(LaunchForm)})
+
+    @on(Input.Changed)
+    def _changed(self, event: Input.Changed) -> None:
+        self.checked = None
+        self.query_one("#fix").display = False
+        self.query_one("#launch-check", Static).update("")
+        self._refresh_plan()
+        if event.input.id == "f-dataset":
+            self._check_dataset(event.value)
+
+    def _refresh_plan(self) -> None:
+        out = self.query_one("#launch-command", Static)
+        try:
+            self.plan = build_launch(self.form(), gpu=self.gpu)
+        except ActionError as exc:
+            self.plan = None
+            out.update(Text(f"command: {exc}", style=theme_color(self.app, "warning")))
+            return
+        out.update(Text.assemble(("command: ", "bold"), self.plan.command()))
+
+    # ------------------------------------------------------------ dataset quick check
+
+    @work(thread=True, exclusive=True, group="dataset-check")
+    def _check_dataset(self, value: str) -> None:
+        value = value.strip()
+        text = ""
+        if value:
+            path = Path(value).expanduser()
+            path = path if path.is_absolute() else self.cwd / path
+            if not path.exists():
+                looks_local = value.startswith(("/", ".", "~")) or value.endswith((".json", ".jsonl", ".csv"))
+                text = (f"✖ {path} does not exist" if looks_local
+                        else f"{value}: not a local file — ms-swift will look it up as a hub dataset id")
+            else:
+                try:
+                    from engine.dataset_check import check_dataset
+                except ImportError:
+                    text = f"✔ {path} exists (dataset check not available)"
+                else:
+                    report = check_dataset(path)  # no model: no tokenizer import in this process
+                    mark = "✔" if report.ok else "✖"
+                    kind = {"json": "JSON array", "jsonl": "JSON Lines"}.get(report.format or "", report.format)
+                    text = f"{mark} {report.rows} rows, {kind or '?'}, {report.schema or '?'} format"
+                    if report.errors:
+                        text += f" — {len(report.errors)} error(s): {report.errors[0].message}"
+                    elif report.warnings:
+                        text += f" — {len(report.warnings)} warning(s): {report.warnings[0].message}"
+        self.app.call_from_thread(self.query_one("#dataset-check", Static).update, text)
+
+    # ------------------------------------------------------------ check and launch
+
+    def action_check(self) -> None:
+        self._run_check(launch=False)
+
+    def action_launch(self) -> None:
+        self._run_check(launch=True)
+
+    def action_cancel(self) -> None:
+        self.dismiss(None)
+
+    @on(Button.Pressed)
+    def _button(self, event: Button.Pressed) -> None:
+        if event.button.id == "cancel":
+            self.dismiss(None)
+        elif event.button.id == "check":
+            self._run_check(launch=False)
+        elif event.button.id == "launch":
+            self._run_check(launch=True)
+        elif event.button.id == "fix":
+            self._run_check(launch=False, fixes=True)
+
+    def _run_check(self, *, launch: bool, fixes: bool = False) -> None:
+        if self.plan is None:
+            self.notify("fill in model and dataset first", severity="warning")
+            return
+        self.query_one("#launch-check", Static).update("checking the arguments against the installed ms-swift …")
+        self._check_worker(self.plan, launch, fixes, self.checked)
+
+    @work(thread=True, exclusive=True, group="launch")
+    def _check_worker(self, plan: LaunchPlan, launch: bool, fixes: bool, previous) -> None:
+        from engine import swift_args
+
+        check = previous[1] if previous is not None and previous[0] == plan.argv else None
+        try:
+            if check is None:
+                check = swift_args.check_args(plan.argv, command="sft", cwd=self.cwd)
+            if fixes:
+                check = check.with_fixes()
+        except Exception as exc:  # introspection failed: say so in one line
+            self.app.call_from_thread(self._show_check, None, f"could not check the arguments: {exc}")
+            return
+        self.app.call_from_thread(self._show_check, check, "", plan)
+        if launch and check.ok:
+            try:
+                rec = _start(check.argv, self.cwd, plan, check.notes)
+            except Exception as exc:
+                self.app.call_from_thread(self._show_check, check, f"launch failed: {exc}", plan)
+                return
+            self.app.call_from_thread(self.dismiss, rec)
+
+    def _show_check(self, check, error: str, plan: LaunchPlan | None = None) -> None:
+        out = self.query_one("#launch-check", Static)
+        warn, ok, err = (theme_color(self.app, n) for n in ("warning", "success", "error"))
+        if check is None:
+            out.update(Text(error, style=err))
+            return
+        if plan is not None and plan is self.plan:
+            self.checked = (plan.argv, check)  # a later Launch reuses this check (and its applied fixes)
+        text = Text()
+        if check.argv != (self.plan.argv if self.plan else None):
+            text.append("checked command: ", "bold")
+            text.append("swift sft " + " ".join(check.argv) + "\n")
+        for note in check.notes:
+            text.append(f"note: {note}\n", warn)
+        for p in check.problems:
+            text.append(f"problem: {p.message}", err)
+            if p.suggestions:
+                text.append(f" (did you mean {', '.join(p.suggestions)}?)")
+            if p.fix:
+                text.append(f"  fix: {' '.join(p.fix)}")
+            text.append("\n")
+        if check.ok:
+            text.append("✔ arguments OK" + (" — launching …" if not error else ""), ok)
+        if error:
+            text.append(error, err)
+        self.query_one("#fix").display = any(p.fix for p in check.problems)
+        out.update(text)
+
+
+def _start(argv: list[str], cwd: Path, plan: LaunchPlan, notes: list[str]):
+    """Launch through the engine. Visible GPUs travel as CUDA_VISIBLE_DEVICES, which the supervisor records
+    from this process's environment (engine.training.start takes no env yet)."""
+    from engine import training
+
+    with _env_lock:
+        saved = {k: os.environ.get(k) for k in plan.env}
+        os.environ.update(plan.env)
+        try:
+            return training.start(argv, cwd=cwd, label=plan.label, notes=notes)
+        finally:
+            for k, v in saved.items():
+                if v is None:
+                    os.environ.pop(k, None)
+                else:
+                    os.environ[k] = v

@@ -1,0 +1,173 @@
+"""Checkpoints pane: run folder → checkpoint-N with the engine's metadata. Enter picks a checkpoint for chat;
+R resume from here, D delete, O strip optimizer state (each asks first)."""
+from __future__ import annotations
+
+from rich.text import Text
+from textual import on
+from textual.binding import Binding
+from textual.containers import Vertical
+from textual.message import Message
+from textual.widgets import Static, Tree
+
+from tui.actions import fmt_bytes
+from tui.model import fmt_num
+from tui.widgets.style import theme_color
+
+
+class CheckpointTree(Tree):
+    """Tree of run folders and their checkpoints (Enter on a checkpoint picks it for chat)."""
+
+
+class CheckpointsPane(Vertical):
+    BINDINGS = [
+        Binding("c", "choose", "Chat with"),
+        Binding("R", "resume", "Resume"),
+        Binding("D", "delete", "Delete"),
+        Binding("O", "strip", "Strip optimizer"),
+    ]
+
+    class Chosen(Message):
+        """A checkpoint was picked (Enter) for chat."""
+
+        def __init__(self, checkpoint) -> None:
+            super().__init__()
+            self.checkpoint = checkpoint
+
+    class Act(Message):
+        """resume / delete / strip on a checkpoint; the app confirms and carries it out."""
+
+        def __init__(self, action: str, checkpoint) -> None:
+            super().__init__()
+            self.action, self.checkpoint = action, checkpoint
+
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        self.border_title = "Checkpoints"
+        self.folders: list = []
+        self.chosen: str | None = None
+
+    def compose(self):
+        tree = CheckpointTree("runs", id="ckpt-tree")
+        tree.show_root = False
+        tree.guide_depth = 2
+        yield tree
+        yield Static("", id="ckpt-detail")
+
+    def show(self, folders: list) -> None:
+        """Rebuild from engine.checkpoints.RunFolder objects, keeping the cursor on the same checkpoint."""
+        self.folders = folders
+        tree = self.query_one(CheckpointTree)
+        keep = self.current()
+        keep_path = str(keep.path) if keep else None
+        tree.clear()
+        line = None
+        for folder in folders:
+            node = tree.root.add(self._folder_label(folder), data=folder, expand=True)
+            for c in folder.checkpoints:
+                leaf = node.add_leaf(self._label(c), data=c)
+                if str(c.path) == keep_path:
+                    line = leaf
+            if not folder.checkpoints:
+                node.add_leaf(Text("no checkpoint yet" if not folder.finished else "no checkpoint saved",
+                                   style="italic"))
+        if not folders:
+            tree.root.add_leaf(Text("no run folder yet (ms-swift creates it when training starts)", style="italic"))
+        if line is None and folders and folders[-1].checkpoints:
+            line = tree.root.children[-1].children[-1]
+        if line is not None:
+            tree.call_after_refresh(self._move, line)
+        self._detail()
+
+    def _move(self, node) -> None:
+        self.query_one(CheckpointTree).move_cursor(node)
+        self._detail()
+
+    def _folder_label(self, folder) -> Text:
+        state = "empty" if folder.empty else "finished" if folder.finished else "in progress"
+        steps = f" step {folder.last_step}/{folder.max_steps or '?'}" if folder.last_step is not None else ""
+        return Text.assemble((folder.name, "bold"), f"  {state}{steps}")
+
+    def _label(self, c) -> Text:
+        ok, acc, muted = (theme_color(self.app, n) for n in ("success", "accent", "foreground-muted"))
+        text = Text.assemble((c.name, "bold" if str(c.path) == self.chosen else ""))
+        if str(c.path) == self.chosen:
+            text.append(" ◀ chat", acc)
+        text.append(f"  loss {fmt_num(c.loss)}", "")
+        if c.eval_loss is not None:
+            text.append(f"  eval {fmt_num(c.eval_loss)}")
+        if c.is_best:
+            text.append("  ★best", ok)
+        if c.is_last:
+            text.append("  last", acc)
+        text.append(f"  {fmt_bytes(c.size_bytes)}", muted)
+        if c.resumable:
+            text.append("  resumable", muted)
+        if c.lora_rank is not None:
+            text.append(f"  r{c.lora_rank}", muted)
+        return text
+
+    def current(self):
+        """The checkpoint under the cursor (engine.checkpoints.CheckpointInfo), or None."""
+        tree = self.query_one(CheckpointTree)
+        node = tree.cursor_node
+        data = node.data if node is not None else None
+        return data if data is not None and hasattr(data, "resumable") else None
+
+    @on(Tree.NodeHighlighted)
+    def _highlighted(self) -> None:
+        self._detail()
+
+    def _detail(self) -> None:
+        c = self.current()
+        detail = self.query_one("#ckpt-detail", Static)
+        if c is None:
+            detail.update("")
+            return
+        muted = theme_color(self.app, "foreground-muted")
+        rows = [("step", str(c.step)), ("kind", c.kind), ("loss", f"{fmt_num(c.loss)} (step {c.loss_step})"),
+                ("eval loss", fmt_num(c.eval_loss)), ("size", fmt_bytes(c.size_bytes)),
+                ("resumable", "yes" if c.resumable else "no")]
+        if c.lora_rank is not None:
+            alpha = f"{c.lora_alpha:g}" if c.lora_alpha is not None else "?"
+            targets = c.target_modules if isinstance(c.target_modules, str) else ",".join(c.target_modules or [])
+            rows.append(("LoRA", f"r={c.lora_rank} alpha={alpha} on {targets}"))
+        rows.append(("base", f"{c.base_model or '?'} ({c.model_type or '?'}/{c.template or '?'})"))
+        text = Text(no_wrap=True, overflow="ellipsis")
+        for k, v in rows:
+            text.append(f"{k:>10} ", muted)
+            text.append(f"{v}\n")
+        for note in c.notes:
+            text.append(f"{'':>10} {note}\n", muted)
+        text.rstrip()
+        detail.update(text)
+
+    @on(Tree.NodeSelected)
+    def _selected(self, event: Tree.NodeSelected) -> None:
+        event.stop()
+        if hasattr(event.node.data, "resumable"):
+            self.action_choose()
+
+    def action_choose(self) -> None:
+        c = self.current()
+        if c is None:
+            self.app.notify("Move the cursor onto a checkpoint first", severity="warning")
+            return
+        self.chosen = str(c.path)
+        self.show(self.folders)
+        self.post_message(self.Chosen(c))
+
+    def _act(self, action: str) -> None:
+        c = self.current()
+        if c is None:
+            self.app.notify("Move the cursor onto a checkpoint first", severity="warning")
+            return
+        self.post_message(self.Act(action, c))
+
+    def action_resume(self) -> None:
+        self._act("resume")
+
+    def action_delete(self) -> None:
+        self._act("delete")
+
+    def action_strip(self) -> None:
+        self._act("strip")

@@ -1,0 +1,121 @@
+"""GPU pane: per GPU a memory bar, utilisation, temperature, power and a short history; our run's processes and
+the other processes on the same cards. Without NVML: the reason plus CPU/RAM of the run's process tree."""
+from __future__ import annotations
+
+from rich.text import Text
+from textual.containers import VerticalScroll
+from textual.widgets import Static
+
+from tui.actions import fmt_bytes
+from tui.gpufeed import GpuView
+from tui.widgets.style import theme_color
+
+SPARK = "▁▂▃▄▅▆▇█"
+GIB = 1024 ** 3
+
+
+def sparkline(values: list[float], width: int, top: float = 100.0) -> str:
+    values = values[-width:]
+    if not values:
+        return ""
+    top = max(top, max(values), 1e-9)
+    return "".join(SPARK[min(len(SPARK) - 1, int(v / top * (len(SPARK) - 1) + 0.5))] for v in values)
+
+
+def bar(fraction: float, width: int) -> tuple[str, str]:
+    fraction = min(1.0, max(0.0, fraction))
+    full = int(round(fraction * width))
+    return "█" * full, "░" * (width - full)
+
+
+def _gib(n: int | None) -> str:
+    return "N/A" if n is None else f"{n / GIB:.1f}"
+
+
+class GpuPane(VerticalScroll):
+    """Redrawn once a second from a GpuView sampled on a worker thread."""
+
+    DEFAULT_CSS = "GpuPane > #gpu-body { width: 1fr; height: auto; }"
+
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        self.border_title = "GPU"
+        self.view: GpuView | None = None
+        self._shown: tuple | None = None
+
+    def compose(self):
+        yield Static("sampling …", id="gpu-body")
+
+    def show(self, view: GpuView) -> None:
+        """Redraw only when the text changed; relayout only when its number of lines did."""
+        self.view = view
+        text = self.render_view(view, max(20, self.size.width - 4))
+        key = (text.plain, tuple((s.start, s.end, str(s.style)) for s in text.spans))
+        if key == self._shown:
+            return
+        lines = text.plain.count("\n")
+        layout = self._shown is None or lines != self._shown[0].count("\n")
+        self._shown = key
+        self.query_one("#gpu-body", Static).update(text, layout=layout)
+
+    def on_resize(self) -> None:
+        if self.view is not None:
+            self._shown = None
+            self.show(self.view)
+
+    def render_view(self, v: GpuView, width: int) -> Text:
+        c = lambda name: theme_color(self.app, name)  # noqa: E731
+        dim, ok, warn, err, acc = c("foreground-muted"), c("success"), c("warning"), c("error"), c("accent")
+        out = Text(no_wrap=True, overflow="ellipsis")
+        snap = v.snapshot
+        if not snap.available:
+            head, _, detail = snap.reason.partition(": ")
+            out.append(head, f"bold {warn}")
+            if detail:
+                out.append(f"\n  {detail}", dim)
+            out.append("\n\nThis run's processes: ", dim)
+            if v.tree_pids:
+                out.append(f"{v.tree_pids}  ", "bold")
+                out.append("CPU ", dim)
+                out.append(f"{v.tree_cpu:.0f}%", "bold")
+                out.append("  RAM ", dim)
+                out.append(fmt_bytes(v.tree_rss), "bold")
+                out.append("\nCPU ", dim)
+                out.append(sparkline(v.cpu_history, width - 4, top=100.0), ok)
+            else:
+                out.append("none running", "bold")
+            return out
+        bar_w = max(8, min(40, width - 24))
+        for g in snap.gpus:
+            frac = g.mem_used / g.mem_total if g.mem_total else 0.0
+            color = err if frac > 0.95 else warn if frac > 0.8 else ok
+            out.append(f"GPU{g.index} ", "bold")
+            out.append(g.name[: max(8, width - 30)])
+            util = "N/A" if g.util_gpu is None else f"{g.util_gpu:.0f}%"
+            temp = "N/A" if g.temperature is None else f"{g.temperature:.0f}°C"
+            power = "N/A" if g.power_w is None else f"{g.power_w:.0f}" + (
+                f"/{g.power_limit_w:.0f}W" if g.power_limit_w else "W")
+            out.append(f"\n  util {util}  {temp}  {power}", "")
+            out.append("\n  mem ", dim)
+            used, free = bar(frac, bar_w)
+            out.append(used, color)
+            out.append(free, dim)
+            out.append(f" {_gib(g.mem_used)}/{_gib(g.mem_total)} GiB")
+            out.append("\n  util ", dim)
+            out.append(sparkline(v.util_history.get(g.index, []), bar_w), acc)
+            out.append("\n  mem  ", dim)
+            out.append(sparkline(v.mem_history.get(g.index, []), bar_w), color)
+            out.append("\n")
+        out.append("\nThis run", "bold")
+        if v.tree_pids:
+            out.append(f"  {v.tree_pids} proc  CPU {v.tree_cpu:.0f}%  RAM {fmt_bytes(v.tree_rss)}", dim)
+        for p in v.ours or []:
+            out.append(f"\n  {p.pid:>7} {p.name[:18]:<18} {_gib(p.used_mem):>6} GiB", ok)
+        if not v.ours:
+            out.append("\n  no GPU memory held by this run", dim)
+        out.append("\nOther processes on these GPUs", "bold")
+        for p in (v.others or [])[:8]:
+            out.append(f"\n  {p.pid:>7} {p.name[:18]:<18} {_gib(p.used_mem):>6} GiB")
+        if not v.others:
+            out.append("\n  none", dim)
+        return out
