@@ -13,7 +13,6 @@ import os
 import platform
 import tempfile
 import time
-from pathlib import Path
 
 import psutil
 

@@ -85,11 +85,12 @@ def main(run_id: str) -> int:
             proc = subprocess.Popen(rec.argv, cwd=rec.cwd, env=env, stdin=subprocess.DEVNULL, stdout=console,
                                     stderr=subprocess.STDOUT, start_new_session=True)
         except OSError as exc:
-            console.write(f"swiftdeck: could not start {rec.argv[0]}: {exc}\n".encode())
+            reason = f"could not start {rec.argv[0]}: {exc}"
+            console.write(f"swiftdeck: {reason}\n".encode())
 
             def failed(r: runs.RunRecord) -> None:
                 r.status, r.exit_code, r.ended_at = "failed", 127, time.time()
-                r.notes.append(f"could not start: {exc}")
+                r.notes.append(reason)
             runs.update(run_id, failed)
             return 1
 

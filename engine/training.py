@@ -31,7 +31,10 @@ def output_dir_of(argv: list[str], cwd: Path) -> str:
     return str((cwd / "output").resolve())  # ms-swift's default
 
 
-def start(argv: list[str], *, cwd: Path, label: str = "", notes: list[str] | None = None) -> RunRecord:
-    """Start `swift sft` with an argv that already passed engine.swift_args.check_args."""
+def start(argv: list[str], *, cwd: Path, label: str = "", notes: list[str] | None = None,
+          env: dict[str, str] | None = None) -> RunRecord:
+    """Start `swift sft` with an argv that already passed engine.swift_args.check_args. `env` adds variables such
+    as CUDA_VISIBLE_DEVICES or NPROC_PER_NODE (recorded with the run)."""
     argv = with_graceful_exit(argv)
-    return supervisor.launch("sft", argv, cwd=cwd, label=label, output_dir=output_dir_of(argv, cwd), notes=notes)
+    return supervisor.launch("sft", argv, cwd=cwd, env=env, label=label, output_dir=output_dir_of(argv, cwd),
+                             notes=notes)

@@ -4,8 +4,6 @@ hands the new run back to the dashboard (dismiss with the RunRecord)."""
 from __future__ import annotations
 
 import dataclasses
-import os
-import threading
 from pathlib import Path
 
 from rich.text import Text
@@ -35,7 +33,6 @@ FIELDS = (  # (attribute, label, placeholder)
     ("extra", "extra args", "more swift sft flags, e.g. --split_dataset_ratio 0.1"),
     ("label", "label", "a name for this run (optional)"),
 )
-_env_lock = threading.Lock()
 
 
 class LaunchScreen(Screen):
@@ -210,18 +207,7 @@ class LaunchScreen(Screen):
 
 
 def _start(argv: list[str], cwd: Path, plan: LaunchPlan, notes: list[str]):
-    """Launch through the engine. Visible GPUs travel as CUDA_VISIBLE_DEVICES, which the supervisor records
-    from this process's environment (engine.training.start takes no env yet)."""
+    """Launch through the engine; visible GPUs travel as CUDA_VISIBLE_DEVICES in the run's env."""
     from engine import training
 
-    with _env_lock:
-        saved = {k: os.environ.get(k) for k in plan.env}
-        os.environ.update(plan.env)
-        try:
-            return training.start(argv, cwd=cwd, label=plan.label, notes=notes)
-        finally:
-            for k, v in saved.items():
-                if v is None:
-                    os.environ.pop(k, None)
-                else:
-                    os.environ[k] = v
+    return training.start(argv, cwd=cwd, label=plan.label, notes=notes, env=plan.env)
