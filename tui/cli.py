@@ -11,7 +11,6 @@ imports torch, transformers or swift.
 from __future__ import annotations
 
 import argparse
-import shlex
 import sys
 from pathlib import Path
 
@@ -151,10 +150,12 @@ def main(argv: list[str] | None = None) -> int:
 
 def serve(ns) -> int:
     """The same dashboard in a browser, through textual-serve, bound to 127.0.0.1 unless told otherwise."""
-    try:
-        from textual_serve.server import Server
-    except ImportError:
-        raise UsageError("`swiftdeck serve` needs textual-serve: pip install textual-serve") from None
+    import importlib.util
+
+    if importlib.util.find_spec("textual_serve") is None:
+        raise UsageError("`swiftdeck serve` needs textual-serve: pip install textual-serve")
+    from tui.serve import serve as serve_app
+
     if ns.host not in ("127.0.0.1", "localhost", "::1"):
         print(f"warning: serving on {ns.host}: anyone who can reach it can control your runs", file=sys.stderr)
     cmd = [sys.executable, "-m", "tui.cli"]
@@ -164,8 +165,7 @@ def serve(ns) -> int:
         cmd += ["--output-dir", str(ns.output_dir.expanduser().resolve())]
     if ns.theme:
         cmd += ["--theme", ns.theme]
-    # textual-serve starts the app through a shell: every part is quoted
-    Server(shlex.join(cmd), host=ns.host, port=ns.port, title="swiftdeck").serve()
+    serve_app(cmd, host=ns.host, port=ns.port)
     return 0
 
 
