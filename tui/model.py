@@ -77,8 +77,11 @@ def _folder_finished(run_dir: Path) -> bool:
 
 
 def discover(output_dir: Path | None = None) -> list[RunSource]:
-    """Registry runs (newest first), then run folders under `output_dir` that no record claims (newest first)."""
-    found = [RunSource.of_record(r) for r in runs.all_runs()]
+    """Registry training runs (newest first), then deploy/merge jobs, then run folders under `output_dir` that no
+    record claims (newest first). Chat workers are the dashboard's own helpers, not runs to open."""
+    records = [r for r in runs.all_runs() if r.kind != "chat"]
+    records.sort(key=lambda r: r.kind not in ("sft", "pt", "rlhf"))  # stable: newest first within each group
+    found = [RunSource.of_record(r) for r in records]
     if output_dir is not None and Path(output_dir).is_dir():
         from engine import checkpoints
 
