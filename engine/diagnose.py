@@ -431,7 +431,7 @@ def _disk_full(ctx: _Ctx) -> Diagnosis:
     remedies = [f"free space on the disk holding {out or where or 'the output folder'} (df -h)",
                 "--save_total_limit 2 (keep fewer checkpoints)",
                 "--save_only_model true (no optimizer/scheduler states in checkpoints)",
-                "--output_dir on a larger disk"]
+                "put --output_dir on a larger disk"]
     return Diagnosis("disk_full", summary, remedies, ctx.evidence(), d)
 
 

@@ -49,9 +49,12 @@ def plan(rec: RunRecord, remedy: str | None = None) -> Relaunch:
         argv = set_flag(argv, flag, [value])
         changes.append(f"{flag} {old} → {value}" if old is not None else f"{flag} {value} (new)")
     ckpt = newest_resumable(rec.run_dir)
+    previous = flag_value(argv, "--resume_from_checkpoint")
     if ckpt:
         argv = set_flag(argv, "--resume_from_checkpoint", [str(ckpt)])
         changes.append(f"--resume_from_checkpoint {ckpt} (continues from step {ckpt.name.split('-')[-1]})")
+    elif previous:
+        changes.append(f"resumes from {previous} again: the failed run saved no newer checkpoint")
     else:
         changes.append("starts from scratch: the failed run left no resumable checkpoint")
     return Relaunch(argv, changes)
