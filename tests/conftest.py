@@ -75,3 +75,15 @@ def trained_demo(demo_assets, tmp_path_factory) -> Path:
                          key=lambda p: int(p.name.rpartition("-")[2]))
     assert checkpoints, f"swift sft wrote no checkpoint (log: {log})"
     return checkpoints[-1]
+
+
+@pytest.fixture(scope="session")
+def swift_introspection(tmp_path_factory) -> Path:
+    """engine.swift_args' cache after one real introspection of the installed ms-swift, made once per session
+    (copy it into a test's `home` under cache/<its name> to skip the subprocess)."""
+    from engine import swift_args
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("SWIFTDECK_HOME", str(tmp_path_factory.mktemp("introspected-home")))
+        swift_args.introspect("sft", "infer", "registry")
+        return swift_args.cache_dir()

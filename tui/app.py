@@ -24,11 +24,15 @@ from tui.model import RunSource, RunWatch, Update
 from tui.screens.confirm import ConfirmScreen
 from tui.screens.help import HelpScreen
 from tui.screens.launch import LaunchScreen
+from tui.screens.leftovers import LeftoversScreen, find_leftovers
+from tui.screens.relaunch import RelaunchError, RelaunchScreen
 from tui.screens.runs import RunsScreen
 from tui.widgets.chat import ChatPane
 from tui.widgets.checkpoints import CheckpointsPane
 from tui.widgets.gpu import GpuPane
-from tui.widgets.header import FailureCard, RunHeader
+from tui.widgets import failure
+from tui.widgets.failure import FailureCard
+from tui.widgets.header import RunHeader
 from tui.widgets.log import LogPane, LogView
 from tui.widgets.loss import LossPane
 
@@ -39,6 +43,7 @@ class SwiftdeckApp(App):
     TITLE = "swiftdeck"
     CSS_PATH = str(themes.TCSS)
     HORIZONTAL_BREAKPOINTS = [(0, "-narrow"), (120, "-wide")]
+    ESCAPE_TO_MINIMIZE = False  # Esc cancels a chat answer; the chat pane un-zooms itself (ctrl+z)
     VERTICAL_BREAKPOINTS = [(0, "-short"), (36, "-tall")]
     BINDINGS = [
         Binding("q", "quit", "Quit"),
@@ -54,12 +59,14 @@ class SwiftdeckApp(App):
         Binding("2", "view('gpu')", "GPU", show=False),
         Binding("3", "view('checkpoints')", "Checkpoints", show=False),
         Binding("4", "view('chat')", "Chat", show=False),
+        Binding("r", "relaunch", "Relaunch with changes", show=False),
+        Binding("L", "leftovers", "Leftover processes", show=False),
     ]
 
     def __init__(self, source: RunSource | None = None, *, output_dir: Path | None = None,
                  theme: str | None = None, clock: Callable[[], float] = time.time,
                  gpu_feed: GpuFeed | None = None, poll_s: float = 1.0, gpu_s: float = 1.0,
-                 remember_theme: bool = True) -> None:
+                 remember_theme: bool = True, check_leftovers: bool = True) -> None:
         super().__init__()
         for t in themes.THEMES:
             self.register_theme(t)
@@ -77,6 +84,7 @@ class SwiftdeckApp(App):
         self.polls = 0  # applied polls (tests wait on this)
         self.gpu_samples = 0
         self.last_gpu_view = None
+        self.check_leftovers = check_leftovers  # on start: offer to stop processes of earlier runs still alive
 
     # ------------------------------------------------------------ layout
 
@@ -107,6 +115,8 @@ class SwiftdeckApp(App):
         self._tick()
         self._gpu_tick()
         self.main.query_one(LogView).focus()
+        if self.check_leftovers:
+            self._startup_leftovers()
 
     def on_resize(self, event) -> None:
         self._layout(event.size.width)
@@ -158,6 +168,7 @@ class SwiftdeckApp(App):
     def _poll(self, watch: RunWatch) -> None:
         try:
             update = watch.poll()
+            failure.prepare(update.source, update.failure)  # a diagnosis the card needs: computed here, off the UI
             error = None
         except Exception as exc:  # a file vanished mid-read, a bad record: say so, keep going
             update, error = None, f"{type(exc).__name__}: {exc}"
@@ -172,7 +183,7 @@ class SwiftdeckApp(App):
             return
         loss, log = self.main.query_one(LossPane), self.main.query_one(LogPane)
         self.main.query_one(RunHeader).show(u.header)
-        self.main.query_one(FailureCard).show(u.failure)
+        self.main.query_one(FailureCard).show(u.failure, u.source)
         if u.reset:
             loss.clear()
             log.set_store(watch.log)
@@ -233,8 +244,9 @@ class SwiftdeckApp(App):
 
     def action_help(self) -> None:
         sections = [("global", self.BINDINGS), ("log", LogPane.BINDINGS + LogView.BINDINGS),
-                    ("checkpoints", CheckpointsPane.BINDINGS),
-                    ("new run", LaunchScreen.BINDINGS), ("dialogs", ConfirmScreen.BINDINGS)]
+                    ("checkpoints", CheckpointsPane.BINDINGS), ("chat", ChatPane.HELP_BINDINGS),
+                    ("new run", LaunchScreen.BINDINGS), ("relaunch", RelaunchScreen.BINDINGS),
+                    ("leftovers", LeftoversScreen.BINDINGS), ("dialogs", ConfirmScreen.BINDINGS)]
         self.push_screen(HelpScreen(sections))
 
     def action_runs(self) -> None:
@@ -256,6 +268,34 @@ class SwiftdeckApp(App):
                 self.attach(RunSource.of_record(rec))
 
         self.push_screen(LaunchScreen(gpu=gpu), launched)
+
+    def action_relaunch(self) -> None:
+        src = self.watch.source
+        try:
+            screen = RelaunchScreen(src.record if src else None, self.main.query_one(FailureCard).diagnosis)
+        except RelaunchError as exc:
+            self.notify(str(exc), severity="warning", timeout=8)
+            return
+
+        def launched(rec) -> None:
+            if rec is not None:
+                self.notify(f"relaunched as run {rec.id} (pid {rec.pid})")
+                self.attach(RunSource.of_record(rec))
+
+        self.push_screen(screen, launched)
+
+    def action_leftovers(self) -> None:
+        self.push_screen(LeftoversScreen(sampler=self.gpu_feed.sampler if self.gpu_feed else None))
+
+    @work(thread=True, group="leftovers")
+    def _startup_leftovers(self) -> None:
+        try:
+            found = find_leftovers(self.gpu_feed.sampler if self.gpu_feed else None)
+        except Exception as exc:  # an unreadable registry must not stop the dashboard
+            self.call_from_thread(self.notify, f"could not look for leftover processes: {exc}", severity="warning")
+            return
+        if found:
+            self.call_from_thread(self.push_screen, LeftoversScreen(found))
 
     def action_stop_run(self) -> None:
         src = self.watch.source
@@ -307,8 +347,12 @@ class SwiftdeckApp(App):
              lambda: self._pane_action(CheckpointsPane, "delete")),
             ("Strip optimizer state", "Free the optimizer state of the checkpoint under the cursor",
              lambda: self._pane_action(CheckpointsPane, "strip")),
+            ("Relaunch with these changes", "Failed run: apply a remedy, resume from its newest checkpoint",
+             self.action_relaunch),
+            ("Leftover processes", "Processes of earlier runs still alive: list, stop", self.action_leftovers),
             ("Help", "Every key", self.action_help),
         ]
+        ours += self.main.query_one(ChatPane).system_commands()
         ours += [(f"Show {title}", f"Narrow screens: show the {title} view", lambda k=key: self.action_view(k))
                  for key, title in VIEWS]
         for title, help_text, callback in ours:
@@ -326,6 +370,10 @@ class SwiftdeckApp(App):
     def _chosen(self, event: CheckpointsPane.Chosen) -> None:
         self.main.query_one(ChatPane).choose(event.checkpoint)
         self.notify(f"chat will use {event.checkpoint.name}")
+
+    @on(CheckpointsPane.Merge)
+    def _merge(self, event: CheckpointsPane.Merge) -> None:
+        self.main.query_one(ChatPane).merge(event.checkpoint)  # confirms, then runs swift export in the background
 
     @on(CheckpointsPane.Act)
     def _act(self, event: CheckpointsPane.Act) -> None:

@@ -38,8 +38,8 @@ FIELDS = (  # (attribute, label, placeholder)
 class LaunchScreen(Screen):
     BINDINGS = [
         Binding("escape", "cancel", "Cancel"),
-        Binding("ctrl+k", "check", "Check"),
-        Binding("ctrl+l", "launch", "Launch"),
+        Binding("ctrl+k", "check", "Check", priority=True),  # over the Input's own ctrl+k (delete to the end)
+        Binding("ctrl+l", "launch", "Launch", priority=True),
     ]
 
     def __init__(self, *, gpu: bool, cwd: Path | None = None, form: LaunchForm | None = None) -> None:
@@ -97,34 +97,15 @@ class LaunchScreen(Screen):
             return
         out.update(Text.assemble(("command: ", "bold"), self.plan.command()))
 
-    # ------------------------------------------------------------ dataset quick check
+    # ------------------------------------------------------------ dataset check (engine.dataset_check)
 
     @work(thread=True, exclusive=True, group="dataset-check")
     def _check_dataset(self, value: str) -> None:
-        value = value.strip()
-        text = ""
-        if value:
-            path = Path(value).expanduser()
-            path = path if path.is_absolute() else self.cwd / path
-            if not path.exists():
-                looks_local = value.startswith(("/", ".", "~")) or value.endswith((".json", ".jsonl", ".csv"))
-                text = (f"✖ {path} does not exist" if looks_local
-                        else f"{value}: not a local file — ms-swift will look it up as a hub dataset id")
-            else:
-                try:
-                    from engine.dataset_check import check_dataset
-                except ImportError:
-                    text = f"✔ {path} exists (dataset check not available)"
-                else:
-                    report = check_dataset(path)  # no model: no tokenizer import in this process
-                    mark = "✔" if report.ok else "✖"
-                    kind = {"json": "JSON array", "jsonl": "JSON Lines"}.get(report.format or "", report.format)
-                    text = f"{mark} {report.rows} rows, {kind or '?'}, {report.schema or '?'} format"
-                    if report.errors:
-                        text += f" — {len(report.errors)} error(s): {report.errors[0].message}"
-                    elif report.warnings:
-                        text += f" — {len(report.warnings)} warning(s): {report.warnings[0].message}"
-        self.app.call_from_thread(self.query_one("#dataset-check", Static).update, text)
+        lines = check_datasets(value.split(), self.cwd)[1] if value.strip() else []
+        self.app.call_from_thread(self._show_datasets, lines)
+
+    def _show_datasets(self, lines: list[tuple[str, str]]) -> None:
+        self.query_one("#dataset-check", Static).update(datasets_text(self.app, lines))
 
     # ------------------------------------------------------------ check and launch
 
@@ -159,6 +140,9 @@ class LaunchScreen(Screen):
     def _check_worker(self, plan: LaunchPlan, launch: bool, fixes: bool, previous) -> None:
         from engine import swift_args
 
+        # check-dataset before every check and launch: errors block the launch, warnings are shown
+        data_ok, lines = check_datasets(swift_args.flag_values(plan.argv, "--dataset") or [], self.cwd)
+        self.app.call_from_thread(self._show_datasets, lines)
         check = previous[1] if previous is not None and previous[0] == plan.argv else None
         try:
             if check is None:
@@ -168,8 +152,10 @@ class LaunchScreen(Screen):
         except Exception as exc:  # introspection failed: say so in one line
             self.app.call_from_thread(self._show_check, None, f"could not check the arguments: {exc}")
             return
-        self.app.call_from_thread(self._show_check, check, "", plan)
-        if launch and check.ok:
+        blocked = "" if data_ok else (("not launched: " if launch else "a launch is blocked: ")
+                                      + next(m.strip() for level, m in lines if level == "error"))
+        self.app.call_from_thread(self._show_check, check, blocked, plan, launch and data_ok)
+        if launch and check.ok and data_ok:
             try:
                 rec = _start(check.argv, self.cwd, plan, check.notes)
             except Exception as exc:
@@ -177,9 +163,9 @@ class LaunchScreen(Screen):
                 return
             self.app.call_from_thread(self.dismiss, rec)
 
-    def _show_check(self, check, error: str, plan: LaunchPlan | None = None) -> None:
+    def _show_check(self, check, error: str, plan: LaunchPlan | None = None, launching: bool = False) -> None:
         out = self.query_one("#launch-check", Static)
-        warn, ok, err = (theme_color(self.app, n) for n in ("warning", "success", "error"))
+        err = theme_color(self.app, "error")
         if check is None:
             out.update(Text(error, style=err))
             return
@@ -189,19 +175,9 @@ class LaunchScreen(Screen):
         if check.argv != (self.plan.argv if self.plan else None):
             text.append("checked command: ", "bold")
             text.append("swift sft " + " ".join(check.argv) + "\n")
-        for note in check.notes:
-            text.append(f"note: {note}\n", warn)
-        for p in check.problems:
-            text.append(f"problem: {p.message}", err)
-            if p.suggestions:
-                text.append(f" (did you mean {', '.join(p.suggestions)}?)")
-            if p.fix:
-                text.append(f"  fix: {' '.join(p.fix)}")
-            text.append("\n")
-        if check.ok:
-            text.append("✔ arguments OK" + (" — launching …" if not error else ""), ok)
+        text.append_text(check_text(self.app, check, launching=launching and not error))
         if error:
-            text.append(error, err)
+            text.append(("\n" if text.plain and not text.plain.endswith("\n") else "") + error, err)
         self.query_one("#fix").display = any(p.fix for p in check.problems)
         out.update(text)
 
@@ -211,3 +187,89 @@ def _start(argv: list[str], cwd: Path, plan: LaunchPlan, notes: list[str]):
     from engine import training
 
     return training.start(argv, cwd=cwd, label=plan.label, notes=notes, env=plan.env)
+
+
+def check_text(app, check, *, launching: bool = False) -> Text:
+    """engine.swift_args' verdict: what it changed (notes), what blocks a launch (problems), or OK."""
+    warn, ok, err = (theme_color(app, n) for n in ("warning", "success", "error"))
+    text = Text()
+    for note in check.notes:
+        text.append(f"note: {note}\n", warn)
+    for p in check.problems:
+        text.append(f"problem: {p.message}", err)
+        if p.suggestions:
+            text.append(f" (did you mean {', '.join(p.suggestions)}?)")
+        if p.fix:
+            text.append(f"  fix: {' '.join(p.fix)}")
+        text.append("\n")
+    if check.ok:
+        text.append("✔ arguments OK" + (" — launching …" if launching else ""), ok)
+    return text
+
+
+# ---------------------------------------------------------------- datasets (check-dataset before every launch)
+
+MAX_ISSUES_SHOWN = 6
+_FORMATS = {"json": "JSON array", "jsonl": "JSON Lines"}
+
+
+def _local_dataset(value: str, cwd: Path) -> tuple[Path | None, bool]:
+    """(the local file of one --dataset value or None, whether it looks like a file that does not exist).
+    ms-swift's syntax is `[hf::|ms::]path_or_id[:subsets][#N]`; a value that is no existing path is a hub id."""
+    if "::" in value:
+        return None, False
+    base, sep, sample = value.rpartition("#")
+    candidates = [value, base] if sep and sample.isdigit() else [value]
+    for c in candidates:
+        path = (cwd / Path(c).expanduser()).resolve()
+        if path.exists():
+            return path, False
+    name = candidates[-1]
+    if name.startswith(("/", ".", "~")) or name.lower().endswith((".json", ".jsonl", ".csv")):
+        return (cwd / Path(name).expanduser()).resolve(), True
+    return None, False
+
+
+def check_datasets(values: list[str], cwd: Path) -> tuple[bool, list[tuple[str, str]]]:
+    """engine.dataset_check on every local file of a --dataset list, without a model (no tokenizer import in the
+    TUI process): (launch allowed, [(level, line)]), level one of ok | fail (a file's head line) | error | warning
+    | info; the first `error` line says why a launch is blocked."""
+    from engine.dataset_check import check_dataset
+
+    allowed, out = True, []
+    for value in values:
+        path, missing = _local_dataset(value, cwd)
+        if missing:
+            allowed = False
+            out.append(("error", f"✖ {path} does not exist"))
+            continue
+        if path is None:
+            out.append(("info", f"{value}: not a local file — ms-swift will look it up as a hub dataset id"))
+            continue
+        try:
+            report = check_dataset(path)
+        except Exception as exc:  # the checker itself failed: say so, and let ms-swift have its say
+            out.append(("warning", f"{path.name}: the dataset check failed ({type(exc).__name__}: {exc})"))
+            continue
+        head = (f"{'✔' if report.ok else '✖'} {path.name}: {report.rows} rows, "
+                f"{_FORMATS.get(report.file_format or '', '?')}, {report.schema or '?'} format")
+        if report.errors:
+            head += f" — {len(report.errors)} error(s) block the launch"
+        elif report.warnings:
+            head += f" — {len(report.warnings)} warning(s)"
+        out.append(("ok" if report.ok else "fail", head))
+        shown = report.errors + report.warnings
+        for issue in shown[:MAX_ISSUES_SHOWN]:
+            out.append((issue.level, f"  {issue.level}: {path.name} {issue.message}"))
+        if len(shown) > MAX_ISSUES_SHOWN:
+            out.append(("info", f"  … {len(shown) - MAX_ISSUES_SHOWN} more: swiftdeck check-dataset {path}"))
+        allowed = allowed and report.ok
+    return allowed, out
+
+
+def datasets_text(app, lines: list[tuple[str, str]]) -> Text:
+    colors = {"ok": "success", "fail": "error", "error": "error", "warning": "warning", "info": "foreground-muted"}
+    text = Text()
+    for i, (level, line) in enumerate(lines):
+        text.append(("\n" if i else "") + line, theme_color(app, colors.get(level, "foreground")))
+    return text

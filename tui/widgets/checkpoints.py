@@ -1,5 +1,5 @@
 """Checkpoints pane: run folder → checkpoint-N with the engine's metadata. Enter picks a checkpoint for chat;
-R resume from here, D delete, O strip optimizer state (each asks first)."""
+R resume from here, D delete, O strip optimizer state, M merge a LoRA into a full model (each asks first)."""
 from __future__ import annotations
 
 from rich.text import Text
@@ -24,6 +24,7 @@ class CheckpointsPane(Vertical):
         Binding("R", "resume", "Resume"),
         Binding("D", "delete", "Delete"),
         Binding("O", "strip", "Strip optimizer"),
+        Binding("M", "merge", "Merge LoRA"),
     ]
 
     class Chosen(Message):
@@ -39,6 +40,13 @@ class CheckpointsPane(Vertical):
         def __init__(self, action: str, checkpoint) -> None:
             super().__init__()
             self.action, self.checkpoint = action, checkpoint
+
+    class Merge(Message):
+        """M on a checkpoint: the chat pane confirms and runs `swift export --merge_lora` in the background."""
+
+        def __init__(self, checkpoint) -> None:
+            super().__init__()
+            self.checkpoint = checkpoint
 
     def __init__(self, **kwargs):
         super().__init__(**kwargs)
@@ -92,6 +100,8 @@ class CheckpointsPane(Vertical):
         text = Text.assemble((c.name, "bold" if str(c.path) == self.chosen else ""))
         if str(c.path) == self.chosen:
             text.append(" ◀ chat", acc)
+        if c.kind != "lora":
+            text.append(f"  {c.kind}: full model", acc)
         text.append(f"  loss {fmt_num(c.loss)}", "")
         if c.eval_loss is not None:
             text.append(f"  eval {fmt_num(c.eval_loss)}")
@@ -171,3 +181,10 @@ class CheckpointsPane(Vertical):
 
     def action_strip(self) -> None:
         self._act("strip")
+
+    def action_merge(self) -> None:
+        c = self.current()
+        if c is None:
+            self.app.notify("Move the cursor onto a checkpoint first", severity="warning")
+            return
+        self.post_message(self.Merge(c))

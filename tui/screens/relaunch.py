@@ -1,0 +1,236 @@
+"""`r` on a failed run: "relaunch with these changes". Pick one of the diagnosis' remedies (those that start with
+`--flag value` pairs; advice-only ones are listed greyed out), or type flags; see exactly what changes
+(engine.relaunch.plan: the flags, and --resume_from_checkpoint of the newest resumable checkpoint) and the full
+command after engine.swift_args.check_args; confirm -> engine.training.start -> the dashboard attaches to the new run
+(dismissed with its RunRecord)."""
+from __future__ import annotations
+
+import re
+import shlex
+from pathlib import Path
+
+from rich.text import Text
+from textual import on, work
+from textual.binding import Binding
+from textual.containers import Horizontal, Vertical, VerticalScroll
+from textual.screen import Screen
+from textual.widgets import Button, Footer, Input, OptionList, Static
+from textual.widgets.option_list import Option
+
+from engine.relaunch import remedy_flags
+from tui.screens.launch import check_text
+from tui.widgets.failure import applicable, clean, evidence_lines
+from tui.widgets.style import theme_color
+
+
+_VALUE = re.compile(r"[^\s('\"]+")  # one value as engine.relaunch.remedy_flags reads it
+
+
+class RelaunchError(Exception):
+    """Why this run cannot be relaunched (one line)."""
+
+
+def flags_of(remedy: str | None) -> str:
+    """The `--flag value` pairs a remedy starts with, as typed in the flags field."""
+    return " ".join(f"{flag} {value}" for flag, value in remedy_flags(remedy or ""))
+
+
+def parse_changes(text: str) -> str:
+    """Validate the flags field: `--flag value` pairs only, one plain value each (what engine.relaunch applies).
+    Returns them normalised."""
+    tokens = text.split()
+    pairs = []
+    for i in range(0, len(tokens), 2):
+        flag, value = tokens[i], tokens[i + 1] if i + 1 < len(tokens) else None
+        if not flag.startswith("--"):
+            raise RelaunchError(f"flags must be `--flag value` pairs: {flag!r} is not a --flag")
+        if value is None or value.startswith("--") or not _VALUE.fullmatch(value):
+            raise RelaunchError(f"flags must be `--flag value` pairs: {flag} needs one plain value"
+                                + (f", not {value!r}" if value else ""))
+        pairs.append(f"{flag} {value}")
+    return " ".join(pairs)
+
+
+def can_relaunch(rec) -> None:
+    """Raise RelaunchError when `rec` is not a run that can be relaunched from the dashboard."""
+    if rec is None:
+        raise RelaunchError("this run was not started by swiftdeck, so its command line is unknown")
+    if rec.kind != "sft" or rec.argv[1:2] != ["sft"]:
+        raise RelaunchError(f"run {rec.id} is not a `swift sft` run: only training runs are relaunched")
+    if rec.status not in ("failed", "lost"):
+        raise RelaunchError(f"run {rec.id} is {rec.status}, not failed: nothing to relaunch (to continue a run, "
+                            "resume from a checkpoint with R in the Checkpoints pane)")
+
+
+class RelaunchScreen(Screen):
+    BINDINGS = [
+        Binding("escape", "cancel", "Cancel"),
+        Binding("ctrl+l", "relaunch", "Relaunch", priority=True),
+    ]
+
+    def __init__(self, rec, diagnosis: dict | None) -> None:
+        super().__init__()
+        can_relaunch(rec)
+        self.rec = rec
+        self.diagnosis = diagnosis or {}
+        self.remedies: list[str] = list(self.diagnosis.get("remedies") or [])
+        self.plan = None  # engine.relaunch.Relaunch for the flags shown
+        self.check = None  # engine.swift_args.ArgCheck of self.plan.argv
+        self._planned_for: str | None = None
+
+    def compose(self):
+        rec = self.rec
+        yield Static(f"Relaunch {rec.id}" + (f" ({rec.label})" if rec.label else "") + " with these changes",
+                     id="relaunch-title")
+        with VerticalScroll(id="relaunch-body"):
+            yield Static(self._diagnosis_text(), id="relaunch-diagnosis")
+            yield Static(self._evidence_text(), id="relaunch-evidence")
+            yield Static("Remedies — those that start with flags can be applied; greyed-out ones are advice:",
+                         classes="relaunch-label")
+            options = [Option("0. no change: relaunch as it was (resumes from the newest checkpoint)", id="r0")]
+            options += [Option(f"{n}. {clean(r)}", id=f"r{n}", disabled=not applicable(r))
+                        for n, r in enumerate(self.remedies, 1)]
+            yield OptionList(*options, id="relaunch-remedies")
+        with Vertical(id="relaunch-bottom"):
+            yield Static("flags to change (`--flag value` pairs; edit freely):", classes="relaunch-label")
+            yield Input(placeholder="e.g. --per_device_train_batch_size 4", id="relaunch-flags")
+            yield Static("", id="relaunch-changes")
+            yield Static("", id="relaunch-command")
+            with Horizontal(id="relaunch-buttons"):
+                yield Button("Relaunch (ctrl+l)", id="relaunch", variant="success")
+                yield Button("Cancel (esc)", id="cancel")
+        yield Footer()
+
+    def on_mount(self) -> None:
+        options = self.query_one(OptionList)
+        first = next((n for n, r in enumerate(self.remedies, 1) if applicable(r)), 0)
+        options.highlighted = first
+        options.focus()
+        self._pick(first)
+
+    def _diagnosis_text(self) -> Text:
+        d = self.diagnosis
+        err, warn = (theme_color(self.app, n) for n in ("error", "warning"))
+        text = Text()
+        status = f"✖ {self.rec.status}" + (f" (exit code {self.rec.exit_code})" if self.rec.exit_code is not None
+                                           else "")
+        text.append(status, f"bold {err}")
+        if d.get("kind"):
+            text.append(" · ")
+            text.append(d["kind"], f"bold {warn}")
+            text.append(": " + clean(d.get("summary", "")), "bold")
+        return text
+
+    def _evidence_text(self) -> Text:
+        lines = evidence_lines(self.diagnosis.get("evidence", ""), 4)
+        return Text("\n".join(f"  {line}" for line in lines), theme_color(self.app, "foreground-muted"))
+
+    # ------------------------------------------------------------ choosing
+
+    @on(OptionList.OptionHighlighted)
+    @on(OptionList.OptionSelected)
+    def _option(self, event) -> None:
+        self._pick(int(event.option.id[1:]))
+
+    def _pick(self, n: int) -> None:
+        flags = flags_of(self.remedies[n - 1]) if n else ""
+        field = self.query_one("#relaunch-flags", Input)
+        if field.value != flags:
+            field.value = flags  # -> Input.Changed -> _replan
+        elif self._planned_for is None:
+            self._replan(flags)
+
+    @on(Input.Changed, "#relaunch-flags")
+    def _flags_changed(self, event: Input.Changed) -> None:
+        self._replan(event.value)
+
+    def _replan(self, text: str) -> None:
+        self.plan = self.check = None
+        self._planned_for = text
+        muted = theme_color(self.app, "foreground-muted")
+        try:
+            changes = parse_changes(text)
+        except RelaunchError as exc:
+            self.query_one("#relaunch-changes", Static).update(Text(str(exc), theme_color(self.app, "error")))
+            self.query_one("#relaunch-command", Static).update("")
+            return
+        self.query_one("#relaunch-changes", Static).update("")
+        self.query_one("#relaunch-command", Static).update(
+            Text("checking the command against the installed ms-swift …", muted))
+        self._plan_worker(text, changes)
+
+    @work(thread=True, exclusive=True, group="relaunch-plan")
+    def _plan_worker(self, text: str, changes: str) -> None:
+        from engine import relaunch, swift_args
+
+        plan = check = None
+        try:
+            plan = relaunch.plan(self.rec, changes)
+            check = swift_args.check_args(plan.argv, command="sft", cwd=Path(self.rec.cwd))
+            error = ""
+        except Exception as exc:  # introspection failed, an odd record: one line
+            error = f"could not check the command: {exc}"
+        self.app.call_from_thread(self._planned, text, plan, check, error)
+
+    def _planned(self, text: str, plan, check, error: str) -> None:
+        if text != self._planned_for:
+            return  # the flags changed meanwhile; a newer check is on its way
+        self.plan, self.check = plan, check
+        err = theme_color(self.app, "error")
+        changes = Text()
+        if plan is not None:
+            changes.append("what changes:", "bold")
+            for change in plan.changes:
+                changes.append(f"\n  {change}")
+        self.query_one("#relaunch-changes", Static).update(changes)
+        out = Text()
+        if check is not None:
+            env = " ".join(f"{k}={shlex.quote(v)}" for k, v in sorted(self.rec.env.items()))
+            out.append("command: ", "bold")
+            out.append(" ".join(x for x in (env, "swift sft", shlex.join(check.argv)) if x) + "\n")
+            out.append_text(check_text(self.app, check))
+        if error:
+            out.append(error, err)
+        self.query_one("#relaunch-command", Static).update(out)
+
+    # ------------------------------------------------------------ launching
+
+    def action_cancel(self) -> None:
+        self.dismiss(None)
+
+    @on(Button.Pressed)
+    def _button(self, event: Button.Pressed) -> None:
+        if event.button.id == "cancel":
+            self.dismiss(None)
+        elif event.button.id == "relaunch":
+            self.action_relaunch()
+
+    def action_relaunch(self) -> None:
+        field = self.query_one("#relaunch-flags", Input).value
+        if self.check is None or self._planned_for != field:
+            self.notify("the command is still being checked (or the flags are not valid)", severity="warning")
+            return
+        if not self.check.ok:
+            self.notify("not relaunched: " + "; ".join(p.message for p in self.check.problems), severity="error",
+                        timeout=10)
+            return
+        self.query_one("#relaunch", Button).disabled = True
+        self._start(self.plan, self.check)
+
+    @work(thread=True, exclusive=True, group="relaunch-start")
+    def _start(self, plan, check) -> None:
+        from engine import training
+
+        rec = self.rec
+        notes = [f"relaunch of {rec.id}: " + "; ".join(plan.changes), *check.notes]
+        try:
+            new = training.start(check.argv, cwd=Path(rec.cwd), label=f"relaunch of {rec.label or rec.id}",
+                                 notes=notes, env=dict(rec.env))
+        except Exception as exc:
+            self.app.call_from_thread(self._failed, f"relaunch failed: {exc}")
+            return
+        self.app.call_from_thread(self.dismiss, new)
+
+    def _failed(self, message: str) -> None:
+        self.query_one("#relaunch", Button).disabled = False
+        self.notify(message, severity="error", timeout=10)

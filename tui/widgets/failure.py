@@ -1,0 +1,306 @@
+"""The failure card: why the run shown failed (engine.diagnose: kind, summary, evidence, numbered remedies) and,
+after a CUDA OOM, what swiftdeck's runner cleaned up (the process tree it stopped, GPU memory before/after, seconds).
+
+The diagnosis comes from the record (`meta["diagnosis"]`, written by the runner when the run ended); for runs
+recorded by an older swiftdeck, lost runs and bare console logs, `prepare()` computes it from the console log on the
+dashboard's poll worker thread (cached: once per log state), and the card only looks it up. Any input, garbage
+included, gives a card or none, never a traceback in the UI.
+"""
+from __future__ import annotations
+
+import re
+import threading
+import time
+from dataclasses import dataclass
+
+from rich.text import Text
+
+from engine.relaunch import remedy_flags
+from tui.model import FailureInfo, RunSource
+from tui.widgets import header
+from tui.widgets.style import theme_color
+
+FAILED = ("failed", "lost")
+CARD_REMEDIES = {True: 3, False: 6}  # remedies listed on a short (< 36 rows) / tall screen; `r` shows them all
+_CONTROL = re.compile(r"[\x00-\x08\x0b-\x1f\x7f]")
+_FRAME = re.compile(r'^\s*File "[^"]*", line \d+')
+_CARETS = re.compile(r"^\s*[\^~]+\s*$")
+
+
+# ---------------------------------------------------------------- without Textual
+
+
+def clean(text: str) -> str:
+    """One line of console text made safe to draw (no control characters, tabs and newlines as spaces)."""
+    return _CONTROL.sub("�", str(text).replace("\t", "    ").replace("\n", " "))
+
+
+def _items(value) -> list:
+    return list(value) if isinstance(value, (list, tuple)) else []
+
+
+def _valid(diagnosis) -> dict | None:
+    """A diagnosis dict (Diagnosis.to_json) with sane types, else None."""
+    if not isinstance(diagnosis, dict) or not isinstance(diagnosis.get("kind"), str):
+        return None
+    remedies = diagnosis.get("remedies")
+    return {"kind": diagnosis["kind"], "summary": str(diagnosis.get("summary") or ""),
+            "remedies": [str(r) for r in remedies] if isinstance(remedies, list) else [],
+            "evidence": str(diagnosis.get("evidence") or ""),
+            "details": diagnosis.get("details") if isinstance(diagnosis.get("details"), dict) else {}}
+
+
+def recorded(source: RunSource | None) -> tuple[dict | None, dict | None]:
+    """(diagnosis, clean_up) as the engine recorded them with the run, when it did."""
+    rec = source.record if source else None
+    meta = rec.meta if rec is not None and isinstance(rec.meta, dict) else {}
+    clean_up = meta.get("clean_up")
+    return _valid(meta.get("diagnosis")), clean_up if isinstance(clean_up, dict) else None
+
+
+def diagnose_source(source: RunSource) -> dict:
+    """engine.diagnose on the source's console log (bounded read); never raises."""
+    from engine import diagnose
+
+    rec = source.record
+    path = source.console_log
+    try:
+        if path is None:
+            raise FileNotFoundError("no console log")
+        if rec is not None:
+            args = rec.argv[2:] if rec.argv[1:2] == [rec.kind] else None  # `swift <kind> ...` only
+            d = diagnose.diagnose_file(path, exit_code=rec.exit_code, command=rec.kind, args=args)
+        else:
+            d = diagnose.diagnose_file(path)
+        result = _valid(d.to_json())
+        if result is None:
+            raise ValueError(f"engine.diagnose gave {d!r}")
+        return result
+    except Exception as exc:  # unreadable or vanished log, anything odd: say so on the card
+        why = exc.strerror if isinstance(exc, OSError) and exc.strerror else f"{type(exc).__name__}: {exc}"
+        return {"kind": "unknown", "summary": f"the console log could not be diagnosed ({why})", "remedies": [],
+                "evidence": "", "details": {}}
+
+
+_cache: dict[str, tuple[tuple, float, dict]] = {}  # run key -> (log state, when, diagnosis)
+_cache_lock = threading.Lock()
+CACHE_RUNS = 64
+REDIAGNOSE_S = 5.0  # a bare log that keeps growing is diagnosed again at most this often
+
+
+def _log_state(source: RunSource) -> tuple:
+    rec = source.record
+    try:
+        st = source.console_log.stat()
+        size = (st.st_size, st.st_mtime_ns)
+    except (OSError, AttributeError):
+        size = None
+    return str(source.console_log), size, rec.exit_code if rec else None, rec.status if rec else None
+
+
+def _needs_diagnosis(source: RunSource | None, failure: FailureInfo | None) -> bool:
+    if source is None or source.console_log is None or recorded(source)[0] is not None:
+        return False
+    return source.record is None or failure is not None
+
+
+def prepare(source: RunSource | None, failure: FailureInfo | None) -> None:
+    """Diagnose the console log when the card will need it and the run has no recorded diagnosis. Blocking (reads
+    up to 768 KiB): call it on a worker thread; cached per run and log state. Never raises."""
+    if not _needs_diagnosis(source, failure):
+        return
+    state = _log_state(source)
+    with _cache_lock:
+        old = _cache.get(source.key)
+    if old is not None and (old[0] == state or (source.record is None and time.time() - old[1] < REDIAGNOSE_S)):
+        return
+    result = diagnose_source(source)
+    with _cache_lock:
+        _cache[source.key] = (state, time.time(), result)
+        while len(_cache) > CACHE_RUNS:
+            _cache.pop(next(iter(_cache)))
+
+
+def lookup(source: RunSource | None, failure: FailureInfo | None) -> dict | None:
+    """The diagnosis to show: the recorded one, else what prepare() computed (None while there is none)."""
+    if source is None:
+        return None
+    diagnosis = recorded(source)[0]
+    if diagnosis is None and _needs_diagnosis(source, failure):
+        with _cache_lock:
+            hit = _cache.get(source.key)
+        diagnosis = hit[2] if hit else None
+    return diagnosis
+
+
+def shows_failure(diagnosis: dict | None) -> bool:
+    """For a bare console log (no exit code known): does the diagnosis show a failure at all?"""
+    if not diagnosis:
+        return False
+    if diagnosis["kind"] == "no_failure":
+        return False
+    return diagnosis["kind"] != "unknown" or "exception" in diagnosis["details"]
+
+
+def evidence_lines(evidence: str, n: int = 2) -> list[str]:
+    """The last `n` telling lines of the evidence: no traceback frame lines, their source lines, or ^^^ marks."""
+    lines, skip_next = [], False
+    for raw in str(evidence).splitlines():
+        if _FRAME.match(raw):
+            skip_next = True
+            continue
+        if skip_next or not raw.strip() or _CARETS.match(raw):
+            skip_next = False
+            continue
+        lines.append(clean(raw.strip()))
+    return lines[-n:]
+
+
+def applicable(remedy: str) -> bool:
+    """A remedy that `relaunch with these changes` can apply: it starts with `--flag value` pairs."""
+    return bool(remedy_flags(remedy))
+
+
+def fmt_mem(n) -> str:
+    """GPU memory as nvidia-smi and CUDA's own messages count it (MiB / GiB)."""
+    if not isinstance(n, (int, float)) or n < 0:
+        return "?"
+    return f"{n / 2**30:.2f} GiB" if n >= 2**30 else f"{n / 2**20:.0f} MiB"
+
+
+def clean_up_lines(c: dict) -> list[str]:
+    """What the runner did after the fatal line (engine.runner.clean_up_after's record), in two lines."""
+    kind = str(c.get("kind") or "fatal").replace("cuda_oom", "CUDA OOM")
+    if "seconds_to_clean" not in c:
+        return [f"clean-up: the {kind} line was seen; stopping the whole process tree …"]
+    pids = [str(p) for p in _items(c.get("tree_pids"))]
+    secs = c.get("seconds_to_clean")
+    took = f" in {secs:.1f} s" if isinstance(secs, (int, float)) else ""
+    left = [str(p) for p in _items(c.get("left"))]
+    out = [f"clean-up: {len(pids)} process{'es' if len(pids) != 1 else ''} stopped{took}, "
+           + (f"STILL ALIVE: {' '.join(left)}" if left else "none left") + f" (pids {' '.join(pids) or '-'})"]
+    if c.get("gpu_available"):
+        free = _items(c.get("gpu_free_after"))
+        out.append(f"GPU memory of the run: {fmt_mem(c.get('gpu_mem_before'))} before, "
+                   f"{fmt_mem(c.get('gpu_mem_after'))} after"
+                   + (" (" + ", ".join(f"GPU{i} {fmt_mem(f)} free" for i, f in enumerate(free)) + ")" if free else ""))
+    else:
+        out.append("GPU memory of the run: not measured (no NVML on this machine)")
+    return out
+
+
+@dataclass
+class CardState:
+    """Everything the card shows, for the run shown now."""
+
+    key: str
+    status: str  # failed | lost | running (clean-up under way) | unknown (a bare log)
+    exit_code: int | None
+    line: str  # the console's last traceback line (model.FailureInfo), shown while diagnosing
+    diagnosis: dict | None = None
+    clean_up: dict | None = None
+    pending: bool = False  # a diagnosis is still to come
+    relaunchable: bool = False  # a `swift sft` run that ended: `r` relaunches it
+
+
+def card_state(failure: FailureInfo | None, source: RunSource | None) -> CardState | None:
+    """What the card shows for this poll, or None (no card)."""
+    if source is None:
+        return None
+    rec = source.record
+    _, clean_up = recorded(source)
+    if rec is not None and failure is None and clean_up is None:
+        return None  # a healthy registry run
+    diagnosis = lookup(source, failure)
+    if rec is None:  # a bare log: a card only when the log itself shows a failure
+        return CardState(source.key, "unknown", None, "", diagnosis) if shows_failure(diagnosis) else None
+    status = failure.status if failure else rec.status
+    return CardState(source.key, status, rec.exit_code, failure.line if failure else "", diagnosis, clean_up,
+                     pending=diagnosis is None, relaunchable=status in FAILED and rec.argv[1:2] == ["sft"])
+
+
+# ---------------------------------------------------------------- the widget
+
+
+class FailureCard(header.FailureCard):
+    """Replaces header.FailureCard in the dashboard (same slot, id #failure). The app calls prepare() on its poll
+    worker, then `show(failure, source)` on the UI thread with the same poll's result."""
+
+    def __init__(self, **kwargs):
+        super().__init__(**kwargs)
+        self.state: CardState | None = None
+        self._drawn_for: tuple[int, bool] | None = None
+
+    @property
+    def diagnosis(self) -> dict | None:
+        return self.state.diagnosis if self.state else None
+
+    def show(self, failure: FailureInfo | None, source: RunSource | None = None) -> None:
+        state = card_state(failure, source)
+        self.display = state is not None
+        if state != self.state:
+            self.state = state
+            self._render_state()
+
+    def on_resize(self) -> None:
+        if self.state is not None and self._drawn_for != self._layout_key():
+            self._render_state()
+
+    # ------------------------------------------------------------ drawing
+
+    def _layout_key(self) -> tuple[int, bool]:
+        return self.content_region.width, self.app.size.height < 36
+
+    def _render_state(self) -> None:
+        if self.state is not None:
+            self._drawn_for = width, short = self._layout_key()
+            width = width or self.app.size.width - 3  # hidden until now: the card spans the screen (border, padding)
+            self.update(self.render_card(self.state, max(20, width), short))
+
+    def render_card(self, s: CardState, width: int, short: bool = False) -> Text:
+        err, muted, warn = (theme_color(self.app, n) for n in ("error", "foreground-muted", "warning"))
+        d = s.diagnosis
+        if s.status == "unknown":
+            head = "✖ This log shows a failure"
+        elif s.status in FAILED:
+            head = "✖ Run failed" if s.status == "failed" else f"✖ Run {s.status}"
+            head += f" (exit code {s.exit_code})" if s.exit_code is not None else ""
+        elif s.status in ("starting", "running", "stopping"):  # clean-up under way, the record not ended yet
+            head = "✖ Run stopping after a fatal error"
+        else:
+            head = f"✖ Run {s.status}"
+        text = Text(no_wrap=False)
+        text.append(head, f"bold {err}")
+        if d:
+            text.append(" · ")
+            text.append(d["kind"], f"bold {warn}")
+            text.append(": " + clean(d["summary"]), "bold")
+        elif s.pending and s.status in FAILED:
+            text.append(": ")
+            text.append("diagnosing the console log …", muted)
+        text.truncate(3 * width - width // 3, overflow="ellipsis")  # at most 3 lines, room left for word wrap
+        lines: list[Text] = []
+        evidence = evidence_lines(d["evidence"], 1 if short else 2) if d else []
+        if not evidence and s.line:
+            evidence = [clean(s.line)]
+        for i, line in enumerate(evidence):
+            lines.append(Text.assemble(("  evidence: " if i == 0 else "            ", muted), line))
+        for line in clean_up_lines(s.clean_up) if s.clean_up else []:
+            lines.append(Text.assemble(("  ", ""), (line, warn)))
+        remedies = d["remedies"] if d else []
+        shown = remedies[:CARD_REMEDIES[short]]
+        for n, remedy in enumerate(shown, 1):
+            style = "" if applicable(remedy) else muted
+            lines.append(Text.assemble((f"  {n}. ", "bold"), (clean(remedy), style)))
+        hidden = len(remedies) - len(shown)
+        more = f" ({hidden} more remed{'ies' if hidden > 1 else 'y'} there)" if hidden else ""
+        if s.relaunchable:
+            hint = f"  r: relaunch with these changes{more}   t: the Traceback"
+        else:
+            hint = "  t: the Traceback" + (f"   ({hidden} more: swiftdeck diagnose {s.key})" if hidden else "")
+        lines.append(Text(hint, muted))
+        for line in lines:
+            line.truncate(width, overflow="ellipsis")
+            text.append("\n")
+            text.append_text(line)
+        return text
