@@ -46,7 +46,9 @@ def test_launch_kill_after_checkpoint_then_relaunch_resumes(home, tmp_path, demo
                 form.query_one(f"#f-{name}", Input).value = value
             assert await until(pilot, lambda: "1 warning(s)" in text_of(form.query_one("#dataset-check")))
             await pilot.press("ctrl+l")
-            assert await until(pilot, lambda: not isinstance(app.screen, LaunchScreen), timeout=120), \
+            # the form closes first; the dashboard attaches to the new run a moment later
+            assert await until(pilot, lambda: not isinstance(app.screen, LaunchScreen) and app.watch.source
+                               is not None and app.watch.source.record is not None, timeout=120), \
                 text_of(form.query_one("#launch-check"))
             first = app.watch.source.record
             assert first is not None and first.active
