@@ -5,6 +5,7 @@ into events; `chat()` returns a `ChatStream` (an iterator of text pieces) that a
 """
 from __future__ import annotations
 
+from engine.errors import SwiftdeckError
 import json
 import os
 import queue
@@ -25,7 +26,7 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 LOAD_TIMEOUT_S = 600.0  # imports + model load; a 7B on a slow disk takes minutes
 
 
-class ChatClientError(Exception):
+class ChatClientError(SwiftdeckError):
     """The worker reported an error, died, or did not answer (one-line message for the user)."""
 
 

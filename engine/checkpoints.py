@@ -5,6 +5,7 @@ Everything is read from disk (args.json, logging.jsonl, trainer_state.json, adap
 """
 from __future__ import annotations
 
+from engine.errors import SwiftdeckError
 import dataclasses
 import os
 import re
@@ -23,7 +24,7 @@ NOT_LORA = "not a LoRA adapter"
 SUMMARY_KEYS = ("train_runtime", "train_loss", "train_samples_per_second", "train_steps_per_second")
 
 
-class CheckpointError(Exception):
+class CheckpointError(SwiftdeckError):
     """A one-line, user-facing problem (missing folder, not a run folder)."""
 
 

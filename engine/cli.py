@@ -4,6 +4,7 @@ Every command prints a clear one-line message for bad input (exit 2) instead of 
 """
 from __future__ import annotations
 
+from engine.errors import SwiftdeckError
 import argparse
 import json
 import subprocess
@@ -18,7 +19,7 @@ from engine import runs
 EXIT_USAGE = 2
 
 
-class UserError(Exception):
+class UserError(SwiftdeckError):
     """A problem with the user's input: printed as one line, exit code 2."""
 
 
@@ -517,7 +518,7 @@ def main(argv: list[str] | None = None) -> int:
         ns = parser.parse_args(["runs"])
     try:
         return ns.func(ns)
-    except UserError as exc:
+    except SwiftdeckError as exc:
         print(f"swiftdeck: {exc}", file=sys.stderr)
         return EXIT_USAGE
     except KeyboardInterrupt:

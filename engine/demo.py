@@ -8,6 +8,7 @@ this module and reading a cached build stays cheap.
 """
 from __future__ import annotations
 
+from engine.errors import SwiftdeckError
 import argparse
 import json
 import os
@@ -108,7 +109,7 @@ class DemoAssets:
         return {"model": str(self.model), "dataset": str(self.dataset)}
 
 
-class DemoError(Exception):
+class DemoError(SwiftdeckError):
     """The demo could not be built (one-line message for the user)."""
 
 

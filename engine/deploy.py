@@ -2,6 +2,7 @@
 `/health` answers; plus a tiny streaming client for its OpenAI-compatible API (stdlib only, no torch)."""
 from __future__ import annotations
 
+from engine.errors import SwiftdeckError
 import http.client
 import ipaddress
 import json
@@ -19,7 +20,7 @@ UVICORN_RE = re.compile(r"Uvicorn running on (https?)://([^\s:]+):(\d+)")
 MODEL_LIST_RE = re.compile(r"model_list: \[([^\]]*)\]")
 
 
-class DeployError(RuntimeError):
+class DeployError(SwiftdeckError, RuntimeError):
     pass
 
 

@@ -1,13 +1,14 @@
 """`swift export --adapters CKPT --merge_lora true` as a supervised background job; writes `CKPT-merged/`."""
 from __future__ import annotations
 
+from engine.errors import SwiftdeckError
 from pathlib import Path
 
 from engine import supervisor
 from engine.runs import RunRecord
 
 
-class MergeError(ValueError):
+class MergeError(SwiftdeckError, ValueError):
     pass
 
 

@@ -7,6 +7,7 @@ process (different start time) is not ours.
 """
 from __future__ import annotations
 
+from engine.errors import SwiftdeckError
 import dataclasses
 import fcntl
 import os
@@ -169,7 +170,7 @@ def all_runs() -> list[RunRecord]:
     return sorted(out, key=lambda r: r.started_at, reverse=True)
 
 
-class UnknownRun(LookupError):
+class UnknownRun(SwiftdeckError, LookupError):
     pass
 
 

@@ -6,6 +6,7 @@ only to processes recorded for the run and verified by pid + start time.
 """
 from __future__ import annotations
 
+from engine.errors import SwiftdeckError
 import os
 import shutil
 import signal
@@ -25,7 +26,7 @@ TRAINER_SCRIPTS = ("swift/cli/sft.py", "swift/cli/pt.py", "swift/cli/rlhf.py", "
                    "swift.cli.rlhf")
 
 
-class LaunchError(RuntimeError):
+class LaunchError(SwiftdeckError, RuntimeError):
     pass
 
 

@@ -11,6 +11,7 @@ would stop with "Your setup doesn't support bf16/gpu"; adds --check_model false 
 """
 from __future__ import annotations
 
+from engine.errors import SwiftdeckError
 import difflib
 import importlib.metadata
 import json
@@ -41,7 +42,7 @@ _TRUE = {"yes", "true", "t", "y", "1"}  # transformers.hf_argparser.string_to_bo
 _FALSE = {"no", "false", "f", "n", "0"}
 
 
-class IntrospectError(RuntimeError):
+class IntrospectError(SwiftdeckError, RuntimeError):
     """ms-swift could not be asked (not installed, crashed); the message is one line for the user."""
 
 

@@ -4,6 +4,7 @@ Every function either returns a result or raises ActionError with one line for t
 """
 from __future__ import annotations
 
+from engine.errors import SwiftdeckError
 import os
 import re
 import shlex
@@ -17,7 +18,7 @@ CKPT_NAME = re.compile(r"checkpoint-\d+(-merged)?")
 OPTIMIZER_FILES = re.compile(r"optimizer\.(pt|bin)|scheduler\.pt|rng_state(_\d+)?\.pth|scaler\.pt")
 
 
-class ActionError(Exception):
+class ActionError(SwiftdeckError):
     """One line for the user; nothing was changed."""
 
 

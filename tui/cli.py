@@ -10,6 +10,7 @@ imports torch, transformers or swift.
 """
 from __future__ import annotations
 
+from engine.errors import SwiftdeckError
 import argparse
 import sys
 from pathlib import Path
@@ -18,7 +19,7 @@ DASHBOARD_FLAGS = ("--output-dir", "--theme")
 EXIT_USAGE = 2
 
 
-class UsageError(Exception):
+class UsageError(SwiftdeckError):
     pass
 
 
@@ -136,16 +137,11 @@ def main(argv: list[str] | None = None) -> int:
 
             return open_dashboard(RunSource.of_record(rec), output_dir=output_dir, theme=ns.theme)
         return serve(ns)
-    except UsageError as exc:
+    except SwiftdeckError as exc:
         print(f"swiftdeck: {exc}", file=sys.stderr)
         return EXIT_USAGE
     except KeyboardInterrupt:
         return 130
-    except Exception as exc:  # engine.cli.UserError and friends: one line, no traceback
-        if type(exc).__name__ == "UserError":
-            print(f"swiftdeck: {exc}", file=sys.stderr)
-            return EXIT_USAGE
-        raise
 
 
 def serve(ns) -> int:

@@ -5,6 +5,7 @@
 """
 from __future__ import annotations
 
+from engine.errors import SwiftdeckError
 import math
 import time
 from dataclasses import dataclass, field
@@ -20,7 +21,7 @@ CHECKPOINT_RESCAN_S = 60.0  # while running, besides every save: scan_run reads 
 SUMMARY_TAIL = 256 * 1024
 
 
-class SourceError(Exception):
+class SourceError(SwiftdeckError):
     """A RUN argument that names nothing we know (one line for the user)."""
 
 

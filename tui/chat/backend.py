@@ -7,6 +7,7 @@ per backend (`lock`).
 """
 from __future__ import annotations
 
+from engine.errors import SwiftdeckError
 import os
 import threading
 import time
@@ -17,7 +18,7 @@ from engine.chat_client import BASE, ChatClient
 from tui.chat.target import ChatTarget
 
 
-class BackendError(Exception):
+class BackendError(SwiftdeckError):
     """One line for the user."""
 
 

@@ -5,6 +5,7 @@ command after engine.swift_args.check_args; confirm -> engine.training.start -> 
 (dismissed with its RunRecord)."""
 from __future__ import annotations
 
+from engine.errors import SwiftdeckError
 import re
 import shlex
 from pathlib import Path
@@ -26,7 +27,7 @@ from tui.widgets.style import theme_color
 _VALUE = re.compile(r"[^\s('\"]+")  # one value as engine.relaunch.remedy_flags reads it
 
 
-class RelaunchError(Exception):
+class RelaunchError(SwiftdeckError):
     """Why this run cannot be relaunched (one line)."""
 
 
