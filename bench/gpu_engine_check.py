@@ -2,7 +2,7 @@
 
     PYTHONPATH=.:/tmp/site PATH=/tmp/site/bin:$PATH python3 bench/gpu_engine_check.py --out $OUT/engine_gpu.json
 
-1. A short demo LoRA run through engine.training on the GPU: the run's process tree must be seen by NVML with its
+1. A short demo LoRA run through engine.ops.launch on the GPU: the run's process tree must be seen by NVML with its
    GPU memory (attribution), ms-swift's `memory(GiB)` key must reach the metrics, the run must finish.
 2. A real CUDA OOM through the engine: a holder process takes all but --leave-gib of the card, then a training
    step that needs more is launched. The runner must classify it (cuda_oom), stop the whole tree, and NVML must
@@ -75,13 +75,15 @@ def main() -> int:
 
 def train_check(ns, work, assets, sampler, report) -> dict:
     """A short real run on the GPU, with NVML attribution of the run's tree while it trains."""
-    from engine import demo, gpu, runs, supervisor, training
+    from engine import demo, gpu, runs, supervisor
+    from engine.command import Command
+    from engine.ops import launch
     from engine.ingest import RunReader
 
     args = demo.demo_sft_args(assets, work / "out1", epochs=20, logging_steps=5, save_steps=50)
     args[args.index("--torch_dtype") + 1] = "bfloat16"
     t0 = time.time()
-    rec = training.start(args, cwd=work)
+    rec = launch.start(launch.check_launch(Command("sft", tuple(args), str(work))))
     seen: dict = {"max_ours": 0, "samples": 0}
 
     def tick(r):
@@ -109,7 +111,9 @@ def train_check(ns, work, assets, sampler, report) -> dict:
 
 def oom_check(ns, work, assets, sampler, report):
     """A real CUDA OOM: the card held by another process, then a step that needs more than is left."""
-    from engine import demo, runs, supervisor, training
+    from engine import demo, runs, supervisor
+    from engine.command import Command
+    from engine.ops import launch
 
     holder = subprocess.Popen([sys.executable, "-c", HOLDER, str(ns.leave_gib)], stdin=subprocess.PIPE,
                               stdout=subprocess.PIPE, text=True)
@@ -121,7 +125,7 @@ def oom_check(ns, work, assets, sampler, report):
     args[args.index("--per_device_train_batch_size") + 1] = "64"
     args[args.index("--max_length") + 1] = "8192"
     args[args.index("--torch_dtype") + 1] = "bfloat16"
-    rec = training.start(args, cwd=work)
+    rec = launch.start(launch.check_launch(Command("sft", tuple(args), str(work))))
     rec = wait_end(runs, rec.id, 600)
     after = sampler.sample()
     holder.stdin.write("\n")

@@ -18,7 +18,11 @@ HELP = ("commands: clear | exit | /use base|NAME|CKPT | /stats | /help   (Ctrl-C
 
 
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="swiftdeck chat", description="Chat with a base model and its LoRA adapters.")
+    return add_arguments(argparse.ArgumentParser(prog="swiftdeck chat",
+                                                 description="Chat with a base model and its LoRA adapters."))
+
+
+def add_arguments(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
     p.add_argument("--model", help="base model folder or id (default: from the first adapter's args.json)")
     p.add_argument("--adapters", nargs="+", action="extend", default=[], metavar="[NAME=]CKPT",
                    help="LoRA checkpoint folder(s); the first one is the chat target")
@@ -105,7 +109,10 @@ def interactive(client: ChatClient, gen: dict) -> None:
 
 
 def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
+    return run(build_parser().parse_args(argv))
+
+
+def run(args: argparse.Namespace) -> int:
     try:
         adapters = parse_adapters(args.adapters)
     except ValueError as e:

@@ -184,6 +184,14 @@ class ChatClient:
                 base.update({k: v for k, v in found.items() if base.get(k) is None})
         elif model is None:
             raise ChatClientError("give a model or at least one adapter checkpoint")
+        if not (base["model_type"] and base["template"]):  # a local folder resolved as `swiftdeck train` does
+            from engine.swift_args import model_settings
+
+            try:
+                base["model_type"], base["template"] = model_settings(
+                    base["model"], model_type=base["model_type"], template=base["template"])
+            except SwiftdeckError as exc:
+                raise ChatClientError(str(exc)) from None
         client = cls.spawn(log_path=log_path, python=python, on_spawn=on_spawn)
         try:
             client.load(**base)
@@ -277,6 +285,9 @@ class ChatClient:
         path = str(Path(path).expanduser().absolute())
         ev = self._request({"op": "adapter", "name": name, "path": path}, ("adapter",), timeout)
         self.adapters[name] = ev["path"]
+        if getattr(self, "run_id", None):  # the registry knows what this worker holds (no delete of a loaded one)
+            runs.update(self.run_id, lambda r: r.meta.__setitem__("loaded", sorted({*r.meta.get("loaded", []),
+                                                                                    ev["path"]})))
         return ev
 
     def switch(self, target: str | Path) -> float:

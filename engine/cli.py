@@ -1,10 +1,11 @@
-"""`swiftdeck` subcommands that need no UI. `tui.cli` is the console entry point and delegates here.
+"""The `swiftdeck` command tree: one parser for every command, the dashboard's own options included, so that
+`swiftdeck --help` and `swiftdeck CMD --help` are complete. The commands that need no UI run here, each through
+engine.ops; `tui.cli` (the console entry point) opens the dashboard for the ones that show it.
 
 Every command prints a clear one-line message for bad input (exit 2) instead of a traceback.
 """
 from __future__ import annotations
 
-from engine.errors import SwiftdeckError
 import argparse
 import json
 import subprocess
@@ -15,12 +16,23 @@ from pathlib import Path
 import orjson
 
 from engine import runs
+from engine.errors import SwiftdeckError
 
 EXIT_USAGE = 2
+THEMES_HELP = "swiftdeck-dark | swiftdeck-light | swiftdeck-contrast | any Textual theme"
 
 
 class UserError(SwiftdeckError):
     """A problem with the user's input: printed as one line, exit code 2."""
+
+
+class Parser(argparse.ArgumentParser):
+    """argparse, with its errors as one line through the error base instead of usage text and exit."""
+
+    def error(self, message: str):
+        if message.startswith("unrecognized arguments: "):
+            message = "unexpected argument(s): " + message.split(": ", 1)[1]
+        raise UserError(f"{message} (see `{self.prog} --help`)")
 
 
 def _dump(data) -> None:
@@ -36,6 +48,15 @@ def _json_default(obj):
     raise TypeError(type(obj).__name__)
 
 
+def _confirm(question: str) -> bool:
+    if not sys.stdin.isatty():
+        return False
+    try:
+        return input(f"{question} [Y/n] ").strip().lower() in ("", "y", "yes")
+    except EOFError:
+        return False
+
+
 # ---------------------------------------------------------------- resolving RUN arguments
 
 def record(ref: str) -> runs.RunRecord:
@@ -48,76 +69,65 @@ def record(ref: str) -> runs.RunRecord:
 def reader_for(ref: str):
     """(record or None, RunReader) for a registry id or a run folder / console log path."""
     from engine.ingest import RunReader
+    from engine.ops.runs import resolve
 
-    try:
-        rec = runs.resolve(ref)
-        return rec, RunReader(console_log=rec.console_log, run_dir=Path(rec.run_dir) if rec.run_dir else None)
-    except runs.UnknownRun as exc:
-        path = Path(ref).expanduser()
-        if path.is_dir():
-            return None, RunReader(run_dir=path.resolve())
-        if path.is_file():
-            return None, RunReader(console_log=path.resolve())
-        raise UserError(str(exc)) from None
+    src = resolve(ref)
+    return src.record, RunReader(console_log=src.console_log, run_dir=src.run_dir)
 
 
 # ---------------------------------------------------------------- train
 
-def _confirm(question: str) -> bool:
-    if not sys.stdin.isatty():
-        return False
-    try:
-        return input(f"{question} [Y/n] ").strip().lower() in ("", "y", "yes")
-    except EOFError:
-        return False
-
-
-def checked_sft_argv(swift_args: list[str], *, fix: bool, cwd: Path) -> tuple[list[str], list[str]]:
-    """Check against the installed ms-swift; print notes and problems; apply fixes if allowed."""
-    from engine import swift_args as sa
-
-    check = sa.check_args(swift_args, command="sft", cwd=cwd)
-    for note in check.notes:
+def _print_check(check) -> None:
+    for note in check.args.notes:
         print(f"note: {note}")
-    if check.problems:
-        for problem in check.problems:
-            print(f"problem: {problem.message}")
-            if problem.suggestions:
-                print(f"         did you mean: {', '.join(problem.suggestions)}")
-            if problem.fix:
-                print(f"         fix: {' '.join(problem.fix)}")
-        fixable = all(p.fix for p in check.problems)
-        if fixable and (fix or _confirm("Apply these fixes and launch?")):
-            printed = set(check.notes)
-            check = check.with_fixes()
-            for note in check.notes:
-                if note not in printed:
-                    print(f"note: {note}")
-        if not check.ok:
-            hint = " (re-run with --fix to apply the proposed fixes)" if fixable else ""
-            raise UserError(f"not launched: {len(check.problems)} problem(s) with the swift sft arguments{hint}")
-    return check.argv, check.notes
+    for problem in check.args.problems:
+        print(f"problem: {problem.message}")
+        if problem.suggestions:
+            print(f"         did you mean: {', '.join(problem.suggestions)}")
+        if problem.fix:
+            print(f"         fix: {' '.join(problem.fix)}")
+    for level, line in check.datasets:
+        print(f"dataset: {line.strip()}" if level in ("ok", "fail", "info") else f"dataset {line.strip()}")
+
+
+def checked_command(cmd, *, fix: bool):
+    """engine.ops.launch.check_launch, printed; fixes applied when allowed (or confirmed on a terminal)."""
+    from engine.ops import launch
+
+    check = launch.check_launch(cmd)
+    _print_check(check)
+    if check.fixable and (fix or _confirm("Apply these fixes and launch?")):
+        printed = set(check.args.notes)
+        check = check.with_fixes()
+        for note in check.args.notes:
+            if note not in printed:
+                print(f"note: {note}")
+    if not check.ok:
+        hint = " (re-run with --fix to apply the proposed fixes)" if check.fixable else ""
+        raise UserError(f"not launched: {check.blocker}{hint}")
+    return check
 
 
 def cmd_train(ns) -> int:
-    swift_args = ns.swift_args[1:] if ns.swift_args[:1] == ["--"] else ns.swift_args
-    if not swift_args:
+    from engine.command import Command
+
+    if not ns.swift_args or ns.swift_args == ["--"]:
         raise UserError("usage: swiftdeck train [--wait] [--fix] -- <swift sft arguments>")
-    cwd = Path.cwd()
-    argv, notes = checked_sft_argv(swift_args, fix=ns.fix, cwd=cwd)
-    return _launch_and_report(argv, cwd=cwd, label=ns.label or "", notes=notes, wait=ns.wait)
+    cmd = Command.parse(ns.swift_args, kind="sft", cwd=Path.cwd(), label=ns.label or "")
+    if cmd.env:
+        print("environment: " + " ".join(f"{k}={v}" for k, v in sorted(cmd.env.items())))
+    check = checked_command(cmd, fix=ns.fix)
+    return _launch_and_report(check, wait=ns.wait)
 
 
-def _launch_and_report(argv: list[str], *, cwd: Path, label: str, notes: list[str], wait: bool) -> int:
-    from engine import training
+def _launch_and_report(check, *, wait: bool) -> int:
+    from engine.ops import launch
 
-    rec = training.start(argv, cwd=cwd, label=label, notes=notes)
+    rec = launch.start(check)
     print(f"started run {rec.id} (pid {rec.pid}); it keeps running if this terminal closes")
     print(f"  console: {rec.console_log}")
     print(f"  follow:  swiftdeck attach {rec.id}    stop: swiftdeck stop {rec.id}")
     return follow(rec.id) if wait else 0
-
-
 def follow(run_id: str, *, out=print) -> int:
     """Print each new logged step until the run ends; exit code = the run's."""
     from engine.events import CheckpointSaved, Metrics, RunDirFound
@@ -148,24 +158,13 @@ def follow(run_id: str, *, out=print) -> int:
 
 # ---------------------------------------------------------------- runs / stop / metrics / checkpoints
 
-def _run_summary(rec: runs.RunRecord) -> dict:
-    from engine.ingest import RunReader
-
-    reader = RunReader(console_log=rec.console_log, run_dir=Path(rec.run_dir) if rec.run_dir else None)
-    reader.poll()
-    state = reader.state
-    last = state.metrics[-1] if state.metrics else None
-    progress = state.progress
-    return {
-        **rec.to_json(),
-        "step": progress.step if progress else (last.step if last else None),
-        "max_steps": progress.max_steps if progress else (last.max_steps if last else None),
-        "last_loss": next((m.values["loss"] for m in reversed(state.metrics) if "loss" in m.values), None),
-    }
-
-
 def cmd_runs(ns) -> int:
-    rows = [_run_summary(r) for r in runs.all_runs()]
+    from engine.ops.runs import RunSource, quick_summary
+
+    rows = []
+    for rec in runs.all_runs():
+        s = quick_summary(RunSource.of_record(rec))
+        rows.append({**rec.to_json(), "step": s.step, "max_steps": s.max_steps, "last_loss": s.last_loss})
     if ns.json:
         _dump(rows)
         return 0
@@ -182,15 +181,14 @@ def cmd_runs(ns) -> int:
 
 
 def cmd_stop(ns) -> int:
-    from engine import supervisor
+    from engine.ops import jobs
 
     rec = record(ns.run)
     if not rec.active:
         print(f"run {rec.id} is not running ({rec.status})")
         return 0
-    how = "force-stopping" if ns.force else "stopping (saves a checkpoint at the next step, then exits)"
-    print(f"{how} run {rec.id} ...")
-    report = supervisor.stop(rec, force=ns.force, timeout_s=ns.timeout)
+    print(f"{'force-stopping' if ns.force else 'stopping'} ({jobs.stop_words(rec, ns.force)}) run {rec.id} ...")
+    report = jobs.stop(rec, force=ns.force, timeout_s=ns.timeout)
     for step in report.steps:
         print(f"  {step}")
     rec = runs.load(rec.id)
@@ -209,6 +207,9 @@ def cmd_metrics(ns) -> int:
     state = reader.state
     rows = metrics_table(state)
     summary = state.finished.summary if state.finished else {}
+    if not rows and not summary:
+        raise UserError(f"no logged step in {ns.run}: not an ms-swift run folder or console log (or nothing was "
+                        "logged yet)")
     if ns.json:
         _dump({"metrics": rows, "summary": summary, "finished": state.finished})
         return 0
@@ -229,6 +230,8 @@ def cmd_checkpoints(ns) -> int:
     root = Path(ns.output_dir).expanduser().resolve()
     if not root.exists():
         raise UserError(f"no such folder: {root}")
+    if not root.is_dir():
+        raise UserError(f"{root} is a file: give the output folder (or one vN-… run folder) of an ms-swift run")
     found = checkpoints.scan(root)
     if ns.json:
         _dump([r.to_json() for r in found])
@@ -251,15 +254,18 @@ def build_demo_assets() -> dict:
 
 
 def start_demo(*, epochs: int | None = None):
-    from engine import demo, paths, training
+    from engine import demo, paths
+    from engine.command import Command
+    from engine.ops import launch
 
     assets_json = build_demo_assets()
     assets = demo.DemoAssets(model=Path(assets_json["model"]), dataset=Path(assets_json["dataset"]))
     out = paths.data_dir() / "demo-output"
     kwargs = {"epochs": epochs} if epochs else {}
-    argv = demo.demo_sft_args(assets, out, **kwargs)
-    return training.start(argv, cwd=out.parent, label="demo",
-                          notes=["offline demo: tiny Qwen2 built locally, self-cognition dataset, LoRA on CPU/GPU"])
+    cmd = Command("sft", tuple(demo.demo_sft_args(assets, out, **kwargs)), str(out.parent), label="demo")
+    check = launch.check_launch(cmd, datasets=False)  # the demo's own dataset: built and checked by its builder
+    return launch.start(check, notes=["offline demo: tiny Qwen2 built locally, self-cognition dataset, LoRA on "
+                                      "CPU/GPU"])
 
 
 def cmd_demo(ns) -> int:
@@ -281,6 +287,10 @@ def cmd_attach(ns) -> int:
     return follow(rec.id)
 
 
+def cmd_dashboard(ns) -> int:
+    raise UserError("the dashboard opens through the `swiftdeck` command (tui.cli); here: `swiftdeck runs`")
+
+
 # ---------------------------------------------------------------- deploy / merge / leftovers
 
 def _adapter_map(items: list[str]) -> dict[str, str]:
@@ -292,49 +302,36 @@ def _adapter_map(items: list[str]) -> dict[str, str]:
 
 
 def cmd_deploy(ns) -> int:
-    from engine import deploy
+    from engine.ops import jobs
 
-    try:
-        rec = deploy.start(_adapter_map(ns.adapters or []), model=ns.model, host=ns.host, port=ns.port,
-                           extra=ns.extra[1:] if ns.extra[:1] == ["--"] else ns.extra, cwd=Path.cwd())
-    except deploy.DeployError as exc:
-        raise UserError(str(exc)) from None
-    for note in rec.notes:
-        print(f"warning: {note}")
-    print(f"started swift deploy as run {rec.id} (pid {rec.pid}); waiting for /health ...")
-    try:
-        url = deploy.wait_ready(rec, timeout_s=ns.timeout)
-    except deploy.DeployError as exc:
-        raise UserError(str(exc)) from None
-    models = runs.load(rec.id).meta.get("models", [])
-    print(f"ready: {url}/v1  models: {', '.join(models)}   stop: swiftdeck stop {rec.id}")
+    def started(rec):
+        for note in rec.notes:
+            print(f"warning: {note}")
+        print(f"started swift deploy as run {rec.id} (pid {rec.pid}); waiting for /health ...")
+
+    done = jobs.deploy(_adapter_map(ns.adapters or []), model=ns.model, host=ns.host, port=ns.port,
+                       extra=ns.extra[1:] if ns.extra[:1] == ["--"] else ns.extra, cwd=Path.cwd(),
+                       timeout_s=ns.timeout, started=started)
+    models = done.rec.meta.get("models", [])
+    print(f"ready: {done.url}/v1  models: {', '.join(models)}   stop: swiftdeck stop {done.rec.id}")
     return 0
 
 
 def cmd_merge(ns) -> int:
-    from engine import merge
+    from engine.ops import jobs
 
-    try:
-        rec = merge.start(Path(ns.checkpoint), device_map_cpu=ns.device_map_cpu)
-    except merge.MergeError as exc:
-        raise UserError(str(exc)) from None
-    print(f"merging as run {rec.id} (pid {rec.pid}): {rec.notes[-1]}")
+    rec = jobs.merge(Path(ns.checkpoint), device_map_cpu=ns.device_map_cpu, wait=ns.wait,
+                     started=lambda r: print(f"merging as run {r.id} (pid {r.pid}): {r.notes[-1]}"))
     if not ns.wait:
         return 0
-    while (rec := runs.load(rec.id)).active:
-        time.sleep(0.5)
     print(f"merge {rec.status} (exit code {rec.exit_code})")
     return 0 if rec.status == "finished" else 1
 
 
 def cmd_leftovers(ns) -> int:
-    from engine import gpu, leftovers
+    from engine.ops import jobs
 
-    sampler = gpu.GpuSampler()
-    try:
-        found = leftovers.find(sampler.sample())
-    finally:
-        sampler.close()
+    found = jobs.find_leftovers()
     if ns.json:
         _dump([f.to_json() for f in found])
         return 0
@@ -345,12 +342,10 @@ def cmd_leftovers(ns) -> int:
         gmem = f"{f.gpu_mem / 2**20:.0f} MiB GPU" if f.gpu_mem else "no GPU memory"
         print(f"{f.pid:>8} {f.name:16} {f.rss / 2**20:8.0f} MiB RAM  {gmem:16} run {f.run_id} ({f.run_status})")
     if ns.stop or _confirm(f"Stop these {len(found)} process(es)? (only swiftdeck's own)"):
-        left = leftovers.stop(found)
+        left = jobs.stop_leftovers(found)
         print("stopped" if not left else f"still alive: {left}")
         return 0 if not left else 1
     return 0
-
-
 # ---------------------------------------------------------------- diagnose / check-dataset
 
 def cmd_diagnose(ns) -> int:
@@ -417,105 +412,159 @@ def cmd_check_identity(ns) -> int:
     return 0 if report.adapter_passed == len(report.rows) else 1
 
 
+# ---------------------------------------------------------------- identity
+
+def cmd_check_identity(ns) -> int:
+    from engine import identity
+    from engine.chat_client import ChatClientError
+
+    ckpt = Path(ns.checkpoint).expanduser()
+    if not (ckpt / "adapter_config.json").is_file():
+        raise UserError(f"{ckpt.resolve()} is not a LoRA checkpoint (no adapter_config.json)")
+    if ns.dataset and not Path(ns.dataset).expanduser().is_file():
+        raise UserError(f"dataset file not found: {Path(ns.dataset).expanduser().resolve()}")
+    if not ns.json:
+        print("loading the base model once in a chat worker ...", file=sys.stderr)
+    try:
+        report = identity.check_identity(ckpt, dataset=Path(ns.dataset) if ns.dataset else None, sample=ns.sample)
+    except ChatClientError as exc:
+        raise UserError(str(exc)) from None
+    if ns.json:
+        _dump(report.to_json())
+    else:
+        print(report.format())
+    return 0 if report.adapter_passed == len(report.rows) else 1
+
+
+# ---------------------------------------------------------------- chat
+
+def cmd_chat(ns) -> int:
+    from engine import chat_cli
+
+    return chat_cli.run(ns)
+
+
 # ---------------------------------------------------------------- parser
 
+def _dashboard_options(p: argparse.ArgumentParser, *, top: bool) -> None:
+    """--output-dir, --theme and --readonly: on the top level and again after a dashboard command."""
+    default = None if top else argparse.SUPPRESS
+    p.add_argument("--output-dir", type=Path, default=default, metavar="DIR",
+                   help="where to look for ms-swift run folders (default: ./output); the dashboard opens the "
+                        "newest run under it")
+    p.add_argument("--theme", default=default, metavar="NAME", help=THEMES_HELP)
+    p.add_argument("--readonly", action="store_true", default=False if top else argparse.SUPPRESS,
+                   help="watch only: every action that starts, stops, deletes or merges is refused")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="swiftdeck", description="Dashboard and engine for ms-swift LoRA fine-tuning.")
+    p = Parser(prog="swiftdeck", description=(
+        "Dashboard and engine for ms-swift LoRA fine-tuning. Without a command: the dashboard on the newest run "
+        "(in a terminal; `swiftdeck runs` otherwise)."))
+    _dashboard_options(p, top=True)
+    p.set_defaults(func=cmd_dashboard, face="dashboard")
     sub = p.add_subparsers(dest="cmd", metavar="COMMAND")
 
-    s = sub.add_parser("train", help="check and launch `swift sft ARGS` detached (swiftdeck train -- ARGS)")
-    s.add_argument("--wait", action="store_true", help="follow the run until it ends")
+    def command(name: str, help_text: str, func, face: str | None = None, dashboard: bool = False):
+        s = sub.add_parser(name, help=help_text, description=help_text[:1].upper() + help_text[1:] + ".")
+        s.set_defaults(func=func, face=face)
+        if dashboard:
+            _dashboard_options(s, top=False)
+        return s
+
+    s = command("attach", "open a run in the dashboard (in a terminal); elsewhere print its steps until it ends",
+                cmd_attach, face="attach", dashboard=True)
+    s.add_argument("run", metavar="RUN", help="registry id (or a unique prefix), run folder or console log")
+
+    s = command("demo", "build the tiny offline model and dataset, train a real LoRA on it, show it live", cmd_demo,
+                face="demo", dashboard=True)
+    s.add_argument("--build-only", action="store_true", help="only build (cached) and print the paths")
+    s.add_argument("--json", action="store_true", help="with --build-only: print {\"model\", \"dataset\"}")
+    s.add_argument("--epochs", type=int, help="training epochs (default: the demo's own, enough to learn its answers)")
+
+    s = command("serve", "the same dashboard in a browser (127.0.0.1 unless --host is given)", cmd_dashboard,
+                face="serve", dashboard=True)
+    s.add_argument("--host", default="127.0.0.1", help="bind address (default 127.0.0.1)")
+    s.add_argument("--port", type=int, default=8000, help="port (default 8000)")
+    s.add_argument("--run", default=None, metavar="RUN", help="open this run (default: the newest)")
+
+    s = command("train", "check and launch `swift sft ARGS` detached (swiftdeck train -- ARGS)", cmd_train)
+    s.add_argument("--wait", action="store_true", help="follow the run until it ends; exit code = the run's")
     s.add_argument("--fix", action="store_true", help="apply the proposed fixes without asking")
     s.add_argument("--label", help="a name for the run")
-    s.add_argument("swift_args", nargs=argparse.REMAINDER)
-    s.set_defaults(func=cmd_train)
+    s.add_argument("swift_args", nargs=argparse.REMAINDER, metavar="-- ARGS",
+                   help="the swift sft arguments; a pasted `[VAR=value ...] swift sft ...` line works too")
 
-    s = sub.add_parser("runs", help="list every known run")
+    s = command("runs", "list every known run", cmd_runs)
     s.add_argument("--json", action="store_true")
-    s.set_defaults(func=cmd_runs)
 
-    s = sub.add_parser("stop", help="stop a run (graceful: checkpoint at the next step), confirm its tree is gone")
+    s = command("stop", "stop a run (training: a checkpoint at the next step) and confirm its tree is gone", cmd_stop)
     s.add_argument("run", metavar="RUN", help="registry id or run folder")
     s.add_argument("--force", action="store_true", help="kill the whole process tree now")
     s.add_argument("--timeout", type=float, default=120.0, help="seconds to wait before escalating (default 120)")
-    s.set_defaults(func=cmd_stop)
 
-    s = sub.add_parser("metrics", help="per-step metrics and the final summary of a run")
+    s = command("metrics", "per-step metrics and the final summary of a run", cmd_metrics)
     s.add_argument("run", metavar="RUN", help="registry id, run folder or console log")
     s.add_argument("--json", action="store_true")
-    s.set_defaults(func=cmd_metrics)
 
-    s = sub.add_parser("checkpoints", help="run folders and checkpoints with their metadata")
+    s = command("checkpoints", "run folders and checkpoints with their metadata", cmd_checkpoints)
     s.add_argument("output_dir", nargs="?", default="output", metavar="OUTPUT_DIR")
     s.add_argument("--json", action="store_true")
-    s.set_defaults(func=cmd_checkpoints)
 
-    s = sub.add_parser("demo", help="build the tiny offline model and dataset, train a real LoRA on it")
-    s.add_argument("--build-only", action="store_true", help="only build (cached) and print the paths")
+    s = command("chat", "chat with a base model or checkpoint in the terminal (--once PROMPT)", cmd_chat)
+    from engine import chat_cli
+
+    chat_cli.add_arguments(s)
+
+    s = command("check-identity", "ask the identity questions (你是谁? …) and the dataset's own: base vs adapter",
+                cmd_check_identity)
+    s.add_argument("checkpoint", metavar="CKPT")
+    s.add_argument("--dataset", metavar="FILE", help="expected answers (default: the dataset in CKPT/args.json)")
+    s.add_argument("--sample", type=int, default=5, help="dataset questions to add to the three (default 5)")
     s.add_argument("--json", action="store_true")
-    s.add_argument("--epochs", type=int, help=argparse.SUPPRESS)
-    s.set_defaults(func=cmd_demo)
 
-    s = sub.add_parser("deploy", help="swift deploy as a managed job on 127.0.0.1 (OpenAI-compatible API)")
+    s = command("deploy", "swift deploy as a managed job on 127.0.0.1 (OpenAI-compatible API)", cmd_deploy)
     s.add_argument("--adapters", nargs="+", metavar="[NAME=]CKPT", help="LoRA checkpoints to serve")
     s.add_argument("--model", help="base model (default: from the adapter's args.json)")
     s.add_argument("--host", default="127.0.0.1", help="bind address (default 127.0.0.1)")
     s.add_argument("--port", type=int, help="port (default: the first free one from 8000)")
     s.add_argument("--timeout", type=float, default=300.0, help="seconds to wait for /health")
     s.add_argument("extra", nargs=argparse.REMAINDER, help="-- more swift deploy arguments")
-    s.set_defaults(func=cmd_deploy)
 
-    s = sub.add_parser("merge", help="swift export --merge_lora as a background job: CKPT-merged/")
+    s = command("merge", "swift export --merge_lora as a background job: CKPT-merged/", cmd_merge)
     s.add_argument("checkpoint", metavar="CKPT")
     s.add_argument("--device-map-cpu", action="store_true", help="merge on the CPU (avoids CUDA OOM)")
-    s.add_argument("--wait", action="store_true")
-    s.set_defaults(func=cmd_merge)
+    s.add_argument("--wait", action="store_true", help="wait until it is written")
 
-    s = sub.add_parser("leftovers", help="live processes of ended swiftdeck runs; offer to stop them")
+    s = command("leftovers", "live processes of ended swiftdeck runs; offer to stop them", cmd_leftovers)
     s.add_argument("--stop", action="store_true", help="stop them without asking")
     s.add_argument("--json", action="store_true")
-    s.set_defaults(func=cmd_leftovers)
 
-    s = sub.add_parser("diagnose", help="why a run (or any ms-swift console log) failed, with remedies")
+    s = command("diagnose", "why a run (or any ms-swift console log) failed, with remedies", cmd_diagnose)
     s.add_argument("target", metavar="RUN|LOGFILE")
     s.add_argument("--exit-code", type=int, help="the process exit code, for a bare log file")
     s.add_argument("--json", action="store_true")
-    s.set_defaults(func=cmd_diagnose)
 
-    s = sub.add_parser("check-dataset", help="check a dataset file: syntax, fields, duplicates, identity, lengths")
+    s = command("check-dataset", "check a dataset file: syntax, fields, duplicates, identity, lengths",
+                cmd_check_dataset)
     s.add_argument("file", metavar="FILE")
     s.add_argument("--model", help="tokenize with this model's tokenizer and chat template")
     s.add_argument("--max-length", type=int, help="count the rows ms-swift would drop at this max_length")
     s.add_argument("--system", help="the run's --system prompt (it counts towards the length)")
     s.add_argument("--json", action="store_true")
-    s.set_defaults(func=cmd_check_dataset)
-
-    s = sub.add_parser("check-identity", help="the seed's three questions + dataset questions: base vs adapter")
-    s.add_argument("checkpoint", metavar="CKPT")
-    s.add_argument("--dataset", metavar="FILE", help="expected answers (default: the dataset in CKPT/args.json)")
-    s.add_argument("--sample", type=int, default=5, help="dataset questions to add to the three (default 5)")
-    s.add_argument("--json", action="store_true")
-    s.set_defaults(func=cmd_check_identity)
-
-    sub.add_parser("chat", help="chat with a base model or checkpoint in the terminal (--once PROMPT)",
-                   add_help=False)  # handled by engine.chat_cli (see main)
-
-    s = sub.add_parser("attach", help="follow a run")
-    s.add_argument("run", metavar="RUN")
-    s.set_defaults(func=cmd_attach)
     return p
 
 
-def main(argv: list[str] | None = None) -> int:
-    argv = sys.argv[1:] if argv is None else list(argv)
-    if argv[:1] == ["chat"]:
-        from engine import chat_cli
+def parse(argv: list[str]) -> argparse.Namespace:
+    """The parsed command line; `face` says which dashboard it opens (None: a plain command)."""
+    ns = build_parser().parse_args(argv)
+    if ns.face == "demo" and ns.build_only:
+        ns.face = None
+    return ns
 
-        return chat_cli.main(argv[1:])
-    parser = build_parser()
-    ns = parser.parse_args(argv)
-    if not getattr(ns, "func", None):
-        ns = parser.parse_args(["runs"])
+
+def run(ns: argparse.Namespace) -> int:
+    """Run a parsed plain command; every SwiftdeckError is one line on stderr, exit code 2."""
     try:
         return ns.func(ns)
     except SwiftdeckError as exc:
@@ -526,6 +575,19 @@ def main(argv: list[str] | None = None) -> int:
     except BrokenPipeError:  # `swiftdeck ... | head`
         sys.stderr.close()
         return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = sys.argv[1:] if argv is None else list(argv)
+    try:
+        ns = parse(argv)
+    except SwiftdeckError as exc:
+        print(f"swiftdeck: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    if ns.face == "dashboard" and ns.cmd is None:
+        ns.func = cmd_runs
+        ns.json = False
+    return run(ns)
 
 
 if __name__ == "__main__":

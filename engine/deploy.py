@@ -55,6 +55,16 @@ def start(adapters: dict[str, str], *, model: str | None = None, host: str = "12
     notes = []
     if not ipaddress.ip_address(socket.gethostbyname(host)).is_loopback and "--api_key" not in (extra or []):
         notes.append(f"listening on {host} without --api_key: anyone who can reach this host can use the model")
+    extra = list(extra or [])
+    if model and not adapters:  # a local folder resolved as `swiftdeck train` does (e.g. qwen2 / qwen2_5)
+        from engine.command import flag_value
+        from engine.swift_args import model_settings
+
+        model_type, template = model_settings(model, model_type=flag_value(extra, "--model_type"),
+                                              template=flag_value(extra, "--template"))
+        for flag, value in (("--model_type", model_type), ("--template", template)):
+            if value and flag_value(extra, flag) is None:
+                extra += [flag, value]
     args = deploy_args({n: str(Path(p).resolve()) for n, p in adapters.items()}, model=model, host=host,
                        port=port, extra=extra)
     rec = supervisor.launch("deploy", args, cwd=cwd or Path.cwd(), label=label or "deploy", notes=notes)

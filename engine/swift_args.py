@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from engine import paths
+from engine.command import _flag_groups, _is_flag_token, _norm, flag_value, flag_values, set_flag  # noqa: F401
 from engine.swift_introspect import COMMANDS
 
 SCHEMA = 1  # bump when the introspection JSON changes shape
@@ -187,71 +188,6 @@ def cuda_available() -> bool:
     from engine.gpu import nvml_gpu_count
 
     return nvml_gpu_count() > 0
-
-
-# ---------------------------------------------------------------- small argv helpers (no option table)
-
-def _norm(flag: str) -> str:
-    return "--" + flag[2:].replace("-", "_") if flag.startswith("--") else flag
-
-
-def _is_flag_token(token: str) -> bool:
-    return token.startswith("--") and len(token) > 2
-
-
-def _occurrences(argv: list[str], flag: str) -> list[tuple[int, int, list[str]]]:
-    """(start, end, values) of each occurrence of flag; values run to the next --flag token."""
-    want, found, i = _norm(flag), [], 0
-    while i < len(argv):
-        token = argv[i]
-        name, eq, inline = token.partition("=")
-        if _is_flag_token(token) and _norm(name) == want:
-            if eq:
-                found.append((i, i + 1, [inline]))
-                i += 1
-                continue
-            j = i + 1
-            while j < len(argv) and not _is_flag_token(argv[j]):
-                j += 1
-            found.append((i, j, argv[i + 1:j]))
-            i = j
-        else:
-            i += 1
-    return found
-
-
-def flag_values(argv: list[str], flag: str) -> list[str] | None:
-    """Values of the last occurrence of flag (`--a_b` and `--a-b` are the same); None if absent."""
-    found = _occurrences(argv, flag)
-    return found[-1][2] if found else None
-
-
-def flag_value(argv: list[str], flag: str) -> str | None:
-    """First value of the last occurrence of flag; '' for a bare flag; None if absent."""
-    values = flag_values(argv, flag)
-    return None if values is None else (values[0] if values else "")
-
-
-def set_flag(argv: list[str], flag: str, values: list[str]) -> list[str]:
-    """argv with flag set to values: replaces the first occurrence in place, drops later ones, else appends."""
-    found = _occurrences(argv, flag)
-    if not found:
-        return [*argv, flag, *values]
-    out, last = [], 0
-    for n, (start, end, _) in enumerate(found):
-        out += argv[last:start] + ([flag, *values] if n == 0 else [])
-        last = end
-    return out + argv[last:]
-
-
-def _flag_groups(fragment: list[str]) -> list[list[str]]:
-    groups: list[list[str]] = []
-    for token in fragment:
-        if _is_flag_token(token) or not groups:
-            groups.append([token])
-        else:
-            groups[-1].append(token)
-    return groups
 
 
 # ---------------------------------------------------------------- argparse emulation
@@ -673,3 +609,32 @@ def check_args(argv: list[str], *, command: str = "sft", cwd: Path, cuda: bool |
 
     new_argv = [token for item in items for token in item.tokens()]
     return ArgCheck(new_argv, notes, problems, command, cwd, cuda)
+
+
+# ---------------------------------------------------------------- a local model folder outside training
+
+class ModelUnresolved(SwiftdeckError):
+    """ms-swift could not tell the model type or template of a local folder on its own (one line)."""
+
+
+def model_settings(model: str | Path, *, model_type: str | None = None,
+                   template: str | None = None) -> tuple[str | None, str | None]:
+    """(model_type, template) for loading `model` the way `swiftdeck train` resolves it: what ms-swift decides
+    alone stays None; a local folder it could not match (e.g. a Qwen2 folder: 'qwen2' or 'qwen2_gte') gets the
+    proposal that `train` makes, so chat, check-identity, deploy and merge load the same folder the same way."""
+    folder = Path(model).expanduser()
+    if (model_type and template) or not folder.is_dir():
+        return model_type, template
+    registry = introspect("registry")["registry"]
+    given = {"model": _Item("--model", [str(folder.resolve())], {"dest": "model"})}
+    for dest, value in (("model_type", model_type), ("template", template)):
+        if value:
+            given[dest] = _Item(f"--{dest}", [value], {"dest": dest})
+    problem = _model_problem(given, registry)
+    if problem is None:
+        return model_type, template
+    if not problem.fix:
+        also = f" (one of: {', '.join(problem.suggestions)})" if problem.suggestions else ""
+        raise ModelUnresolved(f"{problem.message}{also}")
+    fixed = {group[0]: group[1] for group in _flag_groups(problem.fix) if len(group) > 1}
+    return fixed.get("--model_type", model_type), fixed.get("--template", template)

@@ -87,3 +87,12 @@ def swift_introspection(tmp_path_factory) -> Path:
         mp.setenv("SWIFTDECK_HOME", str(tmp_path_factory.mktemp("introspected-home")))
         swift_args.introspect("sft", "infer", "registry")
         return swift_args.cache_dir()
+
+
+@pytest.fixture
+def introspected_home(home, swift_introspection) -> Path:
+    """`home` with engine.swift_args' cache of the installed ms-swift already in it (no 20 s introspection)."""
+    import shutil
+
+    shutil.copytree(swift_introspection, home / "cache" / swift_introspection.name)
+    return home

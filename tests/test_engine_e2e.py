@@ -148,13 +148,13 @@ def test_graceful_stop_saves_a_new_checkpoint_and_leaves_no_process(home, demo_a
     assert_tree_gone(rec)
 
     # "relaunch with these changes": a remedy applied, resumed from the checkpoint the stop saved
-    from engine import relaunch, training
+    from engine.ops import launch
 
     remedy = "--per_device_train_batch_size 5 --gradient_accumulation_steps 2 (was 10 x 1: the effective batch stays)"
-    planned = relaunch.plan(rec, remedy)
-    assert any("--per_device_train_batch_size 10 → 5" in c for c in planned.changes), planned.changes
-    assert any("--resume_from_checkpoint" in c for c in planned.changes)
-    resumed = training.start(planned.argv, cwd=tmp_path)
+    cmd, changes = launch.plan_relaunch(rec, remedy)
+    assert any("--per_device_train_batch_size 10 → 5" in c for c in changes), changes
+    assert any("--resume_from_checkpoint" in c for c in changes)
+    resumed = launch.start(launch.check_launch(cmd))
     reader = RunReader(console_log=resumed.console_log)
     first = wait_for(lambda: reader.poll() is not None and reader.state.metrics and reader.state.metrics[0],
                      RUN_TIMEOUT, "the resumed run's first step")

@@ -1,10 +1,12 @@
-"""relaunch.plan on recorded runs: which remedies apply, and what the resume line says."""
+"""engine.ops.launch.plan_relaunch on recorded runs: which remedies apply, and what the resume line says."""
 from engine import relaunch
+from engine.ops.launch import plan_relaunch
 from engine.runs import RunRecord
 
 
 def _rec(args: list[str]) -> RunRecord:
-    return RunRecord(id="sft-x", kind="sft", argv=["swift", "sft", *args], cwd="/tmp", run_dir=None)
+    return RunRecord(id="sft-x", kind="sft", argv=["swift", "sft", *args], cwd="/tmp", run_dir=None,
+                     env={"CUDA_VISIBLE_DEVICES": "3"}, status="failed")
 
 
 def test_remedy_flags_take_only_leading_flag_value_pairs():
@@ -15,13 +17,14 @@ def test_remedy_flags_take_only_leading_flag_value_pairs():
 
 
 def test_plan_applies_the_remedy_and_says_what_changes():
-    plan = relaunch.plan(_rec(["--model", "m", "--max_length", "4096"]), "--max_length 2048 (was 4096)")
-    assert plan.argv == ["--model", "m", "--max_length", "2048"]
-    assert plan.changes == ["--max_length 4096 → 2048",
+    cmd, changes = plan_relaunch(_rec(["--model", "m", "--max_length", "4096"]), "--max_length 2048 (was 4096)")
+    assert list(cmd.args) == ["--model", "m", "--max_length", "2048"]
+    assert cmd.env == {"CUDA_VISIBLE_DEVICES": "3"} and cmd.cwd == "/tmp"  # the run's environment is kept
+    assert changes == ["--max_length 4096 → 2048",
                             "starts from scratch: the failed run left no resumable checkpoint"]
 
 
 def test_plan_keeps_an_earlier_resume_and_says_so():
-    plan = relaunch.plan(_rec(["--resume_from_checkpoint", "/o/v0/checkpoint-50"]), None)
-    assert plan.argv == ["--resume_from_checkpoint", "/o/v0/checkpoint-50"]
-    assert plan.changes == ["resumes from /o/v0/checkpoint-50 again: the failed run saved no newer checkpoint"]
+    cmd, changes = plan_relaunch(_rec(["--resume_from_checkpoint", "/o/v0/checkpoint-50"]), None)
+    assert list(cmd.args) == ["--resume_from_checkpoint", "/o/v0/checkpoint-50"]
+    assert changes == ["resumes from /o/v0/checkpoint-50 again: the failed run saved no newer checkpoint"]

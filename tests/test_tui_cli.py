@@ -51,7 +51,7 @@ def test_bad_input_is_one_line(argv, message, capsys, home):
 
 def test_the_dashboard_process_imports_no_ml_stack():
     """`python -X importtime`: everything the dashboard imports, checked for torch/transformers/swift."""
-    code = ("import tui.cli, tui.app, tui.screens.launch, tui.screens.runs, engine.swift_args, engine.training, "
+    code = ("import tui.cli, tui.app, tui.screens.launch, tui.screens.runs, engine.swift_args, engine.ops.launch, engine.ops.jobs, engine.ops.checkpoints, "
             "engine.dataset_check, engine.gpu, engine.supervisor, engine.checkpoints, engine.ingest; "
             "tui.cli.route([])")
     proc = subprocess.run([sys.executable, "-X", "importtime", "-c", code], cwd=REPO, capture_output=True,

@@ -137,19 +137,19 @@ def test_downsample_keeps_extremes_and_the_last_point():
 
 def test_launch_form_defaults_are_the_tutorial_preset():
     plan = actions.build_launch(actions.LaunchForm(model="/m", dataset="/d.json"), gpu=False)
-    argv = plan.argv
+    argv = list(plan.args)
     pairs = {argv[i]: argv[i + 1] for i in range(len(argv) - 1) if argv[i].startswith("--")}
     assert pairs["--lora_rank"] == "8" and pairs["--lora_alpha"] == "32"
     assert pairs["--target_modules"] == "all-linear" and pairs["--learning_rate"] == "1e-4"
     assert pairs["--num_train_epochs"] == "10" and pairs["--per_device_train_batch_size"] == "1"
     assert pairs["--gradient_accumulation_steps"] == "16" and pairs["--max_length"] == "2048"
     assert pairs["--torch_dtype"] == "float32"
-    assert actions.build_launch(actions.LaunchForm(model="/m", dataset="/d"), gpu=True).argv.count("bfloat16") == 1
+    assert actions.build_launch(actions.LaunchForm(model="/m", dataset="/d"), gpu=True).args.count("bfloat16") == 1
     plan = actions.build_launch(actions.LaunchForm(model="/m", dataset="/d", visible_gpus="0,1",
                                                    extra="--lora_rank 16 --split_dataset_ratio 0.1"), gpu=True)
-    assert plan.argv.count("--lora_rank") == 1 and "16" in plan.argv and "--split_dataset_ratio" in plan.argv
+    assert plan.args.count("--lora_rank") == 1 and "16" in plan.args and "--split_dataset_ratio" in plan.args
     assert plan.env == {"CUDA_VISIBLE_DEVICES": "0,1"}
-    assert plan.command().startswith("CUDA_VISIBLE_DEVICES=0,1 swift sft --model /m")
+    assert plan.display().startswith("CUDA_VISIBLE_DEVICES=0,1 swift sft --model /m")
 
 
 @pytest.mark.parametrize("form,message", [
@@ -164,42 +164,46 @@ def test_launch_form_bad_input_is_one_line(form, message):
 
 
 def test_checkpoint_cleanup(tmp_path, swift_fixtures, home):
+    from engine.ops import checkpoints as ops
+
     run = tmp_path / "v0-20261127-000000"
     shutil.copytree(swift_fixtures / "run-v2", run, symlinks=True)
     ckpt = run / "checkpoint-20"
     (ckpt / "optimizer.pt").write_bytes(b"\0" * 4096)
     (ckpt / "scheduler.pt").write_bytes(b"\0" * 100)
     before = {p.name for p in ckpt.iterdir()}
-    names = {p.name for p in actions.optimizer_files(ckpt)}
+    names = {p.name for p in ops.optimizer_files(ckpt)}
     assert names == {"optimizer.pt", "scheduler.pt", "rng_state.pth"}
-    freed = actions.strip_optimizer(ckpt)
+    freed = ops.strip_optimizer(ckpt)
     assert freed >= 4196
     assert {p.name for p in ckpt.iterdir()} == before - names
     assert (ckpt / "adapter_config.json").exists()
-    with pytest.raises(actions.ActionError, match="newest checkpoint of a running run"):
-        actions.delete_checkpoint(run / "checkpoint-24", run_active=True, is_last=True)
-    with pytest.raises(actions.ActionError, match="not a checkpoint folder"):
-        actions.delete_checkpoint(run)
-    assert actions.delete_checkpoint(ckpt) > 0 and not ckpt.exists()
+    with pytest.raises(ops.CheckpointRefused, match="not a checkpoint folder"):
+        ops.delete_checkpoint(run)
+    assert ops.delete_checkpoint(ckpt) > 0 and not ckpt.exists()
 
 
-def test_resume_plan(tmp_path, swift_fixtures, home):
-    from engine import checkpoints
+def test_resume_plan_keeps_the_runs_environment(tmp_path, swift_fixtures, home):
+    from engine import checkpoints, runs
+    from engine.ops import launch
 
     rec = make_run(swift_fixtures, tmp_path, "finished")
+    rec = runs.update(rec.id, lambda r: r.env.update(CUDA_VISIBLE_DEVICES="1", NPROC_PER_NODE="1"))
     folder = checkpoints.scan_run(rec.run_dir)
     last = folder.checkpoints[-1]
-    with pytest.raises(actions.ActionError, match="not resumable"):
-        actions.resume_plan(rec, last)  # the recording left the optimizer state out
+    with pytest.raises(launch.LaunchRefused, match="not resumable"):
+        launch.plan_resume(rec, last)  # the recording left the optimizer state out
     for name in ("optimizer.pt", "scheduler.pt"):
         (last.path / name).write_bytes(b"\0")
     last = checkpoints.scan_run(rec.run_dir).checkpoints[-1]
-    plan = actions.resume_plan(rec, last)
-    assert plan.argv[-2:] == ["--resume_from_checkpoint", str(last.path)]
-    assert plan.argv[:-2] == rec.argv[2:]
-    assert "not set" in plan.changes[0]
-    with pytest.raises(actions.ActionError, match="not started by swiftdeck"):
-        actions.resume_plan(None, last)
+    cmd, changes = launch.plan_resume(rec, last)
+    assert list(cmd.args[-2:]) == ["--resume_from_checkpoint", str(last.path)]
+    assert list(cmd.args[:-2]) == rec.argv[2:]
+    assert cmd.env == {"CUDA_VISIBLE_DEVICES": "1", "NPROC_PER_NODE": "1"} and cmd.cwd == rec.cwd
+    assert cmd.display().startswith("CUDA_VISIBLE_DEVICES=1 NPROC_PER_NODE=1 swift sft ")
+    assert "not set" in changes[0] and any("CUDA_VISIBLE_DEVICES=1" in c for c in changes)
+    with pytest.raises(launch.LaunchRefused, match="not started by swiftdeck"):
+        launch.plan_resume(None, last)
 
 
 # ---------------------------------------------------------------- model

@@ -18,13 +18,17 @@ from textual.widgets import Footer, Static
 
 import themes
 from tui import settings
-from tui.actions import ActionError, delete_checkpoint, fmt_bytes, optimizer_files, resume_plan, strip_optimizer
+from engine.errors import SwiftdeckError
+from engine.ops import checkpoints as ckpt_ops
+from engine.ops import jobs
+from engine.ops import launch as launch_ops
+from tui.actions import fmt_bytes
 from tui.gpufeed import GpuFeed
 from tui.model import RunSource, RunWatch, Update
 from tui.screens.confirm import ConfirmScreen
 from tui.screens.help import HelpScreen
 from tui.screens.launch import LaunchScreen
-from tui.screens.leftovers import LeftoversScreen, find_leftovers
+from tui.screens.leftovers import LeftoversScreen
 from tui.screens.relaunch import RelaunchError, RelaunchScreen
 from tui.screens.runs import RunsScreen
 from tui.widgets.chat import ChatPane
@@ -290,7 +294,7 @@ class SwiftdeckApp(App):
     @work(thread=True, group="leftovers")
     def _startup_leftovers(self) -> None:
         try:
-            found = find_leftovers(self.gpu_feed.sampler if self.gpu_feed else None)
+            found = jobs.find_leftovers(self.gpu_feed.sampler if self.gpu_feed else None)
         except Exception as exc:  # an unreadable registry must not stop the dashboard
             self.call_from_thread(self.notify, f"could not look for leftover processes: {exc}", severity="warning")
             return
@@ -306,18 +310,20 @@ class SwiftdeckApp(App):
 
         def answered(yes: bool | None) -> None:
             if yes:
-                self.notify(f"stopping {rec.id}: a checkpoint is saved at the next step, then it exits")
+                self.notify(f"stopping {rec.id}: {jobs.stop_words(rec)}")
                 self._stop(rec)
 
         self.push_screen(ConfirmScreen(f"Stop run {rec.id}?",
-                                       "Graceful stop: ms-swift saves a checkpoint at the end of the current step "
-                                       "and exits; after 120 s the process tree is killed.", yes="Stop"), answered)
+                                       f"It {jobs.stop_words(rec)}; after 120 s the process tree is killed.",
+                                       yes="Stop"), answered)
 
-    @work(thread=True, group="stop")
+    @work(thread=True, exclusive=True, group="stop")
     def _stop(self, rec) -> None:
-        from engine import supervisor
-
-        report = supervisor.stop(rec)
+        try:
+            report = jobs.stop(rec)
+        except (SwiftdeckError, OSError) as exc:
+            self.call_from_thread(self.notify, f"stop failed: {exc}", severity="error", timeout=10)
+            return
         msg = (f"run {rec.id} stopped in {report.seconds:.0f}s" if report.clean
                else f"run {rec.id}: processes still alive: {report.left}")
         self.call_from_thread(self.notify, msg, severity="information" if report.clean else "error")
@@ -381,55 +387,48 @@ class SwiftdeckApp(App):
         rec = src.record if src else None
         try:
             if event.action == "resume":
-                plan = resume_plan(rec, c)
+                cmd, changes = launch_ops.plan_resume(rec, c)
                 title = f"Resume training from {c.name}?"
-                body = "\n".join(["what changes:", *(f"  {x}" for x in plan.changes), "",
-                                  "command: swift sft " + " ".join(plan.argv)])
-                run = lambda: self._resume(plan)  # noqa: E731
+                body = "\n".join(["what changes:", *(f"  {x}" for x in changes), "", "command: " + cmd.display()])
+                run = lambda: self._resume(cmd, changes)  # noqa: E731
             elif event.action == "delete":
-                if rec is not None and rec.active and c.is_last:
-                    raise ActionError(f"{c.name} is the newest checkpoint of a running run; stop the run first")
                 title = f"Delete {c.name} ({fmt_bytes(c.size_bytes)})?"
                 body = f"{c.path}\nis removed from disk. This cannot be undone."
-                run = lambda: self._file_action("delete", c, rec)  # noqa: E731
+                run = lambda: self._file_action("delete", c)  # noqa: E731
             else:
-                files = optimizer_files(c.path)
+                files = ckpt_ops.optimizer_files(c.path)
                 if not files:
-                    raise ActionError(f"{c.name} has no optimizer state to strip")
+                    raise ckpt_ops.CheckpointRefused(f"{c.name} has no optimizer state to strip")
                 title = f"Strip the optimizer state of {c.name}?"
                 body = "\n".join(["removes:", *(f"  {p.name}" for p in files), "",
                                   "The adapter stays usable for chat, merge and deploy, but training can no longer "
                                   "be resumed from this checkpoint."])
-                run = lambda: self._file_action("strip", c, rec)  # noqa: E731
-        except ActionError as exc:
+                run = lambda: self._file_action("strip", c)  # noqa: E731
+        except SwiftdeckError as exc:
             self.notify(str(exc), severity="warning", timeout=8)
             return
         self.push_screen(ConfirmScreen(title, body, yes=event.action.capitalize()),
                          lambda yes: run() if yes else None)
 
-    @work(thread=True, group="ckpt-action")
-    def _file_action(self, action: str, c, rec) -> None:
+    @work(thread=True, exclusive=True, group="ckpt-action")
+    def _file_action(self, action: str, c) -> None:
         try:
             if action == "delete":
-                freed = delete_checkpoint(c.path, run_active=bool(rec and rec.active), is_last=c.is_last)
-                msg = f"deleted {c.name}, freed {fmt_bytes(freed)}"
+                msg = f"deleted {c.name}, freed {fmt_bytes(ckpt_ops.delete_checkpoint(c.path))}"
             else:
-                msg = f"stripped {c.name}, freed {fmt_bytes(strip_optimizer(c.path))}"
+                msg = f"stripped {c.name}, freed {fmt_bytes(ckpt_ops.strip_optimizer(c.path))}"
             severity = "information"
-        except (ActionError, OSError) as exc:
+        except (SwiftdeckError, OSError) as exc:
             msg, severity = str(exc), "error"
         self.watch.force_scan = True
-        self.call_from_thread(self.notify, msg, severity=severity)
+        self.call_from_thread(self.notify, msg, severity=severity, timeout=8)
 
-    @work(thread=True, group="ckpt-action")
-    def _resume(self, plan) -> None:
-        from engine import swift_args, training
-
+    @work(thread=True, exclusive=True, group="ckpt-action")
+    def _resume(self, cmd, changes) -> None:
         try:
-            check = swift_args.check_args(plan.argv, command="sft", cwd=plan.cwd)
-            if not check.ok:
-                raise ActionError("not resumed: " + "; ".join(p.message for p in check.problems))
-            rec = training.start(check.argv, cwd=plan.cwd, label=plan.label, notes=check.notes)
+            check = launch_ops.check_launch(cmd, datasets=False)
+            check.changes = changes
+            rec = launch_ops.start(check)
         except Exception as exc:
             self.call_from_thread(self.notify, str(exc), severity="error", timeout=10)
             return

@@ -1,21 +1,20 @@
-"""Console entry point `swiftdeck`: dashboard commands open the Textual app; the rest is engine.cli.
-
-    swiftdeck [--output-dir DIR] [--theme NAME]    the dashboard on the most recent run
-    swiftdeck attach RUN [--theme NAME]            the dashboard on one run (plain follow output when not a TTY)
-    swiftdeck demo [--epochs N]                    start the offline demo run, then the dashboard on it
-    swiftdeck serve [--port N] [...]               the same dashboard in a browser (textual-serve, 127.0.0.1)
+"""Console entry point `swiftdeck`. The whole command tree is engine.cli's one parser; the commands that show the
+dashboard (none, `attach`, `demo`, `serve`) open it here when there is a terminal, everything else runs in
+engine.cli.
 
 Import-light on purpose: nothing heavy is imported before we know the command, and the dashboard process never
 imports torch, transformers or swift.
 """
 from __future__ import annotations
 
-from engine.errors import SwiftdeckError
 import argparse
+import os
 import sys
 from pathlib import Path
 
-DASHBOARD_FLAGS = ("--output-dir", "--theme")
+from engine import cli
+from engine.errors import SwiftdeckError
+
 EXIT_USAGE = 2
 
 
@@ -23,51 +22,16 @@ class UsageError(SwiftdeckError):
     pass
 
 
-def _dashboard_parser(prog: str = "swiftdeck") -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog=prog, add_help=False)
-    p.add_argument("--output-dir", type=Path, default=None, help="where to look for ms-swift run folders")
-    p.add_argument("--theme", default=None, help="swiftdeck-dark | swiftdeck-light | swiftdeck-contrast | ...")
-    return p
-
-
 def route(argv: list[str]) -> tuple[str, argparse.Namespace | list[str]]:
     """('dashboard' | 'attach' | 'demo' | 'serve', options) or ('engine', argv)."""
-    head = argv[0] if argv else None
-    if head is None or head.split("=")[0] in DASHBOARD_FLAGS:
-        ns, rest = _dashboard_parser().parse_known_args(argv)
-        if rest:
-            raise UsageError(f"unexpected argument(s): {' '.join(rest)}")
-        return "dashboard", ns
-    if head == "attach":
-        p = _dashboard_parser("swiftdeck attach")
-        p.add_argument("run")
-        ns, rest = p.parse_known_args(argv[1:])
-        if rest:
-            raise UsageError(f"unexpected argument(s): {' '.join(rest)}")
-        return "attach", ns
-    if head == "demo" and not any(a in ("--build-only", "--json", "-h", "--help") for a in argv[1:]):
-        p = _dashboard_parser("swiftdeck demo")
-        p.add_argument("--epochs", type=int, default=None)
-        ns, rest = p.parse_known_args(argv[1:])
-        if rest:
-            raise UsageError(f"unexpected argument(s): {' '.join(rest)}")
-        return "demo", ns
-    if head == "serve":
-        p = _dashboard_parser("swiftdeck serve")
-        p.add_argument("--host", default="127.0.0.1")
-        p.add_argument("--port", type=int, default=8000)
-        p.add_argument("--run", default=None, help="open this run (default: the most recent)")
-        ns, rest = p.parse_known_args(argv[1:])
-        if rest:
-            raise UsageError(f"unexpected argument(s): {' '.join(rest)}")
-        return "serve", ns
-    return "engine", argv
+    if any(a in ("-h", "--help") for a in argv):
+        return "engine", argv
+    ns = cli.parse(argv)
+    return (ns.face, ns) if ns.face else ("engine", argv)
 
 
 def _interactive() -> bool:
     """A terminal, or the browser driver of `swiftdeck serve` (its app runs behind a pipe)."""
-    import os
-
     return sys.stdout.isatty() or bool(os.environ.get("TEXTUAL_DRIVER"))
 
 
@@ -82,10 +46,10 @@ def _check_theme(name: str | None) -> None:
         raise UsageError(f"unknown theme {name!r}; known: {', '.join(known)}")
 
 
-def open_dashboard(source, *, output_dir: Path | None, theme: str | None) -> int:
+def open_dashboard(source, ns) -> int:
     from tui.app import SwiftdeckApp
 
-    app = SwiftdeckApp(source, output_dir=output_dir, theme=theme)
+    app = SwiftdeckApp(source, output_dir=ns.output_dir, theme=ns.theme)
     still_running = app.run()
     if still_running:
         print(f"swiftdeck closed; run {still_running} keeps running. "
@@ -93,11 +57,24 @@ def open_dashboard(source, *, output_dir: Path | None, theme: str | None) -> int
     return 0
 
 
-def _most_recent(output_dir: Path):
-    from tui.model import discover
+def _dashboard(kind: str, ns: argparse.Namespace) -> int:
+    from engine.ops.runs import RunSource, newest_run, resolve
 
-    found = discover(output_dir)
-    return found[0] if found else None
+    _check_theme(ns.theme)
+    given = ns.output_dir_given = ns.output_dir is not None
+    ns.output_dir = (ns.output_dir or Path("output")).expanduser().resolve()
+    if given and not ns.output_dir.is_dir():
+        raise UsageError(f"no such folder: {ns.output_dir}")
+    if kind == "serve":
+        return serve(ns)
+    if kind in ("attach", "demo") and not _interactive():  # scripts and CI get the plain follow output
+        return cli.run(ns)
+    if kind == "dashboard":
+        return open_dashboard(newest_run(ns.output_dir, under=given), ns)
+    if kind == "attach":
+        return open_dashboard(resolve(ns.run), ns)
+    print("building the offline demo model (cached after the first time) ...")
+    return open_dashboard(RunSource.of_record(cli.start_demo(epochs=ns.epochs)), ns)
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -105,38 +82,8 @@ def main(argv: list[str] | None = None) -> int:
     try:
         kind, ns = route(argv)
         if kind == "engine":
-            from engine import cli
-
             return cli.main(ns)
-        _check_theme(ns.theme)
-        output_dir = (ns.output_dir or Path("output")).expanduser().resolve()
-        if ns.output_dir is not None and not output_dir.is_dir():
-            raise UsageError(f"no such folder: {output_dir}")
-        if kind == "dashboard":
-            return open_dashboard(_most_recent(output_dir), output_dir=output_dir, theme=ns.theme)
-        if kind == "attach":
-            if not _interactive():
-                from engine import cli
-
-                return cli.main(["attach", ns.run])
-            from tui.model import SourceError, resolve
-
-            try:
-                source = resolve(ns.run)
-            except SourceError as exc:
-                raise UsageError(str(exc)) from None
-            return open_dashboard(source, output_dir=output_dir, theme=ns.theme)
-        if kind == "demo":
-            from engine import cli
-
-            if not _interactive():  # scripts and CI keep the engine's plain follow output
-                return cli.main(["demo", *(["--epochs", str(ns.epochs)] if ns.epochs else [])])
-            print("building the offline demo model (cached after the first time) ...")
-            rec = cli.start_demo(epochs=ns.epochs)
-            from tui.model import RunSource
-
-            return open_dashboard(RunSource.of_record(rec), output_dir=output_dir, theme=ns.theme)
-        return serve(ns)
+        return _dashboard(kind, ns)
     except SwiftdeckError as exc:
         print(f"swiftdeck: {exc}", file=sys.stderr)
         return EXIT_USAGE
@@ -157,8 +104,8 @@ def serve(ns) -> int:
     cmd = [sys.executable, "-m", "tui.cli"]
     if ns.run:
         cmd += ["attach", ns.run]
-    if ns.output_dir:
-        cmd += ["--output-dir", str(ns.output_dir.expanduser().resolve())]
+    if ns.output_dir_given:
+        cmd += ["--output-dir", str(ns.output_dir)]
     if ns.theme:
         cmd += ["--theme", ns.theme]
     serve_app(cmd, host=ns.host, port=ns.port)

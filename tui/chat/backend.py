@@ -215,13 +215,11 @@ class DeployBackend:
         """Nothing to close: the deploy is a managed job that outlives the dashboard (stop it with ctrl+r)."""
 
 
-def start_deploy(target: ChatTarget):
-    """`swift deploy` of the target on 127.0.0.1 (engine.deploy): the adapter under its checkpoint name, or the
-    base/merged model. Returns the run record; wait with engine.deploy.wait_ready."""
-    from engine import deploy
-
+def deploy_request(target: ChatTarget) -> dict:
+    """The engine.ops.jobs.deploy arguments that serve the target on 127.0.0.1: the adapter under its checkpoint
+    name, or the base/merged model."""
     if target.adapter is not None:
-        return deploy.start({target.label: target.adapter}, label=f"deploy {target.label}")
+        return {"adapters": {target.label: target.adapter}, "label": f"deploy {target.label}"}
     b = target.base
     extra = [x for key in ("model_type", "template", "torch_dtype") if b.get(key) for x in (f"--{key}", b[key])]
-    return deploy.start({}, model=b["model"], extra=extra, label=f"deploy {target.label}")
+    return {"adapters": {}, "model": b["model"], "extra": extra, "label": f"deploy {target.label}"}

@@ -1,6 +1,7 @@
-"""`n`: the new-run form. The seed tutorial's settings are the preset; it shows the exact command, checks it with
-engine.swift_args (in a worker: the first check asks ms-swift in a subprocess), launches through the engine and
-hands the new run back to the dashboard (dismiss with the RunRecord)."""
+"""`n`: the new-run form. The self-cognition tutorial's settings are the preset; it shows the exact command, checks
+it with engine.ops.launch (arguments against the installed ms-swift and the dataset check, in a worker: the first
+check asks ms-swift in a subprocess), launches through it and hands the new run back to the dashboard (dismiss with
+the RunRecord)."""
 from __future__ import annotations
 
 import dataclasses
@@ -13,7 +14,9 @@ from textual.containers import Grid, Horizontal, Vertical, VerticalScroll
 from textual.screen import Screen
 from textual.widgets import Button, Footer, Input, Label, Static
 
-from tui.actions import ActionError, LaunchForm, LaunchPlan, build_launch
+from engine.command import Command
+from tui.actions import ActionError, LaunchForm, build_launch
+from engine.ops.datasets import check_datasets
 from tui.widgets.style import theme_color
 
 FIELDS = (  # (attribute, label, placeholder)
@@ -47,11 +50,11 @@ class LaunchScreen(Screen):
         self.gpu = gpu
         self.cwd = Path(cwd or Path.cwd())
         self.initial = form or LaunchForm()
-        self.checked = None  # (plan argv, engine.swift_args.ArgCheck) of the last check
-        self.plan: LaunchPlan | None = None
+        self.checked = None  # (command, engine.ops.launch.LaunchCheck) of the last check
+        self.plan: Command | None = None
 
     def compose(self):
-        yield Static("New run — swift sft with LoRA (preset: the seed tutorial's settings)", id="launch-title")
+        yield Static("New run — swift sft with LoRA (preset: the self-cognition tutorial's settings)", id="launch-title")
         with VerticalScroll(id="launch-form"):
             with Grid(id="launch-grid"):
                 for name, label, placeholder in FIELDS:
@@ -90,12 +93,12 @@ class LaunchScreen(Screen):
     def _refresh_plan(self) -> None:
         out = self.query_one("#launch-command", Static)
         try:
-            self.plan = build_launch(self.form(), gpu=self.gpu)
+            self.plan = build_launch(self.form(), gpu=self.gpu, cwd=self.cwd)
         except ActionError as exc:
             self.plan = None
             out.update(Text(f"command: {exc}", style=theme_color(self.app, "warning")))
             return
-        out.update(Text.assemble(("command: ", "bold"), self.plan.command()))
+        out.update(Text.assemble(("command: ", "bold"), self.plan.display()))
 
     # ------------------------------------------------------------ dataset check (engine.dataset_check)
 
@@ -137,27 +140,25 @@ class LaunchScreen(Screen):
         self._check_worker(self.plan, launch, fixes, self.checked)
 
     @work(thread=True, exclusive=True, group="launch")
-    def _check_worker(self, plan: LaunchPlan, launch: bool, fixes: bool, previous) -> None:
-        from engine import swift_args
+    def _check_worker(self, plan: Command, launch: bool, fixes: bool, previous) -> None:
+        from engine.ops import launch as ops
 
-        # check-dataset before every check and launch: errors block the launch, warnings are shown
-        data_ok, lines = check_datasets(swift_args.flag_values(plan.argv, "--dataset") or [], self.cwd)
-        self.app.call_from_thread(self._show_datasets, lines)
-        check = previous[1] if previous is not None and previous[0] == plan.argv else None
+        check = previous[1] if previous is not None and previous[0] == plan else None
         try:
             if check is None:
-                check = swift_args.check_args(plan.argv, command="sft", cwd=self.cwd)
-            if fixes:
+                check = ops.check_launch(plan)
+            if fixes and check.fixable:
                 check = check.with_fixes()
         except Exception as exc:  # introspection failed: say so in one line
             self.app.call_from_thread(self._show_check, None, f"could not check the arguments: {exc}")
             return
-        blocked = "" if data_ok else (("not launched: " if launch else "a launch is blocked: ")
-                                      + next(m.strip() for level, m in lines if level == "error"))
-        self.app.call_from_thread(self._show_check, check, blocked, plan, launch and data_ok)
-        if launch and check.ok and data_ok:
+        self.app.call_from_thread(self._show_datasets, check.datasets)
+        blocked = "" if check.datasets_ok else ("not launched: " if launch else "a launch is blocked: ") + \
+            check.blocker
+        self.app.call_from_thread(self._show_check, check, blocked, plan, launch and check.ok)
+        if launch and check.ok:
             try:
-                rec = _start(check.argv, self.cwd, plan, check.notes)
+                rec = ops.start(check)
             except Exception as exc:
                 self.app.call_from_thread(self._show_check, check, f"launch failed: {exc}", plan)
                 return
@@ -170,23 +171,16 @@ class LaunchScreen(Screen):
             out.update(Text(error, style=err))
             return
         if plan is not None and plan is self.plan:
-            self.checked = (plan.argv, check)  # a later Launch reuses this check (and its applied fixes)
+            self.checked = (plan, check)  # a later Launch reuses this check (and its applied fixes)
         text = Text()
-        if check.argv != (self.plan.argv if self.plan else None):
+        if check.command != self.plan:
             text.append("checked command: ", "bold")
-            text.append("swift sft " + " ".join(check.argv) + "\n")
-        text.append_text(check_text(self.app, check, launching=launching and not error))
+            text.append(check.command.display() + "\n")
+        text.append_text(check_text(self.app, check.args, launching=launching and not error))
         if error:
             text.append(("\n" if text.plain and not text.plain.endswith("\n") else "") + error, err)
-        self.query_one("#fix").display = any(p.fix for p in check.problems)
+        self.query_one("#fix").display = any(p.fix for p in check.args.problems)
         out.update(text)
-
-
-def _start(argv: list[str], cwd: Path, plan: LaunchPlan, notes: list[str]):
-    """Launch through the engine; visible GPUs travel as CUDA_VISIBLE_DEVICES in the run's env."""
-    from engine import training
-
-    return training.start(argv, cwd=cwd, label=plan.label, notes=notes, env=plan.env)
 
 
 def check_text(app, check, *, launching: bool = False) -> Text:
@@ -208,63 +202,6 @@ def check_text(app, check, *, launching: bool = False) -> Text:
 
 
 # ---------------------------------------------------------------- datasets (check-dataset before every launch)
-
-MAX_ISSUES_SHOWN = 6
-_FORMATS = {"json": "JSON array", "jsonl": "JSON Lines"}
-
-
-def _local_dataset(value: str, cwd: Path) -> tuple[Path | None, bool]:
-    """(the local file of one --dataset value or None, whether it looks like a file that does not exist).
-    ms-swift's syntax is `[hf::|ms::]path_or_id[:subsets][#N]`; a value that is no existing path is a hub id."""
-    if "::" in value:
-        return None, False
-    base, sep, sample = value.rpartition("#")
-    candidates = [value, base] if sep and sample.isdigit() else [value]
-    for c in candidates:
-        path = (cwd / Path(c).expanduser()).resolve()
-        if path.exists():
-            return path, False
-    name = candidates[-1]
-    if name.startswith(("/", ".", "~")) or name.lower().endswith((".json", ".jsonl", ".csv")):
-        return (cwd / Path(name).expanduser()).resolve(), True
-    return None, False
-
-
-def check_datasets(values: list[str], cwd: Path) -> tuple[bool, list[tuple[str, str]]]:
-    """engine.dataset_check on every local file of a --dataset list, without a model (no tokenizer import in the
-    TUI process): (launch allowed, [(level, line)]), level one of ok | fail (a file's head line) | error | warning
-    | info; the first `error` line says why a launch is blocked."""
-    from engine.dataset_check import check_dataset
-
-    allowed, out = True, []
-    for value in values:
-        path, missing = _local_dataset(value, cwd)
-        if missing:
-            allowed = False
-            out.append(("error", f"✖ {path} does not exist"))
-            continue
-        if path is None:
-            out.append(("info", f"{value}: not a local file — ms-swift will look it up as a hub dataset id"))
-            continue
-        try:
-            report = check_dataset(path)
-        except Exception as exc:  # the checker itself failed: say so, and let ms-swift have its say
-            out.append(("warning", f"{path.name}: the dataset check failed ({type(exc).__name__}: {exc})"))
-            continue
-        head = (f"{'✔' if report.ok else '✖'} {path.name}: {report.rows} rows, "
-                f"{_FORMATS.get(report.file_format or '', '?')}, {report.schema or '?'} format")
-        if report.errors:
-            head += f" — {len(report.errors)} error(s) block the launch"
-        elif report.warnings:
-            head += f" — {len(report.warnings)} warning(s)"
-        out.append(("ok" if report.ok else "fail", head))
-        shown = report.errors + report.warnings
-        for issue in shown[:MAX_ISSUES_SHOWN]:
-            out.append((issue.level, f"  {issue.level}: {path.name} {issue.message}"))
-        if len(shown) > MAX_ISSUES_SHOWN:
-            out.append(("info", f"  … {len(shown) - MAX_ISSUES_SHOWN} more: swiftdeck check-dataset {path}"))
-        allowed = allowed and report.ok
-    return allowed, out
 
 
 def datasets_text(app, lines: list[tuple[str, str]]) -> Text:

@@ -1,4 +1,4 @@
-"""Leftover processes of swiftdeck's earlier runs (engine.leftovers: registry pid + start time, so only our own):
+"""Leftover processes of swiftdeck's earlier runs (engine.ops.jobs, over engine.leftovers: registry pid + start time, so only our own):
 shown on start when there are any, and with `L` / the palette. Lists each with its RAM, GPU memory and run; space
 toggles a row, `y` stops the selected ones (SIGTERM, then SIGKILL), then the list is read again."""
 from __future__ import annotations
@@ -10,23 +10,9 @@ from textual.containers import Horizontal, Vertical
 from textual.screen import ModalScreen
 from textual.widgets import Button, DataTable, Static
 
+from engine.ops.jobs import find_leftovers, stop_leftovers
 from tui.actions import fmt_bytes
 from tui.widgets.style import theme_color
-
-
-def find_leftovers(sampler=None) -> list:
-    """engine.leftovers.find with a GPU reading (GPU memory per pid when NVML is there). `sampler`: one of the
-    app's (engine.gpu.GpuSampler-like); else a temporary one."""
-    from engine import gpu, leftovers
-
-    own = sampler is None
-    sampler = sampler or gpu.GpuSampler()
-    try:
-        snapshot = sampler.sample()
-    finally:
-        if own:
-            sampler.close()
-    return leftovers.find(snapshot)
 
 
 class LeftoversScreen(ModalScreen[None]):
@@ -127,10 +113,8 @@ class LeftoversScreen(ModalScreen[None]):
 
     @work(thread=True, exclusive=True, group="leftovers-stop")
     def _stop(self, chosen: list) -> None:
-        from engine import leftovers
-
         try:
-            left = leftovers.stop(chosen)
+            left = stop_leftovers(chosen)
             message = (f"stopped {len(chosen)} process(es)" if not left
                        else f"{len(left)} process(es) still alive after SIGKILL: {' '.join(map(str, left))}")
         except Exception as exc:

@@ -1,14 +1,12 @@
 """`r` on a failed run: "relaunch with these changes". Pick one of the diagnosis' remedies (those that start with
 `--flag value` pairs; advice-only ones are listed greyed out), or type flags; see exactly what changes
-(engine.relaunch.plan: the flags, and --resume_from_checkpoint of the newest resumable checkpoint) and the full
-command after engine.swift_args.check_args; confirm -> engine.training.start -> the dashboard attaches to the new run
-(dismissed with its RunRecord)."""
+(engine.ops.launch.plan_relaunch: the flags, and --resume_from_checkpoint of the newest resumable checkpoint; the
+run's environment and folder are kept) and the full command after engine.ops.launch.check_launch; confirm ->
+engine.ops.launch.start -> the dashboard attaches to the new run (dismissed with its RunRecord)."""
 from __future__ import annotations
 
 from engine.errors import SwiftdeckError
 import re
-import shlex
-from pathlib import Path
 
 from rich.text import Text
 from textual import on, work
@@ -75,8 +73,8 @@ class RelaunchScreen(Screen):
         self.rec = rec
         self.diagnosis = diagnosis or {}
         self.remedies: list[str] = list(self.diagnosis.get("remedies") or [])
-        self.plan = None  # engine.relaunch.Relaunch for the flags shown
-        self.check = None  # engine.swift_args.ArgCheck of self.plan.argv
+        self.plan = None  # (Command, changes) for the flags shown
+        self.check = None  # engine.ops.launch.LaunchCheck of that command
         self._planned_for: str | None = None
 
     def compose(self):
@@ -162,12 +160,13 @@ class RelaunchScreen(Screen):
 
     @work(thread=True, exclusive=True, group="relaunch-plan")
     def _plan_worker(self, text: str, changes: str) -> None:
-        from engine import relaunch, swift_args
+        from engine.ops import launch
 
         plan = check = None
         try:
-            plan = relaunch.plan(self.rec, changes)
-            check = swift_args.check_args(plan.argv, command="sft", cwd=Path(self.rec.cwd))
+            plan = launch.plan_relaunch(self.rec, changes)
+            check = launch.check_launch(plan[0], datasets=False)
+            check.changes = plan[1]
             error = ""
         except Exception as exc:  # introspection failed, an odd record: one line
             error = f"could not check the command: {exc}"
@@ -181,15 +180,14 @@ class RelaunchScreen(Screen):
         changes = Text()
         if plan is not None:
             changes.append("what changes:", "bold")
-            for change in plan.changes:
+            for change in plan[1]:
                 changes.append(f"\n  {change}")
         self.query_one("#relaunch-changes", Static).update(changes)
         out = Text()
         if check is not None:
-            env = " ".join(f"{k}={shlex.quote(v)}" for k, v in sorted(self.rec.env.items()))
             out.append("command: ", "bold")
-            out.append(" ".join(x for x in (env, "swift sft", shlex.join(check.argv)) if x) + "\n")
-            out.append_text(check_text(self.app, check))
+            out.append(check.command.display() + "\n")
+            out.append_text(check_text(self.app, check.args))
         if error:
             out.append(error, err)
         self.query_one("#relaunch-command", Static).update(out)
@@ -212,21 +210,17 @@ class RelaunchScreen(Screen):
             self.notify("the command is still being checked (or the flags are not valid)", severity="warning")
             return
         if not self.check.ok:
-            self.notify("not relaunched: " + "; ".join(p.message for p in self.check.problems), severity="error",
-                        timeout=10)
+            self.notify(f"not relaunched: {self.check.blocker}", severity="error", timeout=10)
             return
         self.query_one("#relaunch", Button).disabled = True
         self._start(self.plan, self.check)
 
     @work(thread=True, exclusive=True, group="relaunch-start")
     def _start(self, plan, check) -> None:
-        from engine import training
+        from engine.ops import launch
 
-        rec = self.rec
-        notes = [f"relaunch of {rec.id}: " + "; ".join(plan.changes), *check.notes]
         try:
-            new = training.start(check.argv, cwd=Path(rec.cwd), label=f"relaunch of {rec.label or rec.id}",
-                                 notes=notes, env=dict(rec.env))
+            new = launch.start(check, notes=[f"relaunch of {self.rec.id}"])
         except Exception as exc:
             self.app.call_from_thread(self._failed, f"relaunch failed: {exc}")
             return

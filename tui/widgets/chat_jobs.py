@@ -4,14 +4,14 @@ of the chat target (waits for /health, then the pane can chat through it), and m
 notifications."""
 from __future__ import annotations
 
-import time
 from pathlib import Path
 
 from textual import work
 from textual.message import Message
 
 from engine.chat_client import ChatClientError
-from tui.chat.backend import BackendError, DeployBackend, start_deploy
+from engine.errors import SwiftdeckError
+from tui.chat.backend import BackendError, DeployBackend, deploy_request
 from tui.chat.target import ChatTarget
 
 
@@ -79,70 +79,28 @@ class ChatJobs:
 
     # ------------------------------------------------------------ deploy
 
-    @work(thread=True, group="chat-deploy")
-    def _adopt_deploy(self) -> None:
-        """A deploy already serving (started earlier, or by `swiftdeck deploy`) is shown and usable."""
-        try:
-            found = DeployBackend.find_running()
-        except Exception:  # an unreadable registry must not break the pane
-            found = None
-        if found is not None:
-            self.post_message(self.DeployState(found.rec, found.url))
-
-    def action_deploy(self) -> None:
-        from tui.screens.confirm import ConfirmScreen
-
-        rec = self.deploy_rec
-        if rec is not None:
-            where = self.deploy.url if self.deploy else "starting"
-            self.app.push_screen(ConfirmScreen(f"Stop the deploy {rec.id}?", f"swift deploy at {where} is stopped "
-                                               "(SIGINT to its process group, then the tree is killed).",
-                                               yes="Stop"), lambda yes: self._stop_deploy(rec) if yes else None)
-            return
-        try:
-            target = self.current_target()
-        except (BackendError, ChatClientError) as exc:
-            self.app.notify(str(exc), severity="warning")
-            return
-        what = f"--adapters {target.label}={target.adapter}" if target.adapter else f"--model {target.base['model']}"
-        body = (f"swift deploy {what} --host 127.0.0.1 --port <free>\n\nA managed job in the run registry: it keeps "
-                "serving after you quit; ctrl+r again stops it. When /health answers, its URL shows here and "
-                "ctrl+f sends the chat through its OpenAI-compatible API.")
-        self.app.push_screen(ConfirmScreen(f"Deploy {target.label}?", body, yes="Deploy"),
-                             lambda yes: self._deploy(target) if yes else None)
-
-    @work(thread=True, group="chat-deploy")
+    @work(thread=True, exclusive=True, group="chat-deploy")
     def _deploy(self, target: ChatTarget) -> None:
         from textual.worker import get_current_worker
 
-        from engine import deploy, runs
+        from engine.ops import jobs
 
+        me = get_current_worker()
         try:
-            rec = start_deploy(target)
-        except (deploy.DeployError, OSError, ValueError) as exc:
-            self.post_message(self.Note(f"deploy not started: {exc}", "error"))
+            done = jobs.deploy(**deploy_request(target), cancelled=lambda: me.is_cancelled,
+                               started=lambda rec: self.post_message(self.DeployState(rec, None)))
+        except SwiftdeckError as exc:
+            self.post_message(self.Note(f"deploy failed: {exc}", "error"))
+            self.post_message(self.DeployState(None, None))
             return
-        self.post_message(self.DeployState(rec, None))
-        me, deadline = get_current_worker(), time.time() + 600
-        while not me.is_cancelled:
-            try:
-                url = deploy.wait_ready(rec, timeout_s=1.0)
-                break
-            except deploy.DeployError as exc:
-                if runs.load(rec.id).active and time.time() < deadline:
-                    continue
-                self.post_message(self.Note(f"deploy failed: {exc}", "error"))
-                self.post_message(self.DeployState(None, None))
-                return
-        else:
-            return
-        self.post_message(self.DeployState(runs.load(rec.id), url))
+        if done.url is not None:
+            self.post_message(self.DeployState(done.rec, done.url))
 
-    @work(thread=True, group="chat-deploy-stop")
+    @work(thread=True, exclusive=True, group="chat-deploy-stop")
     def _stop_deploy(self, rec) -> None:
-        from engine import supervisor
+        from engine.ops import jobs
 
-        report = supervisor.stop(rec)
+        report = jobs.stop(rec)
         self.post_message(self.DeployState(None, None))
         self.post_message(self.Note(f"deploy {rec.id} stopped" if report.clean else
                                     f"deploy {rec.id}: processes still alive: {report.left}",
@@ -167,7 +125,7 @@ class ChatJobs:
     # ------------------------------------------------------------ merge (M in the browser)
 
     def merge(self, checkpoint) -> None:
-        from engine import merge
+        from engine.ops.jobs import merged_path
         from tui.screens.confirm import ConfirmScreen
 
         path = Path(checkpoint.path)
@@ -175,7 +133,7 @@ class ChatJobs:
             self.app.notify(f"{checkpoint.name} is a {checkpoint.kind} model, not a LoRA adapter: nothing to merge",
                             severity="warning")
             return
-        out = merge.merged_path(path)
+        out = merged_path(path)
         if out.exists():
             self.app.notify(f"{out} already exists", severity="warning")
             return
@@ -185,26 +143,23 @@ class ChatJobs:
         self.app.push_screen(ConfirmScreen(f"Merge {checkpoint.name} into a full model?", body, yes="Merge"),
                              lambda yes: self._merge(checkpoint) if yes else None)
 
-    @work(thread=True, group="merge")
+    @work(thread=True, exclusive=True, group="merge")
     def _merge(self, checkpoint) -> None:
         from textual.worker import get_current_worker
 
-        from engine import merge, runs
+        from engine.ops import jobs
 
+        me = get_current_worker()
         try:
-            rec = merge.start(Path(checkpoint.path))
-        except (merge.MergeError, OSError) as exc:
+            rec = jobs.merge(Path(checkpoint.path), cancelled=lambda: me.is_cancelled, started=lambda r: self.post_message(
+                self.Note(f"merging {checkpoint.name} in the background (run {r.id}) …")))
+        except SwiftdeckError as exc:
             self.post_message(self.Note(str(exc), "error"))
             return
-        self.post_message(self.Note(f"merging {checkpoint.name} in the background (run {rec.id}) …"))
-        me = get_current_worker()
-        while rec.active and not me.is_cancelled:
-            time.sleep(0.5)
-            rec = runs.load(rec.id)
         if rec.active:
             return
         if rec.status == "finished" and rec.exit_code == 0:
-            self.post_message(self.Note(f"merged into {merge.merged_path(Path(checkpoint.path))}: a full model "
+            self.post_message(self.Note(f"merged into {jobs.merged_path(Path(checkpoint.path))}: a full model "
                                         "(Enter on it chats with it as a base)"))
         else:
             self.post_message(self.Note(f"merge of {checkpoint.name} {rec.status} (exit code {rec.exit_code}): "

@@ -1,0 +1,8 @@
+"""One function per use case, called by both faces (engine/cli.py and the dashboard). Screens build a plan with
+these and show the result; widgets never start or stop a process themselves.
+
+- runs:        resolve a RUN argument, list runs, the newest run (under an output dir), a run's summary
+- launch:      check a command (arguments + datasets), start it, plan a resume or a relaunch
+- jobs:        stop, deploy and wait, merge and wait, leftovers
+- checkpoints: delete or strip a checkpoint, refused while a live process may need it
+"""

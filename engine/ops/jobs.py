@@ -1,0 +1,101 @@
+"""Stop a run, deploy and wait until it answers, merge and wait until it is written, and the processes of ended
+runs that outlived them: the same functions behind `swiftdeck stop|deploy|merge|leftovers` and the dashboard."""
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+from engine import deploy as deploy_mod
+from engine import leftovers as leftovers_mod
+from engine import merge as merge_mod
+from engine import runs, supervisor
+from engine.runs import RunRecord
+
+Cancelled = Callable[[], bool]
+
+
+def stop(rec: RunRecord, *, force: bool = False, timeout_s: float = 120.0) -> supervisor.StopReport:
+    """Graceful for training (a checkpoint at the next step), SIGINT for servers; escalates; confirms that no
+    process of the run's tree is left."""
+    return supervisor.stop(rec, force=force, timeout_s=timeout_s)
+
+
+def stop_words(rec: RunRecord, force: bool = False) -> str:
+    """What a stop of this kind of run does, for a confirmation or a progress line."""
+    if force:
+        return "kills the whole process tree now"
+    if rec.kind in ("sft", "pt", "rlhf"):
+        return "saves a checkpoint at the next step, then exits"
+    return "asks it to exit, then ends its processes"
+
+
+# ---------------------------------------------------------------- deploy
+
+
+@dataclass
+class Deployed:
+    rec: RunRecord
+    url: str | None  # None when the wait was cancelled
+
+
+def deploy(adapters: dict[str, str], *, model: str | None = None, host: str = "127.0.0.1", port: int | None = None,
+           extra: list[str] | None = None, cwd: Path | None = None, label: str = "", timeout_s: float = 600.0,
+           cancelled: Cancelled = lambda: False, started: Callable[[RunRecord], None] | None = None) -> Deployed:
+    """Start `swift deploy` as a managed job and wait until /health answers (raises DeployError when it exits or
+    times out). `started` is told the record as soon as the job exists."""
+    rec = deploy_mod.start(adapters, model=model, host=host, port=port, extra=extra, cwd=cwd, label=label)
+    if started is not None:
+        started(rec)
+    deadline = time.time() + timeout_s
+    while not cancelled():
+        try:
+            return Deployed(runs.load(rec.id), deploy_mod.wait_ready(rec, timeout_s=1.0))
+        except deploy_mod.DeployError:
+            if runs.load(rec.id).active and time.time() < deadline:
+                continue
+            raise
+    return Deployed(runs.load(rec.id), None)
+
+
+# ---------------------------------------------------------------- merge
+
+
+def merge(ckpt: Path, *, device_map_cpu: bool = False, wait: bool = True, cancelled: Cancelled = lambda: False,
+          started: Callable[[RunRecord], None] | None = None, poll_s: float = 0.5) -> RunRecord:
+    """`swift export --merge_lora` as a background job writing CKPT-merged/; with `wait`, returns the ended record
+    (or the live one when cancelled)."""
+    rec = merge_mod.start(Path(ckpt), device_map_cpu=device_map_cpu)
+    if started is not None:
+        started(rec)
+    while wait and rec.active and not cancelled():
+        time.sleep(poll_s)
+        rec = runs.load(rec.id)
+    return rec
+
+
+merged_path = merge_mod.merged_path
+
+
+# ---------------------------------------------------------------- leftovers
+
+
+def find_leftovers(sampler=None) -> list[leftovers_mod.Leftover]:
+    """Live processes of ended runs, with their GPU memory when NVML is there. `sampler`: an engine.gpu.GpuSampler
+    to reuse (else a temporary one)."""
+    from engine import gpu
+
+    own = sampler is None
+    sampler = sampler or gpu.GpuSampler()
+    try:
+        snapshot = sampler.sample()
+    finally:
+        if own:
+            sampler.close()
+    return leftovers_mod.find(snapshot)
+
+
+def stop_leftovers(items: list[leftovers_mod.Leftover]) -> list[int]:
+    """SIGTERM then SIGKILL, each pid re-verified by start time first; returns the pids still alive."""
+    return leftovers_mod.stop(items)

@@ -1,0 +1,133 @@
+"""Launch, resume and relaunch: one path for the CLI and the dashboard.
+
+    cmd = Command.parse(...)            # or a form's / a record's command, changed by plan_resume / plan_relaunch
+    check = check_launch(cmd)           # arguments against the installed ms-swift + the dataset check
+    rec = start(check)                  # refuses what the check blocks; a training run gets the graceful stop
+
+The run's command value (kind, args, env, cwd, label) is what is recorded, so a resume or relaunch of a run keeps
+its environment (CUDA_VISIBLE_DEVICES, NPROC_PER_NODE, ...) and working folder.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field, replace
+from pathlib import Path
+
+from engine import relaunch, supervisor
+from engine.command import Command
+from engine.errors import SwiftdeckError
+from engine.ops.datasets import check_datasets
+from engine.runs import RunRecord
+
+
+class LaunchRefused(SwiftdeckError):
+    """The check blocks this launch; the message says what blocks it."""
+
+
+@dataclass
+class LaunchCheck:
+    command: Command  # as checked (with the rewrites and, when asked, the fixes applied)
+    args: object  # engine.swift_args.ArgCheck
+    datasets_ok: bool = True
+    datasets: list[tuple[str, str]] = field(default_factory=list)  # (level, line), see ops.datasets
+    changes: list[str] = field(default_factory=list)  # for a resume/relaunch: what differs from the earlier run
+
+    @property
+    def ok(self) -> bool:
+        return self.args.ok and self.datasets_ok
+
+    @property
+    def fixable(self) -> bool:
+        return bool(self.args.problems) and all(p.fix for p in self.args.problems)
+
+    @property
+    def blocker(self) -> str | None:
+        """Why a launch is refused, in one line; None when it is not."""
+        if self.args.problems:
+            n = len(self.args.problems)
+            first = self.args.problems[0].message
+            return (f"{n} problem(s) with the swift {self.command.kind} arguments: {first}"
+                    + (" (apply the proposed fixes)" if self.fixable else ""))
+        if not self.datasets_ok:
+            return next((line.strip() for level, line in self.datasets if level == "error"),
+                        "the dataset check found errors")
+        return None
+
+    def with_fixes(self) -> "LaunchCheck":
+        fixed = self.args.with_fixes()
+        return replace(self, args=fixed, command=self.command.with_args(fixed.argv))
+
+
+def check_launch(cmd: Command, *, fix: bool = False, datasets: bool = True, cuda: bool | None = None) -> LaunchCheck:
+    """Check `cmd` against the installed ms-swift (renames, unknown flags, model_type/template, bf16 on CPU,
+    relative paths) and its local dataset files. `fix` applies every proposed fix."""
+    from engine import swift_args
+
+    args = swift_args.check_args(list(cmd.args), command=cmd.kind, cwd=Path(cmd.cwd), cuda=cuda)
+    check = LaunchCheck(cmd.with_args(args.argv), args)
+    if fix and check.fixable:
+        check = check.with_fixes()
+    if datasets:
+        values = [*(check.command.flags("--dataset") or []), *(check.command.flags("--val_dataset") or [])]
+        check.datasets_ok, check.datasets = check_datasets(values, Path(cmd.cwd))
+    return check
+
+
+def start(check: LaunchCheck, *, notes: list[str] | None = None) -> RunRecord:
+    """Start a checked command detached (engine.supervisor); refuses one whose check blocks it."""
+    if not check.ok:
+        raise LaunchRefused(f"not launched: {check.blocker}")
+    cmd = check.command.with_graceful_exit() if check.command.is_training else check.command
+    return supervisor.launch(cmd.kind, list(cmd.args), cwd=cmd.cwd, env=cmd.env, label=cmd.label,
+                             output_dir=cmd.output_dir if cmd.is_training else None,
+                             notes=[*check.args.notes, *check.changes, *(notes or [])])
+
+
+# ---------------------------------------------------------------- resume / relaunch
+
+
+def _trainable(rec: RunRecord | None, what: str) -> Command:
+    if rec is None:
+        raise LaunchRefused(f"this run folder was not started by swiftdeck, so its command line is unknown: run "
+                            f"`swiftdeck train -- <its arguments> {what}`")
+    cmd = Command.of_record(rec)
+    if not cmd.is_training:
+        raise LaunchRefused(f"run {rec.id} is a {rec.kind} job, not a training run")
+    if rec.active:
+        raise LaunchRefused(f"run {rec.id} is still {rec.status}: stop it first")
+    return cmd
+
+
+def plan_resume(rec: RunRecord | None, checkpoint) -> tuple[Command, list[str]]:
+    """`rec`'s command resumed from `checkpoint` (engine.checkpoints.CheckpointInfo): same env, cwd, arguments."""
+    cmd = _trainable(rec, f"--resume_from_checkpoint {checkpoint.path}")
+    if not checkpoint.resumable:
+        why = next((n for n in checkpoint.notes if n.startswith("not resumable")), "not resumable")
+        raise LaunchRefused(f"{checkpoint.name}: {why}")
+    before = cmd.flag("--resume_from_checkpoint")
+    cmd = cmd.with_flag("--resume_from_checkpoint", [str(checkpoint.path)]).with_label(f"resume {checkpoint.name}")
+    changes = [f"--resume_from_checkpoint: {before or '(not set)'} → {checkpoint.path}",
+               f"ms-swift continues from step {checkpoint.step} (model, optimizer, scheduler, RNG) and writes a new "
+               f"vN-… folder under {cmd.flag('--output_dir') or 'output'}"]
+    changes += [f"keeps the run's environment: {k}={v}" for k, v in sorted(cmd.env.items())]
+    return cmd, changes
+
+
+def plan_relaunch(rec: RunRecord | None, remedy: str | None = None) -> tuple[Command, list[str]]:
+    """A failed run's command with a remedy's `--flag value` pairs applied, resumed from its newest resumable
+    checkpoint when it has one (same env and cwd)."""
+    cmd = _trainable(rec, "<the changed flags>")
+    changes = []
+    for flag, value in relaunch.remedy_flags(remedy or ""):
+        old = cmd.flag(flag)
+        cmd = cmd.with_flag(flag, [value])
+        changes.append(f"{flag} {old} → {value}" if old is not None else f"{flag} {value} (new)")
+    ckpt = relaunch.newest_resumable(rec.run_dir)
+    previous = cmd.flag("--resume_from_checkpoint")
+    if ckpt:
+        cmd = cmd.with_flag("--resume_from_checkpoint", [str(ckpt)])
+        changes.append(f"--resume_from_checkpoint {ckpt} (continues from step {ckpt.name.split('-')[-1]})")
+    elif previous:
+        changes.append(f"resumes from {previous} again: the failed run saved no newer checkpoint")
+    else:
+        changes.append("starts from scratch: the failed run left no resumable checkpoint")
+    return cmd.with_label(f"relaunch of {rec.label or rec.id}"), changes

@@ -1,0 +1,177 @@
+"""Which runs exist and how to name one: a registry record, or a bare ms-swift run folder / console log found on
+disk. Resolving a RUN argument, listing runs and the cheap per-run summary (step, max steps, last loss) live here
+once, for `swiftdeck runs`, the run switcher and every command that takes RUN."""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from pathlib import Path
+
+from engine import runs
+from engine.command import TRAINING_KINDS
+from engine.errors import SwiftdeckError
+from engine.events import Metrics
+from engine.ingest import ConsoleParser, JsonlParser
+
+SUMMARY_TAIL = 256 * 1024
+
+
+class SourceError(SwiftdeckError):
+    """A RUN argument that names nothing we know (one line for the user)."""
+
+
+@dataclass
+class RunSource:
+    """A run to show: a registry record, or a bare ms-swift run folder / console log found on disk."""
+
+    record: runs.RunRecord | None = None
+    run_dir: Path | None = None
+    console_log: Path | None = None
+
+    @classmethod
+    def of_record(cls, rec: runs.RunRecord) -> "RunSource":
+        return cls(rec, Path(rec.run_dir) if rec.run_dir else None, rec.console_log)
+
+    @property
+    def key(self) -> str:
+        return self.record.id if self.record else str(self.run_dir or self.console_log)
+
+    @property
+    def name(self) -> str:
+        if self.record:
+            return f"{self.record.label} {self.record.id}".strip() if self.record.label else self.record.id
+        return (self.run_dir or self.console_log).name
+
+    @property
+    def status(self) -> str:
+        if self.record:
+            return self.record.status
+        return "finished" if self.run_dir and _folder_finished(self.run_dir) else "unknown"
+
+    @property
+    def active(self) -> bool:
+        return bool(self.record and self.record.active)
+
+    def refreshed(self) -> "RunSource":
+        if not self.record:
+            return self
+        try:
+            rec = runs.load(self.record.id)
+        except (OSError, ValueError, TypeError):
+            return self
+        return RunSource(rec, Path(rec.run_dir) if rec.run_dir else self.run_dir, rec.console_log)
+
+
+def _folder_finished(run_dir: Path) -> bool:
+    try:
+        with open(run_dir / "logging.jsonl", "rb") as fh:
+            fh.seek(0, 2)
+            fh.seek(max(0, fh.tell() - SUMMARY_TAIL))
+            return b"last_model_checkpoint" in fh.read()
+    except OSError:
+        return False
+
+
+def discover(output_dir: Path | None = None) -> list[RunSource]:
+    """Registry training runs (newest first), then deploy/merge jobs, then run folders under `output_dir` that no
+    record claims (newest first). Chat workers are the dashboard's own helpers, not runs to open."""
+    records = [r for r in runs.all_runs() if r.kind != "chat"]
+    records.sort(key=lambda r: r.kind not in ("sft", "pt", "rlhf"))  # stable: newest first within each group
+    found = [RunSource.of_record(r) for r in records]
+    if output_dir is not None and Path(output_dir).is_dir():
+        from engine import checkpoints
+
+        claimed = {Path(s.run_dir).resolve() for s in found if s.run_dir}
+        try:
+            folders = checkpoints.scan(Path(output_dir))
+        except (checkpoints.CheckpointError, OSError):
+            folders = []
+        for f in reversed(folders):
+            if f.path.resolve() not in claimed and not f.empty:
+                found.append(RunSource(run_dir=f.path.resolve()))
+    return found
+
+
+def resolve(ref: str) -> RunSource:
+    """A registry id/prefix, a run folder, or a console log file."""
+    try:
+        return RunSource.of_record(runs.resolve(ref))
+    except runs.UnknownRun as exc:
+        path = Path(ref).expanduser()
+        if path.is_dir():
+            return RunSource(run_dir=path.resolve())
+        if path.is_file():
+            return RunSource(console_log=path.resolve())
+        raise SourceError(str(exc)) from None
+
+
+# ---------------------------------------------------------------- run list summaries
+
+
+@dataclass
+class RunSummary:
+    step: int | None = None
+    max_steps: int | None = None
+    last_loss: float | None = None
+
+
+def _tail_bytes(path: Path, n: int = SUMMARY_TAIL) -> bytes:
+    try:
+        with open(path, "rb") as fh:
+            fh.seek(0, 2)
+            size = fh.tell()
+            fh.seek(max(0, size - n))
+            data = fh.read()
+        if size > n:  # drop the partial first line
+            data = data[data.find(b"\n") + 1:]
+        return data
+    except OSError:
+        return b""
+
+
+def quick_summary(src: RunSource) -> RunSummary:
+    """Step, max steps and last loss from the last 256 KiB of logging.jsonl (or the console): cheap for the
+    run switcher even for a week-long run."""
+    out = RunSummary()
+    events = []
+    if src.run_dir and (src.run_dir / "logging.jsonl").exists():
+        parser = JsonlParser()
+        events = parser.feed(_tail_bytes(src.run_dir / "logging.jsonl")) + parser.flush()
+    if not events and src.console_log:
+        parser = ConsoleParser()
+        events = parser.feed(_tail_bytes(src.console_log)) + parser.flush()
+    for ev in events:
+        step = getattr(ev, "step", None)
+        if step is not None and (out.step is None or step >= out.step):
+            out.step = step
+            out.max_steps = getattr(ev, "max_steps", None) or out.max_steps
+        if isinstance(ev, Metrics) and "loss" in ev.values and math.isfinite(ev.values["loss"]):
+            out.last_loss = ev.values["loss"]
+    return out
+
+
+
+
+def _when(src: RunSource) -> float:
+    if src.record:
+        return src.record.started_at
+    try:
+        return (src.run_dir or src.console_log).stat().st_mtime
+    except OSError:
+        return 0.0
+
+
+def newest_run(output_dir: Path | None = None, *, under: bool = False) -> RunSource | None:
+    """The run a dashboard opens first: the newest training run. With `under`, only runs whose folder (or
+    --output_dir) lies under `output_dir`: `swiftdeck --output-dir DIR` opens DIR's newest run, not the newest run
+    of the registry."""
+    found = [s for s in discover(output_dir) if not s.record or s.record.kind in TRAINING_KINDS]
+    if under and output_dir is not None:
+        root = Path(output_dir).resolve()
+
+        def inside(s: RunSource) -> bool:
+            places = [s.run_dir, s.record.output_dir if s.record else None]
+            return any(p and (Path(p).resolve() == root or root in Path(p).resolve().parents) for p in places)
+
+        found = [s for s in found if inside(s)]
+    return max(found, key=_when, default=None)
