@@ -11,3 +11,4 @@ def test_import_linter_contract_holds():
     proc = subprocess.run([str(lint)], cwd=REPO, capture_output=True, text=True)
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "engine never imports the UI KEPT" in proc.stdout
+    assert "panes and screens start and stop processes only through engine.ops KEPT" in proc.stdout
