@@ -388,30 +388,6 @@ def cmd_check_dataset(ns) -> int:
     return 0 if report.ok else 1
 
 
-# ---------------------------------------------------------------- chat / identity
-
-def cmd_check_identity(ns) -> int:
-    from engine import identity
-    from engine.chat_client import ChatClientError
-
-    ckpt = Path(ns.checkpoint).expanduser()
-    if not (ckpt / "adapter_config.json").is_file():
-        raise UserError(f"{ckpt.resolve()} is not a LoRA checkpoint (no adapter_config.json)")
-    if ns.dataset and not Path(ns.dataset).expanduser().is_file():
-        raise UserError(f"dataset file not found: {Path(ns.dataset).expanduser().resolve()}")
-    if not ns.json:
-        print("loading the base model once in a chat worker ...", file=sys.stderr)
-    try:
-        report = identity.check_identity(ckpt, dataset=Path(ns.dataset) if ns.dataset else None, sample=ns.sample)
-    except ChatClientError as exc:
-        raise UserError(str(exc)) from None
-    if ns.json:
-        _dump(report.to_json())
-    else:
-        print(report.format())
-    return 0 if report.adapter_passed == len(report.rows) else 1
-
-
 # ---------------------------------------------------------------- identity
 
 def cmd_check_identity(ns) -> int:
