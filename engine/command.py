@@ -86,6 +86,17 @@ def _flag_groups(fragment: list[str]) -> list[list[str]]:
     return groups
 
 
+def pasted_kind(tokens: list[str]) -> str | None:
+    """The <kind> of a pasted `[VAR=value ...] swift <kind> ...` line (None without the `swift` prefix)."""
+    tokens = [t for t in tokens if t not in ("\\", "\n", "\\\n")]
+    tokens = tokens[1:] if tokens[:1] == ["--"] else tokens
+    while tokens and not tokens[0].startswith("-") and _ENV_ASSIGNMENT.fullmatch(tokens[0]):
+        tokens = tokens[1:]
+    if len(tokens) > 1 and (tokens[0] == "swift" or tokens[0].endswith("/swift")):
+        return tokens[1]
+    return None
+
+
 # ---------------------------------------------------------------- the command value
 
 @dataclass(frozen=True)

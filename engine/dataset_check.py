@@ -20,6 +20,8 @@ from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
 
+from engine.kinds import needs_answer, row_problems
+
 LENGTH_RULE = (
     "ms-swift encodes each row with the template (system + conversation, ending at the final end-of-turn token) "
     "and, with the default --truncation_strategy delete, drops the row when max(len(input_ids), len(labels)) > "
@@ -263,7 +265,8 @@ def _check_field(row: dict, key: str | None, name: str, where: str, issues: _Iss
     return value
 
 
-def _messages_row(row: dict, key: str, where: str, issues: _Issues, n: int, line: int) -> list[dict] | None:
+def _messages_row(row: dict, key: str, where: str, issues: _Issues, n: int, line: int,
+                  answer_required: bool = True) -> list[dict] | None:
     msgs = row[key]
     if isinstance(msgs, str):
         try:
@@ -295,6 +298,8 @@ def _messages_row(row: dict, key: str, where: str, issues: _Issues, n: int, line
                 ok = False
                 continue
         out.append({"role": role, "content": content if isinstance(content, str) else ""})
+    if ok and out and out[-1]["role"] == "user" and not answer_required:  # a prompt for GRPO: no answer to check
+        return None
     if ok and (not out or out[-1]["role"] != "assistant"):
         issues.add("error", "bad_messages", f"{where}: the last message must be the assistant's answer",
                    row=n, line=line)
@@ -308,7 +313,8 @@ def _messages_row(row: dict, key: str, where: str, issues: _Issues, n: int, line
     return out if ok else None
 
 
-def _check_row(obj, n: int, line: int, issues: _Issues) -> tuple[str | None, _Row | None]:
+def _check_row(obj, n: int, line: int, issues: _Issues, rlhf_type: str | None = None) -> tuple[str | None,
+                                                                                                _Row | None]:
     where = _where(n, line)
     if not isinstance(obj, dict):
         issues.add("error", "not_an_object", f"{where}: a row must be a JSON object, got {type(obj).__name__}",
@@ -322,7 +328,7 @@ def _check_row(obj, n: int, line: int, issues: _Issues) -> tuple[str | None, _Ro
         return None, None
     msgs: list[dict] | None
     if schema == "messages":
-        msgs = _messages_row(obj, _first_key(obj, _MESSAGE_KEYS), where, issues, n, line)
+        msgs = _messages_row(obj, _first_key(obj, _MESSAGE_KEYS), where, issues, n, line, needs_answer(rlhf_type))
     else:
         if schema == "alpaca":
             if "input" not in obj:
@@ -333,17 +339,21 @@ def _check_row(obj, n: int, line: int, issues: _Issues) -> tuple[str | None, _Ro
             inst = _check_field(obj, "instruction" if "instruction" in obj else None, "instruction", where,
                                 issues, n, line, level)
             query = "\n".join(x for x in (inst, inp) if x and x.strip()) or None
-            answer = _check_field(obj, "output" if "output" in obj else None, "output", where, issues, n, line)
+            answer = _check_field(obj, "output" if "output" in obj else None, "output", where, issues, n, line) \
+                if needs_answer(rlhf_type) or "output" in obj else None
         else:
             qk, rk = _first_key(obj, _QUERY_KEYS), _first_key(obj, _RESPONSE_KEYS)
             query = _check_field(obj, qk, qk or "query", where, issues, n, line)
-            answer = _check_field(obj, rk, rk or "response", where, issues, n, line)
+            answer = _check_field(obj, rk, rk or "response", where, issues, n, line) \
+                if needs_answer(rlhf_type) or rk else None
         msgs = None
         if query and answer:
             msgs = [{"role": "user", "content": query}, {"role": "assistant", "content": answer}]
             system = _text(obj.get("system"))
             if system:
                 msgs.insert(0, {"role": "system", "content": system})
+    for level, code, message in row_problems(obj, rlhf_type, msgs[-1]["content"] if msgs else None):
+        issues.add(level, code, f"{where}: {message}", row=n, line=line)
     return schema, (_Row(n, line, msgs) if msgs else None)
 
 
@@ -549,9 +559,10 @@ def _token_lengths(rows: list[_Row], model: str, max_length: int | None, system:
 # ---- entry point ---------------------------------------------------------------------------------------
 
 def check_dataset(path: str | Path, *, model: str | None = None, max_length: int | None = None,
-                  system: str | None = None) -> DatasetReport:
+                  system: str | None = None, rlhf_type: str | None = None) -> DatasetReport:
     """Check one .json/.jsonl dataset file. `model` (a local folder or a cached hub id) adds token lengths under
-    its tokenizer and chat template; `system` is the --system prompt of the run, if any."""
+    its tokenizer and chat template; `system` is the --system prompt of the run, if any; `rlhf_type` adds the
+    columns that `swift rlhf --rlhf_type` needs (engine.kinds)."""
     path = Path(path).expanduser()
     report = DatasetReport(str(path))
     issues = _Issues()
@@ -595,7 +606,7 @@ def check_dataset(path: str | Path, *, model: str | None = None, max_length: int
                    line=1)
     objs, rows, schemas = [], [], Counter()
     for n, (line, obj) in enumerate(parsed, 1):
-        schema, row = _check_row(obj, n, line, issues)
+        schema, row = _check_row(obj, n, line, issues, rlhf_type)
         objs.append((n, line, obj))
         if schema:
             schemas[schema] += 1

@@ -26,7 +26,7 @@ from engine import paths
 from engine.command import _flag_groups, _is_flag_token, _norm, flag_value, flag_values, set_flag  # noqa: F401
 from engine.swift_introspect import COMMANDS
 
-SCHEMA = 1  # bump when the introspection JSON changes shape
+SCHEMA = 2  # bump when the introspection JSON changes shape
 INTROSPECT_TIMEOUT_S = 300
 # Real older spellings ms-swift 4.x refuses: 4.0 renamed train_type (3.x), which was sft_type in 2.x.
 RENAMES = {"--train_type": "--tuner_type", "--sft_type": "--tuner_type"}
@@ -285,6 +285,8 @@ def _unknown_flag_problem(item: _Item, opts: dict, command: str) -> ArgProblem:
     close = difflib.get_close_matches(_norm(name), canonical, n=3, cutoff=0.75)
     suggestions = list(dict.fromkeys((prefixed if len(prefixed) == 1 else []) + close))
     hint = f"; did you mean {' or '.join(suggestions)}?" if suggestions else ""
+    if _norm(name) in ("--rlhf_type", "--reward_funcs") and command != "rlhf":
+        suggestions, hint = [], "; it belongs to `swift rlhf` (swiftdeck train --kind rlhf)"
     return ArgProblem(name, f"{name} is not a `swift {command}` option in ms-swift {swift_version()}{hint}",
                       suggestions)
 
@@ -554,6 +556,50 @@ def _precision_on_cpu(given: dict[str, _Item], local: Path | None, problems: lis
         notes.append(f"{source} on CPU: ms-swift accepts it, but float32 is the usual choice without a GPU")
 
 
+# ---------------------------------------------------------------- swift rlhf
+
+def _rlhf_problems(given: dict[str, _Item], info: dict, problems: list[ArgProblem], notes: list[str]) -> None:
+    """What `swift rlhf` needs beyond its flags: the packages its trainer imports, GRPO's reward functions
+    (built-in names, or registered by --external_plugins), and a reward for GRPO at all."""
+    from engine import kinds
+
+    rlhf_type = _value(given, "rlhf_type")
+    if rlhf_type is None:
+        notes.append(f"no --rlhf_type: ms-swift trains {kinds.DEFAULT_RLHF_TYPE}")
+        rlhf_type = kinds.DEFAULT_RLHF_TYPE
+    if rlhf_type not in kinds.RLHF_TYPES:  # already a value problem
+        return
+    funcs = given["reward_funcs"].values if "reward_funcs" in given else []
+    plugins = "external_plugins" in given
+    for package in kinds.missing_packages(kinds.PACKAGES.get(rlhf_type, ())):
+        problems.append(ArgProblem("--rlhf_type", f"--rlhf_type {rlhf_type} needs the Python package {package}, "
+                                                  f"which is not installed (ms-swift's install does not bring it): "
+                                                  f"pip install {package}"))
+    if rlhf_type != "grpo":
+        if funcs:
+            notes.append(f"--reward_funcs is only used by --rlhf_type grpo; {rlhf_type} ignores it")
+        return
+    known = info.get("reward_funcs") or []
+    for name in funcs:
+        if name not in known:
+            if plugins:
+                notes.append(f"--reward_funcs {name}: not built into ms-swift; --external_plugins must register it")
+                continue
+            close = difflib.get_close_matches(name, known, n=3, cutoff=0.5)
+            hint = f"; did you mean {' or '.join(close)}?" if close else ""
+            problems.append(ArgProblem("--reward_funcs", f"--reward_funcs {name!r} is not a reward function of "
+                                       f"ms-swift {swift_version()} (built in: {', '.join(known)}; your own ones "
+                                       f"come with --external_plugins){hint}", close))
+            continue
+        for package in kinds.missing_packages(kinds.REWARD_PACKAGES.get(name, ())):
+            problems.append(ArgProblem("--reward_funcs", f"--reward_funcs {name} needs the Python package "
+                                       f"{package}, which is not installed: pip install {package.replace('_', '-')}"))
+    if not funcs and not any(d in given for d in ("reward_model", "teacher_model", "teacher_model_server")):
+        problems.append(ArgProblem("--reward_funcs", "--rlhf_type grpo needs --reward_funcs (built in: "
+                                   f"{', '.join(known)}) or --reward_model; ms-swift stops with \"You must "
+                                   "specify reward_funcs or reward_model\""))
+
+
 # ---------------------------------------------------------------- the check
 
 def check_args(argv: list[str], *, command: str = "sft", cwd: Path, cuda: bool | None = None) -> ArgCheck:
@@ -600,6 +646,9 @@ def check_args(argv: list[str], *, command: str = "sft", cwd: Path, cuda: bool |
     if local is not None and "check_model" in {i["dest"] for i in opts.values()} and "check_model" not in given:
         items.append(_Item("--check_model", ["false"], opts["--check_model"]))
         notes.append("added --check_model false (local model: skips ModelScope's online 'is it the latest' check)")
+
+    if command == "rlhf":
+        _rlhf_problems(given, data[command], problems, notes)
 
     dests = {info["dest"] for info in opts.values()}
     if {"bf16", "use_cpu", "torch_dtype"} <= dests:  # a training command

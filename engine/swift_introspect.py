@@ -70,7 +70,12 @@ def describe_options(command: str) -> dict:
         }
         for opt in action.option_strings:
             options[opt] = info
-    return {"command": command, "class": COMMANDS[command], "options": options}
+    out = {"command": command, "class": COMMANDS[command], "options": options}
+    if command == "rlhf":  # the built-in GRPO reward functions (--reward_funcs NAME)
+        from swift.rewards.orm import orms
+
+        out["reward_funcs"] = sorted(orms)
+    return out
 
 
 def _markers(template_meta) -> list[str]:

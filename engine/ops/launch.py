@@ -12,7 +12,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from engine import relaunch, supervisor
+from engine import kinds, relaunch, supervisor
 from engine.command import Command
 from engine.errors import SwiftdeckError
 from engine.ops.datasets import check_datasets
@@ -59,7 +59,8 @@ class LaunchCheck:
 
 def check_launch(cmd: Command, *, fix: bool = False, datasets: bool = True, cuda: bool | None = None) -> LaunchCheck:
     """Check `cmd` against the installed ms-swift (renames, unknown flags, model_type/template, bf16 on CPU,
-    relative paths) and its local dataset files. `fix` applies every proposed fix."""
+    relative paths; for `swift rlhf` the --rlhf_type, its packages and reward functions) and its local dataset
+    files (for `swift rlhf`, with the columns the --rlhf_type needs). `fix` applies every proposed fix."""
     from engine import swift_args
 
     args = swift_args.check_args(list(cmd.args), command=cmd.kind, cwd=Path(cmd.cwd), cuda=cuda)
@@ -68,7 +69,8 @@ def check_launch(cmd: Command, *, fix: bool = False, datasets: bool = True, cuda
         check = check.with_fixes()
     if datasets:
         values = [*(check.command.flags("--dataset") or []), *(check.command.flags("--val_dataset") or [])]
-        check.datasets_ok, check.datasets = check_datasets(values, Path(cmd.cwd))
+        rlhf_type = (check.command.flag("--rlhf_type") or kinds.DEFAULT_RLHF_TYPE) if cmd.kind == "rlhf" else None
+        check.datasets_ok, check.datasets = check_datasets(values, Path(cmd.cwd), rlhf_type=rlhf_type)
     return check
 
 
