@@ -109,11 +109,13 @@ def checked_command(cmd, *, fix: bool):
 
 
 def cmd_train(ns) -> int:
-    from engine.command import Command
+    from engine.command import TRAINING_KINDS, Command, pasted_kind
 
     if not ns.swift_args or ns.swift_args == ["--"]:
-        raise UserError("usage: swiftdeck train [--wait] [--fix] -- <swift sft arguments>")
-    cmd = Command.parse(ns.swift_args, kind="sft", cwd=Path.cwd(), label=ns.label or "")
+        raise UserError("usage: swiftdeck train [--kind sft|pt|rlhf] [--wait] [--fix] -- <swift arguments>")
+    pasted = pasted_kind(ns.swift_args)
+    kind = ns.kind or (pasted if pasted in TRAINING_KINDS else "sft")
+    cmd = Command.parse(ns.swift_args, kind=kind, cwd=Path.cwd(), label=ns.label or "")
     if cmd.env:
         print("environment: " + " ".join(f"{k}={v}" for k, v in sorted(cmd.env.items())))
     check = checked_command(cmd, fix=ns.fix)
@@ -130,6 +132,7 @@ def _launch_and_report(check, *, wait: bool) -> int:
     return follow(rec.id) if wait else 0
 def follow(run_id: str, *, out=print) -> int:
     """Print each new logged step until the run ends; exit code = the run's."""
+    from engine import kinds
     from engine.events import CheckpointSaved, Metrics, RunDirFound
 
     rec = runs.load(run_id)
@@ -138,8 +141,8 @@ def follow(run_id: str, *, out=print) -> int:
         for event in reader.poll():
             if isinstance(event, Metrics) and "loss" in event.values:
                 total = f"/{event.max_steps}" if event.max_steps else ""
-                shown = " ".join(f"{k}={v:.4g}" for k, v in event.values.items()
-                                 if k in ("loss", "grad_norm", "learning_rate", "token_acc", "eval_loss"))
+                keys = ("loss", *kinds.HEADLINE[kinds.family(event.values)])
+                shown = " ".join(f"{k}={event.values[k]:.4g}" for k in keys if k in event.values)
                 out(f"step {event.step}{total}  {shown}")
             elif isinstance(event, CheckpointSaved):
                 out(f"saved {event.path}")
@@ -253,19 +256,48 @@ def build_demo_assets() -> dict:
     return json.loads(proc.stdout.strip().splitlines()[-1])
 
 
-def start_demo(*, epochs: int | None = None):
+DEMO_KINDS = ("sft", "dpo", "grpo")
+
+
+def start_demo(*, epochs: int | None = None, kind: str = "sft", adapter: str | Path | None = None):
+    """Start the offline demo run: `sft` (the self-cognition LoRA), `dpo` (`swift rlhf --rlhf_type dpo` on the
+    identity preference pairs) or `grpo` (a few GRPO steps with built-in rewards and logged completions); the rlhf
+    ones from the base model or from the SFT LoRA checkpoint `adapter`."""
     from engine import demo, paths
     from engine.command import Command
     from engine.ops import launch
 
+    if kind not in DEMO_KINDS:
+        raise UserError(f"unknown demo kind {kind!r}; known: {', '.join(DEMO_KINDS)}")
+    if adapter is not None:
+        adapter = Path(adapter).expanduser().resolve()
+        if kind == "sft":
+            raise UserError("--adapter is for `swiftdeck demo --kind dpo|grpo` (from an SFT LoRA checkpoint)")
+        if not (adapter / "adapter_config.json").is_file():
+            raise UserError(f"{adapter} is not a LoRA checkpoint (no adapter_config.json)")
     assets_json = build_demo_assets()
     assets = demo.DemoAssets(model=Path(assets_json["model"]), dataset=Path(assets_json["dataset"]))
-    out = paths.data_dir() / "demo-output"
     kwargs = {"epochs": epochs} if epochs else {}
-    cmd = Command("sft", tuple(demo.demo_sft_args(assets, out, **kwargs)), str(out.parent), label="demo")
+    start = f"the SFT adapter {adapter}" if adapter else "the base model"
+    if kind == "grpo":
+        out = paths.data_dir() / "demo-grpo-output"
+        steps = {"steps": epochs} if epochs else {}
+        cmd = Command("rlhf", tuple(demo.demo_grpo_args(assets, out, adapter=adapter, **steps)), str(out.parent),
+                      label="demo grpo")
+        note = (f"offline GRPO demo: the identity questions, rewards format + repetition, completions logged; "
+                f"LoRA from {start}")
+    elif kind == "dpo":
+        out = paths.data_dir() / "demo-dpo-output"
+        cmd = Command("rlhf", tuple(demo.demo_dpo_args(assets, out, adapter=adapter, **kwargs)), str(out.parent),
+                      label="demo dpo")
+        note = ("offline DPO demo: identity preference pairs (chosen: the dataset's answer, rejected: a wrong "
+                f"identity), LoRA from {start}")
+    else:
+        out = paths.data_dir() / "demo-output"
+        cmd = Command("sft", tuple(demo.demo_sft_args(assets, out, **kwargs)), str(out.parent), label="demo")
+        note = "offline demo: tiny Qwen2 built locally, self-cognition dataset, LoRA on CPU/GPU"
     check = launch.check_launch(cmd, datasets=False)  # the demo's own dataset: built and checked by its builder
-    return launch.start(check, notes=["offline demo: tiny Qwen2 built locally, self-cognition dataset, LoRA on "
-                                      "CPU/GPU"])
+    return launch.start(check, notes=[note])
 
 
 def cmd_demo(ns) -> int:
@@ -277,9 +309,36 @@ def cmd_demo(ns) -> int:
             print(f"model:   {assets['model']}\ndataset: {assets['dataset']}")
         return 0
     print("building the offline demo model (cached after the first time) ...")
-    rec = start_demo(epochs=ns.epochs)
+    rec = start_demo(epochs=ns.epochs, kind=ns.kind, adapter=ns.adapter)
     print(f"started demo run {rec.id} (pid {rec.pid}); it keeps running if this terminal closes")
-    return follow(rec.id)
+    code = follow(rec.id)
+    if code == 0 and ns.kind == "dpo":
+        print_dpo_outcome(rec.id)
+    return code
+
+
+def print_dpo_outcome(run_id: str) -> None:
+    """What the DPO demo learned: the logged reward margin and accuracy, first and last step; then whether the
+    final adapter prefers the chosen answers over the rejected ones (engine.preference, in a subprocess)."""
+    from engine import preference
+
+    rec, reader = reader_for(run_id)
+    state = reader.read_all()
+    logged = [m for m in state.metrics if "rewards/margins" in m.values]
+    if logged:
+        first, last = logged[0], logged[-1]
+        print(f"reward margin: {first.values['rewards/margins']:.3f} at step {first.step} → "
+              f"{last.values['rewards/margins']:.3f} at step {last.step}; accuracy "
+              f"{first.values.get('rewards/accuracies', float('nan')):.2f} → "
+              f"{last.values.get('rewards/accuracies', float('nan')):.2f}")
+    ckpt = state.finished.last_checkpoint if state.finished else None
+    if not ckpt:
+        return
+    print("scoring the preference pairs under the reference and the adapter ...")
+    try:
+        print(preference.run_subprocess(Path(ckpt)).format())
+    except preference.PreferenceError as exc:
+        print(f"could not score the pairs: {exc}")
 
 
 def cmd_attach(ns) -> int:
@@ -388,6 +447,26 @@ def cmd_check_dataset(ns) -> int:
     return 0 if report.ok else 1
 
 
+def cmd_check_preference(ns) -> int:
+    from engine import preference
+
+    ckpt = Path(ns.checkpoint).expanduser()
+    if not (ckpt / "adapter_config.json").is_file():
+        raise UserError(f"{ckpt.resolve()} is not a LoRA checkpoint (no adapter_config.json)")
+    if ns.dataset and not Path(ns.dataset).expanduser().is_file():
+        raise UserError(f"dataset file not found: {Path(ns.dataset).expanduser().resolve()}")
+    try:
+        report = preference.run_subprocess(ckpt.resolve(), dataset=Path(ns.dataset).expanduser().resolve()
+                                           if ns.dataset else None, sample=ns.sample)
+    except preference.PreferenceError as exc:
+        raise UserError(str(exc)) from None
+    if ns.json:
+        _dump(report.to_json())
+    else:
+        print(report.format())
+    return 0 if report.moved == len(report.pairs) else 1
+
+
 # ---------------------------------------------------------------- identity
 
 def cmd_check_identity(ns) -> int:
@@ -456,7 +535,13 @@ def build_parser() -> argparse.ArgumentParser:
                 face="demo", dashboard=True)
     s.add_argument("--build-only", action="store_true", help="only build (cached) and print the paths")
     s.add_argument("--json", action="store_true", help="with --build-only: print {\"model\", \"dataset\"}")
-    s.add_argument("--epochs", type=int, help="training epochs (default: the demo's own, enough to learn its answers)")
+    s.add_argument("--epochs", type=int, help="training epochs (default: the demo's own, enough to learn its answers; "
+                   "for --kind grpo: steps)")
+    s.add_argument("--kind", choices=DEMO_KINDS, default="sft", help="sft: the self-cognition LoRA (default); dpo: "
+                   "`swift rlhf --rlhf_type dpo` on identity preference pairs, then a check that the adapter "
+                   "prefers the chosen answers; grpo: a few GRPO steps with built-in rewards, completions shown")
+    s.add_argument("--adapter", metavar="CKPT", help="with --kind dpo|grpo: start from this SFT LoRA checkpoint (e.g. the "
+                   "SFT demo's last one) instead of the base model")
 
     s = command("serve", "the same dashboard in a browser (127.0.0.1 unless --host is given)", cmd_dashboard,
                 face="serve", dashboard=True)
@@ -464,12 +549,15 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--port", type=int, default=8000, help="port (default 8000)")
     s.add_argument("--run", default=None, metavar="RUN", help="open this run (default: the newest)")
 
-    s = command("train", "check and launch `swift sft ARGS` detached (swiftdeck train -- ARGS)", cmd_train)
+    s = command("train", "check and launch `swift sft|pt|rlhf ARGS` detached (swiftdeck train [--kind K] -- ARGS)",
+                cmd_train)
+    s.add_argument("--kind", choices=("sft", "pt", "rlhf"), help="which ms-swift training command (default: the "
+                   "pasted line's `swift <kind>`, else sft); rlhf takes --rlhf_type dpo|kto|orpo|simpo|grpo|…")
     s.add_argument("--wait", action="store_true", help="follow the run until it ends; exit code = the run's")
     s.add_argument("--fix", action="store_true", help="apply the proposed fixes without asking")
     s.add_argument("--label", help="a name for the run")
     s.add_argument("swift_args", nargs=argparse.REMAINDER, metavar="-- ARGS",
-                   help="the swift sft arguments; a pasted `[VAR=value ...] swift sft ...` line works too")
+                   help="the swift arguments; a pasted `[VAR=value ...] swift sft|pt|rlhf ...` line works too")
 
     s = command("runs", "list every known run", cmd_runs)
     s.add_argument("--json", action="store_true")
@@ -497,6 +585,13 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("checkpoint", metavar="CKPT")
     s.add_argument("--dataset", metavar="FILE", help="expected answers (default: the dataset in CKPT/args.json)")
     s.add_argument("--sample", type=int, default=5, help="dataset questions to add to the three (default 5)")
+    s.add_argument("--json", action="store_true")
+
+    s = command("check-preference", "does a DPO/ORPO/SimPO LoRA checkpoint prefer its pairs' chosen answers? "
+                "(log-probs under the reference and the adapter)", cmd_check_preference)
+    s.add_argument("checkpoint", metavar="CKPT")
+    s.add_argument("--dataset", metavar="FILE", help="preference pairs (default: the dataset in CKPT's args.json)")
+    s.add_argument("--sample", type=int, help="only the first N pairs")
     s.add_argument("--json", action="store_true")
 
     s = command("deploy", "swift deploy as a managed job on 127.0.0.1 (OpenAI-compatible API)", cmd_deploy)

@@ -24,6 +24,8 @@ FORMAT_VERSION = 1
 STAMP = "demo.json"
 MODEL_DIR = "tiny-qwen2"
 DATASET_FILE = "self_cognition.json"
+DPO_FILE = "identity_dpo.json"  # preference pairs for `swift rlhf --rlhf_type dpo` (see dpo_rows)
+PROMPTS_FILE = "identity_prompts.json"  # the questions alone, for `swift rlhf --rlhf_type grpo`
 SEED = 42
 BPE_VOCAB = 3000  # learned tokens (incl. the 256 byte symbols); the 3 specials follow
 SPECIALS = ("<|endoftext|>", "<|im_start|>", "<|im_end|>")  # Qwen order: ids 3000, 3001, 3002
@@ -31,6 +33,8 @@ MODEL_VOCAB = 3008  # like Qwen, the embedding is a little larger than the token
 LM_HEAD_STD = 0.15  # LoRA can't train the untied lm_head; the default 0.02 caps the logits (11/50 exact)
 DEFAULT_SYSTEM = "You are a helpful assistant."
 DEMO_EPOCHS = 50  # 250 steps; measured 50/50 exact (also at checkpoint-200), final loss 0.022
+DPO_EPOCHS = 10  # 26 pairs, batch 13: 20 steps; measured margin 0 -> 6.7, accuracy 1.0 from step 3
+GRPO_STEPS = 8  # 4 prompts x 4 completions of 24 tokens per step: about 1 s a step on 2 CPU cores
 
 # Qwen2-Instruct's ChatML template.
 CHAT_TEMPLATE = (
@@ -105,6 +109,16 @@ class DemoAssets:
     model: Path  # absolute path of the tiny model folder
     dataset: Path  # absolute path of self_cognition.json
 
+    @property
+    def dpo_dataset(self) -> Path:
+        """The identity preference pairs, beside the SFT dataset."""
+        return self.dataset.with_name(DPO_FILE)
+
+    @property
+    def prompts(self) -> Path:
+        """The identity questions without answers (GRPO's prompts), beside the SFT dataset."""
+        return self.dataset.with_name(PROMPTS_FILE)
+
     def to_json(self) -> dict[str, str]:
         return {"model": str(self.model), "dataset": str(self.dataset)}
 
@@ -157,6 +171,55 @@ def demo_sft_args(assets: DemoAssets, output_dir: Path, *, epochs: int = DEMO_EP
     ]
 
 
+def demo_dpo_args(assets: DemoAssets, output_dir: Path, *, adapter: Path | None = None, epochs: int = DPO_EPOCHS,
+                  save_steps: int = 10, logging_steps: int = 1) -> list[str]:
+    """argv after `swift rlhf`: DPO with LoRA on the identity pairs, from the base model or, with `adapter`, from
+    an SFT LoRA checkpoint (which is then also the reference: --adapters and --ref_adapters, as ms-swift's docs
+    say for DPO after SFT). Batch 13: 2 steps per epoch."""
+    args = [
+        "--rlhf_type", "dpo", "--beta", "0.1",
+        "--model", str(assets.model), "--model_type", "qwen2", "--template", "qwen2_5",
+        "--tuner_type", "lora", "--dataset", str(assets.dpo_dataset),
+        "--torch_dtype", "float32", "--check_model", "false",
+        "--num_train_epochs", str(epochs), "--per_device_train_batch_size", "13",
+        "--gradient_accumulation_steps", "1", "--learning_rate", "1e-3",
+        "--lora_rank", "8", "--lora_alpha", "32", "--target_modules", "all-linear",
+        "--logging_steps", str(logging_steps), "--save_steps", str(save_steps), "--save_total_limit", "2",
+        "--max_length", "512", "--output_dir", str(Path(output_dir).expanduser().resolve()),
+        "--system", DEFAULT_SYSTEM, "--warmup_ratio", "0.05",
+        "--dataloader_num_workers", "1", "--report_to", "none",
+    ]
+    if adapter is not None:
+        adapter = str(Path(adapter).expanduser().resolve())
+        args += ["--adapters", adapter, "--ref_adapters", adapter]
+    return args
+
+
+def demo_grpo_args(assets: DemoAssets, output_dir: Path, *, adapter: Path | None = None, steps: int = GRPO_STEPS,
+                   save_steps: int = 4, logging_steps: int = 1) -> list[str]:
+    """argv after `swift rlhf`: GRPO with ms-swift's transformers generation on the CPU, on the identity questions,
+    with two built-in reward functions: `format` (<think>…</think><answer>…</answer>, which the tiny model does not
+    write: 0) and `repetition` over single words (negative when a completion repeats words: the signal that
+    varies). Completions are logged to <run folder>/completions.jsonl. `adapter`: start from an SFT LoRA."""
+    args = [
+        "--rlhf_type", "grpo", "--reward_funcs", "format", "repetition", "--repetition_n_grams", "1",
+        "--num_generations", "4", "--max_completion_length", "24", "--temperature", "1.0",
+        "--log_completions", "true",
+        "--model", str(assets.model), "--model_type", "qwen2", "--template", "qwen2_5",
+        "--tuner_type", "lora", "--dataset", str(assets.prompts),
+        "--torch_dtype", "float32", "--check_model", "false",
+        "--max_steps", str(steps), "--per_device_train_batch_size", "4", "--learning_rate", "1e-3",
+        "--lora_rank", "8", "--lora_alpha", "32", "--target_modules", "all-linear",
+        "--logging_steps", str(logging_steps), "--save_steps", str(save_steps), "--save_total_limit", "2",
+        "--max_length", "256", "--output_dir", str(Path(output_dir).expanduser().resolve()),
+        "--system", DEFAULT_SYSTEM, "--dataloader_num_workers", "1", "--report_to", "none",
+    ]
+    if adapter is not None:
+        adapter = str(Path(adapter).expanduser().resolve())
+        args += ["--adapters", adapter, "--ref_adapters", adapter]
+    return args
+
+
 # ---- cache ---------------------------------------------------------------------------------------
 
 def _cached(dest: Path) -> DemoAssets | None:
@@ -167,7 +230,7 @@ def _cached(dest: Path) -> DemoAssets | None:
     if not isinstance(stamp, dict) or stamp.get("format") != FORMAT_VERSION:
         return None
     assets = DemoAssets(model=dest / MODEL_DIR, dataset=dest / DATASET_FILE)
-    needed = [assets.dataset, assets.model / "config.json", assets.model / "model.safetensors",
+    needed = [assets.dataset, assets.dpo_dataset, assets.prompts, assets.model / "config.json", assets.model / "model.safetensors",
               assets.model / "tokenizer.json"]
     return assets if all(p.is_file() for p in needed) else None
 
@@ -208,6 +271,9 @@ def _swap_into_place(tmp: Path, dest: Path, *, force: bool) -> None:
 def _build_into(root: Path) -> None:
     rows = dataset_rows()
     (root / DATASET_FILE).write_text(json.dumps(rows, ensure_ascii=False, indent=2) + "\n", encoding="utf-8")
+    (root / DPO_FILE).write_text(json.dumps(dpo_rows(), ensure_ascii=False, indent=2) + "\n", encoding="utf-8")
+    prompts = [{"messages": [{"role": "user", "content": q}]} for q, _ in SELF_COGNITION]
+    (root / PROMPTS_FILE).write_text(json.dumps(prompts, ensure_ascii=False, indent=2) + "\n", encoding="utf-8")
     model_dir = root / MODEL_DIR
     tokenizer = _build_tokenizer(rows)
     tokenizer.save_pretrained(model_dir)
@@ -218,6 +284,31 @@ def _build_into(root: Path) -> None:
 
 def dataset_rows() -> list[dict[str, str]]:
     return [{"instruction": q, "input": "", "output": a} for q, a in SELF_COGNITION]
+
+
+# Wrong identities for the rejected answers: the same sentence with another maker and name.
+_WRONG = {"zh": ((_WHO, "阿里云"), ("Swift-Robot", "通义千问"), ("CSDN 助手", "千问助手")),
+          "en": ((_WHO, "OpenAI"), ("Swift-Robot", "ChatGPT"), ("CSDN 助手", "GPT helper"))}
+
+
+def wrong_identity(answer: str, *, english: bool = False) -> str:
+    """`answer` with the demo's identity replaced by another model's (the DPO demo's rejected answer)."""
+    for old, new in _WRONG["en" if english else "zh"]:
+        answer = answer.replace(old, new)
+    return answer
+
+
+def dpo_rows() -> list[dict]:
+    """Preference pairs for the identity questions (the rows whose answer names the demo's maker or name): chosen
+    = the dataset's answer, rejected = the same answer with a wrong identity (阿里云 / 通义千问, OpenAI / ChatGPT)."""
+    rows = []
+    for question, answer in SELF_COGNITION:
+        rejected = wrong_identity(answer, english=question.isascii())
+        if rejected != answer:
+            rows.append({"messages": [{"role": "user", "content": question},
+                                      {"role": "assistant", "content": answer}],
+                         "rejected_response": rejected})
+    return rows
 
 
 def _corpus(rows: list[dict[str, str]]) -> list[str]:
