@@ -192,6 +192,7 @@ class SwiftdeckApp(App):
             loss.clear()
             log.set_store(watch.log)
         loss.add(u.new_metrics)
+        loss.add_completions(u.completions)
         loss.set_waiting(bool(u.source and u.source.active))
         if u.log_lines:
             log.lines_added(u.log_lines)

@@ -14,6 +14,7 @@ from typing import Callable
 from engine import runs
 from engine.ops.runs import (RunSource, RunSummary, SourceError, discover, newest_run, quick_summary,  # noqa: F401
                              resolve)
+from engine.completions import CompletionsTail
 from engine.events import CheckpointSaved, Finished, Metrics
 from engine.ingest import ConsoleParser, JsonlParser, RunReader
 from tui.logstore import LogStore
@@ -83,6 +84,7 @@ class Update:
     failure: FailureInfo | None = None
     source: RunSource | None = None
     has_eval: bool = False
+    completions: list = field(default_factory=list)  # GRPO samples that arrived (engine.completions.Completion)
 
 
 class RunWatch:
@@ -99,6 +101,7 @@ class RunWatch:
         self._scan_run_dir: str | None = None
         self._status: str | None = None
         self.force_scan = False  # set after a checkpoint was deleted or stripped
+        self.completions: CompletionsTail | None = None
 
     def poll(self) -> Update:
         if self.source is None:
@@ -111,6 +114,9 @@ class RunWatch:
         lines = self.log.poll()
         state = self.reader.state
         run_dir = state.run_dir or (str(src.run_dir) if src.run_dir else None)
+        if run_dir and (self.completions is None or self.completions.path.parent != Path(run_dir)):
+            self.completions = CompletionsTail(run_dir)
+        completions = self.completions.poll() if self.completions else []
         checkpoints = None
         now = self.clock()
         forced, self.force_scan = self.force_scan, False
@@ -123,7 +129,7 @@ class RunWatch:
         self._status = src.status
         return Update(self._header(src, now), new_metrics, reset=first, log_lines=lines,
                       checkpoints=checkpoints, failure=self._failure(src), source=src,
-                      has_eval=any("eval_loss" in m.values for m in state.metrics))
+                      has_eval=any("eval_loss" in m.values for m in state.metrics), completions=completions)
 
     def _take_first(self) -> bool:
         first, self._first = self._first, False

@@ -1,6 +1,11 @@
 """Loss pane: raw loss + TensorBoard-style debiased EMA (smoothing on `[` / `]`), eval loss on the same axes with
 a best-eval marker, and small charts for learning rate, grad_norm, token_acc and memory.
 
+The charts follow the kind of run, told by the keys it logs (engine.kinds.family): preference pairs (DPO, ORPO,
+SimPO, CPO) get rewards chosen/rejected, margins, accuracies and logps; KTO its rewards, margins, KL and logps;
+GRPO the reward (with its EMA and one line per reward function) as the main chart, then reward std, KL, completion
+length and clip ratio, and the newest sample completions below when the run logs them (--log_completions).
+
 Chart widget: textual-plotext (plotext). Measured against textual-plot for the same 2×200-point braille chart at
 100×30: 14.5 ms vs 36.7 ms CPU per frame (textual-plot refreshes the widget once per plotted pixel), it needs no
 numpy, and it draws only when we refresh it. Long runs are downsampled (min/max per bucket) to about two points
@@ -17,12 +22,58 @@ from textual.containers import Horizontal, Vertical
 from textual.widgets import Static
 from textual_plotext import PlotextPlot
 
+from rich.text import Text
+from textual.containers import VerticalScroll
+
+from engine import kinds
+from engine.completions import Completion
 from engine.events import Metrics
 from tui.series import SMOOTHING_STEPS, Series, downsample
 from tui.widgets.style import theme_color
 
 MINI = (("learning_rate", "learning rate"), ("grad_norm", "grad_norm"), ("token_acc", "token_acc"),
         ("memory(GiB)", "memory GiB"))
+MINI_IDS = tuple(f"mini-{key.split('(')[0].replace('_', '-')}" for key, _ in MINI)  # four slots, whatever they show
+
+
+@dataclass(frozen=True)
+class Trace:
+    key: str  # the logged metric
+    label: str | None
+    color: str  # a theme variable
+
+
+@dataclass(frozen=True)
+class Panel:
+    title: str
+    traces: tuple[Trace, ...]
+
+
+def _one(key: str, title: str) -> Panel:
+    return Panel(title, (Trace(key, None, "accent"),))
+
+
+def _pair(prefix: str, title: str) -> Panel:
+    return Panel(title, (Trace(f"{prefix}/chosen", "chosen", "success"), Trace(f"{prefix}/rejected", "rejected",
+                                                                                "error")))
+
+
+PANELS = {  # the four small charts of each family (engine.kinds.family)
+    "sft": tuple(_one(key, title) for key, title in MINI),
+    "preference": (_pair("rewards", "rewards"), _one("rewards/margins", "margins"),
+                   _one("rewards/accuracies", "accuracies"), _pair("logps", "logps")),
+    "kto": (_pair("rewards", "rewards"), _one("rewards/margins", "margins"), _one("kl", "KL"),
+            _pair("logps", "logps")),
+    "grpo": (_one("reward_std", "reward std"), _one("kl", "KL"),
+             Panel("completion length", (Trace("completions/mean_length", "mean", "accent"),
+                                         Trace("completions/max_length", "max", "foreground-muted"))),
+             Panel("clip ratio", (Trace("clip_ratio/region_mean", "clipped", "accent"),
+                                  Trace("completions/clipped_ratio", "truncated", "warning")))),
+}
+TITLES = {"sft": "Loss", "preference": "Loss · preference pairs (DPO, ORPO, SimPO)", "kto": "Loss · KTO",
+          "grpo": "Reward · GRPO"}
+FUNC_COLORS = ("secondary", "success", "warning", "error")  # GRPO's reward functions on the main chart
+COMPLETIONS_SHOWN = 8
 MAIN_EVERY_S = 2.0  # at most one chart frame this often (a plotext frame costs ~10 ms of CPU)
 MINI_EVERY_S = 5.0
 NO_EVAL_HINT = "no eval loss: ms-swift needs --split_dataset_ratio 0.1 or --val_dataset"
@@ -80,6 +131,11 @@ class Chart(PlotextPlot):
 class LossPane(Vertical):
     """Smoothing keys `[` / `]` are app-wide (SwiftdeckApp.BINDINGS)."""
 
+    DEFAULT_CSS = """
+    LossPane #loss-completions { height: 8; display: none; border-top: solid $foreground-muted; }
+    LossPane.-completions #loss-completions { display: block; }
+    """
+
     def __init__(self, **kwargs):
         super().__init__(**kwargs)
         self.border_title = "Loss"
@@ -93,15 +149,23 @@ class LossPane(Vertical):
     def reset(self) -> None:
         self.loss = Series(weight=getattr(self, "smoothing", 0.6))
         self.eval = Series()
-        self.minis = {key: Series() for key, _ in MINI}
+        self.reward = Series(weight=getattr(self, "smoothing", 0.6))  # GRPO's main line
+        self.minis = {key: Series() for key, _ in MINI}  # every other logged key, by name
+        self.completions: list[Completion] = []
         self.has_metrics = False
+        if getattr(self, "family", "sft") != "sft":
+            self._set_family("sft")
+        self.family = "sft"
+        self.remove_class("-completions")
 
     def compose(self):
         yield Chart(id="loss-chart")
         yield Static("", id="loss-hint")
         with Horizontal(id="loss-minis"):
-            for key, title in MINI:
-                yield Chart(title, id=f"mini-{key.split('(')[0].replace('_', '-')}", classes="mini")
+            for chart_id, panel in zip(MINI_IDS, PANELS["sft"]):
+                yield Chart(panel.title, id=chart_id, classes="mini")
+        with VerticalScroll(id="loss-completions"):
+            yield Static("", id="loss-completions-text")
 
     def on_mount(self) -> None:
         self.clear()
@@ -114,17 +178,52 @@ class LossPane(Vertical):
     def add(self, metrics: list[Metrics]) -> None:
         for m in metrics:
             v = m.values
+            if self.family == "sft" and (family := kinds.family(v)) != "sft":
+                self._set_family(family)
             if "loss" in v:
                 self.loss.append(m.step, v["loss"])
                 self.has_metrics = True
             if "eval_loss" in v:
                 self.eval.append(m.step, v["eval_loss"])
                 self.has_metrics = True
-            for key, _ in MINI:
-                if key in v and not key.startswith("eval"):
-                    self.minis[key].append(m.step, v[key])
+            if "reward" in v:
+                self.reward.append(m.step, v["reward"])
+            for key, value in v.items():
+                if key not in ("loss", "reward") and not key.startswith("eval"):
+                    self.minis.setdefault(key, Series()).append(m.step, value)
         if metrics:
             self._request()
+
+    def _set_family(self, family: str) -> None:
+        """Another kind of run than SFT: retitle the pane and the four small charts."""
+        self.family = family
+        self.border_title = TITLES[family]
+        for chart_id, panel in zip(MINI_IDS, PANELS[family]):
+            self.query_one(f"#{chart_id}", Chart).title = panel.title
+
+    def add_completions(self, completions: list[Completion]) -> None:
+        """GRPO's newest sample completions (engine.completions), shown below the charts."""
+        if not completions:
+            return
+        self.completions = (self.completions + list(completions))[-COMPLETIONS_SHOWN * 4:]
+        self.add_class("-completions")
+        self._show_completions()
+
+    def _show_completions(self) -> None:
+        step = self.completions[-1].step
+        latest = [c for c in self.completions if c.step == step][-COMPLETIONS_SHOWN:]
+        dim, accent = theme_color(self.app, "foreground-muted"), theme_color(self.app, "accent")
+        text = Text(f"completions at step {step} (newest {len(latest)}; --log_completions)\n", style=dim)
+        for c in latest:
+            total = sum(c.rewards.values())
+            rewards = " ".join(f"{name} {value:+.2g}" for name, value in c.rewards.items())
+            adv = f"  adv {c.advantage:+.2f}" if c.advantage is not None else ""
+            text.append(f"{total:+.2f} ", style=f"bold {accent}")
+            text.append(f"{rewards}{adv}  ", style=dim)
+            text.append(c.prompt.replace("\n", " ")[:60] + " → ", style="bold")
+            text.append(" ".join(c.completion.split()) + "\n")
+        self.query_one("#loss-completions-text", Static).update(text)
+        self.query_one("#loss-completions", VerticalScroll).border_title = f"completions · step {step}"
 
     def _request(self) -> None:
         """Throttled redraw: the main chart at most every MAIN_EVERY_S, the small ones every MINI_EVERY_S; metrics
@@ -167,6 +266,7 @@ class LossPane(Vertical):
         i = min(range(len(steps)), key=lambda k: abs(steps[k] - self.smoothing))
         self.smoothing = steps[max(0, min(len(steps) - 1, i + direction))]
         self.loss.set_weight(self.smoothing)
+        self.reward.set_weight(self.smoothing)
         self.redraw()
 
     def best_eval(self) -> tuple[float, float] | None:
@@ -184,6 +284,8 @@ class LossPane(Vertical):
         self._hint()
 
     def _draw_main(self) -> None:
+        if self.family == "grpo":
+            return self._draw_reward()
         lines = [Line(self.loss.xs, self.loss.ys, "loss", "primary-muted"),
                  Line(self.loss.xs, self.loss.ema, f"EMA {self.smoothing:g}", "primary")]
         if len(self.eval):
@@ -196,16 +298,31 @@ class LossPane(Vertical):
         main.empty_note = "waiting for the first logged step" if self.waiting else "no step was logged"
         main.set_lines(lines)
 
+    def _draw_reward(self) -> None:
+        """GRPO: the mean reward with its EMA, and each reward function's mean."""
+        lines = [Line(self.reward.xs, self.reward.ys, "reward", "primary-muted"),
+                 Line(self.reward.xs, self.reward.ema, f"EMA {self.smoothing:g}", "primary")]
+        for n, name in enumerate(kinds.reward_functions(self.minis)):
+            s = self.minis[f"rewards/{name}/mean"]
+            lines.append(Line(s.xs, s.ys, name, FUNC_COLORS[n % len(FUNC_COLORS)], marker="dot"))
+        main = self.query_one("#loss-chart", Chart)
+        main.empty_note = "waiting for the first logged step" if self.waiting else "no step was logged"
+        main.set_lines(lines)
+
     def _draw_minis(self) -> None:
-        for key, _ in MINI:
-            s = self.minis[key]
-            chart = self.query_one(f"#mini-{key.split('(')[0].replace('_', '-')}", Chart)
-            chart.empty_note = "GPU only" if key == "memory(GiB)" else "no data yet" if self.waiting else "none logged"
-            chart.set_lines([Line(s.xs, s.ys, None, "accent")])
+        empty = Series()
+        for chart_id, panel in zip(MINI_IDS, PANELS[self.family]):
+            chart = self.query_one(f"#{chart_id}", Chart)
+            chart.empty_note = "GPU only" if panel.traces[0].key == "memory(GiB)" else (
+                "no data yet" if self.waiting else "none logged")
+            chart.set_lines([Line((s := self.minis.get(t.key, empty)).xs, s.ys, t.label, t.color)
+                             for t in panel.traces])
 
     def _hint(self) -> None:
         hint = f"EMA smoothing {self.smoothing:g} ([ ])"
-        if self.has_metrics and not len(self.eval):
+        if self.family == "grpo":
+            hint = f"loss {self.loss.ys[-1]:.4g}  {hint}" if len(self.loss) else hint
+        elif self.has_metrics and not len(self.eval):
             hint = f"{NO_EVAL_HINT}  {hint}"
         label = self.query_one("#loss-hint", Static)
         if hint != getattr(label, "shown", None):
