@@ -473,7 +473,7 @@ _LINE_BREAK = re.compile(rb"[\r\n]")
 
 
 class LineSplitter:
-    """A byte stream fed in any chunking -> its complete lines, split on `\r` and `\n` (each tqdm redraw is a
+    """A byte stream fed in any chunking -> its complete lines, split on `\\r` and `\\n` (each tqdm redraw is a
     line of its own), decoded as UTF-8 with replacement; empty lines are dropped. The unterminated rest waits for
     the next feed, capped to its last SEGMENT_CAP bytes."""
 
@@ -494,7 +494,7 @@ class LineSplitter:
 
 
 class ConsoleTail:
-    """A console log read incrementally as complete lines (`\r` or `\n` ends one): what a process watching a run
+    """A console log read incrementally as complete lines (`\\r` or `\\n` ends one): what a process watching a run
     needs (engine.runner's fatal-line watch, engine.deploy's readiness wait). One FileTail; a truncated or replaced
     file starts over from its first line."""
 
