@@ -146,7 +146,7 @@ def test_random_chunk_splits_give_each_line_once_and_the_events_of_one_read(home
         assert observer.console_text() == data.decode("utf-8", errors="replace")
 
 
-def test_console_tail_lines_are_split_on_cr_and_nf_in_any_chunking(tmp_path):
+def test_console_tail_lines_are_split_on_cr_and_lf_in_any_chunking(tmp_path):
     """engine.runner's need (its ConsoleWatch): complete lines split on \\r and \\n, none lost or doubled."""
     data = (CONSOLES / "sft-tiny-h200.log").read_bytes()
     expected = [s.decode("utf-8", errors="replace") for s in re.split(rb"[\r\n]", data)[:-1] if s]
