@@ -17,6 +17,7 @@ from pathlib import Path
 import psutil
 
 from engine import runs, supervisor
+from engine.ingest import ConsoleTail
 
 OUTPUT_DIR_RE = re.compile(r"\[INFO:swift\] output_dir: (.+)")
 POLL_S = 0.2
@@ -28,25 +29,6 @@ def final_status(exit_code: int, stop_requested: str | None) -> str:
     if stop_requested:
         return "stopped"
     return "finished" if exit_code == 0 else "failed"
-
-
-class ConsoleWatch:
-    """Returns the complete lines (split on \\r and \\n) that ms-swift appended to the console log."""
-
-    def __init__(self, path: Path):
-        self.path, self.offset, self.pending = path, 0, b""
-
-    def poll(self) -> list[str]:
-        try:
-            with open(self.path, "rb") as fh:
-                fh.seek(self.offset)
-                data = fh.read(4 << 20)
-        except OSError:
-            return []
-        self.offset += len(data)
-        *lines, self.pending = re.split(rb"[\r\n]", self.pending + data)
-        self.pending = self.pending[-65536:]
-        return [line.decode("utf-8", errors="replace") for line in lines if line]
 
 
 def clean_up_after(kind: str, line: str, rec: runs.RunRecord, proc: subprocess.Popen) -> dict:
@@ -103,7 +85,7 @@ def main(run_id: str) -> int:
         r.status = "running" if r.status == "starting" else r.status
 
     rec = runs.update(run_id, started)
-    watch = ConsoleWatch(rec.console_log)
+    watch = ConsoleTail(rec.console_log)
     known: dict[int, float] = {}
     last_tree = 0.0
     while proc.poll() is None:
@@ -137,7 +119,7 @@ def main(run_id: str) -> int:
     return 0
 
 
-def _watch_console(watch: ConsoleWatch, rec: runs.RunRecord, proc: subprocess.Popen) -> runs.RunRecord:
+def _watch_console(watch: ConsoleTail, rec: runs.RunRecord, proc: subprocess.Popen) -> runs.RunRecord:
     from engine.diagnose import match_line
 
     for line in watch.poll():
