@@ -587,7 +587,8 @@ def _apply_plan(ns, plan, verb: str, question: str) -> int:
     else:
         for path, why in done.refused:
             print(f"refused: {why}")
-        print(f"{verb.rstrip('e')}ed {len(done.done)} checkpoint(s), freed {fmt_bytes(done.freed_bytes)}")
+        print(f"{ {'delete': 'deleted', 'strip': 'stripped'}[verb]} {len(done.done)} checkpoint(s), freed "
+              f"{fmt_bytes(done.freed_bytes)}")
     return 0 if not done.refused else 1
 
 

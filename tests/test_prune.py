@@ -85,7 +85,7 @@ def test_strip_leaves_the_last_resumable_and_the_others_loadable(home, run_copy)
     disk = json.loads(swiftdeck("disk", str(run_copy), "--json", home=home).stdout)
     assert {c["name"]: c["optimizer_bytes"] for c in disk["runs"][0]["checkpoints"]} == optimizer
 
-    done = swiftdeck("strip", str(run_copy), "--yes", "--json", home=home)
+    done = swiftdeck("strip", str(run_copy), "--keep-last", "1", "--yes", "--json", home=home)
     assert done.returncode == 0, done.stderr
     applied = json.loads(done.stdout)["applied"]
     assert sorted(Path(d["path"]).name for d in applied["done"]) == sorted(names[:-1])
@@ -94,8 +94,12 @@ def test_strip_leaves_the_last_resumable_and_the_others_loadable(home, run_copy)
     assert [c.name for c in after] == names  # nothing deleted
     assert all(c.complete and c.kind == "lora" and not c.resumable for c in after[:-1])
     assert after[-1].resumable
-    again = swiftdeck("strip", str(run_copy), "--yes", home=home)
-    assert again.returncode == 0 and "nothing to strip" in again.stdout and "no optimizer state" in again.stdout
+    again = swiftdeck("strip", str(run_copy), "--keep-last", "0", "--yes", home=home)
+    assert again.returncode == 0 and "stripped 1 checkpoint(s), freed" in again.stdout, again.stdout
+    assert again.stdout.count("keep: no optimizer state") == len(names) - 1
+    assert not checkpoints.scan_run(run_copy).checkpoints[-1].resumable
+    nothing = swiftdeck("strip", str(run_copy), "--keep-last", "0", "--yes", home=home)
+    assert nothing.returncode == 0 and "nothing to strip" in nothing.stdout
 
 
 def test_what_a_live_process_may_need_is_never_pruned_or_stripped(home, run_copy, tmp_path):
