@@ -15,6 +15,7 @@ from pathlib import Path
 import orjson
 
 from engine import runs
+from engine.redact import redact_data, redact_text
 
 EXIT_USAGE = 2
 
@@ -164,8 +165,16 @@ def _run_summary(rec: runs.RunRecord) -> dict:
     }
 
 
+def _warn_unreadable(bad: list[runs.Unreadable]) -> None:
+    note = runs.describe_unreadable(bad)
+    if note:
+        print(f"swiftdeck: {note}", file=sys.stderr)
+
+
 def cmd_runs(ns) -> int:
-    rows = [_run_summary(r) for r in runs.all_runs()]
+    records, bad = runs.scan()
+    _warn_unreadable(bad)
+    rows = [_run_summary(r) for r in records]
     if ns.json:
         _dump(rows)
         return 0
@@ -330,6 +339,7 @@ def cmd_merge(ns) -> int:
 def cmd_leftovers(ns) -> int:
     from engine import gpu, leftovers
 
+    _warn_unreadable(runs.scan()[1])
     sampler = gpu.GpuSampler()
     try:
         found = leftovers.find(sampler.sample())
@@ -370,12 +380,12 @@ def cmd_diagnose(ns) -> int:
         if not path.is_file():
             raise UserError(f"'{ns.target}' is neither a swiftdeck run nor a log file")
         result = diagnose.diagnose_file(path, exit_code=ns.exit_code)
-    if ns.json:
-        _dump(result.to_json())
+    if ns.json:  # log text is shown with its secrets masked (engine.redact)
+        _dump(redact_data(result.to_json()))
     else:
         if rec is not None:
             print(f"run {rec.id}: {rec.status} (exit code {rec.exit_code})")
-        print(result.format())
+        print("\n".join(redact_text(line) for line in result.format().splitlines()))
     return 0
 
 
