@@ -17,6 +17,7 @@ import orjson
 
 from engine import runs
 from engine.errors import SwiftdeckError
+from engine.redact import redact_data, redact_text
 
 EXIT_USAGE = 2
 THEMES_HELP = "swiftdeck-dark | swiftdeck-light | swiftdeck-contrast | any Textual theme"
@@ -171,12 +172,19 @@ def _job_what(rec: runs.RunRecord) -> str:
     return rec.notes[-1] if rec.notes else " ".join(rec.argv[2:])[:80]
 
 
+def _warn_unreadable(bad: list[runs.Unreadable]) -> None:
+    note = runs.describe_unreadable(bad)
+    if note:
+        print(f"swiftdeck: {note}", file=sys.stderr)
+
+
 def cmd_runs(ns) -> int:
     """Training runs (sft/pt/rlhf); with --all, chat workers, deploys and merges in a jobs section after them."""
     from engine.command import TRAINING_KINDS
     from engine.ops.runs import RunSource, quick_summary
 
-    records = runs.all_runs()
+    records, bad = runs.scan()
+    _warn_unreadable(bad)
     training = [r for r in records if r.kind in TRAINING_KINDS]
     jobs = [r for r in records if r.kind not in TRAINING_KINDS]
     rows = []
@@ -365,6 +373,7 @@ def cmd_merge(ns) -> int:
 def cmd_leftovers(ns) -> int:
     from engine.ops import jobs
 
+    _warn_unreadable(runs.scan()[1])
     found = jobs.find_leftovers()
     if ns.json:
         _dump([f.to_json() for f in found])
@@ -399,12 +408,12 @@ def cmd_diagnose(ns) -> int:
         if not path.is_file():
             raise UserError(f"'{ns.target}' is neither a swiftdeck run nor a log file")
         result = diagnose.diagnose_file(path, exit_code=ns.exit_code)
-    if ns.json:
-        _dump(result.to_json())
+    if ns.json:  # log text is shown with its secrets masked (engine.redact)
+        _dump(redact_data(result.to_json()))
     else:
         if rec is not None:
             print(f"run {rec.id}: {rec.status} (exit code {rec.exit_code})")
-        print(result.format())
+        print("\n".join(redact_text(line) for line in result.format().splitlines()))
     return 0
 
 

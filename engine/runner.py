@@ -16,7 +16,7 @@ from pathlib import Path
 
 import psutil
 
-from engine import runs, supervisor
+from engine import paths, runs, supervisor
 from engine.ingest import ConsoleTail
 
 OUTPUT_DIR_RE = re.compile(r"\[INFO:swift\] output_dir: (.+)")
@@ -61,10 +61,11 @@ def clean_up_after(kind: str, line: str, rec: runs.RunRecord, proc: subprocess.P
 def main(run_id: str) -> int:
     # In its own session the runner has no controlling terminal: no SIGHUP/SIGINT from a closed terminal.
     rec = runs._read(run_id)
-    env = {**os.environ, **rec.env, "PYTHONUNBUFFERED": "1"}
-    with open(rec.console_log, "ab") as console:
+    argv, run_env = runs.command(rec)  # with the real values of masked secrets
+    env = {**os.environ, **run_env, "PYTHONUNBUFFERED": "1", runs.MARKER: run_id}
+    with paths.open_private(rec.console_log, "ab") as console:
         try:
-            proc = subprocess.Popen(rec.argv, cwd=rec.cwd, env=env, stdin=subprocess.DEVNULL, stdout=console,
+            proc = subprocess.Popen(argv, cwd=rec.cwd, env=env, stdin=subprocess.DEVNULL, stdout=console,
                                     stderr=subprocess.STDOUT, start_new_session=True)
         except OSError as exc:
             reason = f"could not start {rec.argv[0]}: {exc}"
@@ -87,9 +88,12 @@ def main(run_id: str) -> int:
     rec = runs.update(run_id, started)
     watch = ConsoleTail(rec.console_log)
     known: dict[int, float] = {}
-    last_tree = 0.0
+    last_tree = last_beat = 0.0
     while proc.poll() is None:
         rec = _watch_console(watch, rec, proc)
+        if time.time() - last_beat >= runs.HEARTBEAT_S:
+            last_beat = time.time()
+            runs.heartbeat(run_id)
         if time.time() - last_tree > 1.0:
             last_tree = time.time()
             new = _descendants(proc.pid, known)
