@@ -17,6 +17,7 @@ import orjson
 
 from engine import runs
 from engine.errors import SwiftdeckError
+from engine.redact import redact_data, redact_text
 
 EXIT_USAGE = 2
 THEMES_HELP = "swiftdeck-dark | swiftdeck-light | swiftdeck-contrast | any Textual theme"
@@ -48,13 +49,14 @@ def _json_default(obj):
     raise TypeError(type(obj).__name__)
 
 
-def _confirm(question: str) -> bool:
+def _confirm(question: str, default: bool = True) -> bool:
     if not sys.stdin.isatty():
         return False
     try:
-        return input(f"{question} [Y/n] ").strip().lower() in ("", "y", "yes")
+        answer = input(f"{question} {'[Y/n]' if default else '[y/N]'} ").strip().lower()
     except EOFError:
         return False
+    return answer in ("y", "yes") or (default and answer == "")
 
 
 # ---------------------------------------------------------------- resolving RUN arguments
@@ -156,30 +158,70 @@ def follow(run_id: str, *, out=print) -> int:
         if isinstance(event, CheckpointSaved):
             out(f"saved {event.path}")
     out(f"run {rec.id} {rec.status} (exit code {rec.exit_code})")
-    return 0 if rec.status == "finished" else 1
+    from engine.ops.wait import exit_status
+
+    return exit_status(rec)
 
 
 # ---------------------------------------------------------------- runs / stop / metrics / checkpoints
 
+def _job_what(rec: runs.RunRecord) -> str:
+    """One line on what a chat worker, deploy or merge job serves or writes."""
+    if rec.meta.get("url"):
+        return f"{rec.meta['url']}/v1 " + " ".join(rec.meta.get("models", []))
+    loaded = rec.meta.get("loaded") or rec.meta.get("adapters")
+    if loaded:
+        return " ".join(map(str, loaded))
+    return rec.notes[-1] if rec.notes else " ".join(rec.argv[2:])[:80]
+
+
+def _warn_unreadable(bad: list[runs.Unreadable]) -> None:
+    note = runs.describe_unreadable(bad)
+    if note:
+        print(f"swiftdeck: {note}", file=sys.stderr)
+
+
 def cmd_runs(ns) -> int:
+    """Training runs (sft/pt/rlhf); with --all, chat workers, deploys and merges in a jobs section after them."""
+    from engine.command import TRAINING_KINDS
     from engine.ops.runs import RunSource, quick_summary
 
+    records, bad = runs.scan()
+    _warn_unreadable(bad)
+    training = [r for r in records if r.kind in TRAINING_KINDS]
+    jobs = [r for r in records if r.kind not in TRAINING_KINDS]
     rows = []
-    for rec in runs.all_runs():
+    for rec in training:
         s = quick_summary(RunSource.of_record(rec))
-        rows.append({**rec.to_json(), "step": s.step, "max_steps": s.max_steps, "last_loss": s.last_loss})
+        rows.append({**rec.to_json(), "group": "run", "step": s.step, "max_steps": s.max_steps,
+                     "last_loss": s.last_loss})
+    job_rows = [{**rec.to_json(), "group": "job", "what": _job_what(rec)} for rec in jobs] if ns.all else []
     if ns.json:
-        _dump(rows)
+        _dump(rows + job_rows)
         return 0
     if not rows:
-        print("no runs yet: start one with `swiftdeck train -- ...` or `swiftdeck demo`")
-        return 0
-    print(f"{'RUN':32} {'KIND':6} {'STATUS':9} {'STEP':>11} {'LOSS':>8}  {'STARTED':16} RUN FOLDER")
-    for r in rows:
-        step = f"{r['step']}/{r['max_steps'] or '?'}" if r["step"] is not None else "-"
-        loss = f"{r['last_loss']:.4g}" if r["last_loss"] is not None else "-"
-        started = time.strftime("%Y-%m-%d %H:%M", time.localtime(r["started_at"]))
-        print(f"{r['id']:32} {r['kind']:6} {r['status']:9} {step:>11} {loss:>8}  {started:16} {r['run_dir'] or '-'}")
+        print("no training runs yet: start one with `swiftdeck train -- ...` or `swiftdeck demo`"
+              + (f" ({len(jobs)} other job(s): swiftdeck runs --all)" if jobs and not ns.all else ""))
+    else:
+        width = max([5, *(len(r["label"]) for r in rows)])
+        width = min(width, 24)
+        print(f"{'RUN':32} {'LABEL':{width}} {'KIND':6} {'STATUS':9} {'STEP':>11} {'LOSS':>8}  {'STARTED':16} "
+              "RUN FOLDER")
+        for r in rows:
+            step = f"{r['step']}/{r['max_steps'] or '?'}" if r["step"] is not None else "-"
+            loss = f"{r['last_loss']:.4g}" if r["last_loss"] is not None else "-"
+            started = time.strftime("%Y-%m-%d %H:%M", time.localtime(r["started_at"]))
+            label = (r["label"] or "-")[:width]
+            print(f"{r['id']:32} {label:{width}} {r['kind']:6} {r['status']:9} {step:>11} {loss:>8}  {started:16} "
+                  f"{r['run_dir'] or '-'}")
+        if jobs and not ns.all:
+            print(f"({len(jobs)} chat/deploy/merge job(s) not shown: swiftdeck runs --all)")
+    if job_rows:
+        print("\njobs (chat workers, deploys, merges):")
+        print(f"{'JOB':32} {'KIND':7} {'STATUS':9} {'STARTED':16} WHAT")
+        for r in job_rows:
+            started = time.strftime("%Y-%m-%d %H:%M", time.localtime(r["started_at"]))
+            print(f"{r['id']:32} {r['kind']:7} {r['status']:9} {started:16} {r['what']}")
     return 0
 
 
@@ -390,6 +432,7 @@ def cmd_merge(ns) -> int:
 def cmd_leftovers(ns) -> int:
     from engine.ops import jobs
 
+    _warn_unreadable(runs.scan()[1])
     found = jobs.find_leftovers()
     if ns.json:
         _dump([f.to_json() for f in found])
@@ -424,12 +467,12 @@ def cmd_diagnose(ns) -> int:
         if not path.is_file():
             raise UserError(f"'{ns.target}' is neither a swiftdeck run nor a log file")
         result = diagnose.diagnose_file(path, exit_code=ns.exit_code)
-    if ns.json:
-        _dump(result.to_json())
+    if ns.json:  # log text is shown with its secrets masked (engine.redact)
+        _dump(redact_data(result.to_json()))
     else:
         if rec is not None:
             print(f"run {rec.id}: {rec.status} (exit code {rec.exit_code})")
-        print(result.format())
+        print("\n".join(redact_text(line) for line in result.format().splitlines()))
     return 0
 
 
@@ -499,6 +542,182 @@ def cmd_chat(ns) -> int:
     return chat_cli.run(ns)
 
 
+# ---------------------------------------------------------------- many runs: compare / wait / prune / strip / disk
+
+def _cell(value, width: int = 26) -> str:
+    """A compare table cell: numbers short, long paths cut from the left (their end names them)."""
+    if value is None:
+        return "-"
+    if isinstance(value, float):
+        text = f"{value:.4g}"
+    elif isinstance(value, (list, tuple)):
+        text = ",".join(_cell(v, 10**6) for v in value) or "[]"
+    elif isinstance(value, dict):
+        text = orjson.dumps(value).decode()
+    else:
+        text = str(value)
+    text = " ".join(text.split())
+    return text if len(text) <= width else "…" + text[-(width - 1):]
+
+
+def cmd_compare(ns) -> int:
+    from engine.ops import compare
+    from engine.ops.runs import resolve
+
+    if len(ns.runs) < 2:
+        raise UserError("give two or more runs to compare: swiftdeck compare RUN RUN ...")
+    result = compare.compare([resolve(ref) for ref in ns.runs])
+    if ns.json:
+        _dump(result.to_json(series=not ns.no_series))
+        return 0
+    rs = result.runs
+    width = 26
+    names = {r.key: f"#{i}" for i, r in enumerate(rs, 1)}
+
+    def row(title: str, values) -> None:
+        print(f"{title:20} " + " ".join(f"{_cell(v, width):{width}}" for v in values))
+
+    def at(value, step) -> str | None:
+        return None if value is None else f"{value:.4g} @ {step}"
+
+    def name(path) -> str | None:
+        return Path(path).name if path else None
+
+    row("", [names[r.key] for r in rs])
+    row("run", [r.key if r.key.startswith(("sft-", "pt-", "rlhf-")) else Path(r.key).name for r in rs])
+    row("label", [r.label or None for r in rs])
+    row("status", [r.status for r in rs])
+    row("steps", [None if r.step is None else f"{r.step}/{r.max_steps or '?'}" for r in rs])
+    row("final loss", [r.final_loss for r in rs])
+    row("best loss", [at(r.best_loss, r.best_loss_step) for r in rs])
+    row("eval loss", [r.eval_loss for r in rs])
+    row("best eval loss", [at(r.best_eval_loss, r.best_eval_step) for r in rs])
+    row("best checkpoint", [name(r.best_checkpoint) for r in rs])
+    row("last checkpoint", [name(r.last_checkpoint) for r in rs])
+    row("resumed from", [None if r.resumed_from is None else
+                         f"{names.get(r.parent) or name(r.parent)}/{name(r.resumed_from)}" for r in rs])
+    if result.differing:
+        print("\narguments that differ (args.json):")
+        for key, values in result.differing.items():
+            row(key, values)
+    elif sum(1 for r in rs if r.args) >= 2:
+        print("\nno argument differs (args.json)")
+    notes: dict[str, list[str]] = {}
+    for r in rs:
+        for note in r.notes:
+            notes.setdefault(note, []).append(names[r.key])
+    for note, who in notes.items():
+        print(f"{', '.join(who)}: {note}")
+    for r in rs:
+        if r.best_checkpoint:
+            print(f"{names[r.key]}: best checkpoint {r.best_checkpoint}: {r.best_checkpoint_reason}")
+    return 0
+
+
+def cmd_wait(ns) -> int:
+    from engine.ops import notify, wait
+
+    rec = record(ns.run)
+    if ns.timeout is not None and ns.timeout < 0:
+        raise UserError("--timeout must be 0 or more seconds")
+    if rec.active:
+        print(f"waiting for run {rec.id} ({rec.status}) ...", file=sys.stderr)
+    waited = wait.wait(rec, timeout_s=ns.timeout)
+    if waited.timed_out:
+        print(f"run {rec.id} is still {waited.record.status} after {ns.timeout:g}s", file=sys.stderr)
+    else:
+        print(notify.notice(waited.record).text)
+    return waited.exit_status
+
+
+def _run_dir_of(ref: str) -> Path:
+    from engine.ops.runs import resolve
+
+    src = resolve(ref)
+    if src.run_dir is None:
+        what = f"run {src.record.id} ({src.record.status})" if src.record else ref
+        raise UserError(f"{what} has no run folder yet: nothing to prune or strip")
+    return Path(src.run_dir)
+
+
+def _print_plan(plan, verb: str) -> None:
+    from engine.ops.disk import fmt_bytes
+
+    print(f"run folder: {plan.run_dir}")
+    for item in plan.items:
+        what = f"{verb}, frees {fmt_bytes(item.freed_bytes)}" if item.action != "keep" else \
+            "keep: " + "; ".join(item.reasons)
+        print(f"  {item.name:18} {fmt_bytes(item.size_bytes):>9}  {what}")
+    if not plan.items:
+        print("  no checkpoint")
+
+
+def _apply_plan(ns, plan, verb: str, question: str) -> int:
+    from engine.ops import checkpoints as ckpt_ops
+    from engine.ops.disk import fmt_bytes
+
+    chosen = plan.chosen
+    if not ns.json:
+        _print_plan(plan, verb)
+        print(f"{verb} {len(chosen)} checkpoint(s), {len(plan.kept)} kept: frees {fmt_bytes(plan.freed_bytes)}")
+    if ns.dry_run or not chosen:
+        if ns.json:
+            _dump({"plan": plan.to_json(), "applied": None})
+        elif not chosen:
+            print(f"nothing to {verb}")
+        return 0
+    if not ns.yes and not _confirm(question.format(n=len(chosen), size=fmt_bytes(plan.freed_bytes)), default=False):
+        why = "not confirmed" if sys.stdin.isatty() else "no terminal to confirm on: add --yes"
+        raise UserError(f"nothing changed: {why}")
+    done = ckpt_ops.apply(plan)
+    if ns.json:
+        _dump({"plan": plan.to_json(), "applied": done.to_json()})
+    else:
+        for path, why in done.refused:
+            print(f"refused: {why}")
+        print(f"{ {'delete': 'deleted', 'strip': 'stripped'}[verb]} {len(done.done)} checkpoint(s), freed "
+              f"{fmt_bytes(done.freed_bytes)}")
+    return 0 if not done.refused else 1
+
+
+def cmd_prune(ns) -> int:
+    from engine.ops import checkpoints as ckpt_ops
+
+    plan = ckpt_ops.plan_prune(_run_dir_of(ns.run), keep_last=ns.keep_last, keep_best=ns.keep_best)
+    return _apply_plan(ns, plan, "delete", "Delete these {n} checkpoint(s) ({size})?")
+
+
+def cmd_strip(ns) -> int:
+    from engine.ops import checkpoints as ckpt_ops
+
+    plan = ckpt_ops.plan_strip(_run_dir_of(ns.run), keep_last=ns.keep_last)
+    return _apply_plan(ns, plan, "strip", "Strip the optimizer state of these {n} checkpoint(s) ({size})? They "
+                                          "can no longer be resumed")
+
+
+def cmd_disk(ns) -> int:
+    from engine.ops.disk import disk_summary, fmt_bytes
+
+    summary = disk_summary(Path(ns.output_dir))
+    if ns.json:
+        _dump(summary.to_json())
+        return 0
+    print(f"{summary.output_dir}: {fmt_bytes(summary.size_bytes)} in {len(summary.runs)} run folder(s); "
+          f"{fmt_bytes(summary.volume_free)} free of {fmt_bytes(summary.volume_total)} on its volume")
+    for r in summary.runs:
+        who = " ".join(x for x in (r.label, r.run_id and f"({r.run_id})") if x)
+        print(f"  {r.name:24} {fmt_bytes(r.size_bytes):>9}  {r.status:9} {who}".rstrip())
+        for c in r.checkpoints:
+            flags = [f for f, on in (("last", c.is_last), ("best", c.is_best), ("resumable", c.resumable)) if on]
+            opt = f"optimizer {fmt_bytes(c.optimizer_bytes)}" if c.optimizer_bytes else "no optimizer state"
+            print(f"    {c.name:22} {fmt_bytes(c.size_bytes):>9}  {opt:22} {' '.join(flags)}".rstrip())
+    strippable = sum(r.optimizer_bytes for r in summary.runs)
+    if strippable:
+        print(f"optimizer states: {fmt_bytes(strippable)} (swiftdeck strip RUN frees those of checkpoints that "
+              "won't be resumed; swiftdeck prune RUN --keep-last N deletes old checkpoints)")
+    return 0
+
+
 # ---------------------------------------------------------------- parser
 
 def _dashboard_options(p: argparse.ArgumentParser, *, top: bool) -> None:
@@ -559,8 +778,10 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("swift_args", nargs=argparse.REMAINDER, metavar="-- ARGS",
                    help="the swift arguments; a pasted `[VAR=value ...] swift sft|pt|rlhf ...` line works too")
 
-    s = command("runs", "list every known run", cmd_runs)
-    s.add_argument("--json", action="store_true")
+    s = command("runs", "list the training runs (--all: chat workers, deploys and merges too)", cmd_runs)
+    s.add_argument("--all", action="store_true", help="also list chat workers, deploys and merges (jobs)")
+    s.add_argument("--json", action="store_true", help="one object per run (with --all: jobs too, \"group\": "
+                                                        "\"job\")")
 
     s = command("stop", "stop a run (training: a checkpoint at the next step) and confirm its tree is gone", cmd_stop)
     s.add_argument("run", metavar="RUN", help="registry id or run folder")
@@ -623,6 +844,42 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--max-length", type=int, help="count the rows ms-swift would drop at this max_length")
     s.add_argument("--system", help="the run's --system prompt (it counts towards the length)")
     s.add_argument("--json", action="store_true")
+
+    s = command("compare", "compare runs: final/best loss, eval loss, best checkpoint, the arguments that differ, a "
+                "resumed run joined to its parent", cmd_compare)
+    s.add_argument("runs", nargs="+", metavar="RUN", help="registry id (or a unique prefix) or run folder")
+    s.add_argument("--json", action="store_true", help="the table and each run's loss curve (joined_loss: a resumed "
+                                                        "run continues its parent's)")
+    s.add_argument("--no-series", action="store_true", help="with --json: leave the loss curves out")
+
+    s = command("wait", "wait until a run ends: exit 0 finished, 1 failed/stopped/lost, 124 timed out", cmd_wait)
+    s.add_argument("run", metavar="RUN", help="registry id (or a unique prefix) or run folder")
+    s.add_argument("--timeout", type=float, metavar="S", help="give up after S seconds (exit 124)")
+
+    s = command("prune", "delete old checkpoints of a run: keep the best and the last N, and any a live process "
+                "needs", cmd_prune)
+    s.add_argument("run", metavar="RUN", help="registry id or run folder")
+    s.add_argument("--keep-last", type=int, required=True, metavar="N", help="keep the N newest checkpoints")
+    s.add_argument("--keep-best", action=argparse.BooleanOptionalAction, default=True,
+                   help="keep the best checkpoint too (ms-swift's best, else lowest eval loss, else lowest train "
+                        "loss; default: on)")
+    s.add_argument("--dry-run", action="store_true", help="only show what would be deleted and the bytes freed")
+    s.add_argument("--yes", "-y", action="store_true", help="do not ask (needed without a terminal)")
+    s.add_argument("--json", action="store_true")
+
+    s = command("strip", "remove the optimizer states of a run's checkpoints that won't be resumed (all but the "
+                "last N)", cmd_strip)
+    s.add_argument("run", metavar="RUN", help="registry id or run folder")
+    s.add_argument("--keep-last", type=int, default=1, metavar="N",
+                   help="leave the N newest checkpoints resumable (default 1)")
+    s.add_argument("--dry-run", action="store_true", help="only show what would be stripped and the bytes freed")
+    s.add_argument("--yes", "-y", action="store_true", help="do not ask (needed without a terminal)")
+    s.add_argument("--json", action="store_true")
+
+    s = command("disk", "disk use of an output dir: each run and checkpoint, optimizer states, free space",
+                cmd_disk)
+    s.add_argument("output_dir", nargs="?", default="output", metavar="OUTPUT_DIR")
+    s.add_argument("--json", action="store_true")
     return p
 
 
@@ -657,7 +914,7 @@ def main(argv: list[str] | None = None) -> int:
         return EXIT_USAGE
     if ns.face == "dashboard" and ns.cmd is None:
         ns.func = cmd_runs
-        ns.json = False
+        ns.json = ns.all = False
     return run(ns)
 
 

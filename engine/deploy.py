@@ -73,18 +73,24 @@ def start(adapters: dict[str, str], *, model: str | None = None, host: str = "12
 
 
 def wait_ready(rec: RunRecord, timeout_s: float = 300.0) -> str:
-    """Read the real port from the console, then wait until GET /health answers 200. Returns the base URL."""
+    """Read the real port from the console, then wait until GET /health answers 200. Returns the base URL.
+    The console is read incrementally (one engine.ingest.ConsoleTail, new lines only); once the URL is on the
+    record (an earlier call found it), the console is not read at all."""
+    from engine.ingest import ConsoleTail
+
     deadline = time.time() + timeout_s
-    url = None
+    url = rec.meta.get("url") if isinstance(rec.meta, dict) and isinstance(rec.meta.get("url"), str) else None
+    console = ConsoleTail(rec.console_log)
+    names: list[str] = []
     while time.time() < deadline:
-        text = rec.console_log.read_text(errors="replace") if rec.console_log.exists() else ""
-        match = UVICORN_RE.search(text)
-        if match and url is None:
-            scheme, host, port = match.groups()
-            url = f"{scheme}://{host}:{port}"
-            models = MODEL_LIST_RE.search(text)
-            names = re.findall(r"'([^']*)'", models.group(1)) if models else []
-            runs.update(rec.id, lambda r: r.meta.update(url=url, port=int(port), models=names))
+        for line in console.lines() if url is None else ():
+            if models := MODEL_LIST_RE.search(line):
+                names = re.findall(r"'([^']*)'", models.group(1))
+            if match := UVICORN_RE.search(line):
+                scheme, host, port = match.groups()
+                url = f"{scheme}://{host}:{port}"
+                runs.update(rec.id, lambda r: r.meta.update(url=url, port=int(port), models=names))
+                break
         if url and health(url):
             runs.update(rec.id, lambda r: r.meta.update(ready=True))
             return url

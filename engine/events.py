@@ -51,11 +51,44 @@ class Finished:
 
 @dataclass(frozen=True, slots=True)
 class Failed:
-    """The console shows a failure. `kind` is a stable diagnosis name (see engine/diagnose.py)."""
+    """The run failed (or a live console line is fatal): engine.diagnose's verdict. `kind` is a stable diagnosis
+    name (see engine/diagnose.py); `remedies` are numbered advice, those that start with `--flag value` pairs can be
+    applied by a relaunch; `evidence` is the console text it rests on. `live`: from a fatal console line while the
+    run is still going (the verdict on the ended run follows)."""
 
     kind: str
     summary: str
     evidence: str = ""
+    remedies: tuple[str, ...] = ()
+    live: bool = False
+
+    @classmethod
+    def from_json(cls, d, live: bool = False) -> "Failed | None":
+        """From a Diagnosis.to_json() dict (as the runner records it in `meta["diagnosis"]`); anything that is not
+        one (wrong types, garbage) gives None, odd members are made strings."""
+        if not isinstance(d, dict) or not isinstance(d.get("kind"), str):
+            return None
+        remedies = d.get("remedies")
+        return cls(d["kind"], str(d.get("summary") or ""), str(d.get("evidence") or ""),
+                   tuple(str(r) for r in remedies) if isinstance(remedies, list) else (), live)
+
+    def to_json(self) -> dict:
+        return {"kind": self.kind, "summary": self.summary, "remedies": list(self.remedies),
+                "evidence": self.evidence}
 
 
-Event = RunDirFound | Metrics | Progress | CheckpointSaved | Finished | Failed
+@dataclass(frozen=True, slots=True)
+class ConsoleAppended:
+    """Bytes the console log gained: `data` is the file from byte `offset` on. `restarted`: the file was truncated
+    or replaced, everything seen before is gone and `offset` is 0 again (`data` may then be empty)."""
+
+    offset: int
+    data: bytes
+    restarted: bool = False
+
+    @property
+    def end(self) -> int:
+        return self.offset + len(self.data)
+
+
+Event = RunDirFound | Metrics | Progress | CheckpointSaved | Finished | Failed | ConsoleAppended

@@ -13,6 +13,7 @@ import os
 import re
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
+from typing import Callable
 
 import orjson
 
@@ -436,20 +437,23 @@ def load_jsonl(path: Path) -> list[dict]:
 
 
 class FileTail:
-    """Bytes appended to a file since the last call. A missing file reads as b""; a truncated or replaced
-    file (smaller than the offset, or another inode) restarts from 0 and bumps `generation`."""
+    """Bytes appended to a file since the last call. A missing file reads as b"" (`error` says why); a truncated or
+    replaced file (smaller than the offset, or another inode) restarts from 0 and bumps `generation`."""
 
     def __init__(self, path: Path | str):
         self.path = Path(path)
         self.offset = 0
         self.generation = 0
+        self.error: str | None = None  # why the last read found no file to read
         self._ident: tuple[int, int] | None = None
 
     def read_new(self, max_bytes: int | None = None) -> bytes:
         try:
             f = open(self.path, "rb")
-        except OSError:
+        except OSError as exc:
+            self.error = exc.strerror or type(exc).__name__
             return b""
+        self.error = None
         with f:
             st = os.fstat(f.fileno())
             ident = (st.st_dev, st.st_ino)
@@ -463,6 +467,60 @@ class FileTail:
             data = f.read(-1 if max_bytes is None else max_bytes)
         self.offset += len(data)
         return data
+
+
+_LINE_BREAK = re.compile(rb"[\r\n]")
+
+
+class LineSplitter:
+    """A byte stream fed in any chunking -> its complete lines, split on `\\r` and `\\n` (each tqdm redraw is a
+    line of its own), decoded as UTF-8 with replacement; empty lines are dropped. The unterminated rest waits for
+    the next feed, capped to its last SEGMENT_CAP bytes."""
+
+    def __init__(self):
+        self.pending = b""
+
+    def feed(self, data: bytes) -> list[str]:
+        if not data:
+            return []
+        *lines, rest = _LINE_BREAK.split(self.pending + data)
+        self.pending = rest[-SEGMENT_CAP:]
+        return [line.decode("utf-8", errors="replace") for line in lines if line]
+
+    def flush(self) -> list[str]:
+        """The unterminated rest as a last line (the writer ended)."""
+        rest, self.pending = self.pending, b""
+        return [rest.decode("utf-8", errors="replace")] if rest else []
+
+
+class ConsoleTail:
+    """A console log read incrementally as complete lines (`\\r` or `\\n` ends one): what a process watching a run
+    needs (engine.runner's fatal-line watch, engine.deploy's readiness wait). One FileTail; a truncated or replaced
+    file starts over from its first line."""
+
+    LINES_PER_READ = 4 * 1024 * 1024  # bytes read per lines() call at most
+
+    def __init__(self, path: Path | str):
+        self.tail = FileTail(path)
+        self._splitter = LineSplitter()
+        self._generation = 0
+
+    @property
+    def path(self) -> Path:
+        return self.tail.path
+
+    def lines(self, max_bytes: int | None = LINES_PER_READ) -> list[str]:
+        """The complete lines appended since the last call (at most `max_bytes` read per call)."""
+        data = self.tail.read_new(max_bytes)
+        if self.tail.generation != self._generation:
+            self._generation = self.tail.generation
+            self._splitter = LineSplitter()
+        return self._splitter.feed(data)
+
+    poll = lines  # engine.runner.ConsoleWatch's name for it
+
+    def flush(self) -> list[str]:
+        return self._splitter.flush()
 
 
 @dataclass
@@ -525,12 +583,15 @@ def _merge_finished(old: Finished | None, new: Finished, authoritative: bool = T
 
 
 class _Source:
-    """One tailed file and its parser (a fresh parser when the file was truncated or replaced)."""
+    """One tailed file and its parser (a fresh parser when the file was truncated or replaced). `on_data(offset,
+    data, restarted)`, when given, sees every chunk read, in order, before the parser does (and an empty one when
+    the file restarted empty): other consumers of the same bytes need no tail of their own."""
 
-    def __init__(self, path: Path, parser_cls):
+    def __init__(self, path: Path, parser_cls, on_data: Callable[[int, bytes, bool], None] | None = None):
         self.tail = FileTail(path)
         self.parser_cls = parser_cls
         self.parser = parser_cls()
+        self.on_data = on_data
         self.generation = 0
         self.caught_up = True
 
@@ -539,15 +600,22 @@ class _Source:
         taken = 0
         self.caught_up = False
         while max_bytes is None or taken < max_bytes:
-            data = self.tail.read_new(READ_CHUNK if max_bytes is None else min(READ_CHUNK, max_bytes - taken))
+            want = READ_CHUNK if max_bytes is None else min(READ_CHUNK, max_bytes - taken)
+            data = self.tail.read_new(want)
+            restarted = self.tail.generation != self.generation
+            if restarted:
+                self.generation = self.tail.generation
+                self.parser = self.parser_cls()
+            if self.on_data is not None and (data or restarted):
+                self.on_data(self.tail.offset - len(data), data, restarted)
             if not data:
                 self.caught_up = True
                 break
             taken += len(data)
-            if self.tail.generation != self.generation:
-                self.generation = self.tail.generation
-                self.parser = self.parser_cls()
             events += self.parser.feed(data)
+            if len(data) < want:  # a short read is the end of the file: no second open to find that out
+                self.caught_up = True
+                break
         if final and self.caught_up:
             events += self.parser.flush()
         return events
@@ -562,14 +630,21 @@ class RunReader:
     `cwd` resolves a relative output_dir printed by ms-swift (the cwd the run was started in).
     """
 
-    def __init__(self, console_log: Path | None = None, run_dir: Path | None = None, cwd: Path | None = None):
+    def __init__(self, console_log: Path | None = None, run_dir: Path | None = None, cwd: Path | None = None,
+                 on_console: Callable[[int, bytes, bool], None] | None = None):
+        """`on_console(offset, data, restarted)` sees every chunk of the console log as it is read (see _Source)."""
         self.console_log = Path(console_log) if console_log else None
         self.run_dir = Path(run_dir) if run_dir else None
         self.cwd = Path(cwd) if cwd else None
         self.state = RunState(run_dir=str(self.run_dir) if self.run_dir else None)
-        self._console = _Source(self.console_log, ConsoleParser) if self.console_log else None
+        self._console = _Source(self.console_log, ConsoleParser, on_console) if self.console_log else None
         self._jsonl: _Source | None = None
         self._dir_announced = False
+
+    @property
+    def console_tail(self) -> FileTail | None:
+        """The one tail of the console log (offset, generation, why it could not be read)."""
+        return self._console.tail if self._console else None
 
     @property
     def caught_up(self) -> bool:

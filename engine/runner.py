@@ -16,7 +16,8 @@ from pathlib import Path
 
 import psutil
 
-from engine import runs, supervisor
+from engine import paths, runs, supervisor
+from engine.ingest import ConsoleTail
 
 OUTPUT_DIR_RE = re.compile(r"\[INFO:swift\] output_dir: (.+)")
 POLL_S = 0.2
@@ -28,25 +29,6 @@ def final_status(exit_code: int, stop_requested: str | None) -> str:
     if stop_requested:
         return "stopped"
     return "finished" if exit_code == 0 else "failed"
-
-
-class ConsoleWatch:
-    """Returns the complete lines (split on \\r and \\n) that ms-swift appended to the console log."""
-
-    def __init__(self, path: Path):
-        self.path, self.offset, self.pending = path, 0, b""
-
-    def poll(self) -> list[str]:
-        try:
-            with open(self.path, "rb") as fh:
-                fh.seek(self.offset)
-                data = fh.read(4 << 20)
-        except OSError:
-            return []
-        self.offset += len(data)
-        *lines, self.pending = re.split(rb"[\r\n]", self.pending + data)
-        self.pending = self.pending[-65536:]
-        return [line.decode("utf-8", errors="replace") for line in lines if line]
 
 
 def clean_up_after(kind: str, line: str, rec: runs.RunRecord, proc: subprocess.Popen) -> dict:
@@ -79,10 +61,11 @@ def clean_up_after(kind: str, line: str, rec: runs.RunRecord, proc: subprocess.P
 def main(run_id: str) -> int:
     # In its own session the runner has no controlling terminal: no SIGHUP/SIGINT from a closed terminal.
     rec = runs._read(run_id)
-    env = {**os.environ, **rec.env, "PYTHONUNBUFFERED": "1"}
-    with open(rec.console_log, "ab") as console:
+    argv, run_env = runs.command(rec)  # with the real values of masked secrets
+    env = {**os.environ, **run_env, "PYTHONUNBUFFERED": "1", runs.MARKER: run_id}
+    with paths.open_private(rec.console_log, "ab") as console:
         try:
-            proc = subprocess.Popen(rec.argv, cwd=rec.cwd, env=env, stdin=subprocess.DEVNULL, stdout=console,
+            proc = subprocess.Popen(argv, cwd=rec.cwd, env=env, stdin=subprocess.DEVNULL, stdout=console,
                                     stderr=subprocess.STDOUT, start_new_session=True)
         except OSError as exc:
             reason = f"could not start {rec.argv[0]}: {exc}"
@@ -103,11 +86,14 @@ def main(run_id: str) -> int:
         r.status = "running" if r.status == "starting" else r.status
 
     rec = runs.update(run_id, started)
-    watch = ConsoleWatch(rec.console_log)
+    watch = ConsoleTail(rec.console_log)
     known: dict[int, float] = {}
-    last_tree = 0.0
+    last_tree = last_beat = 0.0
     while proc.poll() is None:
         rec = _watch_console(watch, rec, proc)
+        if time.time() - last_beat >= runs.HEARTBEAT_S:
+            last_beat = time.time()
+            runs.heartbeat(run_id)
         if time.time() - last_tree > 1.0:
             last_tree = time.time()
             new = _descendants(proc.pid, known)
@@ -137,7 +123,7 @@ def main(run_id: str) -> int:
     return 0
 
 
-def _watch_console(watch: ConsoleWatch, rec: runs.RunRecord, proc: subprocess.Popen) -> runs.RunRecord:
+def _watch_console(watch: ConsoleTail, rec: runs.RunRecord, proc: subprocess.Popen) -> runs.RunRecord:
     from engine.diagnose import match_line
 
     for line in watch.poll():

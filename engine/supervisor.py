@@ -7,6 +7,7 @@ only to processes recorded for the run and verified by pid + start time.
 from __future__ import annotations
 
 from engine.errors import SwiftdeckError
+import errno
 import os
 import shutil
 import signal
@@ -18,7 +19,8 @@ from pathlib import Path
 
 import psutil
 
-from engine import runs
+from engine import paths, runs
+from engine.redact import redact_text
 from engine.runs import RunRecord, is_same_process
 
 # ms-swift entry points that are trainers (the process that owns the model; dataloader workers are its forks).
@@ -61,12 +63,19 @@ def launch_argv(kind: str, argv: list[str], *, cwd: str | Path, env: dict[str, s
     """Record and start any argv detached through engine.runner (its own session, console to a file)."""
     rec = runs.create(kind, argv, str(Path(cwd).resolve()), env=relevant_env(env), label=label,
                       output_dir=output_dir, notes=notes)
-    with open(rec.folder / "runner.log", "ab") as log:
-        runner = subprocess.Popen(
-            [sys.executable, "-m", "engine.runner", rec.id],
-            cwd=str(rec.folder), stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
-            start_new_session=True, env={**os.environ, "SWIFTDECK_HOME": str(runs.runs_dir().parent)},
-        )
+    runner_log = rec.folder / "runner.log"
+    try:
+        with paths.open_private(runner_log, "ab") as log:
+            runner = subprocess.Popen(
+                [sys.executable, "-m", "engine.runner", rec.id],
+                cwd=str(rec.folder), stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+                start_new_session=True,
+                env={**os.environ, "SWIFTDECK_HOME": str(paths.data_dir()), runs.MARKER: rec.id},
+            )
+    except OSError as exc:
+        runs.update(rec.id, lambda r: (setattr(r, "status", "failed"), r.notes.append(f"runner not started: {exc}")))
+        raise paths.storage_error(exc, runner_log) if exc.errno in (errno.ENOSPC, errno.EROFS) else \
+            LaunchError(f"could not start swiftdeck's runner for {kind} (run {rec.id}): {exc}") from None
     deadline = time.time() + wait_started_s
     while time.time() < deadline:
         rec = runs._read(rec.id)
@@ -75,17 +84,54 @@ def launch_argv(kind: str, argv: list[str], *, cwd: str | Path, env: dict[str, s
         if runner.poll() is not None:
             break
         time.sleep(0.05)
-    log_tail = (rec.folder / "runner.log").read_text(errors="replace")[-2000:]
-    raise LaunchError(f"swiftdeck's runner did not start {kind} (run {rec.id}): {log_tail.strip() or 'no output'}")
+    try:
+        log_tail = runner_log.read_text(errors="replace")[-2000:]
+    except OSError:
+        log_tail = ""
+    log_tail = "\n".join(redact_text(line) for line in log_tail.strip().splitlines())
+    raise LaunchError(f"swiftdeck's runner did not start {kind} (run {rec.id}): {log_tail or 'no output'}")
 
 
 def _verified(pid: int, create_time: float) -> psutil.Process | None:
-    return psutil.Process(pid) if is_same_process(pid, create_time) else None
+    try:
+        proc = psutil.Process(pid)
+        same = abs(proc.create_time() - create_time) < 0.05 and proc.status() != psutil.STATUS_ZOMBIE
+    except psutil.Error:
+        return None
+    return proc if same else None
+
+
+def _group_is_ours(rec: RunRecord) -> bool:
+    """Whether the process group `rec.pgid` is still the run's, not a new group that got the same number.
+
+    Linux never hands out a number that is still some live process group's id, so: either the process with
+    pid == pgid is the run's leader (same start time), or no process has that pid and the number is still held
+    by the run's surviving group (or by nobody). Any other process there means the group died and the number
+    was reused: none of that group is ours."""
+    if not rec.pgid or rec.pgid != rec.pid or rec.create_time is None:
+        return False
+    try:
+        holder = psutil.Process(rec.pgid)
+        return abs(holder.create_time() - rec.create_time) < 0.05
+    except psutil.NoSuchProcess:
+        return True
+    except psutil.AccessDenied:
+        return False
+
+
+def _group_deadline(rec: RunRecord) -> float | None:
+    """Members of the run's group started after this are not the run's (None: the run is active)."""
+    if rec.active:
+        return None
+    if rec.status == "lost":  # it died unseen: the last time it was seen alive, not when someone noticed
+        return runs.last_seen_alive(rec) + runs.HEARTBEAT_S + 5
+    return (rec.ended_at if rec.ended_at is not None else runs.last_seen_alive(rec)) + 5
 
 
 def live_tree(rec: RunRecord) -> list[psutil.Process]:
     """Every live process of this run: the ms-swift process, its descendants, recorded descendants that were
-    re-parented (e.g. under torchrun), and members of its process group started after it."""
+    re-parented (e.g. under torchrun), and members of its process group started after it (only while the group
+    is provably the run's; for an ended run, only those started before it ended)."""
     found: dict[int, psutil.Process] = {}
     leader = _verified(rec.pid, rec.create_time) if rec.pid else None
     if leader:
@@ -99,17 +145,28 @@ def live_tree(rec: RunRecord) -> list[psutil.Process]:
         proc = _verified(int(pid), ctime)
         if proc:
             found[proc.pid] = proc
-    if rec.pgid and rec.create_time:
-        end = rec.ended_at + 5 if rec.ended_at else None
+    if rec.create_time and _group_is_ours(rec):
+        end = _group_deadline(rec)
+        group: dict[int, psutil.Process] = {}
         for proc in psutil.process_iter(["create_time"]):
             try:
                 ctime = proc.info["create_time"]
                 if (proc.pid not in found and os.getpgid(proc.pid) == rec.pgid and ctime >= rec.create_time - 0.05
                         and (end is None or ctime <= end) and proc.status() != psutil.STATUS_ZOMBIE):
-                    found[proc.pid] = proc
+                    group[proc.pid] = proc
             except (psutil.NoSuchProcess, ProcessLookupError, PermissionError):
                 continue
-    return [p for p in found.values() if p.pid != os.getpid()]
+        if _group_is_ours(rec):  # still the run's group after the scan
+            found.update(group)
+    tree = []
+    for proc in found.values():
+        try:
+            proc.create_time()  # psutil keeps it: the identity that _signal checks before each signal
+        except psutil.Error:
+            continue
+        if proc.pid != os.getpid():
+            tree.append(proc)
+    return tree
 
 
 def trainer_processes(rec: RunRecord) -> list[psutil.Process]:
@@ -132,14 +189,8 @@ def trainer_processes(rec: RunRecord) -> list[psutil.Process]:
 
 
 def _signal(procs: list[psutil.Process], sig: int) -> list[int]:
-    sent = []
-    for proc in procs:
-        try:
-            proc.send_signal(sig)
-            sent.append(proc.pid)
-        except psutil.NoSuchProcess:
-            pass
-    return sent
+    """Signal each process only if it is still the one found (pid + start time, checked on a pidfd)."""
+    return [p.pid for p in procs if runs.signal_verified(p.pid, p.create_time(), sig)]
 
 
 def _wait_gone(rec: RunRecord, timeout: float) -> list[psutil.Process]:

@@ -124,11 +124,23 @@ def _read_json(path: Path) -> dict | None:
         return None
 
 
-def _write_json(path: Path, data: dict) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
+def _write_json(path: Path, data: dict) -> bool:
+    """Cache `data` at `path` (atomically, 0600). Best effort: a full or read-only volume only costs the next
+    call another subprocess, so it is no error; no temp file is left behind. True if written."""
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(data, ensure_ascii=False), encoding="utf-8")
-    os.replace(tmp, path)
+    try:
+        path.parent.mkdir(mode=paths.PRIVATE_DIR, parents=True, exist_ok=True)
+        with paths.open_private(tmp, "wb") as fh:
+            fh.write(json.dumps(data, ensure_ascii=False).encode("utf-8"))
+        os.replace(tmp, path)
+        return True
+    except OSError:
+        return False
+    finally:
+        try:
+            tmp.unlink(missing_ok=True)
+        except OSError:
+            pass
 
 
 def introspect(*items: str) -> dict[str, dict]:

@@ -151,7 +151,7 @@ def test_a_live_runs_newest_and_half_written_checkpoints_are_never_deleted(home,
     from engine.ops import checkpoints as ops
 
     run_dir = tmp_path / "output" / "v0-20261130-000000"
-    c10, c20, c30 = _ckpt(run_dir, 10), _ckpt(run_dir, 20), _ckpt(run_dir, 30, complete=False)
+    c5, c10, c20, c30 = _ckpt(run_dir, 5), _ckpt(run_dir, 10), _ckpt(run_dir, 20), _ckpt(run_dir, 30, complete=False)
     os.symlink("checkpoint-10", run_dir / "last-checkpoint")  # ms-swift is still writing 20 and 30
     holder = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(60)"])
     try:
@@ -161,13 +161,13 @@ def test_a_live_runs_newest_and_half_written_checkpoints_are_never_deleted(home,
         runs.update(rec.id, lambda r: (setattr(r, "run_dir", str(run_dir)), setattr(r, "pid", holder.pid),
                                        setattr(r, "create_time", psutil.Process(holder.pid).create_time()),
                                        setattr(r, "status", "running")))
-        for path, why in ((c30, "newest checkpoint"), (c20, "still writing it")):
+        for path, why in ((c30, "newest checkpoint"), (c20, "still writing it"), (c10, "would resume from")):
             with pytest.raises(ops.CheckpointRefused, match=why):
                 ops.delete_checkpoint(path)
             with pytest.raises(ops.CheckpointRefused, match=why):
                 ops.strip_optimizer(path)
             assert path.exists()
-        assert ops.delete_checkpoint(c10) > 0 and not c10.exists()
+        assert ops.delete_checkpoint(c5) > 0 and not c5.exists()
     finally:
         holder.kill()
         holder.wait()

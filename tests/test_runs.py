@@ -76,10 +76,15 @@ def test_writes_are_atomic_and_resolve_by_prefix_and_folder(home, tmp_path):
 
 def test_corrupt_record_is_skipped_not_fatal(home):
     good = runs.create("sft", ["swift", "sft"], "/tmp")
-    bad = runs.runs_dir() / "sft-broken"
+    bad = runs.runs_dir() / "sft-20260101-000000-0bad"
     bad.mkdir()
     (bad / "record.json").write_text("{not json")
+    stray = runs.runs_dir() / "sft-broken"  # not a run id: not a run folder
+    stray.mkdir()
+    (stray / "record.json").write_bytes((good.folder / "record.json").read_bytes())
     assert [r.id for r in runs.all_runs()] == [good.id]
+    assert sorted((b.path.parent.name, b.reason) for b in runs.scan()[1]) == [
+        ("sft-20260101-000000-0bad", "not valid JSON (truncated?)"), ("sft-broken", "its folder name is not a run id")]
 
 
 def test_concurrent_updates_lose_nothing(home):

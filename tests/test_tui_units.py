@@ -18,6 +18,12 @@ from test_tui_support import make_run
 # ---------------------------------------------------------------- log store
 
 
+def watched(path) -> tuple[RunWatch, LogStore]:
+    """A bare console log as the dashboard watches it: the run's observer reads, the log store indexes its events."""
+    watch = RunWatch(RunSource(console_log=path), clock=lambda: 0.0)
+    return watch, watch.log
+
+
 def test_collapse_keeps_the_last_visible_carriage_return_update():
     assert collapse(b"Train:  1%|\rTrain:  50%|\r   \r") == "Train:  50%|"
     assert collapse(b"\x1b[31mred\x1b[0m text\r") == "red text"
@@ -28,25 +34,25 @@ def test_store_reads_recorded_console_like_a_terminal(tmp_path, swift_fixtures):
     raw = (swift_fixtures / "sft-tiny-h200.stderr").read_bytes()
     path = tmp_path / "console.log"
     path.write_bytes(raw)
-    store = LogStore(path)
-    assert store.poll() == raw.count(b"\n")
+    watch, store = watched(path)
+    assert watch.poll().log_lines == raw.count(b"\n")
     expected = [collapse(line) for line in raw.split(b"\n")[:-1]]
     assert [store.line(i) for i in range(store.complete)] == expected
     assert not any("\r" in store.line(i) for i in range(store.complete))
-    assert store.poll() == 0  # nothing new
+    assert watch.poll().log_lines == 0  # nothing new
 
 
 def test_store_follows_appends_partial_lines_and_truncation(tmp_path):
     path = tmp_path / "console.log"
     path.write_bytes(b"one\ntw")
-    store = LogStore(path)
-    assert store.poll() == 1 and store.count == 2 and store.line(1) == "tw"  # live, unterminated line
+    watch, store = watched(path)
+    assert watch.poll().log_lines == 1 and store.count == 2 and store.line(1) == "tw"  # live, unterminated line
     with open(path, "ab") as fh:
         fh.write(b"o\rtwo!\nthree\n")
-    assert store.poll() == 2
+    assert watch.poll().log_lines == 2
     assert [store.line(i) for i in range(store.count)] == ["one", "two!", "three"]
     path.write_bytes(b"new\n")  # replaced by a shorter file: start over
-    assert store.poll() == -1
+    assert watch.poll().log_lines == -1
     assert store.count == 1 and store.line(0) == "new"
 
 
@@ -56,8 +62,8 @@ def test_store_memory_is_bounded_and_old_lines_come_back_from_the_file(tmp_path)
     with open(path, "wb") as fh:
         for i in range(n):
             fh.write(f"line {i} ".encode() + b"x" * 200 + b"\n")
-    store = LogStore(path)
-    assert store.poll() == n
+    watch, store = watched(path)
+    assert watch.poll().log_lines == n
     # 8 bytes per line + a fixed number of decoded lines, not the ~1 MB of text
     assert store.memory_estimate() < n * 8 + (RECENT + 16 * BLOCK) * 220
     assert store.memory_estimate() < path.stat().st_size
@@ -69,8 +75,8 @@ def test_store_finds_the_traceback(tmp_path, swift_fixtures):
     raw = (swift_fixtures / "oom-h200.stderr").read_bytes()
     path = tmp_path / "console.log"
     path.write_bytes(raw)
-    store = LogStore(path)
-    store.poll()
+    watch, store = watched(path)
+    watch.poll()
     lines = raw.split(b"\n")
     first = next(i for i, line in enumerate(lines) if b"Traceback (most recent call last)" in line)
     assert store.first_traceback == first
@@ -81,8 +87,8 @@ def test_filter_by_text_and_level(tmp_path, swift_fixtures):
     raw = (swift_fixtures / "oom-h200.stderr").read_bytes()
     path = tmp_path / "console.log"
     path.write_bytes(raw)
-    store = LogStore(path)
-    store.poll()
+    watch, store = watched(path)
+    watch.poll()
     found = store.scan(LogFilter("output_dir"))
     assert len(found) == sum(1 for line in raw.split(b"\n")[:-1] if b"output_dir" in collapse(line).encode())
     errors = [store.line(i) for i in store.scan(LogFilter(level="error"))]

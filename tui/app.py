@@ -34,7 +34,6 @@ from tui.screens.runs import RunsScreen
 from tui.widgets.chat import ChatPane
 from tui.widgets.checkpoints import CheckpointsPane
 from tui.widgets.gpu import GpuPane
-from tui.widgets import failure
 from tui.widgets.failure import FailureCard
 from tui.widgets.header import RunHeader
 from tui.widgets.log import LogPane, LogView
@@ -171,8 +170,7 @@ class SwiftdeckApp(App):
     @work(thread=True, group="poll")
     def _poll(self, watch: RunWatch) -> None:
         try:
-            update = watch.poll()
-            failure.prepare(update.source, update.failure)  # a diagnosis the card needs: computed here, off the UI
+            update = watch.poll()  # the run's observer: metrics, console lines and the verdict on a failure
             error = None
         except Exception as exc:  # a file vanished mid-read, a bad record: say so, keep going
             update, error = None, f"{type(exc).__name__}: {exc}"
@@ -187,7 +185,7 @@ class SwiftdeckApp(App):
             return
         loss, log = self.main.query_one(LossPane), self.main.query_one(LogPane)
         self.main.query_one(RunHeader).show(u.header)
-        self.main.query_one(FailureCard).show(u.failure, u.source)
+        self.main.query_one(FailureCard).show(u.failure, u.source, u.failed)
         if u.reset:
             loss.clear()
             log.set_store(watch.log)

@@ -13,13 +13,13 @@ from collections import OrderedDict, deque
 from dataclasses import dataclass
 from pathlib import Path
 
-from engine.ingest import FileTail
+from engine.events import ConsoleAppended
 
 LINE_CAP = 8 * 1024  # only the last 8 KiB of a raw line are decoded (a tqdm line may hold thousands of updates)
 RECENT = 4000  # decoded lines kept for the tail
 BLOCK = 256  # older lines are decoded in blocks of this many
 BLOCKS_CACHED = 16
-READ_CHUNK = 4 * 1024 * 1024
+READ_CHUNK = 4 * 1024 * 1024  # scan(): bytes read per step
 TRACEBACK = "Traceback (most recent call last)"
 
 _ANSI_RE = re.compile(r"\x1b\[[0-9;?]*[ -/]*[@-~]|\x1b[@-Z\\-_]")
@@ -76,46 +76,41 @@ class LogFilter:
 
 
 class LogStore:
-    """Tail of one console log. `poll()` (any thread) reads what was appended; `line(i)` / `count` (any thread)."""
+    """The line index of one console log. It reads no file as it grows: `add()` (one thread) takes the bytes the
+    run's engine.observer.RunObserver read (ConsoleAppended events); `line(i)` / `count` (any thread). Lines that
+    left the decoded caches are read back from `path` on demand."""
 
     def __init__(self, path: Path | None):
         self.path = Path(path) if path else None
         self._lock = threading.Lock()
+        self.generation = 0
         self._reset()
 
     def _reset(self) -> None:
-        self._tail = FileTail(self.path) if self.path else None
         self._ends = array("Q")  # byte offset just past each complete line's '\n'
         self._recent: deque[str] = deque(maxlen=RECENT)
         self._blocks: OrderedDict[int, list[str]] = OrderedDict()
         self._pending = b""  # the unterminated last line (a live tqdm bar), capped
         self._pending_text = ""
+        self._fed_to = 0  # the file offset the index reaches
         self.first_traceback: int | None = None
         self.last_traceback_line: str | None = None  # the exception line that ends the last traceback
         self._in_traceback = False
-        self.generation = 0
 
-    # ------------------------------------------------------------ reading the file
+    # ------------------------------------------------------------ new bytes
 
-    def poll(self) -> int:
-        """Read what was appended; returns how many complete lines arrived (-1: the file was replaced)."""
-        if self._tail is None:
-            return 0
-        added, restarted = 0, False
-        while True:
-            gen = self._tail.generation
-            start = self._tail.offset
-            data = self._tail.read_new(READ_CHUNK)
-            if self._tail.generation != gen:  # truncated or replaced: start over
-                with self._lock:
-                    tail, generation = self._tail, self.generation
-                    self._reset()
-                    self._tail, self.generation = tail, generation + 1
-                restarted, added, start = True, 0, 0
-            if not data:
-                break
-            added += self._feed(data, start)
-        return -1 if restarted else added
+    def add(self, chunk: ConsoleAppended) -> int:
+        """Index the bytes of one chunk; returns how many complete lines arrived (-1: the file was replaced or
+        truncated and the index started over)."""
+        if chunk.restarted:
+            with self._lock:
+                self._reset()
+                self.generation += 1
+        elif chunk.offset != self._fed_to:  # not the continuation of what was indexed: refuse, loudly
+            raise ValueError(f"console bytes from offset {chunk.offset}, the log index is at {self._fed_to}")
+        added = self._feed(chunk.data, chunk.offset) if chunk.data else 0
+        self._fed_to = chunk.end
+        return -1 if chunk.restarted else added
 
     def _feed(self, data: bytes, start: int) -> int:
         pos, n = 0, 0

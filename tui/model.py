@@ -1,7 +1,9 @@
 """What the dashboard shows, computed without Textual: which runs exist, and one run's state as it changes.
 
-`RunWatch.poll()` does all file reading for one run and is meant for a worker thread; widgets only get the
-`Update` it returns. Time comes from an injected clock so tests and snapshots are deterministic.
+`RunWatch.poll()` does all file reading for one run and is meant for a worker thread: one engine.observer.RunObserver
+(one tail of the console, one of logging.jsonl) gives the events, and the log store, the chart and the failure card
+are fed from them; widgets only get the `Update` it returns. Time comes from an injected clock so tests and
+snapshots are deterministic.
 """
 from __future__ import annotations
 
@@ -12,15 +14,15 @@ from pathlib import Path
 from typing import Callable
 
 from engine import runs
+from engine.completions import CompletionsTail
+from engine.events import CheckpointSaved, ConsoleAppended, Failed, Finished, Metrics
+from engine.observer import RunObserver
 from engine.ops.runs import (RunSource, RunSummary, SourceError, discover, newest_run, quick_summary,  # noqa: F401
                              resolve)
-from engine.completions import CompletionsTail
-from engine.events import CheckpointSaved, Finished, Metrics
-from engine.ingest import ConsoleParser, JsonlParser, RunReader
 from tui.logstore import LogStore
 
 CHECKPOINT_RESCAN_S = 60.0  # while running, besides every save: scan_run reads logging.jsonl whole
-SUMMARY_TAIL = 256 * 1024
+POLL_CHUNK = 8 * 1024 * 1024  # bytes read per file and observer step: a long history is taken in steps this big
 
 
 # ---------------------------------------------------------------- one run, watched
@@ -64,7 +66,8 @@ class HeaderInfo:
 
 @dataclass
 class FailureInfo:
-    """What the Failed card shows until engine.diagnose provides a full diagnosis."""
+    """The record's side of a failed run (status, exit code) and the console's last traceback line; the diagnosis
+    itself arrives as an engine.events.Failed (Update.failed)."""
 
     status: str
     exit_code: int | None
@@ -84,18 +87,22 @@ class Update:
     failure: FailureInfo | None = None
     source: RunSource | None = None
     has_eval: bool = False
+    failed: Failed | None = None  # the engine's verdict on this run so far (sticky: the latest one)
     completions: list = field(default_factory=list)  # GRPO samples that arrived (engine.completions.Completion)
 
 
 class RunWatch:
-    """All file reading for one run: registry status, metrics (RunReader), log lines, checkpoints."""
+    """All file reading for one run: registry status, the run's observer (metrics, console lines, the verdict on a
+    failure), checkpoints."""
 
     def __init__(self, source: RunSource | None, clock: Callable[[], float] = time.time):
         self.source = source
         self.clock = clock
         self.log = LogStore(source.console_log if source else None)
         cwd = Path(source.record.cwd) if source and source.record else None
-        self.reader = RunReader(console_log=source.console_log, run_dir=source.run_dir, cwd=cwd) if source else None
+        self.observer = RunObserver(console_log=source.console_log, run_dir=source.run_dir, cwd=cwd) \
+            if source else None
+        self.failed: Failed | None = None
         self._first = True
         self._last_scan = -math.inf
         self._scan_run_dir: str | None = None
@@ -108,11 +115,24 @@ class RunWatch:
             return Update(HeaderInfo(), reset=self._take_first())
         src = self.source = self.source.refreshed()
         first = self._take_first()
-        events = self.reader.poll(final=not src.active)
-        new_metrics = [e for e in events if isinstance(e, Metrics)]
-        saved = any(isinstance(e, (CheckpointSaved, Finished)) for e in events)
-        lines = self.log.poll()
-        state = self.reader.state
+        new_metrics: list[Metrics] = []
+        saved, lines = False, 0
+        while True:  # a long history in steps: one chunk of each file in memory at a time
+            for ev in self.observer.poll(src.record, max_bytes=POLL_CHUNK):
+                if isinstance(ev, ConsoleAppended):
+                    if ev.restarted:
+                        self.failed = None
+                    added = self.log.add(ev)
+                    lines = -1 if added < 0 or lines < 0 else lines + added
+                elif isinstance(ev, Metrics):
+                    new_metrics.append(ev)
+                elif isinstance(ev, (CheckpointSaved, Finished)):
+                    saved = True
+                elif isinstance(ev, Failed):
+                    self.failed = ev
+            if self.observer.caught_up:
+                break
+        state = self.observer.state
         run_dir = state.run_dir or (str(src.run_dir) if src.run_dir else None)
         if run_dir and (self.completions is None or self.completions.path.parent != Path(run_dir)):
             self.completions = CompletionsTail(run_dir)
@@ -129,7 +149,8 @@ class RunWatch:
         self._status = src.status
         return Update(self._header(src, now), new_metrics, reset=first, log_lines=lines,
                       checkpoints=checkpoints, failure=self._failure(src), source=src,
-                      has_eval=any("eval_loss" in m.values for m in state.metrics), completions=completions)
+                      has_eval=any("eval_loss" in m.values for m in state.metrics), failed=self.failed,
+                      completions=completions)
 
     def _take_first(self) -> bool:
         first, self._first = self._first, False
@@ -145,7 +166,7 @@ class RunWatch:
             return []
 
     def _header(self, src: RunSource, now: float) -> HeaderInfo:
-        state = self.reader.state
+        state = self.observer.state
         p = state.progress
         last = next((m for m in reversed(state.metrics) if "loss" in m.values), None)
         rec = src.record
@@ -167,8 +188,5 @@ class RunWatch:
         line = self.log.last_traceback_line
         if rec.status == "lost":
             line = line or "the run's processes are gone without an exit code (runner killed or host rebooted)"
-        diagnosis = rec.meta.get("diagnosis") if isinstance(rec.meta, dict) else None
-        if isinstance(diagnosis, dict):
-            diagnosis = diagnosis.get("summary") or diagnosis.get("kind")
-        return FailureInfo(rec.status, rec.exit_code, line or "no traceback in the console log",
-                           diagnosis if isinstance(diagnosis, str) else None)
+        diagnosis = (self.failed.summary or self.failed.kind) if self.failed and not self.failed.live else None
+        return FailureInfo(rec.status, rec.exit_code, line or "no traceback in the console log", diagnosis)

@@ -42,14 +42,14 @@ class LaunchCheck:
     @property
     def blocker(self) -> str | None:
         """Why a launch is refused, in one line; None when it is not."""
+        if not self.datasets_ok:
+            return next((line.strip() for level, line in self.datasets if level == "error"),
+                        "the dataset check found errors")
         if self.args.problems:
             n = len(self.args.problems)
             first = self.args.problems[0].message
             return (f"{n} problem(s) with the swift {self.command.kind} arguments: {first}"
                     + (" (apply the proposed fixes)" if self.fixable else ""))
-        if not self.datasets_ok:
-            return next((line.strip() for level, line in self.datasets if level == "error"),
-                        "the dataset check found errors")
         return None
 
     def with_fixes(self) -> "LaunchCheck":

@@ -79,6 +79,38 @@ class ChatJobs:
 
     # ------------------------------------------------------------ deploy
 
+    @work(thread=True, exclusive=True, group="chat-deploy-adopt")
+    def _adopt_deploy(self) -> None:
+        """A deploy already serving (started earlier, or by `swiftdeck deploy`) is shown and usable."""
+        try:
+            found = DeployBackend.find_running()
+        except Exception:  # an unreadable registry must not break the pane
+            found = None
+        if found is not None:
+            self.post_message(self.DeployState(found.rec, found.url))
+
+    def action_deploy(self) -> None:
+        from tui.screens.confirm import ConfirmScreen
+
+        rec = self.deploy_rec
+        if rec is not None:
+            where = self.deploy.url if self.deploy else "starting"
+            self.app.push_screen(ConfirmScreen(f"Stop the deploy {rec.id}?", f"swift deploy at {where} is stopped "
+                                               "(SIGINT to its process group, then the tree is killed).",
+                                               yes="Stop"), lambda yes: self._stop_deploy(rec) if yes else None)
+            return
+        try:
+            target = self.current_target()
+        except (BackendError, ChatClientError) as exc:
+            self.app.notify(str(exc), severity="warning")
+            return
+        what = f"--adapters {target.label}={target.adapter}" if target.adapter else f"--model {target.base['model']}"
+        body = (f"swift deploy {what} --host 127.0.0.1 --port <free>\n\nA managed job in the run registry: it keeps "
+                "serving after you quit; ctrl+r again stops it. When /health answers, its URL shows here and "
+                "ctrl+f sends the chat through its OpenAI-compatible API.")
+        self.app.push_screen(ConfirmScreen(f"Deploy {target.label}?", body, yes="Deploy"),
+                             lambda yes: self._deploy(target) if yes else None)
+
     @work(thread=True, exclusive=True, group="chat-deploy")
     def _deploy(self, target: ChatTarget) -> None:
         from textual.worker import get_current_worker

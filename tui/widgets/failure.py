@@ -1,20 +1,18 @@
-"""The failure card: why the run shown failed (engine.diagnose: kind, summary, evidence, numbered remedies) and,
-after a CUDA OOM, what swiftdeck's runner cleaned up (the process tree it stopped, GPU memory before/after, seconds).
+"""The failure card: why the run shown failed (kind, summary, evidence, numbered remedies) and, after a CUDA OOM,
+what swiftdeck's runner cleaned up (the process tree it stopped, GPU memory before/after, seconds).
 
-The diagnosis comes from the record (`meta["diagnosis"]`, written by the runner when the run ended); for runs
-recorded by an older swiftdeck, lost runs and bare console logs, `prepare()` computes it from the console log on the
-dashboard's poll worker thread (cached: once per log state), and the card only looks it up. Any input, garbage
-included, gives a card or none, never a traceback in the UI.
+The card only displays: the verdict is the engine's engine.events.Failed, made by the run's observer (the runner's
+recorded diagnosis, or the console diagnosed once) and handed down with each poll's Update; the clean-up record is
+read off the run record. Any input, garbage included, gives a card or none, never a traceback in the UI.
 """
 from __future__ import annotations
 
 import re
-import threading
-import time
 from dataclasses import dataclass
 
 from rich.text import Text
 
+from engine.events import Failed
 from engine.relaunch import remedy_flags
 from tui.model import FailureInfo, RunSource
 from tui.widgets import header
@@ -39,107 +37,12 @@ def _items(value) -> list:
     return list(value) if isinstance(value, (list, tuple)) else []
 
 
-def _valid(diagnosis) -> dict | None:
-    """A diagnosis dict (Diagnosis.to_json) with sane types, else None."""
-    if not isinstance(diagnosis, dict) or not isinstance(diagnosis.get("kind"), str):
-        return None
-    remedies = diagnosis.get("remedies")
-    return {"kind": diagnosis["kind"], "summary": str(diagnosis.get("summary") or ""),
-            "remedies": [str(r) for r in remedies] if isinstance(remedies, list) else [],
-            "evidence": str(diagnosis.get("evidence") or ""),
-            "details": diagnosis.get("details") if isinstance(diagnosis.get("details"), dict) else {}}
-
-
-def recorded(source: RunSource | None) -> tuple[dict | None, dict | None]:
-    """(diagnosis, clean_up) as the engine recorded them with the run, when it did."""
+def clean_up_of(source: RunSource | None) -> dict | None:
+    """What the runner recorded about its clean-up after a fatal line (`meta["clean_up"]`), when it did."""
     rec = source.record if source else None
     meta = rec.meta if rec is not None and isinstance(rec.meta, dict) else {}
     clean_up = meta.get("clean_up")
-    return _valid(meta.get("diagnosis")), clean_up if isinstance(clean_up, dict) else None
-
-
-def diagnose_source(source: RunSource) -> dict:
-    """engine.diagnose on the source's console log (bounded read); never raises."""
-    from engine import diagnose
-
-    rec = source.record
-    path = source.console_log
-    try:
-        if path is None:
-            raise FileNotFoundError("no console log")
-        if rec is not None:
-            args = rec.argv[2:] if rec.argv[1:2] == [rec.kind] else None  # `swift <kind> ...` only
-            d = diagnose.diagnose_file(path, exit_code=rec.exit_code, command=rec.kind, args=args)
-        else:
-            d = diagnose.diagnose_file(path)
-        result = _valid(d.to_json())
-        if result is None:
-            raise ValueError(f"engine.diagnose gave {d!r}")
-        return result
-    except Exception as exc:  # unreadable or vanished log, anything odd: say so on the card
-        why = exc.strerror if isinstance(exc, OSError) and exc.strerror else f"{type(exc).__name__}: {exc}"
-        return {"kind": "unknown", "summary": f"the console log could not be diagnosed ({why})", "remedies": [],
-                "evidence": "", "details": {}}
-
-
-_cache: dict[str, tuple[tuple, float, dict]] = {}  # run key -> (log state, when, diagnosis)
-_cache_lock = threading.Lock()
-CACHE_RUNS = 64
-REDIAGNOSE_S = 5.0  # a bare log that keeps growing is diagnosed again at most this often
-
-
-def _log_state(source: RunSource) -> tuple:
-    rec = source.record
-    try:
-        st = source.console_log.stat()
-        size = (st.st_size, st.st_mtime_ns)
-    except (OSError, AttributeError):
-        size = None
-    return str(source.console_log), size, rec.exit_code if rec else None, rec.status if rec else None
-
-
-def _needs_diagnosis(source: RunSource | None, failure: FailureInfo | None) -> bool:
-    if source is None or source.console_log is None or recorded(source)[0] is not None:
-        return False
-    return source.record is None or failure is not None
-
-
-def prepare(source: RunSource | None, failure: FailureInfo | None) -> None:
-    """Diagnose the console log when the card will need it and the run has no recorded diagnosis. Blocking (reads
-    up to 768 KiB): call it on a worker thread; cached per run and log state. Never raises."""
-    if not _needs_diagnosis(source, failure):
-        return
-    state = _log_state(source)
-    with _cache_lock:
-        old = _cache.get(source.key)
-    if old is not None and (old[0] == state or (source.record is None and time.time() - old[1] < REDIAGNOSE_S)):
-        return
-    result = diagnose_source(source)
-    with _cache_lock:
-        _cache[source.key] = (state, time.time(), result)
-        while len(_cache) > CACHE_RUNS:
-            _cache.pop(next(iter(_cache)))
-
-
-def lookup(source: RunSource | None, failure: FailureInfo | None) -> dict | None:
-    """The diagnosis to show: the recorded one, else what prepare() computed (None while there is none)."""
-    if source is None:
-        return None
-    diagnosis = recorded(source)[0]
-    if diagnosis is None and _needs_diagnosis(source, failure):
-        with _cache_lock:
-            hit = _cache.get(source.key)
-        diagnosis = hit[2] if hit else None
-    return diagnosis
-
-
-def shows_failure(diagnosis: dict | None) -> bool:
-    """For a bare console log (no exit code known): does the diagnosis show a failure at all?"""
-    if not diagnosis:
-        return False
-    if diagnosis["kind"] == "no_failure":
-        return False
-    return diagnosis["kind"] != "unknown" or "exception" in diagnosis["details"]
+    return clean_up if isinstance(clean_up, dict) else None
 
 
 def evidence_lines(evidence: str, n: int = 2) -> list[str]:
@@ -197,23 +100,26 @@ class CardState:
     status: str  # failed | lost | running (clean-up under way) | unknown (a bare log)
     exit_code: int | None
     line: str  # the console's last traceback line (model.FailureInfo), shown while diagnosing
-    diagnosis: dict | None = None
+    diagnosis: dict | None = None  # Failed.to_json() of the engine's verdict
     clean_up: dict | None = None
     pending: bool = False  # a diagnosis is still to come
     relaunchable: bool = False  # a `swift sft` run that ended: `r` relaunches it
 
 
-def card_state(failure: FailureInfo | None, source: RunSource | None) -> CardState | None:
+def card_state(failure: FailureInfo | None, source: RunSource | None, failed: Failed | None = None) \
+        -> CardState | None:
     """What the card shows for this poll, or None (no card)."""
     if source is None:
         return None
     rec = source.record
-    _, clean_up = recorded(source)
-    if rec is not None and failure is None and clean_up is None:
+    clean_up = clean_up_of(source)
+    if failed is not None and failed.live and rec is not None and not rec.active and rec.status not in FAILED:
+        failed = None  # a fatal line the run came through after all
+    if rec is not None and failure is None and clean_up is None and failed is None:
         return None  # a healthy registry run
-    diagnosis = lookup(source, failure)
-    if rec is None:  # a bare log: a card only when the log itself shows a failure
-        return CardState(source.key, "unknown", None, "", diagnosis) if shows_failure(diagnosis) else None
+    diagnosis = failed.to_json() if failed is not None else None
+    if rec is None:  # a bare log: a card only when the engine found a failure in it
+        return CardState(source.key, "unknown", None, "", diagnosis) if diagnosis else None
     status = failure.status if failure else rec.status
     return CardState(source.key, status, rec.exit_code, failure.line if failure else "", diagnosis, clean_up,
                      pending=diagnosis is None, relaunchable=status in FAILED and rec.argv[1:2] == ["sft"])
@@ -223,8 +129,8 @@ def card_state(failure: FailureInfo | None, source: RunSource | None) -> CardSta
 
 
 class FailureCard(header.FailureCard):
-    """Replaces header.FailureCard in the dashboard (same slot, id #failure). The app calls prepare() on its poll
-    worker, then `show(failure, source)` on the UI thread with the same poll's result."""
+    """Replaces header.FailureCard in the dashboard (same slot, id #failure). The app calls `show(failure, source,
+    failed)` on the UI thread with each poll's Update."""
 
     def __init__(self, **kwargs):
         super().__init__(**kwargs)
@@ -235,8 +141,8 @@ class FailureCard(header.FailureCard):
     def diagnosis(self) -> dict | None:
         return self.state.diagnosis if self.state else None
 
-    def show(self, failure: FailureInfo | None, source: RunSource | None = None) -> None:
-        state = card_state(failure, source)
+    def show(self, failure: FailureInfo | None, source: RunSource | None = None, failed: Failed | None = None) -> None:
+        state = card_state(failure, source, failed)
         self.display = state is not None
         if state != self.state:
             self.state = state

@@ -1,5 +1,6 @@
-"""Log pane: a live tail of the console log (Line API, reads old lines back from the file), follow mode, new-line
-counter while scrolled up, text/level filter (`/`), jump to the first Traceback (`t`)."""
+"""Log pane: the console log as it grows (Line API; the LogStore is fed by the run's observer, one tail of the file
+for the whole dashboard, and reads old lines back from the file on demand), follow mode, new-line counter while
+scrolled up, text/level filter (`/`), jump to the first Traceback (`t`)."""
 from __future__ import annotations
 
 from array import array
