@@ -13,6 +13,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 
+from engine.kinds import label_of_args_json
 from engine.ingest import load_jsonl, loads_json, record_step, record_values
 
 RUN_RE = re.compile(r"v(\d+)-(\d{8})-(\d{6})")
@@ -69,6 +70,7 @@ class RunFolder:
     model_type: str | None = None
     template: str | None = None
     tuner_type: str | None = None
+    kind: str | None = None  # sft | pt | rlhf/dpo | rlhf/grpo | … (engine.kinds, from args.json)
     empty: bool = False  # a launch that failed before training leaves an empty folder behind
     finished: bool = False  # logging.jsonl has the final record (also written after a SIGINT to the trainer)
     final: dict = field(default_factory=dict)  # last/best checkpoint, best_metric, global_step, train summary
@@ -86,7 +88,7 @@ class RunFolder:
             "path": str(self.path), "name": self.name, "version": self.version,
             "created": self.created.isoformat() if self.created else None,
             "model": self.model, "model_type": self.model_type, "template": self.template,
-            "tuner_type": self.tuner_type, "empty": self.empty, "finished": self.finished, "final": self.final,
+            "tuner_type": self.tuner_type, "kind": self.kind, "empty": self.empty, "finished": self.finished, "final": self.final,
             "last_step": self.last_step, "max_steps": self.max_steps,
             "checkpoints": [c.to_json() for c in self.checkpoints], "notes": list(self.notes),
         }
@@ -260,6 +262,7 @@ def scan_run(path: Path) -> RunFolder:
     args = _read_json(path / "args.json", run.notes)
     run.model, run.model_type, run.template = args.get("model"), args.get("model_type"), args.get("template")
     run.tuner_type = args.get("tuner_type") or args.get("train_type")
+    run.kind = label_of_args_json(args)
 
     records = load_jsonl(path / "logging.jsonl")
     for rec in records:
@@ -358,7 +361,7 @@ def format_table(runs: list[RunFolder], base: Path | None = None) -> str:
         where = str(r.path.relative_to(base)) if base and r.path.is_relative_to(base) else str(r.path)
         state = "empty" if r.empty else "finished" if r.finished else "not finished"
         steps = f" step {r.last_step}/{r.max_steps or '?'}" if r.last_step is not None else ""
-        what = " ".join(x for x in (r.tuner_type, r.model_type, r.template) if x)
+        what = " ".join(x for x in (r.kind, r.tuner_type, r.model_type, r.template) if x)
         lines.append(f"{where}  [{state}{steps}]  {what}  {r.model or ''}".rstrip())
         for note in r.notes:
             lines.append(f"  ! {note}")

@@ -192,9 +192,10 @@ def cmd_runs(ns) -> int:
     jobs = [r for r in records if r.kind not in TRAINING_KINDS]
     rows = []
     for rec in training:
-        s = quick_summary(RunSource.of_record(rec))
-        rows.append({**rec.to_json(), "group": "run", "step": s.step, "max_steps": s.max_steps,
-                     "last_loss": s.last_loss})
+        src = RunSource.of_record(rec)
+        s = quick_summary(src)
+        rows.append({**rec.to_json(), "group": "run", "training": src.kind, "step": s.step,
+                     "max_steps": s.max_steps, "last_loss": s.last_loss})
     job_rows = [{**rec.to_json(), "group": "job", "what": _job_what(rec)} for rec in jobs] if ns.all else []
     if ns.json:
         _dump(rows + job_rows)
@@ -205,14 +206,14 @@ def cmd_runs(ns) -> int:
     else:
         width = max([5, *(len(r["label"]) for r in rows)])
         width = min(width, 24)
-        print(f"{'RUN':32} {'LABEL':{width}} {'KIND':6} {'STATUS':9} {'STEP':>11} {'LOSS':>8}  {'STARTED':16} "
+        print(f"{'RUN':32} {'LABEL':{width}} {'KIND':9} {'STATUS':9} {'STEP':>11} {'LOSS':>8}  {'STARTED':16} "
               "RUN FOLDER")
         for r in rows:
             step = f"{r['step']}/{r['max_steps'] or '?'}" if r["step"] is not None else "-"
             loss = f"{r['last_loss']:.4g}" if r["last_loss"] is not None else "-"
             started = time.strftime("%Y-%m-%d %H:%M", time.localtime(r["started_at"]))
             label = (r["label"] or "-")[:width]
-            print(f"{r['id']:32} {label:{width}} {r['kind']:6} {r['status']:9} {step:>11} {loss:>8}  {started:16} "
+            print(f"{r['id']:32} {label:{width}} {r['training']:9} {r['status']:9} {step:>11} {loss:>8}  {started:16} "
                   f"{r['run_dir'] or '-'}")
         if jobs and not ns.all:
             print(f"({len(jobs)} chat/deploy/merge job(s) not shown: swiftdeck runs --all)")
@@ -245,9 +246,12 @@ def cmd_stop(ns) -> int:
 
 
 def cmd_metrics(ns) -> int:
+    from engine import kinds
     from engine.ingest import metrics_table
+    from engine.ops.runs import resolve
 
     _, reader = reader_for(ns.run)
+    kind = resolve(ns.run).kind
     reader.poll()
     state = reader.state
     rows = metrics_table(state)
@@ -256,13 +260,19 @@ def cmd_metrics(ns) -> int:
         raise UserError(f"no logged step in {ns.run}: not an ms-swift run folder or console log (or nothing was "
                         "logged yet)")
     if ns.json:
-        _dump({"metrics": rows, "summary": summary, "finished": state.finished})
+        _dump({"kind": kind, "metrics": rows, "summary": summary, "finished": state.finished})
         return 0
-    keys = [k for k in ("loss", "eval_loss", "learning_rate", "grad_norm", "token_acc", "epoch")
-            if any(k in r for r in rows)]
-    print(f"{'step':>7} " + " ".join(f"{k:>13}" for k in keys))
+    logged = {k for r in rows for k in r}
+    family = kinds.family(logged)
+    funcs = [f"rewards/{f}/mean" for f in kinds.reward_functions(sorted(logged))]
+    keys = [k for k in dict.fromkeys(("loss", "eval_loss", *kinds.HEADLINE[family], *funcs, "learning_rate",
+                                      "grad_norm", "token_acc", "epoch")) if k in logged]
+    widths = {k: max(13, len(k)) for k in keys}
+    print(f"kind: {kind}" + (f" (charts: {family})" if family != "sft" else ""))
+    print(f"{'step':>7} " + " ".join(f"{k:>{widths[k]}}" for k in keys))
     for r in rows:
-        print(f"{r['step']:>7} " + " ".join(f"{r[k]:>13.5g}" if k in r else f"{'':>13}" for k in keys))
+        print(f"{r['step']:>7} " + " ".join(f"{r[k]:>{widths[k]}.5g}" if r.get(k) is not None else
+                                            f"{'':>{widths[k]}}" for k in keys))
     if summary:
         print("summary: " + ", ".join(f"{k}={v:.5g}" if isinstance(v, float) else f"{k}={v}"
                                       for k, v in summary.items()))

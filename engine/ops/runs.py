@@ -3,6 +3,7 @@ disk. Resolving a RUN argument, listing runs and the cheap per-run summary (step
 once, for `swiftdeck runs`, the run switcher and every command that takes RUN."""
 from __future__ import annotations
 
+import json
 import math
 from dataclasses import dataclass
 from pathlib import Path
@@ -41,6 +42,26 @@ class RunSource:
         if self.record:
             return f"{self.record.label} {self.record.id}".strip() if self.record.label else self.record.id
         return (self.run_dir or self.console_log).name
+
+    @property
+    def kind(self) -> str:
+        """'sft', 'pt', 'rlhf/dpo', 'rlhf/grpo', … (engine.kinds.label); a job's kind ('deploy'); '?' when a bare
+        folder or log does not say."""
+        from engine import kinds
+
+        if self.record:
+            rec = self.record
+            if rec.kind not in TRAINING_KINDS:
+                return rec.kind
+            args = rec.argv[2:] if rec.argv[1:2] == [rec.kind] else rec.argv
+            return kinds.label_of_argv(rec.kind, list(args))
+        if self.run_dir:
+            try:
+                args = json.loads((self.run_dir / "args.json").read_text(encoding="utf-8"))
+            except (OSError, ValueError):
+                args = None
+            return kinds.label_of_args_json(args if isinstance(args, dict) else {}) or "?"
+        return "?"
 
     @property
     def status(self) -> str:

@@ -24,7 +24,7 @@ class RunsScreen(ModalScreen[RunSource | None]):
         with Vertical(id="runs-box"):
             yield Static("Runs — Enter opens one, Esc closes", id="runs-title")
             table = DataTable(id="runs-table", cursor_type="row", zebra_stripes=True)
-            table.add_columns("run", "status", "step", "loss", "started", "where")
+            table.add_columns("run", "status", "step", "loss", "kind", "started", "where")
             yield table
 
     def on_mount(self) -> None:
@@ -40,7 +40,7 @@ class RunsScreen(ModalScreen[RunSource | None]):
             step = "-" if summary.step is None else f"{summary.step}/{summary.max_steps or '?'}"
             started = time.strftime("%Y-%m-%d %H:%M", time.localtime(s.record.started_at)) if s.record else "-"
             where = str(s.run_dir or s.console_log or "-")
-            rows.append((s.name, s.status, step, fmt_num(summary.last_loss), started, where))
+            rows.append((s.name, s.status, step, fmt_num(summary.last_loss), s.kind, started, where))
         self.app.call_from_thread(self._fill, sources, rows)
 
     def _fill(self, sources: list[RunSource], rows: list[tuple]) -> None:
