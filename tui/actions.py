@@ -17,10 +17,14 @@ class ActionError(SwiftdeckError):
 # ---------------------------------------------------------------- launch form
 
 
+KINDS = ("sft", "pt", "rlhf/dpo", "rlhf/kto", "rlhf/orpo", "rlhf/simpo", "rlhf/cpo", "rlhf/grpo")  # the form's
+
+
 @dataclass
 class LaunchForm:
     """The new-run screen's fields. Defaults: the self-cognition tutorial's `swift sft` settings."""
 
+    kind: str = "sft"  # one of KINDS: `swift sft`, `swift pt`, or `swift rlhf --rlhf_type T`
     model: str = ""
     dataset: str = ""
     output_dir: str = "output"
@@ -45,7 +49,10 @@ PRESET_TAIL = ["--per_device_eval_batch_size", "1", "--eval_steps", "50", "--sav
 
 
 def build_launch(form: LaunchForm, *, gpu: bool, cwd: Path | str = ".") -> Command:
-    """The `swift sft` command of a filled-in form (before engine.ops.launch's checks)."""
+    """The `swift sft|pt|rlhf` command of a filled-in form (before engine.ops.launch's checks)."""
+    if form.kind not in KINDS:
+        raise ActionError(f"kind must be one of {', '.join(KINDS)}, not {form.kind!r}")
+    command, _, rlhf_type = form.kind.partition("/")
     for name in ("model", "dataset"):
         if not getattr(form, name).strip():
             raise ActionError(f"{name} is required")
@@ -63,14 +70,14 @@ def build_launch(form: LaunchForm, *, gpu: bool, cwd: Path | str = ".") -> Comma
         extra = shlex.split(form.extra)
     except ValueError as exc:
         raise ActionError(f"extra arguments: {exc}") from None
-    argv = ["--model", form.model.strip(), "--dataset", *form.dataset.split(), "--tuner_type", "lora",
+    argv = [*(["--rlhf_type", rlhf_type] if rlhf_type else []), "--model", form.model.strip(), "--dataset", *form.dataset.split(), "--tuner_type", "lora",
             "--torch_dtype", dtype, "--num_train_epochs", form.epochs, "--per_device_train_batch_size",
             form.batch_size, "--learning_rate", form.learning_rate, "--lora_rank", form.lora_rank,
             "--lora_alpha", form.lora_alpha, "--target_modules", *form.target_modules.split(),
             "--gradient_accumulation_steps", form.grad_accum, "--max_length", form.max_length,
             "--output_dir", form.output_dir.strip() or "output", *PRESET_TAIL]
     env = {"CUDA_VISIBLE_DEVICES": form.visible_gpus.strip()} if form.visible_gpus.strip() else {}
-    cmd = Command("sft", tuple(argv), str(Path(cwd).resolve()), env, form.label.strip())
+    cmd = Command(command, tuple(argv), str(Path(cwd).resolve()), env, form.label.strip())
     try:
         return cmd.with_extra(extra)  # extra arguments win over the preset
     except CommandError as exc:

@@ -12,10 +12,10 @@ from textual import on, work
 from textual.binding import Binding
 from textual.containers import Grid, Horizontal, Vertical, VerticalScroll
 from textual.screen import Screen
-from textual.widgets import Button, Footer, Input, Label, Static
+from textual.widgets import Button, Footer, Input, Label, Select, Static
 
 from engine.command import Command
-from tui.actions import ActionError, LaunchForm, build_launch
+from tui.actions import KINDS, ActionError, LaunchForm, build_launch
 from engine.ops.datasets import check_datasets
 from tui.widgets.style import theme_color
 
@@ -57,6 +57,8 @@ class LaunchScreen(Screen):
         yield Static("New run — swift sft with LoRA (preset: the self-cognition tutorial's settings)", id="launch-title")
         with VerticalScroll(id="launch-form"):
             with Grid(id="launch-grid"):
+                yield Label("kind", classes="launch-label")
+                yield Select([(k, k) for k in KINDS], value=self.initial.kind, allow_blank=False, id="f-kind")
                 for name, label, placeholder in FIELDS:
                     yield Label(label, classes="launch-label")
                     yield Input(getattr(self.initial, name), placeholder=placeholder, id=f"f-{name}")
@@ -75,11 +77,31 @@ class LaunchScreen(Screen):
         self.query_one("#fix").display = False
         self.query_one("#f-model", Input).focus()
         self._refresh_plan()
-        self._check_dataset(self.initial.dataset)
+        self._check_dataset(self.initial.dataset, self.rlhf_type)
 
     def form(self) -> LaunchForm:
-        return LaunchForm(**{f.name: self.query_one(f"#f-{f.name}", Input).value
-                             for f in dataclasses.fields(LaunchForm)})
+        return LaunchForm(kind=self.kind, **{f.name: self.query_one(f"#f-{f.name}", Input).value
+                                             for f in dataclasses.fields(LaunchForm) if f.name != "kind"})
+
+    @property
+    def kind(self) -> str:
+        return str(self.query_one("#f-kind", Select).value)
+
+    @property
+    def rlhf_type(self) -> str | None:
+        """The dataset check's --rlhf_type (it checks the columns the type needs)."""
+        return self.kind.partition("/")[2] or None
+
+    @on(Select.Changed, "#f-kind")
+    def _kind_changed(self, event: Select.Changed) -> None:
+        self.checked = None
+        self.query_one("#fix").display = False
+        self.query_one("#launch-check", Static).update("")
+        self.query_one("#launch-title", Static).update(
+            f"New run — swift {self.kind.replace('/', ' --rlhf_type ')} with LoRA (preset: the self-cognition "
+            "tutorial's settings)")
+        self._refresh_plan()
+        self._check_dataset(self.query_one("#f-dataset", Input).value, self.rlhf_type)
 
     @on(Input.Changed)
     def _changed(self, event: Input.Changed) -> None:
@@ -88,7 +110,7 @@ class LaunchScreen(Screen):
         self.query_one("#launch-check", Static).update("")
         self._refresh_plan()
         if event.input.id == "f-dataset":
-            self._check_dataset(event.value)
+            self._check_dataset(event.value, self.rlhf_type)
 
     def _refresh_plan(self) -> None:
         out = self.query_one("#launch-command", Static)
@@ -103,8 +125,8 @@ class LaunchScreen(Screen):
     # ------------------------------------------------------------ dataset check (engine.dataset_check)
 
     @work(thread=True, exclusive=True, group="dataset-check")
-    def _check_dataset(self, value: str) -> None:
-        lines = check_datasets(value.split(), self.cwd)[1] if value.strip() else []
+    def _check_dataset(self, value: str, rlhf_type: str | None = None) -> None:
+        lines = check_datasets(value.split(), self.cwd, rlhf_type=rlhf_type)[1] if value.strip() else []
         self.app.call_from_thread(self._show_datasets, lines)
 
     def _show_datasets(self, lines: list[tuple[str, str]]) -> None:

@@ -16,6 +16,7 @@ from textual.screen import Screen
 from textual.widgets import Button, Footer, Input, OptionList, Static
 from textual.widgets.option_list import Option
 
+from engine.command import TRAINING_KINDS
 from engine.relaunch import remedy_flags
 from tui.screens.launch import check_text
 from tui.widgets.failure import applicable, clean, evidence_lines
@@ -54,8 +55,8 @@ def can_relaunch(rec) -> None:
     """Raise RelaunchError when `rec` is not a run that can be relaunched from the dashboard."""
     if rec is None:
         raise RelaunchError("this run was not started by swiftdeck, so its command line is unknown")
-    if rec.kind != "sft" or rec.argv[1:2] != ["sft"]:
-        raise RelaunchError(f"run {rec.id} is not a `swift sft` run: only training runs are relaunched")
+    if rec.kind not in TRAINING_KINDS or rec.argv[1:2] != [rec.kind]:
+        raise RelaunchError(f"run {rec.id} is not a `swift sft|pt|rlhf` run: only training runs are relaunched")
     if rec.status not in ("failed", "lost"):
         raise RelaunchError(f"run {rec.id} is {rec.status}, not failed: nothing to relaunch (to continue a run, "
                             "resume from a checkpoint with R in the Checkpoints pane)")

@@ -12,6 +12,7 @@ from dataclasses import dataclass
 
 from rich.text import Text
 
+from engine.command import TRAINING_KINDS
 from engine.events import Failed
 from engine.relaunch import remedy_flags
 from tui.model import FailureInfo, RunSource
@@ -122,7 +123,8 @@ def card_state(failure: FailureInfo | None, source: RunSource | None, failed: Fa
         return CardState(source.key, "unknown", None, "", diagnosis) if diagnosis else None
     status = failure.status if failure else rec.status
     return CardState(source.key, status, rec.exit_code, failure.line if failure else "", diagnosis, clean_up,
-                     pending=diagnosis is None, relaunchable=status in FAILED and rec.argv[1:2] == ["sft"])
+                     pending=diagnosis is None, relaunchable=status in FAILED and rec.kind in TRAINING_KINDS
+                     and rec.argv[1:2] == [rec.kind])
 
 
 # ---------------------------------------------------------------- the widget
