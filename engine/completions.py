@@ -2,7 +2,8 @@
 `<run folder>/completions.jsonl` (swift/rlhf_trainers/grpo_trainer.py log: {"step": [...], "prompt": [...],
 "completion": [...], <reward function>: [...], "advantages": [...], ...}, one list entry per sample).
 
-`CompletionsTail` reads it incrementally (a first read looks at the last TAIL_BYTES only, so a week-long run opens
+The last table is written twice (the final log call, with the train summary, writes the same rows again); a
+table equal to the one before it is skipped. `CompletionsTail` reads the file incrementally (a first read looks at the last TAIL_BYTES only, so a week-long run opens
 at once) and keeps the newest samples. Pure Python, no torch.
 """
 from __future__ import annotations
@@ -85,6 +86,7 @@ class CompletionsTail:
         self.samples: deque[Completion] = deque(maxlen=keep)
         self._pending = b""
         self._first = True
+        self._last_line = b""
 
     def poll(self) -> list[Completion]:
         if self._first:
@@ -103,12 +105,13 @@ class CompletionsTail:
             generation = self.tail.generation
             data = self.tail.read_new()
             if self.tail.generation != generation:  # replaced or truncated: start over
-                self._pending, self.samples = b"", deque(maxlen=self.samples.maxlen)
+                self._pending, self._last_line, self.samples = b"", b"", deque(maxlen=self.samples.maxlen)
         *lines, self._pending = (self._pending + data).split(b"\n")
         new = []
         for line in lines:
-            if not line.strip():
+            if not line.strip() or line == self._last_line:
                 continue
+            self._last_line = line
             try:
                 table = loads_json(line)
             except (ValueError, RecursionError):

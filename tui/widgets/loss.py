@@ -216,14 +216,13 @@ class LossPane(Vertical):
         text = Text(f"completions at step {step} (newest {len(latest)}; --log_completions)\n", style=dim)
         for c in latest:
             total = sum(c.rewards.values())
-            rewards = " ".join(f"{name} {value:+.2g}" for name, value in c.rewards.items())
-            adv = f"  adv {c.advantage:+.2f}" if c.advantage is not None else ""
-            text.append(f"{total:+.2f} ", style=f"bold {accent}")
+            rewards = " ".join(f"{name} {value + 0.0:+.2f}" for name, value in c.rewards.items())
+            adv = f"  adv {c.advantage + 0.0:+.2f}" if c.advantage is not None else ""
+            text.append(f"{total + 0.0:+.2f} ", style=f"bold {accent}")
             text.append(f"{rewards}{adv}  ", style=dim)
             text.append(c.prompt.replace("\n", " ")[:60] + " → ", style="bold")
             text.append(" ".join(c.completion.split()) + "\n")
         self.query_one("#loss-completions-text", Static).update(text)
-        self.query_one("#loss-completions", VerticalScroll).border_title = f"completions · step {step}"
 
     def _request(self) -> None:
         """Throttled redraw: the main chart at most every MAIN_EVERY_S, the small ones every MINI_EVERY_S; metrics
