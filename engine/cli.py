@@ -17,6 +17,7 @@ import orjson
 
 from engine import runs
 from engine.errors import SwiftdeckError
+from engine.kinds import RLHF_TYPES
 from engine.redact import redact_data, redact_text
 
 EXIT_USAGE = 2
@@ -492,7 +493,8 @@ def cmd_check_dataset(ns) -> int:
     path = Path(ns.file).expanduser()
     if not path.exists():
         raise UserError(f"dataset file not found: {path.resolve()}")
-    report = dataset_check.check_dataset(path, model=ns.model, max_length=ns.max_length, system=ns.system)
+    report = dataset_check.check_dataset(path, model=ns.model, max_length=ns.max_length, system=ns.system,
+                                         rlhf_type=ns.rlhf_type)
     if ns.json:
         _dump(report.to_json())
     else:
@@ -853,6 +855,9 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--model", help="tokenize with this model's tokenizer and chat template")
     s.add_argument("--max-length", type=int, help="count the rows ms-swift would drop at this max_length")
     s.add_argument("--system", help="the run's --system prompt (it counts towards the length)")
+    s.add_argument("--rlhf-type", choices=RLHF_TYPES, help="also check the columns `swift rlhf --rlhf_type T` "
+                   "needs (rejected_response for dpo/orpo/simpo/cpo/rm, label for kto; prompts alone are fine "
+                   "for grpo)")
     s.add_argument("--json", action="store_true")
 
     s = command("compare", "compare runs: final/best loss, eval loss, best checkpoint, the arguments that differ, a "

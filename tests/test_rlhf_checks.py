@@ -249,3 +249,12 @@ def test_train_infers_the_kind_from_a_pasted_swift_rlhf_line(rlhf_home, demo_ass
     flags_only = swiftdeck("train", "--kind", "rlhf", "--", "--rlhf_type", "dpoo", *model_args(demo_assets).split(),
                            "--dataset", str(plain), home=rlhf_home, cwd=tmp_path)
     assert flags_only.returncode == 2 and "--rlhf_type 'dpoo' is not one of" in flags_only.stdout
+
+
+def test_check_dataset_takes_the_rlhf_type(home, tmp_path):
+    plain = write(tmp_path / "plain.json", sft_rows(1))
+    proc = swiftdeck("check-dataset", str(plain), "--rlhf-type", "dpo", home=home, cwd=tmp_path)
+    assert proc.returncode == 1 and "row 1 (line 1): missing field 'rejected_response'" in proc.stdout
+    assert swiftdeck("check-dataset", str(plain), home=home, cwd=tmp_path).returncode == 0
+    bad = swiftdeck("check-dataset", str(plain), "--rlhf-type", "dpoo", home=home, cwd=tmp_path)
+    assert bad.returncode == 2 and "invalid choice: 'dpoo'" in bad.stderr
