@@ -1,9 +1,11 @@
 """Console entry point `swiftdeck`: dashboard commands open the Textual app; the rest is engine.cli.
 
-    swiftdeck [--output-dir DIR] [--theme NAME]    the dashboard on the most recent run
-    swiftdeck attach RUN [--theme NAME]            the dashboard on one run (plain follow output when not a TTY)
+    swiftdeck [--output-dir DIR] [--theme NAME] [--readonly]   the dashboard on the most recent run
+    swiftdeck attach RUN [--theme NAME] [--readonly]  the dashboard on one run (plain follow output when not a TTY)
     swiftdeck demo [--epochs N]                    start the offline demo run, then the dashboard on it
-    swiftdeck serve [--port N] [...]               the same dashboard in a browser (textual-serve, 127.0.0.1)
+    swiftdeck serve [--port N] [--readonly] [...]  the same dashboard in a browser (textual-serve, 127.0.0.1)
+
+--readonly: watch only; nothing that starts, stops, deletes, strips, merges, deploys, launches, resumes or relaunches.
 
 Import-light on purpose: nothing heavy is imported before we know the command, and the dashboard process never
 imports torch, transformers or swift.
@@ -15,7 +17,7 @@ import argparse
 import sys
 from pathlib import Path
 
-DASHBOARD_FLAGS = ("--output-dir", "--theme")
+DASHBOARD_FLAGS = ("--output-dir", "--theme", "--readonly")
 EXIT_USAGE = 2
 
 
@@ -27,6 +29,7 @@ def _dashboard_parser(prog: str = "swiftdeck") -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(prog=prog, add_help=False)
     p.add_argument("--output-dir", type=Path, default=None, help="where to look for ms-swift run folders")
     p.add_argument("--theme", default=None, help="swiftdeck-dark | swiftdeck-light | swiftdeck-contrast | ...")
+    p.add_argument("--readonly", action="store_true", help="watch only: no launch, stop, delete, merge, deploy ...")
     return p
 
 
@@ -82,10 +85,10 @@ def _check_theme(name: str | None) -> None:
         raise UsageError(f"unknown theme {name!r}; known: {', '.join(known)}")
 
 
-def open_dashboard(source, *, output_dir: Path | None, theme: str | None) -> int:
+def open_dashboard(source, *, output_dir: Path | None, theme: str | None, readonly: bool = False) -> int:
     from tui.app import SwiftdeckApp
 
-    app = SwiftdeckApp(source, output_dir=output_dir, theme=theme)
+    app = SwiftdeckApp(source, output_dir=output_dir, theme=theme, readonly=readonly)
     still_running = app.run()
     if still_running:
         print(f"swiftdeck closed; run {still_running} keeps running. "
@@ -113,7 +116,8 @@ def main(argv: list[str] | None = None) -> int:
         if ns.output_dir is not None and not output_dir.is_dir():
             raise UsageError(f"no such folder: {output_dir}")
         if kind == "dashboard":
-            return open_dashboard(_most_recent(output_dir), output_dir=output_dir, theme=ns.theme)
+            return open_dashboard(_most_recent(output_dir), output_dir=output_dir, theme=ns.theme,
+                                  readonly=ns.readonly)
         if kind == "attach":
             if not _interactive():
                 from engine import cli
@@ -125,7 +129,7 @@ def main(argv: list[str] | None = None) -> int:
                 source = resolve(ns.run)
             except SourceError as exc:
                 raise UsageError(str(exc)) from None
-            return open_dashboard(source, output_dir=output_dir, theme=ns.theme)
+            return open_dashboard(source, output_dir=output_dir, theme=ns.theme, readonly=ns.readonly)
         if kind == "demo":
             from engine import cli
 
@@ -135,7 +139,8 @@ def main(argv: list[str] | None = None) -> int:
             rec = cli.start_demo(epochs=ns.epochs)
             from tui.model import RunSource
 
-            return open_dashboard(RunSource.of_record(rec), output_dir=output_dir, theme=ns.theme)
+            return open_dashboard(RunSource.of_record(rec), output_dir=output_dir, theme=ns.theme,
+                                  readonly=ns.readonly)
         return serve(ns)
     except SwiftdeckError as exc:
         print(f"swiftdeck: {exc}", file=sys.stderr)
@@ -161,6 +166,8 @@ def serve(ns) -> int:
         cmd += ["--output-dir", str(ns.output_dir.expanduser().resolve())]
     if ns.theme:
         cmd += ["--theme", ns.theme]
+    if ns.readonly:
+        cmd += ["--readonly"]
     serve_app(cmd, host=ns.host, port=ns.port)
     return 0
 
