@@ -3,7 +3,7 @@
     swiftdeck [--output-dir DIR] [--theme NAME] [--readonly]   the dashboard on the most recent run
     swiftdeck attach RUN [--theme NAME] [--readonly]  the dashboard on one run (plain follow output when not a TTY)
     swiftdeck demo [--epochs N]                    start the offline demo run, then the dashboard on it
-    swiftdeck serve [--port N] [--readonly] [...]  the same dashboard in a browser (textual-serve, 127.0.0.1)
+    swiftdeck serve [--port N] [--readonly] [...]  the same dashboard in a browser (127.0.0.1, a token in the URL)
 
 --readonly: watch only; nothing that starts, stops, deletes, strips, merges, deploys, launches, resumes or relaunches.
 
@@ -56,11 +56,7 @@ def route(argv: list[str]) -> tuple[str, argparse.Namespace | list[str]]:
             raise UsageError(f"unexpected argument(s): {' '.join(rest)}")
         return "demo", ns
     if head == "serve":
-        p = _dashboard_parser("swiftdeck serve")
-        p.add_argument("--host", default="127.0.0.1")
-        p.add_argument("--port", type=int, default=8000)
-        p.add_argument("--run", default=None, help="open this run (default: the most recent)")
-        ns, rest = p.parse_known_args(argv[1:])
+        ns, rest = serve_parser().parse_known_args(argv[1:])
         if rest:
             raise UsageError(f"unexpected argument(s): {' '.join(rest)}")
         return "serve", ns
@@ -149,16 +145,25 @@ def main(argv: list[str] | None = None) -> int:
         return 130
 
 
+def serve_parser() -> argparse.ArgumentParser:
+    p = _dashboard_parser("swiftdeck serve")
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on (default 127.0.0.1; others warn)")
+    p.add_argument("--port", type=int, default=8000)
+    p.add_argument("--run", default=None, help="open this run (default: the most recent)")
+    return p
+
+
 def serve(ns) -> int:
-    """The same dashboard in a browser, through textual-serve, bound to 127.0.0.1 unless told otherwise."""
+    """The same dashboard in a browser through textual-serve: 127.0.0.1 unless told otherwise, a token always."""
     import importlib.util
 
     if importlib.util.find_spec("textual_serve") is None:
         raise UsageError("`swiftdeck serve` needs textual-serve: pip install textual-serve")
-    from tui.serve import serve as serve_app
+    from tui.serve import LOOPBACK, serve as serve_app
 
-    if ns.host not in ("127.0.0.1", "localhost", "::1"):
-        print(f"warning: serving on {ns.host}: anyone who can reach it can control your runs", file=sys.stderr)
+    if ns.host not in LOOPBACK:
+        print(f"warning: serving on {ns.host}: whoever can reach it and has the URL with the token controls your "
+              "runs (and can run code as you)", file=sys.stderr)
     cmd = [sys.executable, "-m", "tui.cli"]
     if ns.run:
         cmd += ["attach", ns.run]
