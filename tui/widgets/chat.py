@@ -369,6 +369,9 @@ class ChatPane(ChatJobs, Vertical):
 
     # ------------------------------------------------------------ keys
 
+    def check_action(self, action: str, parameters) -> bool | None:
+        return self.app.check_action(action, parameters)  # the app's --readonly policy hides deploy
+
     def action_cancel(self) -> None:
         if self.busy:
             self._cancel.set()

@@ -157,6 +157,9 @@ class CheckpointsPane(Vertical):
         if hasattr(event.node.data, "resumable"):
             self.action_choose()
 
+    def check_action(self, action: str, parameters) -> bool | None:
+        return self.app.check_action(action, parameters)  # the app's --readonly policy hides resume/delete/...
+
     def action_choose(self) -> None:
         c = self.current()
         if c is None:
