@@ -1,4 +1,4 @@
-"""Registry runs built from the recorded ms-swift 4.6 output (shared/fixtures), for the dashboard's tests.
+"""Registry runs built from the recorded ms-swift 4.6 output (tests/data/ms-swift-4.6), for the dashboard's tests.
 
 The recorded console (stdout + stderr of `swift sft`) and run folder are copied into a temporary place and a
 registry record points at them, as `swiftdeck train` would have made it. States:
