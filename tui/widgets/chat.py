@@ -28,7 +28,7 @@ from tui.chat.backend import BackendError, ChatSettings, DeployBackend, Reply, W
 from tui.chat.target import ChatTarget, for_base, for_checkpoint
 from tui.widgets.chat_jobs import ChatJobs
 from tui.widgets.chat_message import ChatMessage
-from tui.widgets.style import theme_color
+from tui.widgets.style import BOLD, INK, ink, redraw_on_theme_change
 
 
 @dataclass
@@ -60,6 +60,7 @@ class ChatPane(ChatJobs, Vertical):
         Binding("ctrl+z", "zoom", "Zoom chat"),
     ]
     HELP_BINDINGS = BINDINGS + ChatMessage.BINDINGS  # c copies a message focused with a click
+    COMPONENT_CLASSES = INK
 
     class TurnDone(Message):
         def __init__(self, legs: list[Leg]) -> None:
@@ -98,6 +99,7 @@ class ChatPane(ChatJobs, Vertical):
     def on_mount(self) -> None:
         self.query_one("#chat-log").anchor()
         self.set_interval(1.0, self._tick)
+        redraw_on_theme_change(self, self._show)
         self._show()
         self._adopt_deploy()
 
@@ -199,29 +201,29 @@ class ChatPane(ChatJobs, Vertical):
     # ------------------------------------------------------------ display
 
     def _show(self) -> None:
-        muted, acc = theme_color(self.app, "foreground-muted"), theme_color(self.app, "accent")
+        muted, acc = ink(self, "muted"), ink(self, "accent", bold=True)
         text = Text(no_wrap=True, overflow="ellipsis")
         c = self.checkpoint
         if self.ab:
             try:
                 (_, a, _), (_, b, _) = self.legs_targets()
                 text.append("A/B ", muted)
-                text.append(a.label, f"bold {acc}")
+                text.append(a.label, acc)
                 text.append(" ⟷ ", muted)
-                text.append(b.label, f"bold {acc}")
+                text.append(b.label, acc)
                 text.append(f"  on {a.base.get('model')}", muted)
             except (BackendError, ChatClientError, ValueError) as exc:
                 text.append(f"A/B: {exc}", muted)
         elif c is not None:
             text.append("adapter " if c.kind == "lora" else f"{c.kind} model ", muted)
-            text.append(c.name, f"bold {acc}")
+            text.append(c.name, acc)
             if c.lora_rank is not None:
                 text.append(f" (LoRA r={c.lora_rank})", muted)
             text.append(" on base " if c.kind == "lora" else " ", muted)
             text.append((c.base_model or self.base_model or "?") if c.kind == "lora" else str(c.path))
         elif self.base_model:
             text.append("base model ", muted)
-            text.append(self.base_model, "bold")
+            text.append(self.base_model, BOLD)
             text.append("  (no checkpoint picked: Enter on one in Checkpoints)", muted)
         else:
             text.append("nothing to chat with yet: pick a checkpoint (Enter in Checkpoints)", muted)
@@ -229,7 +231,7 @@ class ChatPane(ChatJobs, Vertical):
         self._show_status()
 
     def _show_status(self) -> None:
-        muted = theme_color(self.app, "foreground-muted")
+        muted = ink(self, "muted")
         if self._loading is not None:
             model, since = self._loading
             status = Text(f"loading {Path(model).name} in a chat worker … {time.monotonic() - since:.0f} s "

@@ -80,7 +80,7 @@ class ChatMessage(Vertical):
         self.info, self.note = dict(message.info), ""
         if message.error:
             self.info["finish_reason"] = "error"
-            await self.mount(Static(Text(message.error, style="bold red"), classes="msg-error"))
+            await self.mount(Static(Text(message.error), classes="msg-error"))  # coloured by TCSS: $error
         elif not self.text:
             self.note = "(no text)"
         self._update_head()
