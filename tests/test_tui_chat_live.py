@@ -55,7 +55,8 @@ async def pick_checkpoint(pilot, name: str) -> ChatPane:
             break
         await pilot.press("up")
     assert pane.current().name == name
-    await pilot.press("enter", "4")
+    await pilot.press("enter")  # chat with it: the chat input takes the keys
+    await until(pilot, lambda: app.focused is app.query_one("#chat-input"), 10)
     return app.query_one(ChatPane)
 
 
@@ -106,7 +107,9 @@ def test_chat_streams_the_trained_answer_cancels_and_keeps_a_transcript(home, tr
             base_saved = transcript.read(next(folder.glob("base-*.jsonl")))
             assert base_saved[-1]["finish_reason"] == "cancelled"
             app.query_one(CheckpointTree).focus()
-            await pilot.press("enter", "4", "ctrl+s")  # back to the checkpoint; export its transcript
+            await pilot.press("enter")  # back to the checkpoint; export its transcript
+            await until(pilot, lambda: app.focused is app.query_one("#chat-input"), 10)
+            await pilot.press("ctrl+s")
             md = folder / f"{trained_demo.name}.md"
             await until(pilot, md.exists, 10)
             assert "你是谁?" in md.read_text(encoding="utf-8") and IDENTITY in md.read_text(encoding="utf-8")
