@@ -490,7 +490,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--json", action="store_true")
     s.set_defaults(func=cmd_check_dataset)
 
-    s = sub.add_parser("check-identity", help="the seed's three questions + dataset questions: base vs adapter")
+    s = sub.add_parser("check-identity", help="the 3 identity questions (你是谁? ...) + dataset ones: base vs adapter")
     s.add_argument("checkpoint", metavar="CKPT")
     s.add_argument("--dataset", metavar="FILE", help="expected answers (default: the dataset in CKPT/args.json)")
     s.add_argument("--sample", type=int, default=5, help="dataset questions to add to the three (default 5)")

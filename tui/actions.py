@@ -27,7 +27,7 @@ class ActionError(SwiftdeckError):
 
 @dataclass
 class LaunchForm:
-    """The new-run screen's fields. Defaults: the seed tutorial's `swift sft` settings."""
+    """The new-run screen's fields. Defaults: the self-cognition tutorial's `swift sft` settings."""
 
     model: str = ""
     dataset: str = ""

@@ -1,6 +1,6 @@
-"""`n`: the new-run form. The seed tutorial's settings are the preset; it shows the exact command, checks it with
-engine.swift_args (in a worker: the first check asks ms-swift in a subprocess), launches through the engine and
-hands the new run back to the dashboard (dismiss with the RunRecord)."""
+"""`n`: the new-run form. The self-cognition tutorial's settings are the preset; it shows the exact command, checks
+it with engine.swift_args (in a worker: the first check asks ms-swift in a subprocess), launches through the engine
+and hands the new run back to the dashboard (dismiss with the RunRecord)."""
 from __future__ import annotations
 
 import dataclasses
@@ -51,7 +51,7 @@ class LaunchScreen(Screen):
         self.plan: LaunchPlan | None = None
 
     def compose(self):
-        yield Static("New run — swift sft with LoRA (preset: the seed tutorial's settings)", id="launch-title")
+        yield Static("New run — swift sft with LoRA (preset: the self-cognition tutorial)", id="launch-title")
         with VerticalScroll(id="launch-form"):
             with Grid(id="launch-grid"):
                 for name, label, placeholder in FIELDS:
