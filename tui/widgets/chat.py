@@ -81,8 +81,9 @@ class ChatPane(ChatJobs, Vertical):
         self.use_deploy = False
         self.histories: dict[str, list[dict]] = {}
         self.busy = False
-        self.turns = 0  # finished turns (tests wait on it)
+        self.turns = 0  # turns over: every answer shown (tests wait on it)
         self.last_legs: list[Leg] = []
+        self._ended: list[Leg] | None = None  # the turn whose thread is done, until its answers are shown
         self._reply: Reply | None = None
         self._cancel = threading.Event()
         self._loading: tuple[str, float] | None = None
@@ -354,11 +355,24 @@ class ChatPane(ChatJobs, Vertical):
             self.post_message(self.Note(f"transcript not saved: {exc}", "warning"))
 
     def on_chat_pane_turn_done(self, message: TurnDone) -> None:
+        self._ended = message.legs
+        self._end_turn()
+
+    def on_chat_message_shown(self, message: ChatMessage.Shown) -> None:
+        message.stop()
+        self._end_turn()
+
+    def _end_turn(self) -> None:
+        """The turn is over when its thread is done (answers saved) and every answer shows its end: the answer
+        widgets take the streamed pieces at their own pace, after the thread has posted the last one."""
+        if self._ended is None or not all(leg.widget.shown for leg in self._ended):
+            return
+        legs, self._ended = self._ended, None
         self.busy = False
-        for leg in message.legs:
+        for leg in legs:
             if leg.info.get("finish_reason") in ("stop", "length"):  # a cancelled or failed turn is not kept
                 self.histories[leg.side] = [*leg.messages, {"role": "assistant", "content": leg.text}]
-        self.last_legs = message.legs
+        self.last_legs = legs
         self.turns += 1
         self._show_status()
 
