@@ -6,8 +6,7 @@ import asyncio
 
 import pytest
 
-from test_tui_support import fixed_clock, make_run
-from test_tui_theme import until
+from test_tui_support import fixed_clock, make_run, until
 from tui.app import SwiftdeckApp
 from tui.model import RunSource
 from tui.screens.help import HelpScreen

@@ -6,8 +6,7 @@ from __future__ import annotations
 import asyncio
 import threading
 
-from test_tui_support import fixed_clock, make_run
-from test_tui_theme import until
+from test_tui_support import fixed_clock, make_run, until
 from tui.app import SwiftdeckApp
 from tui.chat.backend import Reply
 from tui.model import RunSource

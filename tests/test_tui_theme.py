@@ -9,7 +9,7 @@ import pytest
 from textual.color import Color
 from textual.geometry import Region
 
-from test_tui_support import fixed_clock, make_run
+from test_tui_support import fixed_clock, make_run, until
 from tui.app import SwiftdeckApp
 from tui.model import RunSource
 from tui.widgets.checkpoints import CheckpointTree
@@ -40,16 +40,6 @@ def screen_colors(app) -> set[str]:
 def theme_colors(app) -> dict[str, str]:
     """The active theme's colours for the roles the dashboard draws in (as Textual resolves its variables)."""
     return {name: Color.parse(app.theme_variables[name]).hex.lower() for name in ROLES}
-
-
-async def until(pilot, predicate, timeout: float = 30.0) -> bool:
-    loop = asyncio.get_running_loop()
-    end = loop.time() + timeout
-    while loop.time() < end:
-        if predicate():
-            return True
-        await pilot.pause(0.05)
-    return predicate()
 
 
 def card_head(app) -> str | None:
