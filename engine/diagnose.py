@@ -5,7 +5,7 @@
     match_line(line)           one precompiled regex: the kind of a single fatal console line, else None
 
 Built from real ms-swift 4.6 output (tests/data/failures/*.log, recorded on CPU, and the recorded H200 OOM in
-shared/fixtures). Console text is normalised first: `\\r`-glued tqdm redraws are split, ANSI colours and
+tests/data/ms-swift-4.6). Console text is normalised first: `\\r`-glued tqdm redraws are split, ANSI colours and
 torchrun's `[rankN]:` prefixes are removed. Tracebacks that ms-swift only logs and survives (`[INFO:swift]
 Traceback ...` followed by "the data will be deleted") are not taken for the fatal error.
 """

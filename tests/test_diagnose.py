@@ -1,6 +1,6 @@
 """engine.diagnose on real ms-swift console logs: tests/data/failures/*.log were recorded from real failing runs on
 the CPU machine (each .json sidecar holds the command, the exit code and the expected kind); the CUDA OOM is the
-real H200 recording in shared/fixtures. No ms-swift runs here."""
+real H200 recording in tests/data/ms-swift-4.6. No ms-swift runs here."""
 from __future__ import annotations
 
 import json

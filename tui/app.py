@@ -416,8 +416,14 @@ class SwiftdeckApp(App):
 
     @on(CheckpointsPane.Chosen)
     def _chosen(self, event: CheckpointsPane.Chosen) -> None:
-        self.main.query_one(ChatPane).choose(event.checkpoint)
+        """"Chat with it": the next keys go into the chat input (a narrow screen shows the Chat view)."""
+        chat = self.main.query_one(ChatPane)
+        chat.choose(event.checkpoint)
         self.notify(f"chat will use {event.checkpoint.name}")
+        if self.narrow:
+            self.action_view("chat")
+        else:
+            chat.focus()
 
     @on(CheckpointsPane.Merge)
     def _merge(self, event: CheckpointsPane.Merge) -> None:

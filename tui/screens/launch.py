@@ -54,7 +54,7 @@ class LaunchScreen(Screen):
         self.plan: Command | None = None
 
     def compose(self):
-        yield Static("New run — swift sft with LoRA (preset: the self-cognition tutorial's settings)", id="launch-title")
+        yield Static("New run — swift sft with LoRA (preset: the self-cognition tutorial)", id="launch-title")
         with VerticalScroll(id="launch-form"):
             with Grid(id="launch-grid"):
                 for name, label, placeholder in FIELDS:
