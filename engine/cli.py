@@ -121,6 +121,7 @@ def _launch_and_report(argv: list[str], *, cwd: Path, label: str, notes: list[st
 def follow(run_id: str, *, out=print) -> int:
     """Print each new logged step until the run ends; exit code = the run's."""
     from engine.events import CheckpointSaved, Metrics, RunDirFound
+    from engine.textsafe import printable  # paths and values come from the log: nothing may reach the terminal raw
 
     rec = runs.load(run_id)
     _, reader = reader_for(run_id)
@@ -130,18 +131,18 @@ def follow(run_id: str, *, out=print) -> int:
                 total = f"/{event.max_steps}" if event.max_steps else ""
                 shown = " ".join(f"{k}={v:.4g}" for k, v in event.values.items()
                                  if k in ("loss", "grad_norm", "learning_rate", "token_acc", "eval_loss"))
-                out(f"step {event.step}{total}  {shown}")
+                out(printable(f"step {event.step}{total}  {shown}", newlines=False))
             elif isinstance(event, CheckpointSaved):
-                out(f"saved {event.path}")
+                out(f"saved {printable(event.path, newlines=False)}")
             elif isinstance(event, RunDirFound):
-                out(f"run folder: {event.path}")
+                out(f"run folder: {printable(event.path, newlines=False)}")
         if not rec.active:
             break
         time.sleep(0.5)
         rec = runs.load(run_id)
     for event in reader.poll():
         if isinstance(event, CheckpointSaved):
-            out(f"saved {event.path}")
+            out(f"saved {printable(event.path, newlines=False)}")
     out(f"run {rec.id} {rec.status} (exit code {rec.exit_code})")
     return 0 if rec.status == "finished" else 1
 

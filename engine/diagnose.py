@@ -4,6 +4,9 @@
     diagnose_file(path, ...)   reads only a bounded head + tail of a huge console.log
     match_line(line)           one precompiled regex: the kind of a single fatal console line, else None
 
+Every text of a Diagnosis (summary, remedies, evidence, details) is made printable (engine.textsafe): a log may
+hold escape sequences or binary junk, and none of it may act on the terminal that shows the diagnosis.
+
 Built from real ms-swift 4.6 output (tests/data/failures/*.log, recorded on CPU, and the recorded H200 OOM in
 shared/fixtures). Console text is normalised first: `\\r`-glued tqdm redraws are split, ANSI colours and
 torchrun's `[rankN]:` prefixes are removed. Tracebacks that ms-swift only logs and survives (`[INFO:swift]
@@ -16,6 +19,8 @@ import os
 import re
 from dataclasses import dataclass, field
 from pathlib import Path
+
+from engine.textsafe import printable
 
 KINDS = (
     "cuda_oom", "cpu_oom", "dataset_empty_after_filter", "unknown_argument", "model_type_ambiguous",
@@ -870,6 +875,24 @@ def diagnose(text: str, *, exit_code: int | None = None, command: str | None = "
         diag.details.setdefault("output_dir", out[1])
     if ctx.chain:
         diag.details.setdefault("exception", ctx.chain[-1].type)
+    return _printable(diag)
+
+
+def _printable(diag: Diagnosis) -> Diagnosis:
+    """Every text of a diagnosis comes from the log: make it safe to show on a terminal (engine.textsafe)."""
+    def safe(value):
+        if isinstance(value, str):
+            return printable(value, newlines=False)
+        if isinstance(value, dict):
+            return {k: safe(v) for k, v in value.items()}
+        if isinstance(value, (list, tuple)):
+            return [safe(v) for v in value]
+        return value
+
+    diag.summary = printable(diag.summary, newlines=False)
+    diag.remedies = [printable(r, newlines=False) for r in diag.remedies]
+    diag.evidence = printable(diag.evidence)
+    diag.details = safe(diag.details)
     return diag
 
 
