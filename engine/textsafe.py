@@ -7,7 +7,7 @@ newlines unless asked for one line) and makes the rest visible and inert:
 
 - colour sequences (CSI ... m) are dropped: they only colour, and logs are full of them;
 - any other escape sequence (CSI, OSC, DCS, SOS, PM, APC, two-byte ESC) becomes `␛` followed by the rest of the
-  sequence, itself made printable and shortened (`␛]52;c;aGVsbG8…`);
+  sequence, itself made printable and shortened (`␛]52;c;aGVsbG8…`; with an 8-bit introducer: `\\x9b2J`);
 - C0 controls become their Unicode control pictures (`␀`, `␇`, `␍`, ...), DEL becomes `␡`;
 - C1 controls (U+0080..U+009F), bidi embeddings/overrides/isolates and the line/paragraph separators U+2028/9 are
   written as escapes (`\\x9b`, `\\u202e`);
@@ -54,8 +54,10 @@ def _surrogate(m: re.Match) -> str:
 def _sequence(m: re.Match) -> str:
     if m["sgr"]:
         return ""
-    rest = m[0][1:].translate(_TABLE)
-    return MARK + (rest if len(rest) <= SEQUENCE_SHOWN else rest[:SEQUENCE_SHOWN - 1] + "…")
+    seq = m[0]
+    rest = seq[1:].translate(_TABLE)
+    rest = rest if len(rest) <= SEQUENCE_SHOWN else rest[:SEQUENCE_SHOWN - 1] + "…"
+    return (MARK if seq[0] == "\x1b" else _TABLE[ord(seq[0])]) + rest  # (8-bit introducers read \x9b ...)
 
 
 def printable(text: str | bytes | None, *, newlines: bool = True) -> str:

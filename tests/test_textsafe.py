@@ -56,7 +56,7 @@ def test_escape_sequences_become_visible_markers():
 
 
 def test_c1_bidi_and_undecodable_bytes_are_escaped():
-    assert printable("x\x9b2Jy\x85z") == "x\u241b2Jy\\x85z"  # 8-bit CSI shown like ESC [, NEL escaped
+    assert printable("x\x9b2Jy\x85z") == "x\\x9b2Jy\\x85z"  # an 8-bit CSI and NEL: escaped
     assert printable("user\u202egnp.exe") == "user\\u202egnp.exe"  # right-to-left override
     assert printable("a\u2028b") == "a\\u2028b"
     assert printable("bad\udcffbyte\ud800") == "bad\\xffbyte\ufffd"  # surrogateescape'd byte, lone surrogate
