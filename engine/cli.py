@@ -387,6 +387,8 @@ def cmd_check_dataset(ns) -> int:
     if not path.exists():
         raise UserError(f"dataset file not found: {path.resolve()}")
     report = dataset_check.check_dataset(path, model=ns.model, max_length=ns.max_length, system=ns.system)
+    if report.refusal:  # a folder, /dev/zero, a fifo: not read at all
+        raise UserError(report.refusal)
     if ns.json:
         _dump(report.to_json())
     else:
