@@ -497,9 +497,10 @@ def _address_in_use(ctx: _Ctx) -> Diagnosis:
                     "or stop the server that holds it: `swiftdeck runs` lists swiftdeck's deploys (swiftdeck stop "
                     f"RUN); `{listening}` shows any process listening"]
     else:
-        summary = (f"{where}: address already in use: torchrun's rendezvous port (MASTER_PORT) is held by another "
-                   "process (another multi-GPU run on this machine?)")
-        remedies = ["set MASTER_PORT to a free port (e.g. MASTER_PORT=29600) and start again",
+        summary = (f"MASTER_PORT {port or ''}: address already in use: torchrun's rendezvous port is held by another "
+                   "process (another multi-GPU run on this machine?)").replace("PORT :", "PORT:")
+        remedies = ["start again with MASTER_PORT set to a free port (an environment variable; torchrun's default "
+                    "is 29500)",
                     "or stop the other run that uses it: `swiftdeck runs` lists swiftdeck's runs"]
     return Diagnosis("address_in_use", summary, remedies, ctx.evidence(*lines), d)
 

@@ -345,3 +345,12 @@ def test_deploy_that_lost_its_port_says_address_already_in_use():
     assert f"[Errno 98] error while attempting to bind on address ('127.0.0.1', {port})" in d.evidence
     line = next(ln for ln in _log("address_in_use").splitlines() if "Errno 98" in ln)
     assert dg.match_line(line) == "address_in_use"
+
+
+def test_torchrun_master_port_in_use():
+    """A real `swift sft` under torchrun (NPROC_PER_NODE=2) whose MASTER_PORT another process listened on."""
+    port = int(_meta("address_in_use-master_port")["env"]["MASTER_PORT"])
+    d = _diag("address_in_use-master_port")
+    assert (d.kind, d.details["port"], d.details["server"]) == ("address_in_use", port, False)
+    assert d.summary.startswith(f"MASTER_PORT {port}: address already in use")
+    assert "MASTER_PORT" in d.remedies[0] and "EADDRINUSE" in d.evidence
