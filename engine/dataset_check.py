@@ -703,7 +703,8 @@ def _read(src: ds.Source, path: Path, report: DatasetReport, issues: _Issues, pa
                 if tokens:
                     tokens.add(row)
     except ds.StopReading:
-        pass
+        if report.file_format == "json" and issues.count["json_syntax"]:
+            n = 0  # an array that does not parse gives ms-swift no rows at all (the rows read so far are still shown)
     report.rows = n
     if schemas:
         report.schema = schemas.most_common(1)[0][0] if len(schemas) == 1 else "mixed"
