@@ -104,8 +104,19 @@ class LaunchScreen(Screen):
 
     @work(thread=True, exclusive=True, group="dataset-check")
     def _check_dataset(self, value: str) -> None:
-        lines = check_datasets(value.split(), self.cwd)[1] if value.strip() else []
-        self.app.call_from_thread(self._show_datasets, lines)
+        """As the user types: each keystroke cancels the check before (exclusive), which stops reading at once."""
+        from textual.worker import get_current_worker
+
+        from engine.dataset_check import CheckCancelled
+
+        me = get_current_worker()
+        try:
+            lines = check_datasets(value.split(), self.cwd, cancel=lambda: me.is_cancelled)[1] if value.strip() \
+                else []
+        except CheckCancelled:
+            return
+        if not me.is_cancelled:
+            self.app.call_from_thread(self._show_datasets, lines)
 
     def _show_datasets(self, lines: list[tuple[str, str]]) -> None:
         self.query_one("#dataset-check", Static).update(datasets_text(self.app, lines))
