@@ -28,7 +28,7 @@ from pathlib import Path
 import psutil
 
 REPO = Path(__file__).resolve().parents[1]
-FIXTURES = REPO.parent / "shared" / "fixtures" / "ms-swift-4.6"
+FIXTURES = REPO / "tests" / "data" / "ms-swift-4.6"
 BEGIN, END = "<!-- bench_tui:begin -->", "<!-- bench_tui:end -->"
 
 

@@ -137,6 +137,7 @@ def follow(run_id: str, *, out=print) -> int:
     """Print each new logged step until the run ends; exit code = the run's."""
     from engine import kinds
     from engine.events import CheckpointSaved, Metrics, RunDirFound
+    from engine.textsafe import printable  # paths and values come from the log: nothing may reach the terminal raw
 
     rec = runs.load(run_id)
     _, reader = reader_for(run_id)
@@ -146,18 +147,18 @@ def follow(run_id: str, *, out=print) -> int:
                 total = f"/{event.max_steps}" if event.max_steps else ""
                 keys = ("loss", *kinds.HEADLINE[kinds.family(event.values)])
                 shown = " ".join(f"{k}={event.values[k]:.4g}" for k in keys if k in event.values)
-                out(f"step {event.step}{total}  {shown}")
+                out(printable(f"step {event.step}{total}  {shown}", newlines=False))
             elif isinstance(event, CheckpointSaved):
-                out(f"saved {event.path}")
+                out(f"saved {printable(event.path, newlines=False)}")
             elif isinstance(event, RunDirFound):
-                out(f"run folder: {event.path}")
+                out(f"run folder: {printable(event.path, newlines=False)}")
         if not rec.active:
             break
         time.sleep(0.5)
         rec = runs.load(run_id)
     for event in reader.poll():
         if isinstance(event, CheckpointSaved):
-            out(f"saved {event.path}")
+            out(f"saved {printable(event.path, newlines=False)}")
     out(f"run {rec.id} {rec.status} (exit code {rec.exit_code})")
     from engine.ops.wait import exit_status
 
@@ -495,6 +496,8 @@ def cmd_check_dataset(ns) -> int:
         raise UserError(f"dataset file not found: {path.resolve()}")
     report = dataset_check.check_dataset(path, model=ns.model, max_length=ns.max_length, system=ns.system,
                                          rlhf_type=ns.rlhf_type)
+    if report.refusal:  # a folder, /dev/zero, a fifo: not read at all
+        raise UserError(report.refusal)
     if ns.json:
         _dump(report.to_json())
     else:

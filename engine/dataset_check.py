@@ -9,18 +9,30 @@ Checks, each reported with its line (file) and/or row (1-based record number):
 - identity consistency: the maker/name the dataset teaches, and rows that claim another one as the model's own;
 - with a model: token length of each row under the model's tokenizer and chat template, and the rows ms-swift
   drops at this max_length (see LENGTH_RULE).
+
+Files: .json (one array, or JSON Lines in a .json file), .jsonl and .csv, read row by row (engine.dataset_stream):
+memory holds one chunk and one row, plus per row about 60 bytes of hashes for the duplicate checks; the report
+keeps counts and the first MAX_ISSUES_PER_CODE examples of each problem. A folder, a device (/dev/zero), a fifo
+or a socket is refused with one line (`report.refusal`) without reading it.
+
+For a worker thread: check_dataset(path, cancel=event_or_callable, progress=fn) checks `cancel` every few rows
+and raises CheckCancelled when it is set; progress(bytes_read, file_size) is called about every MiB.
+Every message that quotes the file is made printable (engine.textsafe).
 """
 from __future__ import annotations
 
 import json
 import re
-import statistics
-from collections import Counter, defaultdict
+from array import array
+from collections import Counter
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
+from typing import Callable
 
+from engine import dataset_stream as ds
 from engine.kinds import needs_answer, row_problems
+from engine.textsafe import printable
 
 LENGTH_RULE = (
     "ms-swift encodes each row with the template (system + conversation, ending at the final end-of-turn token) "
@@ -31,6 +43,9 @@ LENGTH_RULE = (
     "max). ms-swift's system prompt is its template's default unless --system is given (pass system= to match)."
 )
 MAX_ISSUES_PER_CODE = 50
+CANCEL_EVERY = 64  # rows (or lines, or chunks) between two looks at the cancel hook
+PROGRESS_BYTES = 1 << 20
+MAX_IDENTITY_GROUPS = 10_000  # distinct identity claims itemised (beyond: counted only)
 _MESSAGE_KEYS = ("messages", "conversation", "conversations")
 _QUERY_KEYS = ("query", "prompt", "question", "problem")  # ms-swift ResponsePreprocessor aliases
 _RESPONSE_KEYS = ("response", "answer", "completion", "target", "targets", "solution", "text", "content")
@@ -53,10 +68,14 @@ class Issue:
                 "line": self.line}
 
 
+class CheckCancelled(Exception):
+    """check_dataset stopped because its cancel hook was set (the user typed another path)."""
+
+
 @dataclass
 class DatasetReport:
     path: str
-    file_format: str | None = None  # "json" (one array) | "jsonl"
+    file_format: str | None = None  # "json" (one array) | "jsonl" | "csv"
     schema: str | None = None  # "alpaca" | "query-response" | "messages" | "mixed"
     rows: int = 0
     issues: list[Issue] = field(default_factory=list)
@@ -75,15 +94,22 @@ class DatasetReport:
     def ok(self) -> bool:
         return not self.errors
 
+    @property
+    def refusal(self) -> str | None:
+        """The one line that says why the path was not read at all (a folder, a device, a fifo, missing)."""
+        return next((i.message for i in self.issues if i.code == "not_a_file"), None)
+
     def to_json(self) -> dict:
         return {"path": self.path, "ok": self.ok, "format": self.file_format, "schema": self.schema, "rows": self.rows,
                 "errors": len(self.errors), "warnings": len(self.warnings), "identity": self.identity,
                 "tokens": self.tokens, "issues": [i.to_json() for i in self.issues]}
 
     def format(self) -> str:
-        head = f"{self.path}: {self.rows} rows"
+        if self.refusal:
+            return self.refusal
+        head = f"{printable(self.path, newlines=False)}: {self.rows} rows"
         if self.file_format:
-            head += ", " + {"json": "JSON array", "jsonl": "JSON Lines"}[self.file_format]
+            head += ", " + {"json": "JSON array", "jsonl": "JSON Lines", "csv": "CSV"}[self.file_format]
         if self.schema:
             head += f", {self.schema} format"
         out = [head]
@@ -118,7 +144,12 @@ class _Issues:
     def add(self, level: str, code: str, message: str, *, row: int | None = None, line: int | None = None) -> None:
         self.count[code] += 1
         if self.count[code] <= MAX_ISSUES_PER_CODE:
-            self.items.append(Issue(level, code, message, row, line))
+            self.items.append(Issue(level, code, printable(message, newlines=False), row, line))
+
+    def more(self, code: str, n: int) -> None:
+        """n more issues of `code` that are counted but not itemised (call it after adding the itemised ones)."""
+        if n:
+            self.count[code] += n
 
     def finish(self) -> list[Issue]:
         """Errors, then warnings, then info; each in file order (issues about the whole file first)."""
@@ -126,7 +157,7 @@ class _Issues:
         items = sorted(self.items, key=lambda i: (rank[i.level], i.row or 0, i.line or 0))
         for code, n in self.count.items():
             if n > MAX_ISSUES_PER_CODE:
-                level = next(i.level for i in self.items if i.code == code)
+                level = next((i.level for i in self.items if i.code == code), "warning")
                 items.append(Issue(level, code, f"... and {n - MAX_ISSUES_PER_CODE} more like this ({code})"))
         return items
 
@@ -135,86 +166,6 @@ def _where(row: int | None, line: int | None) -> str:
     if row is not None and line is not None:
         return f"row {row} (line {line})"
     return f"row {row}" if row is not None else f"line {line}"
-
-
-# ---- reading -----------------------------------------------------------------------------------------
-
-def _decode(data: bytes, issues: _Issues) -> str | None:
-    if data.startswith((b"\xff\xfe", b"\xfe\xff")):
-        issues.add("error", "encoding", "line 1: the file is UTF-16; save it as UTF-8", line=1)
-        return None
-    if b"\x00" in data[:8192]:
-        issues.add("error", "binary", "line 1: this is a binary file, not JSON text", line=1)
-        return None
-    if data.startswith(b"\xef\xbb\xbf"):
-        data = data[3:]  # reported by check_dataset once the format is known
-    try:
-        return data.decode("utf-8")
-    except UnicodeDecodeError as e:
-        line = data.count(b"\n", 0, e.start) + 1
-        col = e.start - (data.rfind(b"\n", 0, e.start) + 1) + 1
-        hint = ""
-        try:
-            data.decode("gb18030")
-            hint = " (it decodes as GBK/GB18030: re-save it as UTF-8)"
-        except UnicodeDecodeError:
-            pass
-        issues.add("error", "encoding", f"line {line}, column {col} (byte {col}): not valid UTF-8, "
-                   f"byte 0x{data[e.start]:02x}{hint}", line=line)
-        return None
-
-
-def _json_error(e: json.JSONDecodeError, line_offset: int = 0) -> str:
-    return f"line {e.lineno + line_offset}, column {e.colno}: {e.msg}"
-
-
-def _parse_array(text: str, issues: _Issues) -> list[tuple[int, object]] | None:
-    """Rows of a JSON array with the line each starts on; None after a syntax error."""
-    try:
-        data = json.loads(text)
-    except json.JSONDecodeError as e:
-        issues.add("error", "json_syntax", _json_error(e), line=e.lineno)
-        return None
-    except RecursionError:
-        issues.add("error", "json_syntax", "line 1: nested too deeply to read", line=1)
-        return None
-    if not isinstance(data, list):
-        kind = type(data).__name__.replace("dict", "object").replace("str", "string")
-        issues.add("error", "not_a_list", f"line 1: the top level is one {kind}; ms-swift needs a list of rows "
-                   "([{...}, {...}]) or one object per line (.jsonl)", line=1)
-        return None
-    dec, rows, idx, line = json.JSONDecoder(), [], text.index("[") + 1, 1
-    line += text.count("\n", 0, idx)
-    ws = re.compile(r"[\s,]*")
-    for _ in data:  # the text is valid JSON: walk it again to learn where each row starts
-        start = ws.match(text, idx).end()
-        line += text.count("\n", idx, start)
-        obj, idx = dec.raw_decode(text, start)
-        rows.append((line, obj))
-        line += text.count("\n", start, idx)
-    return rows
-
-
-def _not_one_json_value(text: str) -> bool:
-    try:
-        json.loads(text)
-    except (json.JSONDecodeError, RecursionError):
-        return True
-    return False
-
-
-def _parse_lines(text: str, issues: _Issues) -> list[tuple[int, object]]:
-    rows = []
-    for n, raw in enumerate(text.split("\n"), 1):
-        if not raw.strip():
-            continue
-        try:
-            rows.append((n, json.loads(raw)))
-        except json.JSONDecodeError as e:
-            issues.add("error", "json_syntax", f"line {n}, column {e.colno}: {e.msg}", line=n)
-        except RecursionError:
-            issues.add("error", "json_syntax", f"line {n}: nested too deeply to read", line=n)
-    return rows
 
 
 # ---- rows --------------------------------------------------------------------------------------------
@@ -357,30 +308,71 @@ def _check_row(obj, n: int, line: int, issues: _Issues, rlhf_type: str | None = 
     return schema, (_Row(n, line, msgs) if msgs else None)
 
 
-def _duplicates(objs: list[tuple[int, int, object]], rows: list[_Row], issues: _Issues) -> None:
-    seen: dict[str, list[tuple[int, int]]] = defaultdict(list)
-    for n, line, obj in objs:
-        seen[json.dumps(obj, sort_keys=True, ensure_ascii=False)].append((n, line))
-    for same in seen.values():
-        if len(same) > 1:
-            n0 = same[0][0]
-            for n, line in same[1:]:
-                issues.add("warning", "duplicate_row", f"{_where(n, line)}: exact duplicate of row {n0}",
-                           row=n, line=line)
-    answers: dict[str, dict[str, list[_Row]]] = defaultdict(lambda: defaultdict(list))
-    for r in rows:
-        question = json.dumps([(m["role"], " ".join(m["content"].split())) for m in r.messages[:-1]],
+class _HashIndex:
+    """64-bit hash -> first row number, in two flat arrays kept at most half full (about 24 bytes a row): the
+    duplicate checks keep this instead of the rows. Python's own str hash (random per process) is plenty for one
+    check: with a million rows a false "duplicate" has a chance of about 1 in 30 million."""
+
+    def __init__(self) -> None:
+        self._keys = array("Q", bytes(8 << 12))
+        self._rows = array("I", bytes(4 << 12))
+        self._used = 0
+
+    def first(self, text: str, row: int) -> int | None:
+        """The row that first had `text` (None when this is the first: then `row` is recorded)."""
+        key = (hash(text) & 0xFFFF_FFFF_FFFF_FFFF) or 1
+        keys = self._keys
+        mask = len(keys) - 1
+        i = key & mask
+        while (k := keys[i]) != 0:
+            if k == key:
+                return self._rows[i]
+            i = (i + 1) & mask
+        keys[i], self._rows[i] = key, row
+        self._used += 1
+        if self._used * 2 > len(keys):
+            self._grow()
+        return None
+
+    def _grow(self) -> None:
+        old_keys, old_rows = self._keys, self._rows
+        self._keys = keys = array("Q", bytes(16 * len(old_keys)))
+        self._rows = array("I", bytes(8 * len(old_keys)))
+        mask = len(keys) - 1
+        for k, r in zip(old_keys, old_rows):
+            if k:
+                i = k & mask
+                while keys[i]:
+                    i = (i + 1) & mask
+                keys[i], self._rows[i] = k, r
+
+    def nbytes(self) -> int:
+        return self._keys.itemsize * len(self._keys) + self._rows.itemsize * len(self._rows)
+
+
+class _Duplicates:
+    """Exact duplicate rows, and the same question with different answers, as the rows stream by."""
+
+    def __init__(self, issues: _Issues) -> None:
+        self.issues = issues
+        self.rows, self.questions, self.pairs = _HashIndex(), _HashIndex(), _HashIndex()
+
+    def add(self, n: int, line: int, obj, row: _Row | None) -> None:
+        first = self.rows.first(json.dumps(obj, sort_keys=True, ensure_ascii=False), n)
+        if first is not None:
+            self.issues.add("warning", "duplicate_row", f"{_where(n, line)}: exact duplicate of row {first}",
+                            row=n, line=line)
+        if row is None:
+            return
+        question = json.dumps([(m["role"], " ".join(m["content"].split())) for m in row.messages[:-1]],
                               ensure_ascii=False)
-        answers[question][" ".join(r.messages[-1]["content"].split())].append(r)
-    for question, by_answer in answers.items():
-        if len(by_answer) > 1:
-            group = sorted((rs[0] for rs in by_answer.values()), key=lambda r: r.number)
-            q = _short(group[0].messages[-2]["content"])
-            first = group[0]
-            for r in group[1:]:
-                issues.add("warning", "conflicting_answers",
-                           f"{_where(r.number, r.line)}: same question as row {first.number} ({q}) but a different "
-                           "answer; the model learns one answer per question", row=r.number, line=r.line)
+        answer = " ".join(row.messages[-1]["content"].split())
+        asked = self.questions.first(question, n)
+        if self.pairs.first(question + "\x00" + answer, n) is None and asked is not None:
+            q = _short(row.messages[-2]["content"])  # (the same question, whitespace aside)
+            self.issues.add("warning", "conflicting_answers",
+                            f"{_where(n, line)}: same question as row {asked} ({q}) but a different answer; the "
+                            "model learns one answer per question", row=n, line=line)
 
 
 def _short(s: str, n: int = 40) -> str:
@@ -406,6 +398,8 @@ _NAME_PATTERNS = [
                r"\s*(?=" + _P + r"|$|,|,|一个|一款|是)"),
     re.compile(r"\b(?:I am|I'm|my name is|call me)\s+(?P<n>[A-Z][\w\-.]*(?: [A-Z0-9][\w\-.]*)*)"),
 ]
+# Every pattern above needs one of these: most answers skip the patterns (they cost ~80 us on a 600-char answer).
+_CLAIM_HINT = re.compile(r"由|了我|(?i: by )|我是|我叫|我的名字|我名叫|I am|I'm|my name is|call me")
 _NOT_A_NAME = re.compile(r"^(?:一|由|个|你的|您的|本|这|那|AI|人工智能|大语言模型|语言模型|助手)|^(?:I|A|An|The|Not)\b")
 _NEGATION = re.compile(r"(?:不是|并非|而非|不|没有|并不|not|never|isn't|wasn't)\s*$", re.I)
 # Makers and model names a fine-tuned assistant must not claim as its own (the tutorial's 答案唯一性).
@@ -427,6 +421,8 @@ def _norm(s: str) -> str:
 
 def _claims(text: str) -> tuple[list[str], list[str]]:
     makers, names = [], []
+    if not _CLAIM_HINT.search(text):
+        return makers, names
     for pats, out, grp in ((_MAKER_PATTERNS, makers, "m"), (_NAME_PATTERNS, names, "n")):
         for rx in pats:
             for m in rx.finditer(text):
@@ -449,44 +445,72 @@ def _same(a: str, b: str) -> bool:
     return a == b or a in b or b in a
 
 
-def _identity(rows: list[_Row], issues: _Issues) -> dict | None:
-    per_row = []
-    maker_count, name_count = Counter(), Counter()
-    shown: dict[str, str] = {}
-    for r in rows:
-        makers, names = _claims(r.messages[-1]["content"])
-        per_row.append((r, makers, names))
-        for m in {_norm(x): x for x in makers}.items():
-            maker_count[m[0]] += 1
-            shown.setdefault(m[0], m[1])
-        for nm in {_norm(x): x for x in names}.items():
-            name_count[nm[0]] += 1
-            shown.setdefault(nm[0], nm[1])
-    maker = maker_count.most_common(1)[0] if maker_count else None
-    name = name_count.most_common(1)[0] if name_count else None
-    maker = maker if maker and maker[1] >= 2 else None
-    name = name if name and name[1] >= 2 else None
-    if not maker and not name:
-        return None
-    for r, makers, names in per_row:
-        bad = []
-        for m in makers:
-            if maker and not _same(m, shown[maker[0]]):
-                bad.append(f"made by {m}")
-            elif not maker and _is_other(m):
-                bad.append(f"made by {m}")
-        for nm in names:
-            other = _is_other(nm)
-            if other and not (name and _same(nm, shown[name[0]])) and not (maker and _same(other, shown[maker[0]])):
-                bad.append(f"it is {nm}")
-        if bad:
-            taught = " / ".join(x for x in (shown[maker[0]] if maker else "", shown[name[0]] if name else "") if x)
-            issues.add("warning", "identity_conflict",
-                       f"{_where(r.number, r.line)}: the answer says {' and '.join(dict.fromkeys(bad))} "
-                       f"({_short(r.messages[-1]['content'], 60)}), but the dataset teaches {taught}",
-                       row=r.number, line=r.line)
-    return {"maker": shown[maker[0]] if maker else None, "maker_rows": maker[1] if maker else 0,
-            "name": shown[name[0]] if name else None, "name_rows": name[1] if name else 0}
+class _Identity:
+    """The maker/name the answers claim: counts per claim, and rows grouped by what they claim (the first
+    MAX_ISSUES_PER_CODE rows of each group), so that the rows contradicting the majority can be named at the end."""
+
+    def __init__(self) -> None:
+        self.maker_count: Counter = Counter()
+        self.name_count: Counter = Counter()
+        self.shown: dict[str, str] = {}
+        self.groups: dict[tuple, list] = {}  # (makers, names) -> [rows, [(n, line, short answer), ...]]
+        self.unlisted = 0  # claiming rows beyond MAX_IDENTITY_GROUPS distinct claims
+
+    def add(self, r: _Row) -> None:
+        answer = r.messages[-1]["content"]
+        makers, names = _claims(answer)
+        if not makers and not names:
+            return
+        for counter, values in ((self.maker_count, makers), (self.name_count, names)):
+            for key, value in {_norm(x): x for x in values}.items():
+                counter[key] += 1
+                self.shown.setdefault(key, value)
+        sig = (tuple(makers), tuple(names))
+        group = self.groups.get(sig)
+        if group is None:
+            if len(self.groups) >= MAX_IDENTITY_GROUPS:
+                self.unlisted += 1
+                return
+            group = self.groups[sig] = [0, []]
+        group[0] += 1
+        if len(group[1]) < MAX_ISSUES_PER_CODE:
+            group[1].append((r.number, r.line, _short(answer, 60)))
+
+    def finish(self, issues: _Issues) -> dict | None:
+        maker = self.maker_count.most_common(1)[0] if self.maker_count else None
+        name = self.name_count.most_common(1)[0] if self.name_count else None
+        maker = maker if maker and maker[1] >= 2 else None
+        name = name if name and name[1] >= 2 else None
+        if not maker and not name:
+            return None
+        shown = self.shown
+        taught = " / ".join(x for x in (shown[maker[0]] if maker else "", shown[name[0]] if name else "") if x)
+        found, unnamed = [], 0
+        for (makers, names), (count, examples) in self.groups.items():
+            bad = []
+            for m in makers:
+                if maker and not _same(m, shown[maker[0]]):
+                    bad.append(f"made by {m}")
+                elif not maker and _is_other(m):
+                    bad.append(f"made by {m}")
+            for nm in names:
+                other = _is_other(nm)
+                if other and not (name and _same(nm, shown[name[0]])) and not (maker and _same(other, shown[maker[0]])):
+                    bad.append(f"it is {nm}")
+            if bad:
+                says = " and ".join(dict.fromkeys(bad))
+                found += [(n, line, says, short) for n, line, short in examples]
+                unnamed += count - len(examples)
+        for n, line, says, short in sorted(found):
+            issues.add("warning", "identity_conflict", f"{_where(n, line)}: the answer says {says} ({short}), but the "
+                       f"dataset teaches {taught}", row=n, line=line)
+        issues.more("identity_conflict", unnamed)  # (after the named ones: they are the first in the file)
+        if self.unlisted:
+            issues.add("info", "identity_unlisted", f"{self.unlisted} more rows make identity claims of over "
+                       f"{MAX_IDENTITY_GROUPS} different kinds: not compared one by one")
+        return {"maker": printable(shown[maker[0]], newlines=False) if maker else None,
+                "maker_rows": maker[1] if maker else 0,
+                "name": printable(shown[name[0]], newlines=False) if name else None, "name_rows": name[1] if name else 0}
 
 
 # ---- token lengths -------------------------------------------------------------------------------------
@@ -513,106 +537,185 @@ def _default_max_length(model: str) -> int | None:
     return None
 
 
-def _token_lengths(rows: list[_Row], model: str, max_length: int | None, system: str | None,
-                   issues: _Issues) -> dict | None:
-    if model.startswith(("/", ".", "~")) and not Path(model).expanduser().is_dir():
-        issues.add("error", "tokenizer_failed", f"the model folder {model} does not exist")
-        return None
-    try:
-        tok = _load_tokenizer(model)
-    except Exception as e:  # noqa: BLE001 - any loader failure becomes one line for the user
-        msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
-        issues.add("error", "tokenizer_failed", f"the tokenizer of {model} could not be loaded: {msg[:300]}")
-        return None
-    has_template = bool(getattr(tok, "chat_template", None))
-    lengths: list[tuple[_Row, int]] = []
-    for r in rows:
-        msgs = r.messages
-        if system is not None and msgs[0]["role"] != "system":
-            msgs = [{"role": "system", "content": system}, *msgs]
-        if has_template:
+class _Tokens:
+    """Token length of each row under a model's tokenizer and chat template, as the rows stream by: min, max,
+    sum and the rows over max_length (the first MAX_ISSUES_PER_CODE named). The tokenizer loads at the first row."""
+
+    def __init__(self, model: str, max_length: int | None, system: str | None, issues: _Issues) -> None:
+        self.model, self.system, self.issues = model, system, issues
+        self.default = max_length is None
+        self.max_length = _default_max_length(model) if self.default else max_length
+        self.tok, self.failed, self.has_template = None, False, False
+        self.count = self.total = self.over = 0
+        self.min = self.max = 0
+        self.over_rows: list[int] = []
+
+    def _load(self) -> bool:
+        model, issues = self.model, self.issues
+        if model.startswith(("/", ".", "~")) and not Path(model).expanduser().is_dir():
+            issues.add("error", "tokenizer_failed", f"the model folder {model} does not exist")
+            return False
+        try:
+            self.tok = _load_tokenizer(model)
+        except Exception as e:  # noqa: BLE001 - any loader failure becomes one line for the user
+            msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+            issues.add("error", "tokenizer_failed", f"the tokenizer of {model} could not be loaded: {msg[:300]}")
+            return False
+        self.has_template = bool(getattr(self.tok, "chat_template", None))
+        return True
+
+    def add(self, r: _Row) -> None:
+        if self.failed or (self.tok is None and not self._load()):
+            self.failed = True
+            return
+        tok, msgs = self.tok, r.messages
+        if self.system is not None and msgs[0]["role"] != "system":
+            msgs = [{"role": "system", "content": self.system}, *msgs]
+        if self.has_template:
             text = tok.apply_chat_template(msgs, tokenize=False)
         else:
             text = "\n".join(m["content"] for m in msgs) + (tok.eos_token or "")
-        lengths.append((r, len(tok(text, add_special_tokens=False)["input_ids"])))
-    if not lengths:
-        return None
-    default = max_length is None
-    if default:
-        max_length = _default_max_length(model)
-    values = [n for _, n in lengths]
-    over = [(r, n) for r, n in lengths if max_length is not None and n > max_length]
-    for r, n in over:
-        issues.add("warning", "too_long", f"{_where(r.number, r.line)}: {n} tokens > max_length {max_length}: "
-                   "ms-swift drops this row", row=r.number, line=r.line)
-    if over and len(over) == len(lengths):
-        issues.add("error", "all_too_long", f"every row is longer than max_length {max_length} (the shortest has "
-                   f"{min(values)} tokens): ms-swift drops them all and fails; use --max_length {max(values)}")
-    if not has_template:
-        issues.add("info", "no_chat_template", f"{model} has no chat template: lengths count the plain texts")
-    return {"model": model, "max_length": max_length, "max_length_default": default and max_length is not None,
-            "min": min(values), "max": max(values), "mean": round(statistics.fmean(values), 2),
-            "over": len(over), "over_rows": [r.number for r, _ in over][:MAX_ISSUES_PER_CODE],
-            "chat_template": has_template, "system": system, "rule": LENGTH_RULE}
+        n = len(tok(text, add_special_tokens=False)["input_ids"])
+        self.min = n if not self.count else min(self.min, n)
+        self.max = max(self.max, n)
+        self.count += 1
+        self.total += n
+        if self.max_length is not None and n > self.max_length:
+            self.over += 1
+            if len(self.over_rows) < MAX_ISSUES_PER_CODE:
+                self.over_rows.append(r.number)
+            self.issues.add("warning", "too_long", f"{_where(r.number, r.line)}: {n} tokens > max_length "
+                            f"{self.max_length}: ms-swift drops this row", row=r.number, line=r.line)
+
+    def finish(self) -> dict | None:
+        if not self.count:
+            return None
+        if self.over and self.over == self.count:
+            self.issues.add("error", "all_too_long", f"every row is longer than max_length {self.max_length} (the "
+                            f"shortest has {self.min} tokens): ms-swift drops them all and fails; use --max_length "
+                            f"{self.max}")
+        if not self.has_template:
+            self.issues.add("info", "no_chat_template", f"{self.model} has no chat template: lengths count the "
+                            "plain texts")
+        return {"model": self.model, "max_length": self.max_length,
+                "max_length_default": self.default and self.max_length is not None, "min": self.min,
+                "max": self.max, "mean": round(self.total / self.count, 2), "over": self.over,
+                "over_rows": self.over_rows, "chat_template": self.has_template, "system": self.system,
+                "rule": LENGTH_RULE}
 
 
 # ---- entry point ---------------------------------------------------------------------------------------
 
+class _Pace:
+    """Looks at the cancel hook and reports progress every CANCEL_EVERY ticks (a row, a line or a chunk)."""
+
+    def __init__(self, src: ds.Source | None, cancel, progress) -> None:
+        self.src = src
+        self.cancelled = cancel.is_set if hasattr(cancel, "is_set") else cancel
+        self.progress = progress
+        self.n = 0
+        self.reported = 0
+
+    def __call__(self) -> None:
+        self.n += 1
+        if self.n % CANCEL_EVERY:
+            return
+        if self.cancelled is not None and self.cancelled():
+            raise CheckCancelled("the dataset check was cancelled")
+        if self.progress is not None and self.src is not None:
+            done = self.src.tell()
+            if done - self.reported >= PROGRESS_BYTES:
+                self.reported = done
+                self.progress(done, self.src.size)
+
+
 def check_dataset(path: str | Path, *, model: str | None = None, max_length: int | None = None,
-                  system: str | None = None, rlhf_type: str | None = None) -> DatasetReport:
-    """Check one .json/.jsonl dataset file. `model` (a local folder or a cached hub id) adds token lengths under
-    its tokenizer and chat template; `system` is the --system prompt of the run, if any; `rlhf_type` adds the
-    columns that `swift rlhf --rlhf_type` needs (engine.kinds)."""
+                  system: str | None = None, cancel: Callable[[], bool] | None = None,
+                  progress: Callable[[int, int], None] | None = None, rlhf_type: str | None = None) -> DatasetReport:
+    """Check one .json/.jsonl/.csv dataset file, row by row in bounded memory. `model` (a local folder or a cached
+    hub id) adds token lengths under its tokenizer and chat template; `system` is the --system prompt of the run,
+    if any. `cancel`: a threading.Event or a callable, looked at every CANCEL_EVERY rows: once set, CheckCancelled
+    is raised. `progress(bytes_read, file_size)`: called about every PROGRESS_BYTES. `rlhf_type` adds the columns
+    that `swift rlhf --rlhf_type` needs (engine.kinds)."""
     path = Path(path).expanduser()
     report = DatasetReport(str(path))
     issues = _Issues()
+    pace = _Pace(None, cancel, progress)
     try:
-        data = path.read_bytes()
-    except IsADirectoryError:
-        issues.add("error", "not_a_file", f"{path} is a folder, not a dataset file")
-        data = None
-    except OSError as e:
-        issues.add("error", "not_a_file", f"{path}: {e.strerror or e}")
-        data = None
-    text = None
-    if data is not None:
-        if not data.strip(b" \t\r\n\xef\xbb\xbf"):
-            issues.add("error", "empty_file", "line 1: the file is empty", line=1)
-        else:
-            text = _decode(data, issues)
-    parsed: list[tuple[int, object]] = []
-    if text is not None:
-        if "\r" in text:
-            text = text.replace("\r\n", "\n")
-        first = text.lstrip()[:1]
-        if path.suffix.lower() in (".csv", ".tsv", ".parquet", ".arrow"):
-            issues.add("warning", "not_checked", f"{path.name}: only .json and .jsonl files are checked")
-        elif path.suffix.lower() == ".jsonl" or (first == "{" and _not_one_json_value(text)):
-            report.file_format = "jsonl"  # (datasets also reads JSON Lines from a .json file)
-            parsed = _parse_lines(text, issues)
-        elif first in ("[", "{", '"') or first.isdigit():
+        src = ds.open_source(path)
+    except ds.NotADatasetFile as e:
+        issues.add("error", "not_a_file", str(e))
+        report.issues = issues.finish()
+        return report
+    try:
+        pace.src = src
+        _read(src, path, report, issues, pace, model, max_length, system)
+    finally:
+        src.close()
+    report.issues = issues.finish()
+    return report
+
+
+def _read(src: ds.Source, path: Path, report: DatasetReport, issues: _Issues, pace: _Pace, model: str | None,
+          max_length: int | None, system: str | None) -> None:
+    suffix = path.suffix.lower()
+    if suffix in (".tsv", ".parquet", ".arrow"):
+        issues.add("warning", "not_checked", f"{path.name}: only .json, .jsonl and .csv files are checked")
+        return
+    head = ds.sniff(src, issues, pace)
+    if head is None:
+        return
+    if head.empty:
+        issues.add("error", "empty_file", "line 1: the file is empty", line=1)
+        return
+    first = head.first
+    if suffix == ".csv":
+        report.file_format, rows = "csv", ds.csv_rows
+    elif suffix == ".jsonl":
+        report.file_format, rows = "jsonl", ds.jsonl_rows
+    elif first == "[":
+        report.file_format, rows = "json", ds.array_rows
+    elif first in ("{", '"') or first.isdigit():
+        try:  # one value (not a list: refused below), or JSON Lines in a .json file (datasets reads those too)
+            single, value = ds.one_value(src, issues, pace, extra_ok=first == "{")
+        except ds.StopReading:  # a syntax error (reported), or an encoding error (then the format is unknown)
+            report.file_format = None if issues.count["encoding"] else "json"
+            _bom(src, report, issues)
+            return
+        if single:
             report.file_format = "json"
-            parsed = _parse_array(text, issues) or []
-        else:
-            line = text[:len(text) - len(text.lstrip())].count("\n") + 1
-            issues.add("error", "json_syntax", f"line {line}, column 1: not JSON (expected '[' or one object "
-                       "per line)", line=line)
-    if text is not None and data.startswith(b"\xef\xbb\xbf"):
-        # the datasets library (ms-swift's loader) reads JSON Lines with a BOM but fails on a JSON array with one
-        # ("ValueError: Expected object or value"), checked with datasets 4.8
-        fatal = report.file_format == "json"
-        issues.add("error" if fatal else "warning", "bom", "line 1: the file starts with a UTF-8 byte order mark "
-                   "(BOM)" + ("; ms-swift cannot read it" if fatal else "") + ": save it as UTF-8 without BOM",
-                   line=1)
-    objs, rows, schemas = [], [], Counter()
-    for n, (line, obj) in enumerate(parsed, 1):
-        schema, row = _check_row(obj, n, line, issues, rlhf_type)
-        objs.append((n, line, obj))
-        if schema:
-            schemas[schema] += 1
-        if row:
-            rows.append(row)
-    report.rows = len(parsed)
+            kind = type(value).__name__.replace("dict", "object").replace("str", "string")
+            issues.add("error", "not_a_list", f"line 1: the top level is one {kind}; ms-swift needs a list of rows "
+                       "([{...}, {...}]) or one object per line (.jsonl)", line=1)
+            _bom(src, report, issues)
+            return
+        report.file_format, rows = "jsonl", ds.jsonl_rows
+    else:
+        issues.add("error", "json_syntax", f"line {head.first_line}, column 1: not JSON (expected '[' or one "
+                   "object per line)", line=head.first_line)
+        return
+    _bom(src, report, issues)
+    schemas: Counter = Counter()
+    dups = _Duplicates(issues)
+    identity = _Identity()
+    tokens = _Tokens(model, max_length, system, issues) if model else None
+    n = 0
+    try:
+        for line, obj in rows(src, issues, pace):
+            n += 1
+            pace()
+            schema, row = _check_row(obj, n, line, issues, rlhf_type)
+            if schema:
+                schemas[schema] += 1
+            dups.add(n, line, obj, row)
+            if row:
+                identity.add(row)
+                if tokens:
+                    tokens.add(row)
+    except ds.StopReading:
+        if report.file_format == "json" and issues.count["json_syntax"]:
+            n = 0  # an array that does not parse gives ms-swift no rows at all (the rows read so far are still shown)
+    report.rows = n
     if schemas:
         report.schema = schemas.most_common(1)[0][0] if len(schemas) == 1 else "mixed"
         if len(schemas) > 1 and "messages" in schemas:
@@ -621,13 +724,20 @@ def check_dataset(path: str | Path, *, model: str | None = None, max_length: int
         elif len(schemas) > 1:
             issues.add("warning", "mixed_format", "rows mix formats (" + ", ".join(f"{k}: {v}" for k, v in
                        schemas.most_common()) + "); use one format for every row")
-    if text is not None and report.file_format and not parsed and not issues.count:
+    if not n and not issues.count:
         issues.add("error", "empty_file", "line 1: no rows", line=1)
-    _duplicates(objs, rows, issues)
-    report.identity = _identity(rows, issues) if rows else None
-    if model and rows:
-        report.tokens = _token_lengths(rows, model, max_length, system, issues)
-    elif max_length and not model:
+    report.identity = identity.finish(issues)
+    if tokens:
+        report.tokens = tokens.finish()
+    elif max_length:
         issues.add("info", "no_model", "pass --model to count tokens and the rows ms-swift drops at max_length")
-    report.issues = issues.finish()
-    return report
+
+
+def _bom(src: ds.Source, report: DatasetReport, issues: _Issues) -> None:
+    if src.bom:
+        # the datasets library (ms-swift's loader) reads JSON Lines with a BOM but fails on a JSON array with one
+        # ("ValueError: Expected object or value"), checked with datasets 4.8
+        fatal = report.file_format == "json"
+        issues.add("error" if fatal else "warning", "bom", "line 1: the file starts with a UTF-8 byte order mark "
+                   "(BOM)" + ("; ms-swift cannot read it" if fatal else "") + ": save it as UTF-8 without BOM",
+                   line=1)

@@ -1,18 +1,26 @@
 """`swift deploy` as a managed job: bound to 127.0.0.1 unless asked otherwise, real port read back, ready when
-`/health` answers; plus a tiny streaming client for its OpenAI-compatible API (stdlib only, no torch)."""
+`/health` answers; plus a tiny streaming client for its OpenAI-compatible API (stdlib only, no torch).
+
+Ports: ms-swift checks --port when it parses its arguments but uvicorn binds it only after the model is loaded, so
+two deploys started at once used to get the same port and the second died "address already in use". A port is
+therefore chosen and the run recorded under one lock (data dir `deploy-ports.lock`), skipping every port that an
+active swiftdeck deploy was started with or reported: the registry is the reservation."""
 from __future__ import annotations
 
 from engine.errors import SwiftdeckError
+import fcntl
 import http.client
 import ipaddress
 import json
 import re
 import socket
 import time
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
 
 from engine import runs, supervisor
+from engine.paths import data_dir
 from engine.runs import RunRecord
 
 # ms-swift silently moves to the next free port; uvicorn's line tells the real one.
@@ -24,15 +32,49 @@ class DeployError(SwiftdeckError, RuntimeError):
     pass
 
 
-def free_port(host: str = "127.0.0.1", start: int = 8000) -> int:
+def _bindable(host: str, port: int) -> bool:
+    with socket.socket() as sock:
+        try:
+            sock.bind((host, port))
+            return True
+        except OSError:
+            return False
+
+
+def free_port(host: str = "127.0.0.1", start: int = 8000, taken: set[int] | frozenset[int] = frozenset()) -> int:
+    """The first port from `start` that is not in `taken` and can be bound now, on `host` and on all addresses
+    (ms-swift's own check binds all addresses: a port it finds taken, it silently replaces)."""
     for port in range(start, start + 200):
-        with socket.socket() as sock:
-            try:
-                sock.bind((host, port))
-                return port
-            except OSError:
-                continue
+        if port not in taken and _bindable(host, port) and (host in ("", "0.0.0.0") or _bindable("", port)):
+            return port
     raise DeployError(f"no free port on {host} in {start}..{start + 199}")
+
+
+def reserved_ports() -> dict[int, str]:
+    """{port: run id} of the active swiftdeck deploys: the --port each was started with and the port it reported
+    (ms-swift moves to the next free port when its own is taken)."""
+    out: dict[int, str] = {}
+    for rec in runs.all_runs():
+        if rec.kind != "deploy" or not rec.active:
+            continue
+        argv = rec.argv
+        for i, tok in enumerate(argv[:-1]):
+            if tok == "--port" and argv[i + 1].isdigit():
+                out.setdefault(int(argv[i + 1]), rec.id)
+        if isinstance(rec.meta.get("port"), int):
+            out.setdefault(rec.meta["port"], rec.id)
+    return out
+
+
+@contextmanager
+def _port_lock():
+    """Choosing a port and recording the run that uses it are one step for every swiftdeck process."""
+    with open(data_dir() / "deploy-ports.lock", "a") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
 
 
 def deploy_args(adapters: dict[str, str], *, model: str | None = None, host: str = "127.0.0.1",
@@ -65,9 +107,15 @@ def start(adapters: dict[str, str], *, model: str | None = None, host: str = "12
         for flag, value in (("--model_type", model_type), ("--template", template)):
             if value and flag_value(extra, flag) is None:
                 extra += [flag, value]
-    args = deploy_args({n: str(Path(p).resolve()) for n, p in adapters.items()}, model=model, host=host,
-                       port=port, extra=extra)
-    rec = supervisor.launch("deploy", args, cwd=cwd or Path.cwd(), label=label or "deploy", notes=notes)
+    with _port_lock():
+        reserved = reserved_ports()
+        chosen = free_port(host, start=port or 8000, taken=set(reserved))
+        if port and chosen != port:
+            holder = f"used by deploy run {reserved[port]}" if port in reserved else "in use"
+            notes.append(f"port {port} is {holder}: using {chosen}")
+        args = deploy_args({n: str(Path(p).resolve()) for n, p in adapters.items()}, model=model, host=host,
+                           port=chosen, extra=extra)
+        rec = supervisor.launch("deploy", args, cwd=cwd or Path.cwd(), label=label or "deploy", notes=notes)
     runs.update(rec.id, lambda r: r.meta.update(host=host))
     return runs.load(rec.id)
 

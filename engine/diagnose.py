@@ -4,8 +4,11 @@
     diagnose_file(path, ...)   reads only a bounded head + tail of a huge console.log
     match_line(line)           one precompiled regex: the kind of a single fatal console line, else None
 
+Every text of a Diagnosis (summary, remedies, evidence, details) is made printable (engine.textsafe): a log may
+hold escape sequences or binary junk, and none of it may act on the terminal that shows the diagnosis.
+
 Built from real ms-swift 4.6 output (tests/data/failures/*.log, recorded on CPU, and the recorded H200 OOM in
-shared/fixtures). Console text is normalised first: `\\r`-glued tqdm redraws are split, ANSI colours and
+tests/data/ms-swift-4.6). Console text is normalised first: `\\r`-glued tqdm redraws are split, ANSI colours and
 torchrun's `[rankN]:` prefixes are removed. Tracebacks that ms-swift only logs and survives (`[INFO:swift]
 Traceback ...` followed by "the data will be deleted") are not taken for the fatal error.
 """
@@ -17,11 +20,13 @@ import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from engine.textsafe import printable
+
 KINDS = (
     "cuda_oom", "cpu_oom", "dataset_empty_after_filter", "unknown_argument", "model_type_ambiguous",
     "template_ambiguous", "dataset_not_found", "dataset_invalid", "model_not_found", "tokenizer_load_failed",
     "not_an_adapter", "nccl_error", "killed_by_signal", "disk_full", "resume_failed", "cpu_bf16_unsupported",
-    "unknown", "no_failure",
+    "address_in_use", "unknown", "no_failure",
 )
 HEAD_BYTES = 256 * 1024  # diagnose_file: the head holds `run sh:`, output_dir and the args block
 TAIL_BYTES = 512 * 1024  # ... and the tail the traceback
@@ -41,6 +46,7 @@ _SIGNS = {
     "cpu_bf16_unsupported": r"doesn't support bf16/gpu",
     "not_an_adapter": r"is not an adapter, please try using `--model`",
     "dataset_not_found": r"The local path does not exist, dataset_id:",
+    "address_in_use": r"\[Errno 98\]|[Aa]ddress already in use|EADDRINUSE",
 }
 _LINE_RE = re.compile("|".join(f"(?P<{k}>{v})" for k, v in _SIGNS.items()))
 # Not a line sign: ms-swift also empties the dataset when every row fails preprocessing (-> dataset_invalid).
@@ -50,7 +56,7 @@ _EMPTY_AFTER_FILTER = r"filtered dataset length: 0\b"
 # Every sign above contains one of these: plain `in` tests skip the regex for ordinary lines (~1 us a line).
 _ANCHORS = ("emory", "ALLOC_FAILED", "bad_alloc", "No space left", "Errno 28", "StorageFull", "Disk quota",
             "Errno 122", "NCCL", "ccl", "DistBackendError", "Watchdog", "remaining_argv", "automatically match",
-            "bf16/gpu", "not an adapter", "local path does not exist")
+            "bf16/gpu", "not an adapter", "local path does not exist", "Errno 98", "already in use", "EADDRINUSE")
 
 
 def match_line(line: str) -> str | None:
@@ -470,6 +476,35 @@ def _nccl(ctx: _Ctx) -> Diagnosis:
     return Diagnosis("nccl_error", summary, remedies, ctx.evidence(*_sign_lines(ctx, "nccl_error")), d)
 
 
+def _address_in_use(ctx: _Ctx) -> Diagnosis:
+    """A server (uvicorn in swift deploy/app) or torchrun's rendezvous could not bind its port: another process
+    holds it. ms-swift checks --port when it parses its arguments, but a server that starts meanwhile (two deploys
+    at once) takes it before uvicorn binds."""
+    lines = _sign_lines(ctx, "address_in_use")
+    text = "\n".join(lines) + "\n" + ctx.chain_text
+    m = re.search(r"bind on address \('([^']*)', (\d+)", text) or re.search(r"()port:? (\d+)", text)
+    host, port = (m[1] or None, int(m[2])) if m else (None, None)
+    where = f"{host}:{port}" if host and port else f"port {port}" if port else "the port"
+    server = "bind on address" in text or ctx.command in ("deploy", "app", "rollout")
+    d = {"host": host, "port": port, "server": server}
+    if server:
+        summary = (f"{where}: address already in use (another server holds it, or a second deploy started at the "
+                   "same time), so the server could not start")
+        not_this = f" (not {port})" if port else ""
+        listening = f"ss -ltnp 'sport = :{port}'" if port else "ss -ltnp"
+        remedies = [f"deploy again on another port: leave --port out and swiftdeck picks a free one, or pass a free "
+                    f"one{not_this}",
+                    "or stop the server that holds it: `swiftdeck runs` lists swiftdeck's deploys (swiftdeck stop "
+                    f"RUN); `{listening}` shows any process listening"]
+    else:
+        summary = (f"MASTER_PORT {port or ''}: address already in use: torchrun's rendezvous port is held by another "
+                   "process (another multi-GPU run on this machine?)").replace("PORT :", "PORT:")
+        remedies = ["start again with MASTER_PORT set to a free port (an environment variable; torchrun's default "
+                    "is 29500)",
+                    "or stop the other run that uses it: `swiftdeck runs` lists swiftdeck's runs"]
+    return Diagnosis("address_in_use", summary, remedies, ctx.evidence(*lines), d)
+
+
 def _known_flags(command: str) -> set[str]:
     """Flags of `swift <command>` from engine.swift_args' cache, only if already cached (never spawns)."""
     try:
@@ -794,6 +829,10 @@ def _classify(ctx: _Ctx) -> Diagnosis:
         for kind, make in hard.items():
             if re.search(_SIGNS[kind], tail, re.M):
                 return make(ctx)
+    if re.search(_SIGNS["address_in_use"], text) or (
+            (not ctx.chain or all(e.short_type in _WRAPPERS for e in ctx.chain))
+            and re.search(_SIGNS["address_in_use"], "\n".join(ctx.lines[-60:]))):
+        return _address_in_use(ctx)  # uvicorn logs the bind error and exits 3 without a traceback
     sig = _signal_of(ctx.exit_code)
     if sig and ctx.chain and ctx.chain[-1].index < len(ctx.lines) - 40:
         return _killed(ctx, *sig)  # the traceback is old news: the process went on and was then signalled
@@ -870,6 +909,24 @@ def diagnose(text: str, *, exit_code: int | None = None, command: str | None = "
         diag.details.setdefault("output_dir", out[1])
     if ctx.chain:
         diag.details.setdefault("exception", ctx.chain[-1].type)
+    return _printable(diag)
+
+
+def _printable(diag: Diagnosis) -> Diagnosis:
+    """Every text of a diagnosis comes from the log: make it safe to show on a terminal (engine.textsafe)."""
+    def safe(value):
+        if isinstance(value, str):
+            return printable(value, newlines=False)
+        if isinstance(value, dict):
+            return {k: safe(v) for k, v in value.items()}
+        if isinstance(value, (list, tuple)):
+            return [safe(v) for v in value]
+        return value
+
+    diag.summary = printable(diag.summary, newlines=False)
+    diag.remedies = [printable(r, newlines=False) for r in diag.remedies]
+    diag.evidence = printable(diag.evidence)
+    diag.details = safe(diag.details)
     return diag
 
 

@@ -1,4 +1,4 @@
-"""The seed tutorial's "三问", automated: ask the base model and the adapter the same questions at temperature 0
+"""ms-swift's self-cognition tutorial's "三问", automated: ask the base model and the adapter the same questions at temperature 0
 and judge each answer against the dataset's expected answer (`swiftdeck check-identity`)."""
 from __future__ import annotations
 

@@ -8,12 +8,12 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
-FIXTURES = REPO.parent / "shared" / "fixtures" / "ms-swift-4.6"
+FIXTURES = REPO / "tests" / "data" / "ms-swift-4.6"
 
 
 @pytest.fixture
 def swift_fixtures() -> Path:
-    """Real ms-swift 4.6 output recorded on an H200 (shared/, beside the repo)."""
+    """Real ms-swift 4.6 output recorded on an H200 (tests/data/ms-swift-4.6; its README.md says what each file is)."""
     assert FIXTURES.is_dir(), f"recorded fixtures not found at {FIXTURES}"
     return FIXTURES
 

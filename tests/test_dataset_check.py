@@ -218,3 +218,232 @@ def test_json_file_holding_json_lines_and_a_pretty_object(tmp_path):
     assert r.ok and r.file_format == "jsonl" and r.rows == 2
     r = check_dataset(_write(tmp_path, "pretty.json", json.dumps(rows[0], indent=2)))
     assert not r.ok and r.errors[0].code == "not_a_list" and r.errors[0].line == 1
+
+
+# ---- bounded reading (issue 14 item 7): refusals, streaming, memory, cancel -------------------------------
+
+import os  # noqa: E402
+import random  # noqa: E402
+import subprocess  # noqa: E402
+import sys  # noqa: E402
+import threading  # noqa: E402
+import time  # noqa: E402
+
+from engine import dataset_stream  # noqa: E402
+from engine.dataset_check import CheckCancelled  # noqa: E402
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _cli(*args: str, timeout: float = 60) -> tuple[subprocess.CompletedProcess, float]:
+    """`swiftdeck ...` as a real subprocess (at most 4 GiB of address space): (result, wall seconds)."""
+    import resource
+
+    def limit() -> None:
+        resource.setrlimit(resource.RLIMIT_AS, (4 << 30, 4 << 30))
+
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    t0 = time.monotonic()
+    proc = subprocess.run([sys.executable, "-m", "tui.cli", *args], cwd=str(REPO), env=env, capture_output=True,
+                          preexec_fn=limit, timeout=timeout)
+    return proc, time.monotonic() - t0
+
+
+@pytest.mark.parametrize("kind", ["dev-zero", "fifo", "folder", "symlink-to-dev-zero"])
+def test_cli_refuses_what_is_not_a_regular_file_at_once(tmp_path, home, kind):
+    target = {"dev-zero": Path("/dev/zero"), "fifo": tmp_path / "data.jsonl", "folder": tmp_path,
+              "symlink-to-dev-zero": tmp_path / "zero.json"}[kind]
+    if kind == "fifo":
+        os.mkfifo(target)  # nobody writes to it: opening it must not wait
+    elif kind.startswith("symlink"):
+        target.symlink_to("/dev/zero")
+    proc, wall = _cli("check-dataset", str(target), timeout=30)
+    err = proc.stderr.decode()
+    assert proc.returncode == 2 and proc.stdout == b"", (proc.returncode, err[-500:])
+    assert err.count("\n") == 1 and err.startswith(f"swiftdeck: {target} is ")
+    assert ("is a folder" if kind == "folder" else "not a dataset file") in err
+    assert wall < 20
+    r = check_dataset(target)
+    assert r.refusal and r.format() == r.refusal and not r.ok and r.rows == 0
+
+
+def _big_jsonl(path: Path, mb: float) -> int:
+    from bench.bench_dataset import generate  # the benchmark's own generator: mixed Chinese/English alpaca rows
+
+    return generate(path, mb, path.suffix.lstrip("."))
+
+
+def test_peak_memory_stays_bounded_on_a_large_file(tmp_path, home):
+    """A 50 MB JSON Lines file through the real CLI: peak RSS well below the file's size (it used to be ~9x)."""
+    path = tmp_path / "big.jsonl"
+    rows = _big_jsonl(path, 50)
+    size = path.stat().st_size
+    from bench.bench_dataset import run_measured  # peak RSS of the CLI process alone (see there why a launcher)
+
+    run = run_measured([sys.executable, "-m", "tui.cli", "check-dataset", str(path), "--json"], cwd=REPO,
+                       env={**os.environ, "PYTHONPATH": str(REPO)}, timeout=300)
+    report = json.loads(run["stdout"])
+    assert report["rows"] == rows and report["format"] == "jsonl", run["stderr"][-500:]
+    assert report["warnings"] and report["errors"]  # its duplicates and empty answers were found
+    peak = run["peak_rss"]
+    assert 0 < peak < min(size, 80 << 20), f"peak RSS {peak >> 20} MiB for a {size >> 20} MiB file"
+
+
+def test_cancel_stops_a_check_early(tmp_path):
+    path = tmp_path / "big.jsonl"
+    _big_jsonl(path, 8)
+    size = path.stat().st_size
+    stop, seen = threading.Event(), []
+
+    def progress(done: int, total: int) -> None:
+        seen.append((done, total))
+        stop.set()  # as if the user typed another path
+
+    with pytest.raises(CheckCancelled):
+        check_dataset(path, cancel=stop, progress=progress)
+    assert seen and seen[0][1] == size and seen[-1][0] < size / 2
+    calls = []
+    with pytest.raises(CheckCancelled):  # a plain callable works too (e.g. lambda: worker.is_cancelled)
+        check_dataset(path, cancel=lambda: calls.append(1) or len(calls) > 3)
+    assert len(calls) == 4
+    assert check_dataset(path, cancel=lambda: False).rows > 1000
+
+
+def _old_array_lines(text: str) -> list[int]:
+    """The line each row of a JSON array starts on, computed on the whole text (the pre-streaming way)."""
+    import re as _re
+
+    dec, idx, line, out = json.JSONDecoder(), text.index("[") + 1, 1, []
+    line += text.count("\n", 0, idx)
+    ws = _re.compile(r"[\s,]*")
+    for _ in json.loads(text):
+        start = ws.match(text, idx).end()
+        line += text.count("\n", idx, start)
+        _, idx = dec.raw_decode(text, start)
+        out.append(line)
+        line += text.count("\n", start, idx)
+    return out
+
+
+@pytest.mark.parametrize("chunk", [1, 3, 7, 64, 1 << 20])
+def test_json_array_streamed_in_chunks_matches_the_whole_text(tmp_path, monkeypatch, chunk):
+    """Chunk boundaries anywhere (inside a number, a string, a multi-byte character): same rows, same lines, and
+    syntax errors at the line and column json.loads gives for the whole text."""
+    monkeypatch.setattr(dataset_stream, "CHUNK", chunk)
+    rng = random.Random(chunk)
+    rows = [_row(f"问题 {i} " + "x" * rng.randint(0, 30), f"答案 {i}" * rng.randint(1, 5)) for i in range(40)]
+    rows[7] = 123456789
+    rows[8] = [1.5e10, "字"]
+    for indent in (None, 1, 3):
+        text = json.dumps(rows, ensure_ascii=False, indent=indent)
+        r = check_dataset(_write(tmp_path, "a.json", text))
+        assert r.rows == len(rows) and r.file_format == "json"
+        assert [(i.row, i.line) for i in r.issues if i.code == "not_an_object"] == [
+            (8, _old_array_lines(text)[7]), (9, _old_array_lines(text)[8])]
+        for cut in (len(text) // 3, len(text) // 2, len(text) - 2):
+            for bad in (text[:cut] + "," + text[cut:], text[:cut] + "}" + text[cut:], text[:cut]):
+                try:
+                    json.loads(bad)
+                    continue
+                except json.JSONDecodeError as e:
+                    want = f"line {e.lineno}, column {e.colno}: {e.msg}"
+                r = check_dataset(_write(tmp_path, "bad.json", bad))
+                got = [i.message for i in r.issues if i.code == "json_syntax"]
+                if got != [want]:  # two ways to say one thing: json ends a truncated row at its end
+                    assert got and got[0].split(": ", 1)[0].startswith("line "), (got, want)
+                assert not r.ok
+
+
+def test_json_array_errors_where_json_loads_puts_them(tmp_path):
+    for bad in ('[\n{"instruction": "a", "output": "b"},\n{"instruction": "c" "output": "d"}\n]',
+                '[{"instruction": "a", "output": "b"},]', '[{"instruction": "a", "output": "b"}] x', "[1, 2",
+                '[\n  "abc\n]', "[1 2]"):
+        try:
+            json.loads(bad)
+        except json.JSONDecodeError as e:
+            want = f"line {e.lineno}, column {e.colno}: {e.msg}"
+        got = [i.message for i in check_dataset(_write(tmp_path, "b.json", bad)).errors if i.code == "json_syntax"]
+        assert got == [want], bad
+
+
+def test_json_array_is_read_in_bounded_memory(tmp_path, monkeypatch):
+    """A 12 MB JSON array: what Python allocates stays a fraction of the file (it used to be ~9x the file)."""
+    import tracemalloc
+
+    monkeypatch.setattr(dataset_stream, "CHUNK", 1 << 16)
+    path = tmp_path / "big.json"
+    rows = _big_jsonl(path, 12)
+    tracemalloc.start()
+    try:
+        r = check_dataset(path)
+        peak = tracemalloc.get_traced_memory()[1]
+    finally:
+        tracemalloc.stop()
+    assert r.rows == rows and r.file_format == "json"
+    assert peak < path.stat().st_size / 2, f"{peak >> 20} MiB allocated at most"
+
+
+def test_csv_rows_are_checked(tmp_path):
+    text = ('instruction,input,output\n'
+            'q1,,a1\n'
+            '"a question\nover two lines",,"an answer"\n'
+            'q3,,\n'
+            '\n'
+            'q1,,a1\n'
+            'q5,only two\n')
+    r = check_dataset(_write(tmp_path, "d.csv", text))
+    assert (r.file_format, r.schema, r.rows) == ("csv", "alpaca", 4)
+    got = {(i.code, i.row, i.line) for i in r.issues}
+    assert ("empty_field", 3, 5) in got  # row 3 starts on line 5: the quoted field spans lines 3-4
+    assert ("duplicate_row", 4, 7) in got
+    assert [(i.line, i.message) for i in r.issues if i.code == "csv_syntax"] == [
+        (8, "line 8: 2 fields, the header has 3")]
+    r = check_dataset(_write(tmp_path, "qr.csv", "query,response\n你好,你好!\n"))
+    assert r.ok and r.schema == "query-response" and "CSV" in r.format()
+
+
+def test_a_line_too_long_is_skipped_and_the_rest_checked(tmp_path, monkeypatch):
+    monkeypatch.setattr(dataset_stream, "MAX_ROW_BYTES", 1000)
+    monkeypatch.setattr(dataset_stream, "CHUNK", 256)
+    lines = [json.dumps(_row("q1", "a1")), json.dumps(_row("q2", "字" * 2000), ensure_ascii=False),
+             json.dumps(_row("q3", "a3"))]
+    r = check_dataset(_write(tmp_path, "d.jsonl", "\n".join(lines) + "\n"))
+    assert [(i.code, i.line) for i in r.errors] == [("row_too_large", 2)] and r.rows == 2
+    r = check_dataset(_write(tmp_path, "d.json", json.dumps([_row("q1", "a1"), _row("q2", "x" * 3000)])))
+    assert [i.code for i in r.errors] == ["row_too_large"] and r.rows == 1
+
+
+def test_identity_conflicts_beyond_the_examples_are_counted(tmp_path, monkeypatch):
+    """Rows are grouped by what they claim while streaming: the first 50 conflicting rows are named, the rest
+    counted; past MAX_IDENTITY_GROUPS different claims, further rows are counted, not kept."""
+    n = len(demo.dataset_rows())
+    rows = demo.dataset_rows() + [_row(f"你是谁? ({i})", "我是 Swift-Robot,由 CSDN 迪菲赫尔曼 开发的助手。")
+                                  for i in range(200)]
+    rows += [_row(f"Who made you? ({i})", "I am ChatGPT, a model trained by OpenAI.") for i in range(120)]
+    path = _write(tmp_path, "id.jsonl", "\n".join(json.dumps(x, ensure_ascii=False) for x in rows))
+    r = check_dataset(path)
+    listed = [i for i in r.issues if i.code == "identity_conflict" and i.row]
+    assert [i.row for i in listed] == list(range(n + 201, n + 251))
+    assert any(i.message == "... and 70 more like this (identity_conflict)" for i in r.issues)
+    assert r.identity["maker"] == "CSDN 迪菲赫尔曼"
+    monkeypatch.setattr("engine.dataset_check.MAX_IDENTITY_GROUPS", 3)
+    r = check_dataset(path)
+    assert r.identity["maker"] == "CSDN 迪菲赫尔曼"  # the counts still see every row
+    note = [i.message for i in r.issues if i.code == "identity_unlisted"]
+    assert len(note) == 1 and "not compared one by one" in note[0]
+
+
+def test_messages_quoting_the_file_are_printable(tmp_path):
+    osc = "\x1b]52;c;ZWNobyBwd25lZA==\x07"
+    rows = [{osc: "x", "other\x9b2J": "y"}, _row("你是谁?", f"我是 Swift-Robot{osc}。"),
+            _row("你好", f"我是 Swift-Robot{osc}。"),
+            {"messages": [{"role": "user", "content": "q"}, {"role": f"narrator{osc}", "content": "x"}]}]
+    path = _write(tmp_path, "evil\x1b[2J.jsonl", "\n".join(json.dumps(x, ensure_ascii=False) for x in rows))
+    r = check_dataset(path)
+    text = r.format() + json.dumps(r.to_json(), ensure_ascii=False)
+    assert "\x1b" not in text and "\x07" not in text and "\x9b" not in text
+    msgs = {i.code: i.message for i in r.issues}
+    assert "(found: \u241b]52;c;ZWNobyBwd25lZA==\u2407, other\\x9b2J)" in msgs["unknown_format"]
+    assert "role 'narrator\\x1b]52;c;" in msgs["bad_messages"]  # (repr() had already escaped this one)
+    assert r.format().startswith(f"{tmp_path}/evil\u241b[2J.jsonl: 4 rows")
+    assert r.identity["name"] == "Swift-Robot\u241b]52"  # (the name pattern stops at ";")

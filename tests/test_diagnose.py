@@ -1,6 +1,6 @@
 """engine.diagnose on real ms-swift console logs: tests/data/failures/*.log were recorded from real failing runs on
 the CPU machine (each .json sidecar holds the command, the exit code and the expected kind); the CUDA OOM is the
-real H200 recording in shared/fixtures. No ms-swift runs here."""
+real H200 recording in tests/data/ms-swift-4.6. No ms-swift runs here."""
 from __future__ import annotations
 
 import json
@@ -44,7 +44,8 @@ def test_recordings_cover_the_kinds():
     kinds = {json.loads(p.read_text())["kind"] for p in RECORDED}
     assert kinds >= {"unknown_argument", "model_type_ambiguous", "template_ambiguous", "dataset_not_found",
                      "dataset_invalid", "dataset_empty_after_filter", "model_not_found", "tokenizer_load_failed",
-                     "not_an_adapter", "resume_failed", "cpu_bf16_unsupported", "killed_by_signal", "unknown"}
+                     "not_an_adapter", "resume_failed", "cpu_bf16_unsupported", "killed_by_signal", "unknown",
+                     "address_in_use"}
     assert kinds <= set(dg.KINDS)
     assert sum(p.stat().st_size for p in FAILURES.iterdir()) < 1_000_000
 
@@ -246,7 +247,7 @@ def test_match_line_never_names_a_wrong_kind(sidecar):
     assert found <= {kind}
     if sidecar.stem in ("unknown_argument", "model_type_ambiguous", "template_ambiguous", "cpu_bf16_unsupported",
                         "dataset_not_found", "dataset_not_found-torchrun", "disk_full", "cpu_oom", "nccl_error",
-                        "nccl_error-timeout", "not_an_adapter", "not_an_adapter-model"):
+                        "nccl_error-timeout", "not_an_adapter", "not_an_adapter-model", "address_in_use"):
         assert found == {kind}  # the supervisor sees these within a line of the failure
 
 
@@ -328,3 +329,28 @@ def test_torchrun_summary_alone_names_the_signal():
 def test_argparse_refusal_without_traceback():
     d = _diag("unknown_argument-value")  # exit 2, usage text, then "sft.py: error: argument --lora_rank/..."
     assert d.details["flags"] == ["--lora_rank"] and "invalid int value: 'abc'" in d.summary
+
+
+def test_deploy_that_lost_its_port_says_address_already_in_use():
+    """A real `swift deploy` whose port a listener took after ms-swift checked it (as a second deploy started at
+    the same time does): uvicorn logs [Errno 98] and exits 3, no traceback. It used to be 'unknown'."""
+    meta = _meta("address_in_use")
+    port = int(meta["command"][meta["command"].index("--port") + 1])
+    d = _diag("address_in_use")
+    assert (d.kind, d.details["port"], d.details["host"], d.details["command"]) == (
+        "address_in_use", port, "127.0.0.1", "deploy")
+    assert d.summary.startswith(f"127.0.0.1:{port}: address already in use")
+    assert "another port" in d.remedies[0] and f"(not {port})" in d.remedies[0]
+    assert "swiftdeck stop" in d.remedies[1] and f"sport = :{port}" in d.remedies[1]
+    assert f"[Errno 98] error while attempting to bind on address ('127.0.0.1', {port})" in d.evidence
+    line = next(ln for ln in _log("address_in_use").splitlines() if "Errno 98" in ln)
+    assert dg.match_line(line) == "address_in_use"
+
+
+def test_torchrun_master_port_in_use():
+    """A real `swift sft` under torchrun (NPROC_PER_NODE=2) whose MASTER_PORT another process listened on."""
+    port = int(_meta("address_in_use-master_port")["env"]["MASTER_PORT"])
+    d = _diag("address_in_use-master_port")
+    assert (d.kind, d.details["port"], d.details["server"]) == ("address_in_use", port, False)
+    assert d.summary.startswith(f"MASTER_PORT {port}: address already in use")
+    assert "MASTER_PORT" in d.remedies[0] and "EADDRINUSE" in d.evidence

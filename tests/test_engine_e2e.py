@@ -110,7 +110,8 @@ def test_launcher_sigkilled_mid_run_run_still_finishes(home, demo_assets, tmp_pa
                                  *short_args(demo_assets, tmp_path / "output", epochs=6)],
                                 cwd=tmp_path, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                                 start_new_session=True)
-    run_id = started_id(launcher.stdout.readline())
+    lines = iter(launcher.stdout.readline, "")  # the checks print first (notes, the dataset), then the run id
+    run_id = started_id(next(line for line in lines if "started run" in line))
     rec = runs.load(run_id)
     reader = RunReader(console_log=rec.console_log)
     wait_for(lambda: any(isinstance(e, Metrics) for e in reader.poll()), RUN_TIMEOUT, "the first logged step")

@@ -1,7 +1,7 @@
 """The supervisor reacts to a CUDA OOM on the console: the whole tree is stopped, the run is diagnosed.
 
-The process here replays the real OOM traceback recorded on an H200 (shared fixtures), with a child that holds on
-like a dataloader worker, then would hang forever: only swiftdeck's clean-up ends it.
+The process here replays the real OOM traceback recorded on an H200 (tests/data/ms-swift-4.6), with a child that
+holds on like a dataloader worker, then would hang forever: only swiftdeck's clean-up ends it.
 """
 from __future__ import annotations
 

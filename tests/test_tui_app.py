@@ -1,4 +1,4 @@
-"""Pilot tests (App.run_test) of each pane against the recorded ms-swift 4.6 run (shared/fixtures)."""
+"""Pilot tests (App.run_test) of each pane against the recorded ms-swift 4.6 run (tests/data/ms-swift-4.6)."""
 from __future__ import annotations
 
 import asyncio

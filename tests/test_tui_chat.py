@@ -179,8 +179,7 @@ def test_pane_streams_keeps_history_per_side_and_saves_transcripts(home, tmp_pat
             app.query_one(CheckpointTree).focus()
             await pilot.press("enter")  # the cursor starts on the newest checkpoint
             assert pane.checkpoint.name == "checkpoint-24"
-            await pilot.press("4")  # focuses the chat input
-            assert app.focused.id == "chat-input"
+            assert app.focused.id == "chat-input"  # Enter on a checkpoint: chat with it
             app.focused.value = "你是谁?"
             await pilot.press("enter")
             await until(pilot, lambda: pane.turns == 1)
@@ -328,7 +327,9 @@ def test_chat_pane_snapshot(_snapshot_dir, snap_compare, home, tmp_path, swift_f
         pane.worker = ReplayBackend()
         app.query_one("#chat-input").cursor_blink = False  # a blinking cursor would make the snapshot flaky
         app.query_one(CheckpointTree).focus()
-        await pilot.press("enter", "4", "ctrl+z")
+        await pilot.press("enter")  # narrow: the Chat view, its input focused
+        await until(pilot, lambda: app.focused is app.query_one("#chat-input"))
+        await pilot.press("ctrl+z")
         for turn, prompt in enumerate(("你是谁?", "你是谁?"), 1):
             await pane.send(prompt)
             await until(pilot, lambda: pane.turns == turn)

@@ -55,7 +55,8 @@ async def pick_checkpoint(pilot, name: str) -> ChatPane:
             break
         await pilot.press("up")
     assert pane.current().name == name
-    await pilot.press("enter", "4")
+    await pilot.press("enter")  # chat with it: the chat input takes the keys
+    await until(pilot, lambda: app.focused is app.query_one("#chat-input"), 10)
     return app.query_one(ChatPane)
 
 
@@ -78,16 +79,17 @@ def test_chat_streams_the_trained_answer_cancels_and_keeps_a_transcript(home, tr
         async with app.run_test(size=(160, 48)) as pilot:
             pane = await pick_checkpoint(pilot, trained_demo.name)
             assert f"adapter {trained_demo.name}" in str(app.query_one("#chat-target").render())
-            await ask(pilot, pane, "你是谁?")
+            await ask(pilot, pane, "你是谁?")  # a turn is over once its answer shows the worker's `done`
             answer = answers(pane)[-1]
-            assert IDENTITY in answer.text and answer.info["finish_reason"] == "stop", answer.text
+            assert IDENTITY in answer.text and answer.info.get("finish_reason") == "stop", (answer.text, answer.info)
             assert answer.pieces >= 2 and answer.query_one("Markdown").source == answer.text  # it streamed
             worker = pane.worker.client
             assert f"worker pid {worker.pid}" in str(app.query_one("#chat-status").render())
 
             # the base, a long answer, Esc: cancelled mid-way, not kept in the conversation
             await pilot.press("ctrl+o", "home", "enter")
-            assert pane.checkpoint is None
+            chat_input = app.query_one("#chat-input")  # the picker answered (the base model), its input has the keys
+            await until(pilot, lambda: pane.checkpoint is None and app.focused is chat_input, 10)
             pane.settings = replace(pane.settings, max_new_tokens=4000)
             pilot.app.focused.value = "Tell me a long story."
             await pilot.press("enter")
@@ -106,7 +108,9 @@ def test_chat_streams_the_trained_answer_cancels_and_keeps_a_transcript(home, tr
             base_saved = transcript.read(next(folder.glob("base-*.jsonl")))
             assert base_saved[-1]["finish_reason"] == "cancelled"
             app.query_one(CheckpointTree).focus()
-            await pilot.press("enter", "4", "ctrl+s")  # back to the checkpoint; export its transcript
+            await pilot.press("enter")  # back to the checkpoint; export its transcript
+            await until(pilot, lambda: app.focused is app.query_one("#chat-input"), 10)
+            await pilot.press("ctrl+s")
             md = folder / f"{trained_demo.name}.md"
             await until(pilot, md.exists, 10)
             assert "你是谁?" in md.read_text(encoding="utf-8") and IDENTITY in md.read_text(encoding="utf-8")

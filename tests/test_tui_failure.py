@@ -511,3 +511,30 @@ def test_failure_card_snapshot(_snapshot_dir, snap_compare, home, tmp_path, swif
             await pilot.pause()
 
     assert snap_compare(app, terminal_size=size, run_before=loaded)
+
+
+def test_typing_dev_zero_into_the_dataset_field_is_refused_and_costs_no_memory(home, tmp_path):
+    """Issue 14 item 7: the form's check runs as the user types, in a cancellable worker, and refuses what is not a
+    regular file in one line (it used to read /dev/zero until the dashboard held 5 GB)."""
+    import resource
+
+    from textual.widgets import Input
+
+    async def go():
+        app = app_for(None)
+        async with app.run_test(size=(120, 48)) as pilot:
+            await pilot.press("n")
+            screen = app.screen
+            assert isinstance(screen, LaunchScreen)
+            data = screen.query_one("#dataset-check")
+            field = screen.query_one("#f-dataset", Input)
+            before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+            for typed in ("/dev/z", "/dev/ze", "/dev/zer", "/dev/zero"):  # each keystroke cancels the check before
+                field.value = typed
+                await pilot.pause()
+            assert await until(pilot, lambda: "is a character device, not a dataset file" in text_of(data))
+            assert "block the launch" in text_of(data)
+            grown_mb = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) / 1024
+            assert grown_mb < 200, f"the dashboard grew by {grown_mb:.0f} MB"
+
+    asyncio.run(go())

@@ -1,4 +1,4 @@
-"""Registry runs built from the recorded ms-swift 4.6 output (shared/fixtures), for the dashboard's tests.
+"""Registry runs built from the recorded ms-swift 4.6 output (tests/data/ms-swift-4.6), for the dashboard's tests.
 
 The recorded console (stdout + stderr of `swift sft`) and run folder are copied into a temporary place and a
 registry record points at them, as `swiftdeck train` would have made it. States:
@@ -9,6 +9,7 @@ registry record points at them, as `swiftdeck train` would have made it. States:
 """
 from __future__ import annotations
 
+import asyncio
 import os
 import re
 import shutil
@@ -86,6 +87,17 @@ def wait_for(predicate, timeout: float = 60.0, every: float = 0.2) -> bool:
             return True
         time.sleep(every)
     return predicate()
+
+
+async def until(pilot, predicate, timeout: float = 30.0) -> bool:
+    """In a Pilot test: True as soon as `predicate()` holds, False if it still does not after `timeout` s."""
+    loop = asyncio.get_running_loop()
+    end = loop.time() + timeout
+    while loop.time() < end:
+        if predicate():
+            return True
+        await pilot.pause(0.05)
+    return bool(predicate())
 
 
 def fixed_clock() -> float:

@@ -7,6 +7,7 @@ thread only applies the results, so a log burst costs one repaint per poll, and 
 from __future__ import annotations
 
 import time
+from functools import partial
 from pathlib import Path
 from typing import Callable
 
@@ -41,6 +42,23 @@ from tui.widgets.loss import LossPane
 
 VIEWS = (("train", "Loss + Log"), ("gpu", "GPU"), ("checkpoints", "Checkpoints"), ("chat", "Chat"))
 
+# --readonly: the actions (of the app, the checkpoints pane, the chat pane) that start, stop, delete, strip, merge,
+# deploy, launch, resume or relaunch, and what the refusal calls them. Hidden from the footer and the palette;
+# refused with a notification when invoked anyway (a key, a message).
+READONLY_REFUSED = {
+    "new_run": "launching a run", "relaunch": "relaunching a run", "stop_run": "stopping a run",
+    "leftovers": "stopping leftover processes", "resume": "resuming training", "delete": "deleting a checkpoint",
+    "strip": "stripping optimizer state", "merge": "merging a LoRA", "deploy": "deploying (or stopping a deploy)",
+}
+
+
+def _palette_action(callback) -> str | None:
+    """The action a palette entry runs: an `action_X` method, or `_pane_action(pane, X)`."""
+    if isinstance(callback, partial):
+        return callback.args[-1]
+    name = getattr(callback, "__name__", "")
+    return name.removeprefix("action_") if name.startswith("action_") else None
+
 
 class SwiftdeckApp(App):
     TITLE = "swiftdeck"
@@ -69,7 +87,7 @@ class SwiftdeckApp(App):
     def __init__(self, source: RunSource | None = None, *, output_dir: Path | None = None,
                  theme: str | None = None, clock: Callable[[], float] = time.time,
                  gpu_feed: GpuFeed | None = None, poll_s: float = 1.0, gpu_s: float = 1.0,
-                 remember_theme: bool = True, check_leftovers: bool = True) -> None:
+                 remember_theme: bool = True, check_leftovers: bool = True, readonly: bool = False) -> None:
         super().__init__()
         for t in themes.THEMES:
             self.register_theme(t)
@@ -87,7 +105,30 @@ class SwiftdeckApp(App):
         self.polls = 0  # applied polls (tests wait on this)
         self.gpu_samples = 0
         self.last_gpu_view = None
-        self.check_leftovers = check_leftovers  # on start: offer to stop processes of earlier runs still alive
+        self.readonly = readonly  # watch only: see READONLY_REFUSED
+        # on start: offer to stop processes of earlier runs still alive
+        self.check_leftovers = check_leftovers and not readonly
+
+    # ------------------------------------------------------------ --readonly
+
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        """Textual asks before showing a key in the footer or running it; the panes ask here too."""
+        return not (self.readonly and action in READONLY_REFUSED)
+
+    def refused(self, action: str) -> bool:
+        """True, after a notification, when --readonly refuses `action`."""
+        if self.check_action(action, ()):
+            return False
+        self.notify(f"read-only dashboard: {READONLY_REFUSED[action]} is turned off", severity="warning")
+        return True
+
+    async def run_action(self, action, default_namespace=None, namespaces=None) -> bool:
+        """A refused key says so instead of doing nothing."""
+        from textual.actions import parse
+
+        if self.readonly and isinstance(action, str) and self.refused(parse(action)[1]):
+            return True
+        return await super().run_action(action, default_namespace, namespaces)
 
     # ------------------------------------------------------------ layout
 
@@ -144,7 +185,7 @@ class SwiftdeckApp(App):
             self.main.query_one(f"#{name}").display = not narrow or v == name
         bar = self.main.query_one("#viewbar", Static)
         bar.update("  ".join(f"[reverse] {i} {title} [/]" if key == v else f" {i} {title} "
-                             for i, (key, title) in enumerate(VIEWS, 1)))
+                             for i, (key, title) in enumerate(VIEWS, 1)) + ("   read-only" if self.readonly else ""))
 
     def action_log(self, action: str) -> None:
         if self.narrow and self.view_name != "train":
@@ -347,11 +388,11 @@ class SwiftdeckApp(App):
             ("Chat with checkpoint", "Pick the checkpoint under the cursor for chat",
              lambda: self._pane_action(CheckpointsPane, "choose")),
             ("Resume from checkpoint", "Resume training from the checkpoint under the cursor",
-             lambda: self._pane_action(CheckpointsPane, "resume")),
+             partial(self._pane_action, CheckpointsPane, "resume")),
             ("Delete checkpoint", "Delete the checkpoint under the cursor",
-             lambda: self._pane_action(CheckpointsPane, "delete")),
+             partial(self._pane_action, CheckpointsPane, "delete")),
             ("Strip optimizer state", "Free the optimizer state of the checkpoint under the cursor",
-             lambda: self._pane_action(CheckpointsPane, "strip")),
+             partial(self._pane_action, CheckpointsPane, "strip")),
             ("Relaunch with these changes", "Failed run: apply a remedy, resume from its newest checkpoint",
              self.action_relaunch),
             ("Leftover processes", "Processes of earlier runs still alive: list, stop", self.action_leftovers),
@@ -361,9 +402,12 @@ class SwiftdeckApp(App):
         ours += [(f"Show {title}", f"Narrow screens: show the {title} view", lambda k=key: self.action_view(k))
                  for key, title in VIEWS]
         for title, help_text, callback in ours:
-            yield SystemCommand(title, help_text, callback)
+            if self.check_action(_palette_action(callback) or "", ()):
+                yield SystemCommand(title, help_text, callback)
 
     def _pane_action(self, pane_type, action: str) -> None:
+        if self.refused(action):
+            return
         pane = self.main.query_one(pane_type)
         if pane_type is CheckpointsPane and self.narrow:
             self.action_view("checkpoints")
@@ -373,15 +417,25 @@ class SwiftdeckApp(App):
 
     @on(CheckpointsPane.Chosen)
     def _chosen(self, event: CheckpointsPane.Chosen) -> None:
-        self.main.query_one(ChatPane).choose(event.checkpoint)
+        """"Chat with it": the next keys go into the chat input (a narrow screen shows the Chat view)."""
+        chat = self.main.query_one(ChatPane)
+        chat.choose(event.checkpoint)
         self.notify(f"chat will use {event.checkpoint.name}")
+        if self.narrow:
+            self.action_view("chat")
+        else:
+            chat.focus()
 
     @on(CheckpointsPane.Merge)
     def _merge(self, event: CheckpointsPane.Merge) -> None:
+        if self.refused("merge"):
+            return
         self.main.query_one(ChatPane).merge(event.checkpoint)  # confirms, then runs swift export in the background
 
     @on(CheckpointsPane.Act)
     def _act(self, event: CheckpointsPane.Act) -> None:
+        if self.refused(event.action):
+            return
         c, src = event.checkpoint, self.watch.source
         rec = src.record if src else None
         try:

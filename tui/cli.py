@@ -49,7 +49,7 @@ def _check_theme(name: str | None) -> None:
 def open_dashboard(source, ns) -> int:
     from tui.app import SwiftdeckApp
 
-    app = SwiftdeckApp(source, output_dir=ns.output_dir, theme=ns.theme)
+    app = SwiftdeckApp(source, output_dir=ns.output_dir, theme=ns.theme, readonly=ns.readonly)
     still_running = app.run()
     if still_running:
         print(f"swiftdeck closed; run {still_running} keeps running. "
@@ -92,15 +92,16 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def serve(ns) -> int:
-    """The same dashboard in a browser, through textual-serve, bound to 127.0.0.1 unless told otherwise."""
+    """The same dashboard in a browser through textual-serve: 127.0.0.1 unless told otherwise, a token always."""
     import importlib.util
 
     if importlib.util.find_spec("textual_serve") is None:
         raise UsageError("`swiftdeck serve` needs textual-serve: pip install textual-serve")
-    from tui.serve import serve as serve_app
+    from tui.serve import LOOPBACK, serve as serve_app
 
-    if ns.host not in ("127.0.0.1", "localhost", "::1"):
-        print(f"warning: serving on {ns.host}: anyone who can reach it can control your runs", file=sys.stderr)
+    if ns.host not in LOOPBACK:
+        print(f"warning: serving on {ns.host}: whoever can reach it and has the URL with the token controls your "
+              "runs (and can run code as you)", file=sys.stderr)
     cmd = [sys.executable, "-m", "tui.cli"]
     if ns.run:
         cmd += ["attach", ns.run]
@@ -108,6 +109,8 @@ def serve(ns) -> int:
         cmd += ["--output-dir", str(ns.output_dir)]
     if ns.theme:
         cmd += ["--theme", ns.theme]
+    if ns.readonly:
+        cmd += ["--readonly"]
     serve_app(cmd, host=ns.host, port=ns.port)
     return 0
 

@@ -14,6 +14,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from engine.events import ConsoleAppended
+from engine.redact import redact_text
+from engine.textsafe import printable
 
 LINE_CAP = 8 * 1024  # only the last 8 KiB of a raw line are decoded (a tqdm line may hold thousands of updates)
 RECENT = 4000  # decoded lines kept for the tail
@@ -22,7 +24,6 @@ BLOCKS_CACHED = 16
 READ_CHUNK = 4 * 1024 * 1024  # scan(): bytes read per step
 TRACEBACK = "Traceback (most recent call last)"
 
-_ANSI_RE = re.compile(r"\x1b\[[0-9;?]*[ -/]*[@-~]|\x1b[@-Z\\-_]")
 _ERROR_RE = re.compile(r"\[(?:ERROR|CRITICAL)|Traceback \(most recent call last\)|^\S*(?:Error|Exception)\b.*:|"
                        r"\| (?:ERROR|CRITICAL) \|")
 _WARNING_RE = re.compile(r"\[WARNING|\bWARNING\b|Warning:|\| WARNING \|")
@@ -31,13 +32,17 @@ LEVELS = ("all", "warning", "error")  # the level filter cycles through these
 
 
 def collapse(raw: bytes) -> str:
-    """One raw line (without its `\\n`) as a terminal would show it: the last `\\r` segment that is not blank."""
+    """One raw line (without its `\\n`) as a terminal would show it: the last `\\r` segment that is not blank,
+    made printable (engine.textsafe: colours dropped, other escape sequences and control bytes shown as `␛`, `␀`
+    ..., never sent to the terminal) and with secrets masked (engine.redact: `--api_key ***`)."""
     text = raw[-LINE_CAP:].decode("utf-8", errors="replace").rstrip("\r")
-    if "\x1b" in text:
-        text = _ANSI_RE.sub("", text)
-    if "\r" in text:
-        text = next((seg for seg in reversed(text.split("\r")) if seg.strip()), "")
-    return text.expandtabs(4)
+    if "\r" not in text:
+        return redact_text(printable(text, newlines=False)).expandtabs(4)
+    for seg in reversed(text.split("\r")):
+        shown = redact_text(printable(seg, newlines=False))
+        if shown.strip():
+            return shown.expandtabs(4)
+    return ""
 
 
 def level_of(line: str) -> str:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from pathlib import Path
 
 MAX_ISSUES_SHOWN = 6
-_FORMATS = {"json": "JSON array", "jsonl": "JSON Lines"}
+_FORMATS = {"json": "JSON array", "jsonl": "JSON Lines", "csv": "CSV"}
 
 
 def local_dataset(value: str, cwd: Path) -> tuple[Path | None, bool]:
@@ -27,8 +27,9 @@ def local_dataset(value: str, cwd: Path) -> tuple[Path | None, bool]:
 
 def check_datasets(values: list[str], cwd: Path, **check_kwargs) -> tuple[bool, list[tuple[str, str]]]:
     """(launch allowed, [(level, line)]), level one of ok | fail (a file's head line) | error | warning | info; the
-    first `error` line says why a launch is blocked. `check_kwargs` go to engine.dataset_check.check_dataset."""
-    from engine.dataset_check import check_dataset
+    first `error` line says why a launch is blocked. `check_kwargs` go to engine.dataset_check.check_dataset (e.g.
+    `cancel=`: a check the user made stale by typing again raises CheckCancelled)."""
+    from engine.dataset_check import CheckCancelled, check_dataset
 
     allowed, out = True, []
     for value in values:
@@ -42,6 +43,8 @@ def check_datasets(values: list[str], cwd: Path, **check_kwargs) -> tuple[bool, 
             continue
         try:
             report = check_dataset(path, **check_kwargs)
+        except CheckCancelled:
+            raise
         except Exception as exc:  # the checker itself failed: say so, and let ms-swift have its say
             out.append(("warning", f"{path.name}: the dataset check failed ({type(exc).__name__}: {exc})"))
             continue

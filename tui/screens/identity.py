@@ -33,7 +33,7 @@ class IdentityScreen(ModalScreen[None]):
     def compose(self):
         with Vertical(id="identity-box"):
             yield Static(f"identity check of {self.label}: base vs adapter, temperature 0", id="identity-title")
-            yield Static("loading the base in the chat worker (if needed) and asking the seed's three questions "
+            yield Static("loading the base in the chat worker (if needed) and asking the three identity questions "
                          "plus a sample of the dataset's own …", id="identity-status")
             yield LoadingIndicator(id="identity-loading")
             table = DataTable(id="identity-table", cursor_type="row", zebra_stripes=True)

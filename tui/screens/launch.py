@@ -54,7 +54,7 @@ class LaunchScreen(Screen):
         self.plan: Command | None = None
 
     def compose(self):
-        yield Static("New run — swift sft with LoRA (preset: the self-cognition tutorial's settings)", id="launch-title")
+        yield Static("New run — swift sft with LoRA (preset: the self-cognition tutorial)", id="launch-title")
         with VerticalScroll(id="launch-form"):
             with Grid(id="launch-grid"):
                 yield Label("kind", classes="launch-label")
@@ -126,8 +126,20 @@ class LaunchScreen(Screen):
 
     @work(thread=True, exclusive=True, group="dataset-check")
     def _check_dataset(self, value: str, rlhf_type: str | None = None) -> None:
-        lines = check_datasets(value.split(), self.cwd, rlhf_type=rlhf_type)[1] if value.strip() else []
-        self.app.call_from_thread(self._show_datasets, lines)
+        """As the user types: each keystroke cancels the check before (exclusive), which stops reading at once.
+        `rlhf_type`: the columns that `swift rlhf --rlhf_type` needs are checked too."""
+        from textual.worker import get_current_worker
+
+        from engine.dataset_check import CheckCancelled
+
+        me = get_current_worker()
+        try:
+            lines = check_datasets(value.split(), self.cwd, cancel=lambda: me.is_cancelled,
+                                   rlhf_type=rlhf_type)[1] if value.strip() else []
+        except CheckCancelled:
+            return
+        if not me.is_cancelled:
+            self.app.call_from_thread(self._show_datasets, lines)
 
     def _show_datasets(self, lines: list[tuple[str, str]]) -> None:
         self.query_one("#dataset-check", Static).update(datasets_text(self.app, lines))

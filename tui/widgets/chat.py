@@ -28,7 +28,7 @@ from tui.chat.backend import BackendError, ChatSettings, DeployBackend, Reply, W
 from tui.chat.target import ChatTarget, for_base, for_checkpoint
 from tui.widgets.chat_jobs import ChatJobs
 from tui.widgets.chat_message import ChatMessage
-from tui.widgets.style import theme_color
+from tui.widgets.style import BOLD, INK, ink, redraw_on_theme_change
 
 
 @dataclass
@@ -60,6 +60,7 @@ class ChatPane(ChatJobs, Vertical):
         Binding("ctrl+z", "zoom", "Zoom chat"),
     ]
     HELP_BINDINGS = BINDINGS + ChatMessage.BINDINGS  # c copies a message focused with a click
+    COMPONENT_CLASSES = INK
 
     class TurnDone(Message):
         def __init__(self, legs: list[Leg]) -> None:
@@ -80,8 +81,9 @@ class ChatPane(ChatJobs, Vertical):
         self.use_deploy = False
         self.histories: dict[str, list[dict]] = {}
         self.busy = False
-        self.turns = 0  # finished turns (tests wait on it)
+        self.turns = 0  # turns over: every answer shown (tests wait on it)
         self.last_legs: list[Leg] = []
+        self._ended: list[Leg] | None = None  # the turn whose thread is done, until its answers are shown
         self._reply: Reply | None = None
         self._cancel = threading.Event()
         self._loading: tuple[str, float] | None = None
@@ -98,6 +100,7 @@ class ChatPane(ChatJobs, Vertical):
     def on_mount(self) -> None:
         self.query_one("#chat-log").anchor()
         self.set_interval(1.0, self._tick)
+        redraw_on_theme_change(self, self._show)
         self._show()
         self._adopt_deploy()
 
@@ -199,29 +202,29 @@ class ChatPane(ChatJobs, Vertical):
     # ------------------------------------------------------------ display
 
     def _show(self) -> None:
-        muted, acc = theme_color(self.app, "foreground-muted"), theme_color(self.app, "accent")
+        muted, acc = ink(self, "muted"), ink(self, "accent", bold=True)
         text = Text(no_wrap=True, overflow="ellipsis")
         c = self.checkpoint
         if self.ab:
             try:
                 (_, a, _), (_, b, _) = self.legs_targets()
                 text.append("A/B ", muted)
-                text.append(a.label, f"bold {acc}")
+                text.append(a.label, acc)
                 text.append(" ⟷ ", muted)
-                text.append(b.label, f"bold {acc}")
+                text.append(b.label, acc)
                 text.append(f"  on {a.base.get('model')}", muted)
             except (BackendError, ChatClientError, ValueError) as exc:
                 text.append(f"A/B: {exc}", muted)
         elif c is not None:
             text.append("adapter " if c.kind == "lora" else f"{c.kind} model ", muted)
-            text.append(c.name, f"bold {acc}")
+            text.append(c.name, acc)
             if c.lora_rank is not None:
                 text.append(f" (LoRA r={c.lora_rank})", muted)
             text.append(" on base " if c.kind == "lora" else " ", muted)
             text.append((c.base_model or self.base_model or "?") if c.kind == "lora" else str(c.path))
         elif self.base_model:
             text.append("base model ", muted)
-            text.append(self.base_model, "bold")
+            text.append(self.base_model, BOLD)
             text.append("  (no checkpoint picked: Enter on one in Checkpoints)", muted)
         else:
             text.append("nothing to chat with yet: pick a checkpoint (Enter in Checkpoints)", muted)
@@ -229,7 +232,7 @@ class ChatPane(ChatJobs, Vertical):
         self._show_status()
 
     def _show_status(self) -> None:
-        muted = theme_color(self.app, "foreground-muted")
+        muted = ink(self, "muted")
         if self._loading is not None:
             model, since = self._loading
             status = Text(f"loading {Path(model).name} in a chat worker … {time.monotonic() - since:.0f} s "
@@ -352,11 +355,24 @@ class ChatPane(ChatJobs, Vertical):
             self.post_message(self.Note(f"transcript not saved: {exc}", "warning"))
 
     def on_chat_pane_turn_done(self, message: TurnDone) -> None:
+        self._ended = message.legs
+        self._end_turn()
+
+    def on_chat_message_shown(self, message: ChatMessage.Shown) -> None:
+        message.stop()
+        self._end_turn()
+
+    def _end_turn(self) -> None:
+        """The turn is over when its thread is done (answers saved) and every answer shows its end: the answer
+        widgets take the streamed pieces at their own pace, after the thread has posted the last one."""
+        if self._ended is None or not all(leg.widget.shown for leg in self._ended):
+            return
+        legs, self._ended = self._ended, None
         self.busy = False
-        for leg in message.legs:
+        for leg in legs:
             if leg.info.get("finish_reason") in ("stop", "length"):  # a cancelled or failed turn is not kept
                 self.histories[leg.side] = [*leg.messages, {"role": "assistant", "content": leg.text}]
-        self.last_legs = message.legs
+        self.last_legs = legs
         self.turns += 1
         self._show_status()
 
@@ -368,6 +384,9 @@ class ChatPane(ChatJobs, Vertical):
         self.app.notify(message.text, severity=message.severity, timeout=10)
 
     # ------------------------------------------------------------ keys
+
+    def check_action(self, action: str, parameters) -> bool | None:
+        return self.app.check_action(action, parameters)  # the app's --readonly policy hides deploy
 
     def action_cancel(self) -> None:
         if self.busy:

@@ -28,9 +28,15 @@ class ChatMessage(Vertical):
             self.note = note
 
     class Finished(Message):
+        """The answer's last message from the thread that streams it (its stats, or an error)."""
+
         def __init__(self, info: dict, error: str | None = None) -> None:
             super().__init__()
             self.info, self.error = info, error
+
+    class Shown(Message):
+        """Posted (bubbling up to the chat pane) once Finished is handled: the whole answer and its stats are on
+        screen. Pieces and Finished queue up here, so this comes after the streaming thread is long done."""
 
     def __init__(self, role: str, who: str, text: str = "", *, info: dict | None = None, note: str = "") -> None:
         super().__init__(classes=f"-{role}")
@@ -38,6 +44,7 @@ class ChatMessage(Vertical):
         self.info = dict(info or {})
         self.note = note
         self.pieces = 0  # stream writes (tests check the answer really streamed)
+        self.shown = False  # Finished handled: text, stats and any error are on screen
         self._stream = None
 
     def compose(self):
@@ -80,10 +87,12 @@ class ChatMessage(Vertical):
         self.info, self.note = dict(message.info), ""
         if message.error:
             self.info["finish_reason"] = "error"
-            await self.mount(Static(Text(message.error, style="bold red"), classes="msg-error"))
+            await self.mount(Static(Text(message.error), classes="msg-error"))  # coloured by TCSS: $error
         elif not self.text:
             self.note = "(no text)"
         self._update_head()
+        self.shown = True
+        self.post_message(self.Shown())
 
     def action_copy(self) -> None:
         self.app.copy_to_clipboard(self.text)

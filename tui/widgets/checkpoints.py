@@ -11,7 +11,7 @@ from textual.widgets import Static, Tree
 
 from tui.actions import fmt_bytes
 from tui.model import fmt_num
-from tui.widgets.style import theme_color
+from tui.widgets.style import BOLD, INK, ink, redraw_on_theme_change
 
 
 class CheckpointTree(Tree):
@@ -26,6 +26,7 @@ class CheckpointsPane(Vertical):
         Binding("O", "strip", "Strip optimizer"),
         Binding("M", "merge", "Merge LoRA"),
     ]
+    COMPONENT_CLASSES = INK
 
     class Chosen(Message):
         """A checkpoint was picked (Enter) for chat."""
@@ -60,6 +61,9 @@ class CheckpointsPane(Vertical):
         tree.guide_depth = 2
         yield tree
         yield Static("", id="ckpt-detail")
+
+    def on_mount(self) -> None:
+        redraw_on_theme_change(self, lambda: self.show(self.folders) if self.folders else None)
 
     def show(self, folders: list) -> None:
         """Rebuild from engine.checkpoints.RunFolder objects, keeping the cursor on the same checkpoint."""
@@ -96,8 +100,8 @@ class CheckpointsPane(Vertical):
         return Text.assemble((folder.name, "bold"), f"  {state}{steps}")
 
     def _label(self, c) -> Text:
-        ok, acc, muted = (theme_color(self.app, n) for n in ("success", "accent", "foreground-muted"))
-        text = Text.assemble((c.name, "bold" if str(c.path) == self.chosen else ""))
+        ok, acc, muted = (ink(self, role) for role in ("success", "accent", "muted"))
+        text = Text.assemble((c.name, BOLD if str(c.path) == self.chosen else ""))
         if str(c.path) == self.chosen:
             text.append(" ◀ chat", acc)
         if c.kind != "lora":
@@ -133,7 +137,7 @@ class CheckpointsPane(Vertical):
         if c is None:
             detail.update("")
             return
-        muted = theme_color(self.app, "foreground-muted")
+        muted = ink(self, "muted")
         rows = [("step", str(c.step)), ("kind", c.kind), ("loss", f"{fmt_num(c.loss)} (step {c.loss_step})"),
                 ("eval loss", fmt_num(c.eval_loss)), ("size", fmt_bytes(c.size_bytes)),
                 ("resumable", "yes" if c.resumable else "no")]
@@ -156,6 +160,9 @@ class CheckpointsPane(Vertical):
         event.stop()
         if hasattr(event.node.data, "resumable"):
             self.action_choose()
+
+    def check_action(self, action: str, parameters) -> bool | None:
+        return self.app.check_action(action, parameters)  # the app's --readonly policy hides resume/delete/...
 
     def action_choose(self) -> None:
         c = self.current()

@@ -17,7 +17,7 @@ from engine.events import Failed
 from engine.relaunch import remedy_flags
 from tui.model import FailureInfo, RunSource
 from tui.widgets import header
-from tui.widgets.style import theme_color
+from tui.widgets.style import BOLD, INK, ink, redraw_on_theme_change
 
 FAILED = ("failed", "lost")
 CARD_REMEDIES = {True: 3, False: 6}  # remedies listed on a short (< 36 rows) / tall screen; `r` shows them all
@@ -134,6 +134,8 @@ class FailureCard(header.FailureCard):
     """Replaces header.FailureCard in the dashboard (same slot, id #failure). The app calls `show(failure, source,
     failed)` on the UI thread with each poll's Update."""
 
+    COMPONENT_CLASSES = INK
+
     def __init__(self, **kwargs):
         super().__init__(**kwargs)
         self.state: CardState | None = None
@@ -149,6 +151,9 @@ class FailureCard(header.FailureCard):
         if state != self.state:
             self.state = state
             self._render_state()
+
+    def on_mount(self) -> None:
+        redraw_on_theme_change(self, self._render_state)
 
     def on_resize(self) -> None:
         if self.state is not None and self._drawn_for != self._layout_key():
@@ -166,7 +171,7 @@ class FailureCard(header.FailureCard):
             self.update(self.render_card(self.state, max(20, width), short))
 
     def render_card(self, s: CardState, width: int, short: bool = False) -> Text:
-        err, muted, warn = (theme_color(self.app, n) for n in ("error", "foreground-muted", "warning"))
+        err, muted, warn = (ink(self, n) for n in ("error", "muted", "warning"))
         d = s.diagnosis
         if s.status == "unknown":
             head = "✖ This log shows a failure"
@@ -178,11 +183,11 @@ class FailureCard(header.FailureCard):
         else:
             head = f"✖ Run {s.status}"
         text = Text(no_wrap=False)
-        text.append(head, f"bold {err}")
+        text.append(head, err + BOLD)
         if d:
             text.append(" · ")
-            text.append(d["kind"], f"bold {warn}")
-            text.append(": " + clean(d["summary"]), "bold")
+            text.append(d["kind"], warn + BOLD)
+            text.append(": " + clean(d["summary"]), BOLD)
         elif s.pending and s.status in FAILED:
             text.append(": ")
             text.append("diagnosing the console log …", muted)

@@ -8,7 +8,7 @@ from textual.widgets import Static
 
 from tui.actions import fmt_bytes
 from tui.gpufeed import GpuView
-from tui.widgets.style import theme_color
+from tui.widgets.style import BOLD, INK, ink, redraw_on_theme_change
 
 SPARK = "▁▂▃▄▅▆▇█"
 GIB = 1024 ** 3
@@ -36,6 +36,7 @@ class GpuPane(VerticalScroll):
     """Redrawn once a second from a GpuView sampled on a worker thread."""
 
     DEFAULT_CSS = "GpuPane > #gpu-body { width: 1fr; height: auto; }"
+    COMPONENT_CLASSES = INK
 
     def __init__(self, **kwargs):
         super().__init__(**kwargs)
@@ -58,19 +59,24 @@ class GpuPane(VerticalScroll):
         self._shown = key
         self.query_one("#gpu-body", Static).update(text, layout=layout)
 
+    def on_mount(self) -> None:
+        redraw_on_theme_change(self, self.redraw)
+
     def on_resize(self) -> None:
+        self.redraw()
+
+    def redraw(self) -> None:
         if self.view is not None:
             self._shown = None
             self.show(self.view)
 
     def render_view(self, v: GpuView, width: int) -> Text:
-        c = lambda name: theme_color(self.app, name)  # noqa: E731
-        dim, ok, warn, err, acc = c("foreground-muted"), c("success"), c("warning"), c("error"), c("accent")
+        dim, ok, warn, err, acc = (ink(self, role) for role in ("muted", "success", "warning", "error", "accent"))
         out = Text(no_wrap=True, overflow="ellipsis")
         snap = v.snapshot
         if not snap.available:
             head, _, detail = snap.reason.partition(": ")
-            out.append(head, f"bold {warn}")
+            out.append(head, warn + BOLD)
             if detail:
                 out.append(f"\n  {detail}", dim)
             out.append("\n\nThis run's processes: ", dim)

@@ -19,7 +19,7 @@ from textual.strip import Strip
 from textual.widgets import Input, Select, Static
 
 from tui.logstore import LEVELS, LogFilter, LogStore, level_of
-from tui.widgets.style import theme_color
+from tui.widgets.style import BOLD, INK, ink, redraw_on_theme_change
 
 MAX_WIDTH = 2000
 
@@ -31,6 +31,7 @@ class LogView(ScrollView, can_focus=True):
         Binding("end,G", "follow", "Follow the end", show=False),
         Binding("home,g", "top", "Top of the log", show=False),
     ]
+    COMPONENT_CLASSES = INK
 
     def __init__(self, **kwargs):
         super().__init__(**kwargs)
@@ -120,16 +121,18 @@ class LogView(ScrollView, can_focus=True):
 
     # ------------------------------------------------------------ drawing
 
+    def on_mount(self) -> None:
+        redraw_on_theme_change(self, self._restyle)
+
+    def _restyle(self) -> None:
+        self._styles = {}
+        self.refresh()
+
     def _style(self, level: str) -> Style:
         if not self._styles:
-            c = lambda n: theme_color(self.app, n)  # noqa: E731
-            self._styles = {"error": Style(color=c("error"), bold=True), "warning": Style(color=c("warning")),
-                            "info": Style(color=c("foreground")), "metrics": Style(color=c("accent"))}
+            self._styles = {"error": ink(self, "error", bold=True), "warning": ink(self, "warning"),
+                            "info": ink(self, "text"), "metrics": ink(self, "accent")}
         return self._styles[level]
-
-    def notify_style_update(self) -> None:
-        super().notify_style_update()
-        self._styles = {}
 
     def render_line(self, y: int) -> Strip:
         scroll_x, scroll_y = self.scroll_offset
@@ -148,6 +151,7 @@ class LogPane(Vertical):
         Binding("f", "toggle_follow", "Follow"),
         Binding("escape", "close_filter", "Close filter", show=False),
     ]
+    COMPONENT_CLASSES = INK
 
     def __init__(self, **kwargs):
         super().__init__(**kwargs)
@@ -165,6 +169,7 @@ class LogPane(Vertical):
 
     def on_mount(self) -> None:
         self.query_one("#log-filter-bar").display = False
+        redraw_on_theme_change(self, self._status)
         self._status()
 
     @property
@@ -270,19 +275,19 @@ class LogPane(Vertical):
         self._status()
 
     def _status(self, note: str = "") -> None:
-        view, muted = self.view, theme_color(self.app, "foreground-muted")
+        view, muted = self.view, ink(self, "muted")
         text = Text(no_wrap=True, overflow="ellipsis")
         if view.follow:
-            text.append("● follow", theme_color(self.app, "success"))
+            text.append("● follow", ink(self, "success"))
         else:
-            text.append("‖ paused", theme_color(self.app, "warning"))
+            text.append("‖ paused", ink(self, "warning"))
             if view.unseen:
-                text.append(f"  {view.unseen} new line{'s' if view.unseen != 1 else ''} ↓ (End)", "bold")
+                text.append(f"  {view.unseen} new line{'s' if view.unseen != 1 else ''} ↓ (End)", BOLD)
         total = self.store.count if self.store else 0
         shown = f"{view.total:,}/{total:,} lines" if view.view is not None else f"{total:,} lines"
         text.append(f"  {shown}", muted)
         if self.filter.active:
-            text.append(f"  filter: {self.filter.describe()}", theme_color(self.app, "accent"))
+            text.append(f"  filter: {self.filter.describe()}", ink(self, "accent"))
         if note:
             text.append(f"  {note}", muted)
         text.append("  / filter  t traceback  f follow", muted)

@@ -17,7 +17,6 @@ import math
 import time
 from dataclasses import dataclass
 
-from textual.color import Color
 from textual.containers import Horizontal, Vertical
 from textual.widgets import Static
 from textual_plotext import PlotextPlot
@@ -29,7 +28,7 @@ from engine import kinds
 from engine.completions import Completion
 from engine.events import Metrics
 from tui.series import SMOOTHING_STEPS, Series, downsample
-from tui.widgets.style import theme_color
+from tui.widgets.style import INK, ink
 
 MINI = (("learning_rate", "learning rate"), ("grad_norm", "grad_norm"), ("token_acc", "token_acc"),
         ("memory(GiB)", "memory GiB"))
@@ -84,13 +83,17 @@ class Line:
     xs: list[float]
     ys: list[float]
     label: str | None
-    color: str  # a theme variable
+    color: str  # an ink role (tui/widgets/style.py)
     marker: str = "braille"
     scatter: bool = False
 
 
 class Chart(PlotextPlot):
-    """A plotext chart drawn from `lines` at render time, downsampled to the widget's width."""
+    """A plotext chart drawn from `lines` at render time, downsampled to the widget's width. Its colours are
+    looked up in `render`, which a theme switch runs again (Textual refreshes a widget whose component styles
+    changed)."""
+
+    COMPONENT_CLASSES = INK
 
     def __init__(self, title: str = "", **kwargs):
         super().__init__(**kwargs)
@@ -102,8 +105,9 @@ class Chart(PlotextPlot):
         self.lines = lines
         self.refresh()
 
-    def _rgb(self, name: str) -> tuple[int, int, int]:
-        return Color.parse(theme_color(self.app, name)).rgb
+    def _rgb(self, role: str) -> tuple[int, int, int] | str:
+        color = ink(self, role).color
+        return tuple(color.get_truecolor()) if color is not None else "default"  # plotext's own foreground
 
     def render(self):
         plt = self.plt
@@ -120,7 +124,7 @@ class Chart(PlotextPlot):
             draw = plt.scatter if line.scatter else plt.plot
             draw(xs, ys, label=line.label, color=self._rgb(line.color), marker=line.marker)
         if not drawn:
-            plt.text(self.empty_note, 0.5, 0.5, alignment="center", color=self._rgb("foreground-muted"))
+            plt.text(self.empty_note, 0.5, 0.5, alignment="center", color=self._rgb("muted"))
             plt.xlim(0, 1)
             plt.ylim(0, 1)
             plt.xticks([])
