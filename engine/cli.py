@@ -249,6 +249,7 @@ def cmd_stop(ns) -> int:
 
 def cmd_metrics(ns) -> int:
     from engine import kinds
+    from engine.textsafe import printable
     from engine.ingest import metrics_table
     from engine.ops.runs import resolve
 
@@ -270,8 +271,8 @@ def cmd_metrics(ns) -> int:
     keys = [k for k in dict.fromkeys(("loss", "eval_loss", *kinds.HEADLINE[family], *funcs, "learning_rate",
                                       "grad_norm", "token_acc", "epoch")) if k in logged]
     widths = {k: max(13, len(k)) for k in keys}
-    print(f"kind: {kind}" + (f" (charts: {family})" if family != "sft" else ""))
-    print(f"{'step':>7} " + " ".join(f"{k:>{widths[k]}}" for k in keys))
+    print(printable(f"kind: {kind}" + (f" (charts: {family})" if family != "sft" else ""), newlines=False))
+    print(printable(f"{'step':>7} " + " ".join(f"{k:>{widths[k]}}" for k in keys), newlines=False))
     for r in rows:
         print(f"{r['step']:>7} " + " ".join(f"{r[k]:>{widths[k]}.5g}" if r.get(k) is not None else
                                             f"{'':>{widths[k]}}" for k in keys))

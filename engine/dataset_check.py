@@ -649,7 +649,7 @@ def check_dataset(path: str | Path, *, model: str | None = None, max_length: int
         return report
     try:
         pace.src = src
-        _read(src, path, report, issues, pace, model, max_length, system)
+        _read(src, path, report, issues, pace, model, max_length, system, rlhf_type)
     finally:
         src.close()
     report.issues = issues.finish()
@@ -657,7 +657,7 @@ def check_dataset(path: str | Path, *, model: str | None = None, max_length: int
 
 
 def _read(src: ds.Source, path: Path, report: DatasetReport, issues: _Issues, pace: _Pace, model: str | None,
-          max_length: int | None, system: str | None) -> None:
+          max_length: int | None, system: str | None, rlhf_type: str | None = None) -> None:
     suffix = path.suffix.lower()
     if suffix in (".tsv", ".parquet", ".arrow"):
         issues.add("warning", "not_checked", f"{path.name}: only .json, .jsonl and .csv files are checked")

@@ -14,7 +14,9 @@ import pytest_textual_snapshot
 from syrupy.location import PyTestLocation
 
 from engine import runs
+from engine.completions import Completion
 from engine.gpu import NO_GPU, GpuSnapshot
+from engine.textsafe import printable
 from test_tui_support import FIXED_START, fixed_clock
 from tui.app import SwiftdeckApp
 from tui.gpufeed import GpuFeed
@@ -135,8 +137,15 @@ def test_grpo_charts_and_completions(home, tmp_path):
             text = str(app.query_one("#loss-completions-text").render())
             last = json.loads((DATA / "grpo" / "completions.jsonl").read_text().splitlines()[-1])
             assert text.startswith("completions at step 8 (newest 4")
-            assert " ".join(last["completion"][0].split())[:40] in text
+            assert "\x01" in last["completion"][0]  # the tiny model's real output holds control characters
+            assert printable(" ".join(last["completion"][0].split()), newlines=False)[:40] in text
+            assert "\x01" not in text
             assert "RepetitionPenalty" in text and "adv " in text and " → " in text
+            # a completion is model output: an escape sequence in it is shown, never sent to the terminal
+            pane.add_completions([Completion(9, "你是谁?", "x\x1b]52;c;aGVsbG8=\x07y", {"Format": 1.0}, 0.5)])
+            shown = str(app.query_one("#loss-completions-text").render())
+            assert shown.startswith("completions at step 9 (newest 1") and "+1.00 Format +1.00  adv +0.50" in shown
+            assert "\x1b" not in shown and "\x07" not in shown and "x␛]52;c;aGVsbG8=␇y" in shown
             # another run: the pane starts over as an SFT pane
             app.attach(None)
             await pilot.pause()

@@ -17,18 +17,17 @@ import math
 import time
 from dataclasses import dataclass
 
-from textual.containers import Horizontal, Vertical
+from rich.text import Text
+from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.widgets import Static
 from textual_plotext import PlotextPlot
-
-from rich.text import Text
-from textual.containers import VerticalScroll
 
 from engine import kinds
 from engine.completions import Completion
 from engine.events import Metrics
+from engine.textsafe import printable
 from tui.series import SMOOTHING_STEPS, Series, downsample
-from tui.widgets.style import INK, ink
+from tui.widgets.style import INK, ink, redraw_on_theme_change
 
 MINI = (("learning_rate", "learning rate"), ("grad_norm", "grad_norm"), ("token_acc", "token_acc"),
         ("memory(GiB)", "memory GiB"))
@@ -65,7 +64,7 @@ PANELS = {  # the four small charts of each family (engine.kinds.family)
             _pair("logps", "logps")),
     "grpo": (_one("reward_std", "reward std"), _one("kl", "KL"),
              Panel("completion length", (Trace("completions/mean_length", "mean", "accent"),
-                                         Trace("completions/max_length", "max", "foreground-muted"))),
+                                         Trace("completions/max_length", "max", "muted"))),
              Panel("clip ratio", (Trace("clip_ratio/region_mean", "clipped", "accent"),
                                   Trace("completions/clipped_ratio", "truncated", "warning")))),
 }
@@ -135,6 +134,8 @@ class Chart(PlotextPlot):
 class LossPane(Vertical):
     """Smoothing keys `[` / `]` are app-wide (SwiftdeckApp.BINDINGS)."""
 
+    COMPONENT_CLASSES = INK  # the completions' text
+
     DEFAULT_CSS = """
     LossPane #loss-completions { height: 8; display: none; border-top: solid $foreground-muted; }
     LossPane.-completions #loss-completions { display: block; }
@@ -173,6 +174,7 @@ class LossPane(Vertical):
 
     def on_mount(self) -> None:
         self.clear()
+        redraw_on_theme_change(self, lambda: self.completions and self._show_completions())
 
     def clear(self) -> None:
         self.reset()
@@ -216,16 +218,16 @@ class LossPane(Vertical):
     def _show_completions(self) -> None:
         step = self.completions[-1].step
         latest = [c for c in self.completions if c.step == step][-COMPLETIONS_SHOWN:]
-        dim, accent = theme_color(self.app, "foreground-muted"), theme_color(self.app, "accent")
+        dim, accent = ink(self, "muted"), ink(self, "accent", bold=True)
         text = Text(f"completions at step {step} (newest {len(latest)}; --log_completions)\n", style=dim)
         for c in latest:
             total = sum(c.rewards.values())
             rewards = " ".join(f"{name} {value + 0.0:+.2f}" for name, value in c.rewards.items())
             adv = f"  adv {c.advantage + 0.0:+.2f}" if c.advantage is not None else ""
-            text.append(f"{total + 0.0:+.2f} ", style=f"bold {accent}")
-            text.append(f"{rewards}{adv}  ", style=dim)
-            text.append(c.prompt.replace("\n", " ")[:60] + " → ", style="bold")
-            text.append(" ".join(c.completion.split()) + "\n")
+            text.append(f"{total + 0.0:+.2f} ", style=accent)
+            text.append(printable(f"{rewards}{adv}  ", newlines=False), style=dim)
+            text.append(printable(" ".join(c.prompt.split())[:60], newlines=False) + " → ", style="bold")
+            text.append(printable(" ".join(c.completion.split()), newlines=False) + "\n")
         self.query_one("#loss-completions-text", Static).update(text)
 
     def _request(self) -> None:
@@ -307,7 +309,8 @@ class LossPane(Vertical):
                  Line(self.reward.xs, self.reward.ema, f"EMA {self.smoothing:g}", "primary")]
         for n, name in enumerate(kinds.reward_functions(self.minis)):
             s = self.minis[f"rewards/{name}/mean"]
-            lines.append(Line(s.xs, s.ys, name, FUNC_COLORS[n % len(FUNC_COLORS)], marker="dot"))
+            lines.append(Line(s.xs, s.ys, printable(name, newlines=False), FUNC_COLORS[n % len(FUNC_COLORS)],
+                              marker="dot"))
         main = self.query_one("#loss-chart", Chart)
         main.empty_note = "waiting for the first logged step" if self.waiting else "no step was logged"
         main.set_lines(lines)
