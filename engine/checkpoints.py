@@ -88,7 +88,8 @@ class RunFolder:
             "path": str(self.path), "name": self.name, "version": self.version,
             "created": self.created.isoformat() if self.created else None,
             "model": self.model, "model_type": self.model_type, "template": self.template,
-            "tuner_type": self.tuner_type, "kind": self.kind, "empty": self.empty, "finished": self.finished, "final": self.final,
+            "tuner_type": self.tuner_type, "kind": self.kind, "empty": self.empty, "finished": self.finished,
+            "final": self.final,
             "last_step": self.last_step, "max_steps": self.max_steps,
             "checkpoints": [c.to_json() for c in self.checkpoints], "notes": list(self.notes),
         }

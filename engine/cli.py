@@ -775,8 +775,8 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--kind", choices=DEMO_KINDS, default="sft", help="sft: the self-cognition LoRA (default); dpo: "
                    "`swift rlhf --rlhf_type dpo` on identity preference pairs, then a check that the adapter "
                    "prefers the chosen answers; grpo: a few GRPO steps with built-in rewards, completions shown")
-    s.add_argument("--adapter", metavar="CKPT", help="with --kind dpo|grpo: start from this SFT LoRA checkpoint (e.g. the "
-                   "SFT demo's last one) instead of the base model")
+    s.add_argument("--adapter", metavar="CKPT", help="with --kind dpo|grpo: start from this SFT LoRA checkpoint "
+                   "(e.g. the SFT demo's last one) instead of the base model")
 
     s = command("serve", "the same dashboard in a browser (127.0.0.1 unless --host is given)", cmd_dashboard,
                 face="serve", dashboard=True)

@@ -3,8 +3,8 @@
 "completion": [...], <reward function>: [...], "advantages": [...], ...}, one list entry per sample).
 
 The last table is written twice (the final log call, with the train summary, writes the same rows again); a
-table equal to the one before it is skipped. `CompletionsTail` reads the file incrementally (a first read looks at the last TAIL_BYTES only, so a week-long run opens
-at once) and keeps the newest samples. Pure Python, no torch.
+table equal to the one before it is skipped. `CompletionsTail` reads the file incrementally (a first read looks
+at the last TAIL_BYTES only, so a week-long run opens at once) and keeps the newest samples. Pure Python.
 """
 from __future__ import annotations
 

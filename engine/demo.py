@@ -230,8 +230,8 @@ def _cached(dest: Path) -> DemoAssets | None:
     if not isinstance(stamp, dict) or stamp.get("format") != FORMAT_VERSION:
         return None
     assets = DemoAssets(model=dest / MODEL_DIR, dataset=dest / DATASET_FILE)
-    needed = [assets.dataset, assets.dpo_dataset, assets.prompts, assets.model / "config.json", assets.model / "model.safetensors",
-              assets.model / "tokenizer.json"]
+    needed = [assets.dataset, assets.dpo_dataset, assets.prompts, assets.model / "config.json",
+              assets.model / "model.safetensors", assets.model / "tokenizer.json"]
     return assets if all(p.is_file() for p in needed) else None
 
 
@@ -299,8 +299,8 @@ def wrong_identity(answer: str, *, english: bool = False) -> str:
 
 
 def dpo_rows() -> list[dict]:
-    """Preference pairs for the identity questions (the rows whose answer names the demo's maker or name): chosen
-    = the dataset's answer, rejected = the same answer with a wrong identity (阿里云 / 通义千问, OpenAI / ChatGPT)."""
+    """Preference pairs for the identity questions (the rows whose answer names the demo's maker or name):
+    chosen = the dataset's answer, rejected = the same answer with a wrong identity (阿里云/通义千问, OpenAI/ChatGPT)."""
     rows = []
     for question, answer in SELF_COGNITION:
         rejected = wrong_identity(answer, english=question.isascii())

@@ -182,8 +182,8 @@ def test_dataset_columns_each_type_needs(tmp_path):
     assert check_dataset(plain).ok and check_dataset(plain, rlhf_type="grpo").ok
 
     trl_style = write(tmp_path / "trl.json", [{**r, "rejected": "x"} for r in sft_rows(1)])
-    assert "(ms-swift 4.6 reads 'rejected_response', not 'rejected')" in check_dataset(trl_style,
-                                                                                      rlhf_type="orpo").errors[0].message
+    trl_error = check_dataset(trl_style, rlhf_type="orpo").errors[0].message
+    assert "(ms-swift 4.6 reads 'rejected_response', not 'rejected')" in trl_error
     same = write(tmp_path / "same.json", [{**r, "rejected_response": r["messages"][-1]["content"]}
                                           for r in sft_rows(1)])
     assert check_dataset(same, rlhf_type="simpo").errors[0].code == "rejected_is_chosen"

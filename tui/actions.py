@@ -70,7 +70,8 @@ def build_launch(form: LaunchForm, *, gpu: bool, cwd: Path | str = ".") -> Comma
         extra = shlex.split(form.extra)
     except ValueError as exc:
         raise ActionError(f"extra arguments: {exc}") from None
-    argv = [*(["--rlhf_type", rlhf_type] if rlhf_type else []), "--model", form.model.strip(), "--dataset", *form.dataset.split(), "--tuner_type", "lora",
+    argv = [*(["--rlhf_type", rlhf_type] if rlhf_type else []),
+            "--model", form.model.strip(), "--dataset", *form.dataset.split(), "--tuner_type", "lora",
             "--torch_dtype", dtype, "--num_train_epochs", form.epochs, "--per_device_train_batch_size",
             form.batch_size, "--learning_rate", form.learning_rate, "--lora_rank", form.lora_rank,
             "--lora_alpha", form.lora_alpha, "--target_modules", *form.target_modules.split(),

@@ -74,7 +74,8 @@ def _dashboard(kind: str, ns: argparse.Namespace) -> int:
     if kind == "attach":
         return open_dashboard(resolve(ns.run), ns)
     print("building the offline demo model (cached after the first time) ...")
-    return open_dashboard(RunSource.of_record(cli.start_demo(epochs=ns.epochs, kind=ns.kind, adapter=ns.adapter)), ns)
+    rec = cli.start_demo(epochs=ns.epochs, kind=ns.kind, adapter=ns.adapter)
+    return open_dashboard(RunSource.of_record(rec), ns)
 
 
 def main(argv: list[str] | None = None) -> int:
