@@ -2,6 +2,6 @@
 import subprocess
 import sys
 
-for module in ("bench.bench_ingest", "bench.bench_demo", "bench.bench_tui", "bench.bench_chat"):
+for module in ("bench.bench_ingest", "bench.bench_demo", "bench.bench_tui", "bench.bench_chat", "bench.bench_stop"):
     print(f"== {module}", flush=True)
     subprocess.run([sys.executable, "-m", module])

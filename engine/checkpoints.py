@@ -1,7 +1,10 @@
 """Discovery and metadata of ms-swift run folders (`vN-YYYYMMDD-HHMMSS`) and their `checkpoint-N` folders.
 
 Layouts: `<output_dir>/vN-*` and ms-swift's default `output/<model>/vN-*`; a run folder itself is accepted too.
-Everything is read from disk (args.json, logging.jsonl, trainer_state.json, adapter_config.json); nothing loads torch.
+Everything is read from disk (args.json, logging.jsonl, trainer_state.json, adapter_config.json, the headers of the
+weight files); nothing loads torch. A checkpoint whose weights are missing, empty or cut short (a save that filled
+the disk or was killed) is incomplete: never `last`, `best` or resumable. A run folder's state is its registry
+record's status when swiftdeck launched it, else what its files show (engine.status.folder_status).
 """
 from __future__ import annotations
 
@@ -9,6 +12,7 @@ from engine.errors import SwiftdeckError
 import dataclasses
 import os
 import re
+import zipfile
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -72,7 +76,8 @@ class RunFolder:
     tuner_type: str | None = None
     kind: str | None = None  # sft | pt | rlhf/dpo | rlhf/grpo | … (engine.kinds, from args.json)
     empty: bool = False  # a launch that failed before training leaves an empty folder behind
-    finished: bool = False  # logging.jsonl has the final record (also written after a SIGINT to the trainer)
+    ended: bool = False  # logging.jsonl has ms-swift's final record (also written after an interrupt or a crash)
+    state: str = "not finished"  # engine.status.folder_status: the registry status, or what the files show
     final: dict = field(default_factory=dict)  # last/best checkpoint, best_metric, global_step, train summary
     last_step: int | None = None  # last logged step
     max_steps: int | None = None
@@ -83,13 +88,27 @@ class RunFolder:
     def name(self) -> str:
         return self.path.name
 
+    @property
+    def finished(self) -> bool:
+        """The run got to its end (not merely: ms-swift wrote its final record)."""
+        return self.state == "finished"
+
+    @property
+    def label(self) -> str:
+        """State and steps, e.g. "finished step 120/120", "stopped step 22/900", "ended at step 0/?"."""
+        step = self.final.get("global_step")
+        step = step if isinstance(step, int) and not isinstance(step, bool) else self.last_step
+        if step is None:
+            return self.state
+        return f"{self.state} {'at ' if self.state == 'ended' else ''}step {step}/{self.max_steps or '?'}"
+
     def to_json(self) -> dict:
         return {
             "path": str(self.path), "name": self.name, "version": self.version,
             "created": self.created.isoformat() if self.created else None,
             "model": self.model, "model_type": self.model_type, "template": self.template,
-            "tuner_type": self.tuner_type, "kind": self.kind, "empty": self.empty, "finished": self.finished,
-            "final": self.final,
+            "tuner_type": self.tuner_type, "kind": self.kind, "empty": self.empty, "ended": self.ended,
+            "state": self.state, "finished": self.finished, "final": self.final,
             "last_step": self.last_step, "max_steps": self.max_steps,
             "checkpoints": [c.to_json() for c in self.checkpoints], "notes": list(self.notes),
         }
@@ -181,6 +200,48 @@ def _at_or_before(series: dict[int, float], step: int | None) -> tuple[int | Non
 # ---------------------------------------------------------------- checkpoints
 
 
+def file_problem(path: Path) -> str | None:
+    """Why a weights or state file cannot be whole (missing, empty, cut short), else None. Reads a header only:
+    safetensors must hold all the bytes its header promises; a torch zip file must end with its zip directory."""
+    try:
+        size = path.stat().st_size
+        if size == 0:
+            return f"{path.name} is empty"
+        with open(path, "rb") as fh:
+            head = fh.read(8)
+            if path.suffix == ".safetensors":
+                header_len = int.from_bytes(head, "little") if len(head) == 8 else size
+                if header_len > size - 8:
+                    return f"{path.name} is cut short ({size} bytes)"
+                header = loads_json(fh.read(header_len))
+                end = max((v["data_offsets"][1] for k, v in header.items() if k != "__metadata__"), default=0)
+                if size < 8 + header_len + end:
+                    return f"{path.name} is cut short ({size} of {8 + header_len + end} bytes)"
+            elif head.startswith(b"PK") and not zipfile.is_zipfile(path):  # torch.save's zip format
+                return f"{path.name} is cut short ({size} bytes, no zip directory at its end)"
+    except FileNotFoundError:
+        return f"no {path.name}"
+    except (OSError, ValueError, KeyError, TypeError, IndexError, AttributeError) as exc:
+        return f"{path.name} is unreadable ({type(exc).__name__})"
+    return None
+
+
+def _weights_problem(path: Path, files: list[str]) -> str | None:
+    """The first problem of the weight files `files` of a checkpoint (shards listed by an index file included)."""
+    for name in files:
+        if name.endswith(".index.json"):
+            index = _read_json(path / name)
+            shards = sorted(set((index.get("weight_map") or {}).values())) if isinstance(index, dict) else []
+            if not shards:
+                return f"{name} lists no weight files"
+            problem = _weights_problem(path, [str(s) for s in shards])
+        else:
+            problem = file_problem(path / name)
+        if problem:
+            return problem
+    return None
+
+
 def scan_checkpoint(path: Path, run_args: dict | None = None) -> CheckpointInfo:
     """Metadata of one checkpoint folder (LoRA adapter, merged model or full-parameter checkpoint)."""
     path = Path(path)
@@ -203,15 +264,18 @@ def scan_checkpoint(path: Path, run_args: dict | None = None) -> CheckpointInfo:
     else:
         kind = "lora"
     if kind == "lora":
-        complete = adapter is not None and any(n in names for n in ADAPTER_WEIGHTS)
-        if not complete:
-            missing = "adapter_config.json" if adapter is None else "adapter_model.safetensors"
-            notes.append(f"incomplete: no {missing}")
+        weights = [n for n in ADAPTER_WEIGHTS if n in names][:1]
+        problem = ("no adapter_config.json" if adapter is None else "no adapter_model.safetensors" if not weights
+                   else _weights_problem(path, weights))
     else:
-        complete = has_model
         notes.append(NOT_LORA)
-        if not complete:
-            notes.append("incomplete: no config.json + model weights")
+        weights = sorted(n for n in names if MODEL_WEIGHTS_RE.fullmatch(n))
+        index = [n for n in weights if n.endswith(".index.json")]
+        problem = ("no config.json + model weights" if not has_model
+                   else _weights_problem(path, index or weights))
+    complete = problem is None
+    if problem:
+        notes.append(f"incomplete: {problem}")
     optimizer = bool(names & {"optimizer.pt", "optimizer.bin"}) or any(n.startswith("global_step") for n in names)
     needs = {"optimizer.pt": optimizer, "scheduler.pt": "scheduler.pt" in names,
              "rng_state*.pth": any(n.startswith("rng_state") and n.endswith(".pth") for n in names),
@@ -219,6 +283,11 @@ def scan_checkpoint(path: Path, run_args: dict | None = None) -> CheckpointInfo:
     resumable = kind != "merged" and all(needs.values())
     if kind != "merged" and not resumable:
         notes.append("not resumable: no " + ", ".join(k for k, ok in needs.items() if not ok))
+    elif resumable:
+        cut = next((p for n in ("optimizer.pt", "scheduler.pt") if n in names and (p := file_problem(path / n))), None)
+        if cut:
+            notes.append(f"not resumable: {cut}")
+        resumable = complete and cut is None
     info = CheckpointInfo(
         path=path, step=step, kind=kind, complete=complete, resumable=resumable, size_bytes=_size(path),
         base_model=(adapter or {}).get("base_model_name_or_path") or args.get("model"),
@@ -248,8 +317,10 @@ def is_run_folder(path: Path) -> bool:
     return "logging.jsonl" in names or ("args.json" in names and any(CKPT_RE.fullmatch(n) for n in names))
 
 
-def scan_run(path: Path) -> RunFolder:
-    """Everything about one run folder. Raises CheckpointError for a missing path."""
+def scan_run(path: Path, *, registry: bool | dict[str, str] = True) -> RunFolder:
+    """Everything about one run folder. Raises CheckpointError for a missing path. `registry`: look up the
+    registry record that points at the folder for its state (a dict: engine.status.registry_index(), read once
+    for many folders); False: the state from the files alone."""
     path = Path(path)
     if not path.is_dir():
         raise CheckpointError(f"not a folder: {path}")
@@ -259,7 +330,7 @@ def scan_run(path: Path) -> RunFolder:
     if not names:
         run.empty = True
         run.notes.append("empty folder: the launch failed before training started")
-        return run
+        return _with_state(run, registry)
     args = _read_json(path / "args.json", run.notes)
     run.model, run.model_type, run.template = args.get("model"), args.get("model_type"), args.get("template")
     run.tuner_type = args.get("tuner_type") or args.get("train_type")
@@ -268,7 +339,7 @@ def scan_run(path: Path) -> RunFolder:
     records = load_jsonl(path / "logging.jsonl")
     for rec in records:
         if "last_model_checkpoint" in rec or "log_history" in rec:
-            run.finished = True
+            run.ended = True
             run.final.update({k: rec.get(k) for k in
                               ("last_model_checkpoint", "best_model_checkpoint", "best_metric", "global_step")})
         elif "train_runtime" in rec:
@@ -286,7 +357,17 @@ def scan_run(path: Path) -> RunFolder:
     _mark_losses(run, records)
     _mark_last_best(run)
     if not run.checkpoints and records:
-        run.notes.append("no checkpoint saved" + ("" if run.finished else " yet"))
+        run.notes.append("no checkpoint saved" + ("" if run.ended else " yet"))
+    return _with_state(run, registry)
+
+
+def _with_state(run: RunFolder, registry: bool | dict[str, str]) -> RunFolder:
+    from engine import status
+
+    rec = None
+    if registry is not False:
+        rec = status.record_for(run.path, None if registry is True else registry)
+    run.state = status.folder_status(run, rec)
     return run
 
 
@@ -302,16 +383,21 @@ def _mark_losses(run: RunFolder, records: list[dict]) -> None:
 
 
 def _mark_last_best(run: RunFolder) -> None:
+    """`last`: the checkpoint ms-swift names (final record, else the last-checkpoint link), or the newest one; an
+    incomplete checkpoint is never last or best (the newest complete one is last instead)."""
     trained = [c for c in run.checkpoints if c.kind != "merged"]
     if not trained:
         return
+    whole = [c for c in trained if c.complete]
     last = _basename(run.final.get("last_model_checkpoint")) or _last_checkpoint_link(run.path) or trained[-1].name
+    if not any(c.name == last for c in whole):
+        last = whole[-1].name if whole else None
     best = _basename(run.final.get("best_model_checkpoint"))
-    if best is None and not run.finished:
+    if best is None and not run.ended:
         best = _basename(_read_json(trained[-1].path / "trainer_state.json").get("best_model_checkpoint"))
     for c in trained:
-        c.is_last = c.name == last
-        c.is_best = c.name == best
+        c.is_last = c.complete and c.name == last
+        c.is_best = c.complete and c.name == best
 
 
 def scan(output_dir: Path) -> list[RunFolder]:
@@ -333,7 +419,10 @@ def scan(output_dir: Path) -> list[RunFolder]:
                 found += [g for g in sorted(child.iterdir()) if g.is_dir() and RUN_RE.fullmatch(g.name)]
             except OSError:
                 continue
-    runs = [scan_run(p) for p in found]
+    from engine import status
+
+    index = status.registry_index()
+    runs = [scan_run(p, registry=index) for p in found]
     runs.sort(key=lambda r: (r.created or datetime.min, r.version or 0, str(r.path)))
     return runs
 
@@ -360,10 +449,8 @@ def format_table(runs: list[RunFolder], base: Path | None = None) -> str:
     lines = []
     for r in runs:
         where = str(r.path.relative_to(base)) if base and r.path.is_relative_to(base) else str(r.path)
-        state = "empty" if r.empty else "finished" if r.finished else "not finished"
-        steps = f" step {r.last_step}/{r.max_steps or '?'}" if r.last_step is not None else ""
         what = " ".join(x for x in (r.kind, r.tuner_type, r.model_type, r.template) if x)
-        lines.append(f"{where}  [{state}{steps}]  {what}  {r.model or ''}".rstrip())
+        lines.append(f"{where}  [{r.label}]  {what}  {r.model or ''}".rstrip())
         for note in r.notes:
             lines.append(f"  ! {note}")
         if r.checkpoints:

@@ -473,8 +473,7 @@ def cmd_diagnose(ns) -> int:
     if rec is not None:
         if not rec.console_log.exists():
             raise UserError(f"run {rec.id} has no console log")
-        result = diagnose.diagnose_file(rec.console_log, exit_code=rec.exit_code, command=rec.kind,
-                                        args=rec.argv[2:])
+        result = diagnose.diagnose_run(rec)  # stopped by the user, finished, or why it failed
     else:
         path = Path(ns.target).expanduser()
         if not path.is_file():

@@ -2,6 +2,7 @@
 
     diagnose(text, exit_code=..., command="sft", args=...) -> Diagnosis
     diagnose_file(path, ...)   reads only a bounded head + tail of a huge console.log
+    diagnose_run(rec)          a recorded run: stopped by the user, finished, or why it failed
     match_line(line)           one precompiled regex: the kind of a single fatal console line, else None
 
 Every text of a Diagnosis (summary, remedies, evidence, details) is made printable (engine.textsafe): a log may
@@ -26,7 +27,7 @@ KINDS = (
     "cuda_oom", "cpu_oom", "dataset_empty_after_filter", "unknown_argument", "model_type_ambiguous",
     "template_ambiguous", "dataset_not_found", "dataset_invalid", "model_not_found", "tokenizer_load_failed",
     "not_an_adapter", "nccl_error", "killed_by_signal", "disk_full", "resume_failed", "cpu_bf16_unsupported",
-    "address_in_use", "unknown", "no_failure",
+    "address_in_use", "unknown", "no_failure", "stopped_by_user",
 )
 HEAD_BYTES = 256 * 1024  # diagnose_file: the head holds `run sh:`, output_dir and the args block
 TAIL_BYTES = 512 * 1024  # ... and the tail the traceback
@@ -428,17 +429,59 @@ def _cpu_oom(ctx: _Ctx) -> Diagnosis:
     return Diagnosis("cpu_oom", summary, remedies, ctx.evidence(), d)
 
 
-def _disk_full(ctx: _Ctx) -> Diagnosis:
+def _disk_full(ctx: _Ctx, full: dict | None = None) -> Diagnosis:
+    """From a "No space left on device" in the log, or (`full`) a volume the runner found full when the run ended
+    without a recognisable error: a console write that fails for space cannot log its own error."""
     out = _path_like(ctx.arg("output_dir"))
     m = re.search(r"No space left on device: '([^']+)'", ctx.chain_text)
     d = {"path": m[1]} if m else {}
     where = (m[1] if m else None) or out
     summary = "the disk is full" + (f" (writing {where})" if where else "")
-    remedies = [f"free space on the disk holding {out or where or 'the output folder'} (df -h)",
-                "--save_total_limit 2 (keep fewer checkpoints)",
-                "--save_only_model true (no optimizer/scheduler states in checkpoints)",
-                "put --output_dir on a larger disk"]
-    return Diagnosis("disk_full", summary, remedies, ctx.evidence(), d)
+    remedies = [f"free space on the disk holding {out or where or 'the output folder'} (df -h)"]
+    evidence = ctx.evidence()
+    if full:
+        console = full.get("what") == "console"
+        d["volume"] = full
+        summary = (f"the disk holding {full['path']} was full when the run ended ({_bytes(full['free_bytes'])} free "
+                   f"of {_bytes(full['total_bytes'])}): " + ("writing the console failed, so no error could be logged"
+                                                            if console else "a write there failed"))
+        remedies = [f"free space on the disk holding {full['path']} (df -h)"]
+        seen = (f"swiftdeck's runner at exit: {full['path']} ({full.get('what', 'volume')}) had "
+                f"{full['free_bytes']} bytes free of {full['total_bytes']}")
+        evidence = ctx.evidence(seen) if ctx.chain else "\n".join([seen, *ctx.lines[-5:]])
+        if console:
+            remedies.append("keep SWIFTDECK_HOME (where swiftdeck writes run consoles) on a disk with room to spare")
+            return Diagnosis("disk_full", summary, remedies, evidence, d)
+    remedies += ["--save_total_limit 2 (keep fewer checkpoints)",
+                 "--save_only_model true (no optimizer/scheduler states in checkpoints)",
+                 "put --output_dir on a larger disk"]
+    return Diagnosis("disk_full", summary, remedies, evidence, d)
+
+
+# A volume with at most this much free when a run ended badly was full (ENOSPC leaves a few blocks at most; the
+# share of the total keeps small volumes, such as a test's tmpfs, from always counting as full).
+DISK_FULL_FREE_BYTES = 16 * 2**20
+
+
+def full_volume(disk: list | None) -> dict | None:
+    """The first volume of the runner's exit record (`[{path, free_bytes, total_bytes, what}]`) that was full."""
+    for vol in disk or []:
+        try:
+            free, total = int(vol["free_bytes"]), int(vol["total_bytes"])
+        except (KeyError, TypeError, ValueError):
+            continue
+        if free <= min(DISK_FULL_FREE_BYTES, total // 100):
+            return vol
+    return None
+
+
+def _bytes(n) -> str:
+    n = float(n)
+    for unit in ("bytes", "KiB", "MiB", "GiB"):
+        if n < 1024 or unit == "GiB":
+            return f"{n:.0f} {unit}" if unit == "bytes" else f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n:.1f} TiB"
 
 
 def _sign_lines(ctx: _Ctx, kind: str, limit: int = 3) -> list[str]:
@@ -889,9 +932,11 @@ def _classify(ctx: _Ctx) -> Diagnosis:
 
 
 def diagnose(text: str, *, exit_code: int | None = None, command: str | None = "sft",
-             args: dict | list | None = None) -> Diagnosis:
+             args: dict | list | None = None, disk: list | None = None) -> Diagnosis:
     """Classify an ms-swift console log (stdout+stderr). `args`: args.json as a dict or the argv after
-    `swift <command>`; they win over what the log itself shows (the `run sh:` line, the printed args block)."""
+    `swift <command>`; they win over what the log itself shows (the `run sh:` line, the printed args block).
+    `disk`: the free space the runner found at exit (see full_volume); a full volume explains a failure the log
+    cannot."""
     lines = _clean_lines(text or "")
     log_args, log_command = _log_args(lines)
     if isinstance(args, (list, tuple)):
@@ -902,6 +947,9 @@ def diagnose(text: str, *, exit_code: int | None = None, command: str | None = "
     if command == "sft" and log_command and log_command != "sft":  # the default must not hide the real command
         ctx.command = log_command
     diag = _classify(ctx)
+    full = full_volume(disk) if exit_code not in (None, 0) else None
+    if full and diag.kind == "unknown":
+        diag = _disk_full(ctx, full)
     diag.details.setdefault("exit_code", exit_code)
     diag.details.setdefault("command", ctx.command)
     out = ctx.find(r"\[INFO:swift\] output_dir: (\S+)")
@@ -945,6 +993,53 @@ def read_bounded(path: str | os.PathLike, head: int = HEAD_BYTES, tail: int = TA
 
 
 def diagnose_file(path: str | os.PathLike, *, exit_code: int | None = None, command: str | None = "sft",
-                  args: dict | list | None = None) -> Diagnosis:
+                  args: dict | list | None = None, disk: list | None = None) -> Diagnosis:
     """diagnose() on a console log file of any size (reads at most HEAD_BYTES + TAIL_BYTES)."""
-    return diagnose(read_bounded(Path(path)), exit_code=exit_code, command=command, args=args)
+    return diagnose(read_bounded(Path(path)), exit_code=exit_code, command=command, args=args, disk=disk)
+
+
+# ---- a recorded run ----------------------------------------------------------------------------------------
+
+def diagnose_run(rec, *, recorded: bool = True) -> Diagnosis:
+    """The diagnosis of a registry run (engine.runs.RunRecord): a stopped run was stopped by the user (never a
+    failure), a finished run has none, otherwise the diagnosis the runner recorded (`recorded`) or the console's,
+    with the exit code and the free space the runner found at exit."""
+    if rec.status == "stopped" or (rec.stop_requested and not rec.active and rec.status != "finished"):
+        return _stopped(rec)
+    if rec.status == "finished":
+        return Diagnosis("no_failure", "the run finished" + (f" (exit code {rec.exit_code})"
+                                                             if rec.exit_code not in (None, 0) else ""),
+                         [], "", {"exit_code": rec.exit_code})
+    meta = rec.meta if isinstance(rec.meta, dict) else {}
+    saved = meta.get("diagnosis")
+    if recorded and isinstance(saved, dict) and isinstance(saved.get("kind"), str):
+        return Diagnosis(saved["kind"], str(saved.get("summary") or ""), list(saved.get("remedies") or []),
+                         str(saved.get("evidence") or ""), dict(saved.get("details") or {}))
+    args = rec.argv[2:] if rec.argv[1:2] == [rec.kind] else None  # `swift <kind> ...` only
+    return diagnose_file(rec.console_log, exit_code=rec.exit_code, command=rec.kind, args=args,
+                         disk=meta.get("exit_disk"))
+
+
+def _stopped(rec) -> Diagnosis:
+    """Stopped by the user: how, and the checkpoint it can go on from."""
+    how = rec.stop_requested or "graceful"
+    ckpt = None
+    if rec.run_dir and Path(rec.run_dir).is_dir():
+        from engine import checkpoints
+
+        try:
+            folder = checkpoints.scan_run(Path(rec.run_dir), registry=False)
+            ckpt = next((c for c in reversed(folder.checkpoints) if c.is_last), None)
+        except (OSError, checkpoints.CheckpointError):
+            ckpt = None
+    summary = ("stopped by the user (force stop: the process tree was killed at once)" if how == "force"
+               else "stopped by the user (graceful stop)")
+    if ckpt is not None:
+        summary += f"; last complete checkpoint: {ckpt.name}"
+        remedies = [f"go on with --resume_from_checkpoint {ckpt.path}"]
+    else:
+        summary += "; no complete checkpoint was saved"
+        remedies = ["start it again (a graceful stop saves a checkpoint, a force stop does not)"]
+    return Diagnosis("stopped_by_user", summary, remedies, "",
+                     {"stop": how, "exit_code": rec.exit_code, "checkpoint": str(ckpt.path) if ckpt else None,
+                      "step": ckpt.step if ckpt else None, "command": rec.kind})

@@ -3,7 +3,12 @@
 Started in its own session by engine.supervisor.launch. It starts ms-swift in another new session (stdin closed,
 stdout+stderr appended to the run's console.log — a file, never a pipe that nobody drains), records pid, process
 group and start time, keeps a list of descendants (children may move to other groups, e.g. under torchrun),
-watches the console for the run folder, waits, and records the exit code and final status. It imports no torch.
+watches the console for the run folder and the end of ms-swift's main (after which a slow teardown is ended:
+supervisor.end_after_main), waits, and records the exit code and the final status (engine.status decides it from
+the fresh record and the run's files, so a stop asked for meanwhile is seen). After a non-zero exit it notes the
+free space of the console's and the run folder's volumes: a console write that failed for space leaves no error
+in the log, and `diagnose` then says disk_full from this note. A small reserve file beside the record, given back
+before the final write, keeps that write possible on a full disk. It imports no torch.
 """
 from __future__ import annotations
 
@@ -13,22 +18,19 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Callable
 
 import psutil
 
-from engine import paths, runs, supervisor
+from engine import paths, runs, status, supervisor
 from engine.ingest import ConsoleTail
 
 OUTPUT_DIR_RE = re.compile(r"\[INFO:swift\] output_dir: (.+)")
 POLL_S = 0.2
 # Console signs after which the process tree is stopped at once (it may hang or leave workers holding the GPU).
 CLEAN_UP_ON = {"cuda_oom"}
-
-
-def final_status(exit_code: int, stop_requested: str | None) -> str:
-    if stop_requested:
-        return "stopped"
-    return "finished" if exit_code == 0 else "failed"
+RESERVE_BYTES = 256 * 1024  # status.RUNNER_RESERVE: room for the final write when the disk has filled up
+FINAL_WRITE_TRIES_S = 120.0
 
 
 def clean_up_after(kind: str, line: str, rec: runs.RunRecord, proc: subprocess.Popen) -> dict:
@@ -86,57 +88,152 @@ def main(run_id: str) -> int:
         r.status = "running" if r.status == "starting" else r.status
 
     rec = runs.update(run_id, started)
+    reserve = _reserve(rec.folder / status.RUNNER_RESERVE)
     watch = ConsoleTail(rec.console_log)
     known: dict[int, float] = {}
     last_tree = last_beat = 0.0
+    main_ended_at = None
     while proc.poll() is None:
-        rec = _watch_console(watch, rec, proc)
+        rec, ended_at = _watch_console(watch, rec, proc)
+        main_ended_at = main_ended_at or ended_at
         if time.time() - last_beat >= runs.HEARTBEAT_S:
             last_beat = time.time()
             runs.heartbeat(run_id)
         if time.time() - last_tree > 1.0:
             last_tree = time.time()
-            new = _descendants(proc.pid, known)
-            if new:
-                rec = runs.update(run_id, lambda r: setattr(r, "descendants", [[p, t] for p, t in known.items()]))
+            seen = dict(known)
+            if _descendants(proc.pid, seen):
+                written = _try_update(run_id, lambda r: setattr(r, "descendants", [[p, t] for p, t in seen.items()]))
+                if written is not None:
+                    rec, known = written, seen
+        if main_ended_at is not None:
+            rec = _reread(rec)  # a stop may have been asked for since
+            left = supervisor.end_after_main(rec, main_ended_at)
+            if left is not None:
+                note = (f"ended the process tree {time.time() - main_ended_at:.1f}s after ms-swift's main returned "
+                        "(its teardown was still running)" + (f"; still alive: {left}" if left else ""))
+                rec = _try_update(run_id, lambda r: r.notes.append(note)) or rec
         time.sleep(POLL_S)
 
     exit_code = proc.returncode
-    rec = _watch_console(watch, rec, proc)
-    diagnosis = None
-    if exit_code != 0 and not rec.stop_requested:
-        from engine import diagnose
-
-        diagnosis = diagnose.diagnose_file(rec.console_log, exit_code=exit_code, command=rec.kind,
-                                           args=rec.argv[2:]).to_json()
-
-    def ended(r: runs.RunRecord) -> None:
-        r.exit_code, r.ended_at = exit_code, time.time()
-        r.status = final_status(exit_code, r.stop_requested)
-        if diagnosis:
-            r.meta["diagnosis"] = diagnosis
-
-    rec = runs.update(run_id, ended)
+    rec, _ = _watch_console(watch, rec, proc)
+    ended = _ending(_reread(rec), exit_code)
+    _release(reserve)
+    rec = _final_update(run_id, ended)
     left = supervisor.kill_tree(rec)  # ms-swift can leave dataloader workers behind
     if left:
-        runs.update(run_id, lambda r: r.notes.append(f"processes still alive after exit: {left}"))
+        _try_update(run_id, lambda r: r.notes.append(f"processes still alive after exit: {left}"))
     return 0
 
 
-def _watch_console(watch: ConsoleTail, rec: runs.RunRecord, proc: subprocess.Popen) -> runs.RunRecord:
+def _ending(rec: runs.RunRecord, exit_code: int) -> Callable[[runs.RunRecord], None]:
+    """The final change of the record: exit code, status (engine.status, on the record as it is at the write),
+    run folder and, for a failure, the free space at exit (before the reserve is given back) and the diagnosis
+    (computed here, outside the lock)."""
+    from engine import diagnose
+
+    rec.exit_code = exit_code
+    files = status.observe(rec)
+    rec.status = status.decide(rec, alive=False, files=files)
+    disk, diagnosis = None, None
+    if rec.status == "failed":
+        disk = rec.meta["exit_disk"] = disk_at_exit(rec)
+        diagnosis = diagnose.diagnose_run(rec, recorded=False).to_json()
+
+    def ended(r: runs.RunRecord) -> None:
+        r.exit_code, r.ended_at = exit_code, time.time()
+        r.status = status.decide(r, alive=False, files=files)
+        r.run_dir = r.run_dir or files.run_dir
+        if disk:
+            r.meta["exit_disk"] = disk
+        if r.status == "failed" and diagnosis:
+            r.meta["diagnosis"] = diagnosis
+
+    return ended
+
+
+def disk_at_exit(rec: runs.RunRecord) -> list[dict]:
+    """Free and total bytes of the volumes of the console and of the run folder (root may use the blocks kept
+    for root, so it counts them as free)."""
+    out, devices = [], set()
+    for what, path in (("console", rec.folder), ("output", rec.run_dir or rec.output_dir)):
+        if not path or not Path(path).exists():
+            continue
+        try:
+            st, dev = os.statvfs(path), os.stat(path).st_dev
+        except OSError:
+            continue
+        if dev in devices:
+            continue
+        devices.add(dev)
+        free = st.f_bfree if os.geteuid() == 0 else st.f_bavail
+        out.append({"what": what, "path": str(path), "free_bytes": free * st.f_frsize,
+                    "total_bytes": st.f_blocks * st.f_frsize})
+    return out
+
+
+def _reserve(path: Path) -> Path | None:
+    try:
+        with open(path, "wb") as fh:
+            os.posix_fallocate(fh.fileno(), 0, RESERVE_BYTES)
+        return path
+    except OSError:
+        path.unlink(missing_ok=True)
+        return None
+
+
+def _release(reserve: Path | None) -> None:
+    if reserve is not None:
+        reserve.unlink(missing_ok=True)
+
+
+def _reread(rec: runs.RunRecord) -> runs.RunRecord:
+    try:
+        return runs._read(rec.id)
+    except (OSError, ValueError):
+        return rec
+
+
+def _try_update(run_id: str, change: Callable[[runs.RunRecord], None]) -> runs.RunRecord | None:
+    """runs.update, or None when the record cannot be written now (a full disk): progress notes can wait."""
+    try:
+        return runs.update(run_id, change)
+    except OSError:
+        return None
+
+
+def _final_update(run_id: str, change: Callable[[runs.RunRecord], None]) -> runs.RunRecord:
+    """The final write must land: on a full disk, try again until there is room (or give up after a while and
+    leave the status to engine.status, from the run's files)."""
+    deadline = time.time() + FINAL_WRITE_TRIES_S
+    while True:
+        try:
+            return runs.update(run_id, change)
+        except OSError:
+            if time.time() > deadline:
+                raise
+            time.sleep(1.0)
+
+
+def _watch_console(watch: ConsoleTail, rec: runs.RunRecord,
+                   proc: subprocess.Popen) -> tuple[runs.RunRecord, float | None]:
+    """(record, when ms-swift's main ended if a new line says so)."""
     from engine.diagnose import match_line
 
+    main_ended_at = None
     for line in watch.poll():
         match = OUTPUT_DIR_RE.search(line) if rec.run_dir is None else None
         if match:
             found = str((Path(rec.cwd) / match.group(1).strip()).resolve())
-            rec = runs.update(rec.id, lambda r: setattr(r, "run_dir", found))
+            rec = _try_update(rec.id, lambda r: setattr(r, "run_dir", found)) or rec
+        if "End time of running main" in line:
+            main_ended_at = status.main_end_time(line.encode()) or time.time()
         kind = match_line(line)
         if kind in CLEAN_UP_ON and "clean_up" not in rec.meta:
-            runs.update(rec.id, lambda r: r.meta.update(clean_up={"kind": kind, "detected_at": time.time()}))
+            _try_update(rec.id, lambda r: r.meta.update(clean_up={"kind": kind, "detected_at": time.time()}))
             report = clean_up_after(kind, line, rec, proc)
-            rec = runs.update(rec.id, lambda r: r.meta.update(clean_up=report))
-    return rec
+            rec = _try_update(rec.id, lambda r: r.meta.update(clean_up=report)) or rec
+    return rec, main_ended_at
 
 
 def _descendants(pid: int, known: dict[int, float]) -> bool:

@@ -412,27 +412,13 @@ def update(run_id: str, change: Callable[[RunRecord], None]) -> RunRecord:
 
 
 def refresh(rec: RunRecord) -> RunRecord:
-    """Re-derive an active record's status from the processes that are (or are not) alive."""
+    """Re-derive an active record's status once none of its processes is alive (engine.status.settle: from
+    the record and the run's files, e.g. finished when the runner was killed but ms-swift ended normally)."""
     if not rec.active:
         return rec
-    alive = is_same_process(rec.runner_pid, rec.runner_create_time) or is_same_process(rec.pid, rec.create_time)
-    if alive:
-        heartbeat(rec.id)
-        return rec
-    if rec.status == "starting" and rec.runner_pid is None and time.time() - rec.started_at < 30:
-        return rec  # the launcher has not recorded the runner yet
+    from engine import status
 
-    def mark_lost(r: RunRecord) -> None:
-        if r.active and r.exit_code is None:
-            r.status = "lost"
-            r.ended_at = r.ended_at or last_seen_alive(r)
-            r.notes.append("process gone without an exit code (swiftdeck's runner was killed or the host rebooted)")
-
-    try:
-        return update(rec.id, mark_lost)
-    except StorageError:  # cannot record it (disk full, read-only): the derived status holds all the same
-        mark_lost(rec)
-        return rec
+    return status.settle(rec)
 
 
 def load(run_id: str) -> RunRecord:

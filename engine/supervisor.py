@@ -19,7 +19,7 @@ from pathlib import Path
 
 import psutil
 
-from engine import paths, runs
+from engine import paths, runs, status
 from engine.redact import redact_text
 from engine.runs import RunRecord, is_same_process
 
@@ -193,12 +193,36 @@ def _signal(procs: list[psutil.Process], sig: int) -> list[int]:
     return [p.pid for p in procs if runs.signal_verified(p.pid, p.create_time(), sig)]
 
 
-def _wait_gone(rec: RunRecord, timeout: float) -> list[psutil.Process]:
+# After ms-swift's trainer printed the end of its main, its checkpoint and final record are written and only the
+# interpreter's teardown is left, where dataloader workers can leave one at a time (each joined with a 5 s
+# timeout: 22 s seen on an H200). The tree is ended this long after the end of main: soon for a stop, late for a
+# run that finished on its own (a safety net for a hung teardown; atexit hooks such as trackers' uploads run).
+AFTER_MAIN_GRACE_S = {"stop": 2.5, "finished": 30.0}
+
+
+def end_after_main(rec: RunRecord, main_ended_at: float, report: StopReport | None = None) -> list[int] | None:
+    """End what is left of a training run's tree once its main has returned and the grace is up. Returns the
+    pids still alive after the kill (None: the grace is not up, or not a training run)."""
+    grace = AFTER_MAIN_GRACE_S["stop" if rec.stop_requested else "finished"]
+    if rec.kind not in status.TRAINING or time.time() - main_ended_at < grace:
+        return None
+    if report is not None:
+        report.steps.append(f"ms-swift's main ended {time.time() - main_ended_at:.1f}s ago; ending its teardown")
+    return kill_tree(rec, report)
+
+
+def _wait_gone(rec: RunRecord, timeout: float, report: StopReport | None = None) -> list[psutil.Process]:
+    """Wait until no process of the run is left (or `timeout`), ending a training run's teardown once its main
+    has returned (end_after_main)."""
     deadline = time.time() + timeout
+    main_ended_at = None
     while True:
         left = live_tree(rec)
         if not left or time.time() >= deadline:
             return left
+        main_ended_at = main_ended_at or status.main_ended(rec.console_log)
+        if main_ended_at is not None and end_after_main(rec, main_ended_at, report) is not None:
+            continue
         time.sleep(0.2)
 
 
@@ -232,8 +256,10 @@ def stop(rec: RunRecord, *, force: bool = False, timeout_s: float = 120.0) -> St
 
     Graceful (default): for training with swiftdeck's `--callbacks graceful_exit`, SIGUSR1 to the trainer(s) makes
     ms-swift save a checkpoint at the end of the current step and exit normally; without that callback, SIGINT to
-    the trainer(s) writes the summary and exits. Servers get SIGINT on their process group. After `timeout_s`,
-    SIGINT to the group, then SIGKILL to the whole tree. `force` kills the tree at once.
+    the trainer(s) writes the summary and exits. Once ms-swift's main has returned, what is left of the tree is
+    ended after AFTER_MAIN_GRACE_S["stop"]. Servers get SIGINT on their process group. After `timeout_s`, SIGINT
+    to the group, then SIGKILL to the whole tree. `force` kills the tree at once. The final status comes from
+    engine.status (also when swiftdeck's runner is gone): a stopped run is `stopped`, never `lost` or `failed`.
     """
     started = time.time()
     report = StopReport(rec.id)
@@ -254,22 +280,17 @@ def stop(rec: RunRecord, *, force: bool = False, timeout_s: float = 120.0) -> St
         else:
             report.steps.append("SIGINT → process group")
             _signal(live_tree(rec), signal.SIGINT)
-        left = _wait_gone(rec, timeout_s)
+        left = _wait_gone(rec, timeout_s, report)
         if left:
             report.steps.append(f"still running after {timeout_s:.0f}s: SIGINT → group")
             _signal(left, signal.SIGINT)
             _wait_gone(rec, 5)
     report.left = kill_tree(rec, report)
     report.seconds = time.time() - started
-    # The runner records the exit code as soon as it reaps the process; give it a moment.
+    # The runner records the exit code as soon as it reaps the process; give it a moment. Without a runner (killed,
+    # host rebooted) runs.load settles the status from the record and the files.
     deadline = time.time() + 5
     while runs.load(rec.id).active and is_same_process(rec.runner_pid, rec.runner_create_time) \
             and time.time() < deadline:
         time.sleep(0.05)
-
-    def finish(r: RunRecord) -> None:  # covers a runner that is gone (killed, host rebooted)
-        if r.active:
-            r.status, r.ended_at = "stopped", time.time()
-
-    runs.update(rec.id, finish)
     return report

@@ -80,7 +80,7 @@ class CheckpointsPane(Vertical):
                 if str(c.path) == keep_path:
                     line = leaf
             if not folder.checkpoints:
-                node.add_leaf(Text("no checkpoint yet" if not folder.finished else "no checkpoint saved",
+                node.add_leaf(Text("no checkpoint yet" if not folder.ended else "no checkpoint saved",
                                    style="italic"))
         if not folders:
             tree.root.add_leaf(Text("no run folder yet (ms-swift creates it when training starts)", style="italic"))
@@ -95,9 +95,7 @@ class CheckpointsPane(Vertical):
         self._detail()
 
     def _folder_label(self, folder) -> Text:
-        state = "empty" if folder.empty else "finished" if folder.finished else "in progress"
-        steps = f" step {folder.last_step}/{folder.max_steps or '?'}" if folder.last_step is not None else ""
-        return Text.assemble((folder.name, "bold"), f"  {state}{steps}")
+        return Text.assemble((folder.name, "bold"), f"  {folder.label}")  # e.g. "stopped step 22/900"
 
     def _label(self, c) -> Text:
         ok, acc, muted = (ink(self, role) for role in ("success", "accent", "muted"))
