@@ -3,7 +3,7 @@ by side (A/B). Answers come from a chat worker (one process per base model, star
 checkpoints of the same base are attached without a reload) or from a running `swift deploy` (ctrl+f), and stream
 into Markdown (`Markdown.get_stream`). Esc cancels. Every message is appended to the checkpoint's transcript
 (tui/chat/transcript.py); ctrl+s exports it as Markdown. The identity check, deploy and merge start here too
-(tui/widgets/chat_jobs.py).
+(tui/widgets/chat/jobs.py).
 
 Nothing blocks the UI thread: backends run in thread workers and post their text pieces back as messages.
 """
@@ -26,8 +26,8 @@ from engine.chat_client import ChatClientError
 from tui.chat import transcript
 from tui.chat.backend import BackendError, ChatSettings, DeployBackend, Reply, WorkerBackend
 from tui.chat.target import ChatTarget, for_base, for_checkpoint
-from tui.widgets.chat_jobs import ChatJobs
-from tui.widgets.chat_message import ChatMessage
+from tui.widgets.chat.jobs import ChatJobs
+from tui.widgets.chat.message import ChatMessage
 from tui.widgets.style import BOLD, INK, ink, redraw_on_theme_change
 
 
