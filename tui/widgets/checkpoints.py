@@ -43,15 +43,16 @@ class CheckpointsPane(Vertical):
             self.action, self.checkpoint = action, checkpoint
 
     class Merge(Message):
-        """M on a checkpoint: the chat pane confirms and runs `swift export --merge_lora` in the background."""
+        """M on a checkpoint: the app confirms and runs `swift export --merge_lora` in the background."""
 
         def __init__(self, checkpoint) -> None:
             super().__init__()
             self.checkpoint = checkpoint
 
-    def __init__(self, **kwargs):
+    def __init__(self, *, refused: frozenset[str] = frozenset(), **kwargs):
         super().__init__(**kwargs)
         self.border_title = "Checkpoints"
+        self.refused = refused  # actions the app turns off (--readonly)
         self.folders: list = []
         self.chosen: str | None = None
 
@@ -89,6 +90,12 @@ class CheckpointsPane(Vertical):
         if line is not None:
             tree.call_after_refresh(self._move, line)
         self._detail()
+
+    def mark_chosen(self, path: str | None) -> None:
+        """The checkpoint the chat talks to ("◀ chat"), when it was picked elsewhere (the chat's target picker)."""
+        if path != self.chosen:
+            self.chosen = path
+            self.show(self.folders)
 
     def _move(self, node) -> None:
         self.query_one(CheckpointTree).move_cursor(node)
@@ -162,12 +169,12 @@ class CheckpointsPane(Vertical):
             self.action_choose()
 
     def check_action(self, action: str, parameters) -> bool | None:
-        return self.app.check_action(action, parameters)  # the app's --readonly policy hides resume/delete/...
+        return action not in self.refused  # the app's --readonly policy hides resume/delete/...
 
     def action_choose(self) -> None:
         c = self.current()
         if c is None:
-            self.app.notify("Move the cursor onto a checkpoint first", severity="warning")
+            self.notify("Move the cursor onto a checkpoint first", severity="warning")
             return
         self.chosen = str(c.path)
         self.show(self.folders)
@@ -176,7 +183,7 @@ class CheckpointsPane(Vertical):
     def _act(self, action: str) -> None:
         c = self.current()
         if c is None:
-            self.app.notify("Move the cursor onto a checkpoint first", severity="warning")
+            self.notify("Move the cursor onto a checkpoint first", severity="warning")
             return
         self.post_message(self.Act(action, c))
 
@@ -192,6 +199,6 @@ class CheckpointsPane(Vertical):
     def action_merge(self) -> None:
         c = self.current()
         if c is None:
-            self.app.notify("Move the cursor onto a checkpoint first", severity="warning")
+            self.notify("Move the cursor onto a checkpoint first", severity="warning")
             return
         self.post_message(self.Merge(c))

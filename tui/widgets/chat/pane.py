@@ -1,17 +1,15 @@
 """Chat pane: talk to the base model or the checkpoint picked in the browser (Enter), or compare two targets side
-by side (A/B). Answers come from a chat worker (one process per base model, started on the first message; other
-checkpoints of the same base are attached without a reload) or from a running `swift deploy` (ctrl+f), and stream
-into Markdown (`Markdown.get_stream`). Esc cancels. Every message is appended to the checkpoint's transcript
-(tui/chat/transcript.py); ctrl+s exports it as Markdown. The identity check, deploy and merge start here too
-(tui/widgets/chat/jobs.py).
+by side (A/B). Answers stream into Markdown (`Markdown.get_stream`); Esc cancels. ctrl+s exports the checkpoint's
+transcript (tui/chat/transcript.py) as Markdown.
 
-Nothing blocks the UI thread: backends run in thread workers and post their text pieces back as messages.
+The pane starts and stops nothing: it posts requests (a turn to answer, Esc, the identity check, deploy or stop the
+deploy, a dialog to open) and the app acts on them (tui/chat/jobs.py: the chat worker process and the deploy live in
+the app's tui/chat/session.ChatSession). What it shows comes down: the run (`show_run`), the checkpoint picked
+(`choose`), the worker's and the deploy's state, and each answer's pieces through `feed()`.
 """
 from __future__ import annotations
 
-import threading
 import time
-from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from rich.text import Text
@@ -22,29 +20,38 @@ from textual.containers import Horizontal, Vertical, VerticalScroll
 from textual.message import Message
 from textual.widgets import Input, Static
 
-from engine.chat_client import ChatClientError
+from engine.errors import SwiftdeckError
 from tui.chat import transcript
-from tui.chat.backend import BackendError, ChatSettings, DeployBackend, Reply, WorkerBackend
-from tui.chat.target import ChatTarget, for_base, for_checkpoint
-from tui.widgets.chat.jobs import ChatJobs
+from tui.chat.session import Leg
+from tui.chat.settings import ChatSettings
+from tui.chat.target import ChatTarget, TargetError, for_base, for_checkpoint
 from tui.widgets.chat.message import ChatMessage
 from tui.widgets.style import BOLD, INK, ink, redraw_on_theme_change
 
+class Feed:
+    """A turn's progress, from the thread that runs it (tui/chat/session.Feed), posted as messages to the pane and
+    its answer widgets."""
 
-@dataclass
-class Leg:
-    """One answer of a turn: single chat ('main'), or side 'A'/'B' of an A/B comparison."""
+    def __init__(self, pane: ChatPane) -> None:
+        self.pane = pane
 
-    side: str
-    target: ChatTarget
-    messages: list[dict]  # what is sent: the side's history + the new user message
-    widget: ChatMessage
-    vs: str | None = None
-    text: str = ""
-    info: dict = field(default_factory=dict)
+    def worker(self, loading: str | None, status: str) -> None:
+        self.pane.post_message(ChatPane.WorkerState(loading, status))
+
+    def note(self, leg: Leg, text: str) -> None:
+        leg.widget.post_message(ChatMessage.Note(text))
+
+    def piece(self, leg: Leg, text: str) -> None:
+        leg.widget.post_message(ChatMessage.Piece(text))
+
+    def finished(self, leg: Leg, error: str | None) -> None:
+        leg.widget.post_message(ChatMessage.Finished(leg.info, error))
+
+    def warning(self, text: str) -> None:
+        self.pane.notify(text, severity="warning", timeout=10)
 
 
-class ChatPane(ChatJobs, Vertical):
+class ChatPane(Vertical):
     ALLOW_MAXIMIZE = True
     BINDINGS = [
         Binding("escape", "cancel", "Cancel answer"),
@@ -62,32 +69,90 @@ class ChatPane(ChatJobs, Vertical):
     HELP_BINDINGS = BINDINGS + ChatMessage.BINDINGS  # c copies a message focused with a click
     COMPONENT_CLASSES = INK
 
+    # ------------------------------------------------------------ requests: the app acts on them
+
+    class Send(Message):
+        """Answer a turn: every leg, through the deploy or the chat worker; `record`: the run shown."""
+
+        def __init__(self, legs: list[Leg], prompt: str, settings: ChatSettings, via_deploy: bool, record) -> None:
+            super().__init__()
+            self.legs, self.prompt, self.settings, self.via_deploy, self.record = legs, prompt, settings, \
+                via_deploy, record
+
+    class Cancel(Message):
+        """Esc while an answer streams."""
+
+    class _ForTarget(Message):
+        def __init__(self, target: ChatTarget) -> None:
+            super().__init__()
+            self.target = target
+
+    class Attach(_ForTarget):
+        """A LoRA target was picked: attach it to the loaded base now, not on the next message."""
+
+    class IdentityRequested(_ForTarget):
+        """ctrl+g: the identity check of the target (a LoRA checkpoint)."""
+
+    class DeployRequested(_ForTarget):
+        """ctrl+r without a deploy: `swift deploy` of the target (the app asks first)."""
+
+    class StopDeployRequested(Message):
+        """ctrl+r with a deploy starting or serving (at `url`): stop it (the app asks first)."""
+
+        def __init__(self, rec, url: str | None) -> None:
+            super().__init__()
+            self.rec, self.url = rec, url
+
+    class PickRequested(Message):
+        """ctrl+o: the dialog that picks what `side` ("A" or the chat) talks to; the app hands the choice back to
+        set_partner (A) or to choose (with the browser's mark)."""
+
+        def __init__(self, side: str, title: str, base: str | None, folders: list, current: str) -> None:
+            super().__init__()
+            self.side, self.title, self.base, self.folders, self.current = side, title, base, folders, current
+
+    class SettingsRequested(Message):
+        """ctrl+t: the settings dialog; the app hands the new settings back to set_settings."""
+
+        def __init__(self, settings: ChatSettings) -> None:
+            super().__init__()
+            self.settings = settings
+
+    # ------------------------------------------------------------ from the app's workers
+
+    class WorkerState(Message):
+        """The chat worker is loading the base `loading`, or (None) is ready; `status` describes it."""
+
+        def __init__(self, loading: str | None, status: str) -> None:
+            super().__init__()
+            self.loading, self.status = loading, status
+
     class TurnDone(Message):
+        """The turn's thread is done: every answer and its transcript lines are written."""
+
         def __init__(self, legs: list[Leg]) -> None:
             super().__init__()
             self.legs = legs
 
-    def __init__(self, **kwargs):
+    def __init__(self, *, refused: frozenset[str] = frozenset(), **kwargs):
         super().__init__(**kwargs)
         self.border_title = "Chat"
+        self.refused = refused  # actions the app turns off (--readonly)
+        self.record = None  # the registry record of the run shown (data down)
+        self.folders: list = []  # its run folders (engine.checkpoints.RunFolder), as the browser shows them
         self.checkpoint = None  # engine.checkpoints.CheckpointInfo picked for chat
         self.base_model: str | None = None
         self.partner = None  # A/B: the checkpoint on side A (None: the base model)
         self.ab = False
         self.settings = ChatSettings()
-        self.worker = WorkerBackend()
-        self.deploy: DeployBackend | None = None  # a ready deploy
+        self.worker_status = ""  # what the app's chat worker is (data down)
+        self.deploy = None  # tui.chat.backend.DeployBackend: a ready deploy (shown; the app chats through it)
         self.deploy_rec = None  # the deploy starting or ready
         self.use_deploy = False
         self.histories: dict[str, list[dict]] = {}
-        self.busy = False
-        self.turns = 0  # turns over: every answer shown (tests wait on it)
-        self.last_legs: list[Leg] = []
-        self._ended: list[Leg] | None = None  # the turn whose thread is done, until its answers are shown
-        self._reply: Reply | None = None
-        self._cancel = threading.Event()
+        self.turn: list[Leg] | None = None  # the legs of the turn under way
+        self._ended = False  # its thread is done; the turn is over once every answer shows its end
         self._loading: tuple[str, float] | None = None
-        self._paths: dict[str, Path] = {}
 
     def compose(self):
         yield Static("", id="chat-target")
@@ -102,17 +167,67 @@ class ChatPane(ChatJobs, Vertical):
         self.set_interval(1.0, self._tick)
         redraw_on_theme_change(self, self._show)
         self._show()
-        self._adopt_deploy()
-
-    def on_unmount(self) -> None:
-        self._cancel.set()
-        if self._reply is not None:
-            self._reply.cancel()
-        self.worker.close()  # the worker is ours; a deploy is a managed job and outlives the dashboard
 
     def focus(self, scroll_visible: bool = True):
         self.query_one("#chat-input", Input).focus(scroll_visible)
         return self
+
+    def feed(self) -> Feed:
+        return Feed(self)
+
+    # ------------------------------------------------------------ data down
+
+    def show_run(self, record, folders: list | None) -> None:
+        """With each poll: the run's record (None: not a registry run) and its run folders (None: unchanged). The
+        base model is the one its checkpoints name, else the run's `--model`."""
+        from engine.swift_args import flag_value
+
+        self.record = record
+        if folders is not None:
+            self.folders = folders
+        model = next((f.model for f in self.folders if f.model), None) or self.base_model or (
+            flag_value(record.argv, "--model") if record is not None else None)
+        if model != self.base_model:
+            self.base_model = model
+            self._show()
+
+    def reset(self) -> None:
+        """Another run is shown."""
+        self.record, self.folders = None, []
+        self.checkpoint, self.base_model, self.partner = None, None, None
+        self._retarget()
+
+    def choose(self, checkpoint) -> None:
+        """What the chat talks to: a checkpoint (Enter in the browser, or the picker), None for the base model."""
+        if checkpoint is None and self.base_model is None and self.checkpoint is not None:
+            self.base_model = self.checkpoint.base_model
+        self.checkpoint = checkpoint
+        self._retarget()
+
+    def set_partner(self, checkpoint) -> None:
+        """A/B: what side A talks to (None: the base model)."""
+        self.partner = checkpoint
+        self._retarget()
+
+    def set_settings(self, settings: ChatSettings) -> None:
+        self.settings = settings
+        self._show_status()
+
+    def show_deploy(self, rec, deploy) -> None:
+        """A deploy started (`deploy` None until it is ready) or is gone (rec None)."""
+        self.deploy_rec, self.deploy = rec, deploy
+        if deploy is None:
+            self.use_deploy = False
+        self._show_status()
+
+    def show_worker(self, loading: str | None, status: str) -> None:
+        """The chat worker is loading the base `loading`, or (None) is ready; `status` describes it."""
+        self._loading = (loading, time.monotonic()) if loading else None
+        self.worker_status = status
+        self._show_status()
+
+    def on_chat_pane_worker_state(self, message: WorkerState) -> None:
+        self.show_worker(message.loading, message.status)
 
     # ------------------------------------------------------------ what we talk to
 
@@ -121,38 +236,13 @@ class ChatPane(ChatJobs, Vertical):
         """The path a chat session would load: the chosen adapter/checkpoint, else the base model."""
         return str(self.checkpoint.path) if self.checkpoint is not None else self.base_model
 
-    def choose(self, checkpoint) -> None:
-        self.checkpoint = checkpoint
-        self._retarget()
-
-    def set_base_model(self, model: str | None) -> None:
-        if model != self.base_model:
-            self.base_model = model
-            self._show()
-
-    def reset(self) -> None:
-        self.checkpoint, self.base_model, self.partner = None, None, None
-        self._retarget()
-
-    def _folders(self) -> list:
-        from tui.widgets.checkpoints import CheckpointsPane
-
-        panes = self.screen.query(CheckpointsPane)
-        return list(panes.first().folders) if panes else []
-
-    def _record(self):
-        watch = getattr(self.app, "watch", None)
-        src = getattr(watch, "source", None)
-        return src.record if src is not None else None
-
     def current_target(self) -> ChatTarget:
-        """The single-chat target (side B in A/B). Raises ChatClientError/BackendError with one line."""
+        """The single-chat target (side B in A/B). Raises a SwiftdeckError with one line."""
         if self.checkpoint is not None:
             return for_checkpoint(self.checkpoint)
         if self.base_model:
-            rec = self._record()
-            return for_base(self.base_model, self._folders(), rec.argv if rec else None)
-        raise BackendError("nothing to chat with yet: pick a checkpoint (Enter in Checkpoints)")
+            return for_base(self.base_model, self.folders, self.record.argv if self.record is not None else None)
+        raise TargetError("nothing to chat with yet: pick a checkpoint (Enter in Checkpoints)")
 
     def _base_of(self, target: ChatTarget) -> ChatTarget:
         return ChatTarget(f"base {Path(str(target.base.get('model'))).name}", target.base)
@@ -164,40 +254,34 @@ class ChatPane(ChatJobs, Vertical):
             return [("main", b, None)]
         a = for_checkpoint(self.partner) if self.partner is not None else self._base_of(b)
         if a.label == b.label:
-            raise BackendError(f"A/B needs two different targets (both are {b.label}): pick a checkpoint with "
-                               "Enter in Checkpoints, or side A with ctrl+o")
+            raise TargetError(f"A/B needs two different targets (both are {b.label}): pick a checkpoint with "
+                              "Enter in Checkpoints, or side A with ctrl+o")
         if a.base_key != b.base_key:
-            raise BackendError(f"A/B runs on one loaded base: {a.label} and {b.label} use different bases "
-                               f"({a.base.get('model')} vs {b.base.get('model')})")
+            raise TargetError(f"A/B runs on one loaded base: {a.label} and {b.label} use different bases "
+                              f"({a.base.get('model')} vs {b.base.get('model')})")
         return [("A", a, b.label), ("B", b, a.label)]
+
+    def _targets(self, notify: bool = True) -> list[ChatTarget]:
+        """The targets of the next turn; none (after saying why, when `notify`) when there is nothing to talk to."""
+        try:
+            return [t for _, t, _ in self.legs_targets()]
+        except SwiftdeckError as exc:
+            if notify:
+                self.notify(str(exc), severity="warning", timeout=8)
+            return []
 
     def _retarget(self) -> None:
         """Another target: the conversation starts over (a divider in the log, empty histories)."""
         self.histories.clear()
         log = self.query_one("#chat-log")
         if log.children:
-            try:
-                label = " vs ".join(t.label for _, t, _ in self.legs_targets())
-            except (BackendError, ChatClientError):
-                label = "nothing"
+            label = " vs ".join(t.label for t in self._targets(notify=False)) or "nothing"
             log.mount(Static(f"── now: {label} ──", classes="chat-divider"))
-        if not self.busy and not self.ab:
-            try:
-                target = self.current_target()
-            except (BackendError, ChatClientError):
-                target = None
-            if target is not None and target.is_adapter and not self.worker.needs_load(target):
-                self._attach_adapter(target)  # attach the adapter now (a few ms), not on the next message
+        if self.turn is None and not self.ab:
+            target = next(iter(self._targets(notify=False)), None)
+            if target is not None and target.is_adapter:
+                self.post_message(self.Attach(target))
         self._show()
-
-    @work(thread=True, group="chat-attach")
-    def _attach_adapter(self, target: ChatTarget) -> None:
-        with self.worker.lock:
-            try:
-                if not self.worker.needs_load(target):
-                    self.worker.ensure(target)
-            except ChatClientError as exc:
-                self.post_message(self.Note(str(exc), "warning"))
 
     # ------------------------------------------------------------ display
 
@@ -213,7 +297,7 @@ class ChatPane(ChatJobs, Vertical):
                 text.append(" ⟷ ", muted)
                 text.append(b.label, acc)
                 text.append(f"  on {a.base.get('model')}", muted)
-            except (BackendError, ChatClientError, ValueError) as exc:
+            except (SwiftdeckError, ValueError) as exc:
                 text.append(f"A/B: {exc}", muted)
         elif c is not None:
             text.append("adapter " if c.kind == "lora" else f"{c.kind} model ", muted)
@@ -238,8 +322,8 @@ class ChatPane(ChatJobs, Vertical):
             status = Text(f"loading {Path(model).name} in a chat worker … {time.monotonic() - since:.0f} s "
                           "(once per base model)", style="bold")
         else:
-            backend = self.deploy if self.use_deploy and self.deploy else self.worker
-            status = Text(f"{backend.describe()} · {self.settings.describe()}", style=muted)
+            backend = self.deploy.describe() if self.use_deploy and self.deploy else self.worker_status
+            status = Text(f"{backend} · {self.settings.describe()}", style=muted)
         self.query_one("#chat-status", Static).update(status)
         line = self.query_one("#chat-deploy", Static)
         line.display = self.deploy_rec is not None
@@ -275,15 +359,20 @@ class ChatPane(ChatJobs, Vertical):
         if await self.send(prompt):
             event.input.value = ""
 
+    def _streaming(self) -> bool:
+        """True, after a notification, while an answer streams."""
+        if self.turn is not None:
+            self.notify("an answer is still streaming: Esc cancels it first", severity="warning")
+        return self.turn is not None
+
     async def send(self, prompt: str) -> bool:
         """Start a turn (one answer, or two in A/B). False (with a notification) when it cannot start."""
-        if self.busy:
-            self.app.notify("an answer is still streaming: Esc cancels it", severity="warning")
+        if self._streaming():
             return False
         try:
             sides = self.legs_targets()
-        except (BackendError, ChatClientError) as exc:
-            self.app.notify(str(exc), severity="warning", timeout=8)
+        except SwiftdeckError as exc:
+            self.notify(str(exc), severity="warning", timeout=8)
             return False
         log = self.query_one("#chat-log")
         legs = []
@@ -294,68 +383,16 @@ class ChatPane(ChatJobs, Vertical):
             legs.append(Leg(side, target, [*history, {"role": "user", "content": prompt}], widget, vs))
         user = ChatMessage("user", "you → A/B" if self.ab else "you", prompt)
         answers = Horizontal(*(leg.widget for leg in legs), classes="ab-row") if self.ab else legs[0].widget
+        self.turn, self._ended = legs, False
         await log.mount(user, answers)
         log.anchor()
-        self.busy = True
-        self._cancel.clear()
-        backend = self.deploy if self.use_deploy and self.deploy is not None else self.worker
-        self._turn(legs, prompt, backend, replace(self.settings))
+        self.post_message(self.Send(legs, prompt, self.settings, self.use_deploy and self.deploy is not None,
+                                    self.record))
         return True
 
-    @work(thread=True, group="chat-turn")
-    def _turn(self, legs: list[Leg], prompt: str, backend, settings: ChatSettings) -> None:
-        with backend.lock:
-            for leg in legs:
-                self._answer(leg, prompt, backend, settings)
-        self._reply = None
-        self.post_message(self.TurnDone(legs))
-
-    def _answer(self, leg: Leg, prompt: str, backend, settings: ChatSettings) -> None:
-        extra = {"side": leg.side, "vs": leg.vs} if leg.vs else {}
-        self._save(leg.target, {"role": "user", "target": leg.target.label, "content": prompt, **extra})
-        error = None
-        if self._cancel.is_set():
-            leg.info = {"finish_reason": "cancelled"}
-        else:
-            reply = self._reply = Reply()
-            try:
-                if isinstance(backend, WorkerBackend) and backend.needs_load(leg.target):
-                    self.post_message(self.Status(str(leg.target.base.get("model"))))
-                    leg.widget.post_message(ChatMessage.Note("loading the base model (once per base) …"))
-                    try:
-                        backend.ensure(leg.target)
-                    finally:
-                        self.post_message(self.Status(None))
-                if self._cancel.is_set():
-                    reply.cancel()
-                for piece in backend.stream(leg.target, leg.messages, settings, reply):
-                    leg.text += piece
-                    leg.widget.post_message(ChatMessage.Piece(piece))
-                leg.info = {k: v for k, v in reply.info.items() if k not in ("event", "id", "text", "conv", "target")}
-            except (ChatClientError, BackendError) as exc:
-                error = str(exc)
-            except Exception as exc:  # an unexpected failure: one line in the message, never a traceback
-                error = f"{type(exc).__name__}: {exc}"
-            if error:
-                leg.info = {"finish_reason": "error", "error": error}
-        leg.widget.post_message(ChatMessage.Finished(leg.info, error))
-        self._save(leg.target, {"role": "assistant", "target": leg.target.label, "content": leg.text,
-                                **leg.info, "settings": settings.to_json(), "backend": backend.kind, **extra})
-
-    def _transcript(self, target: ChatTarget) -> Path:
-        if target.name not in self._paths:
-            run_id = transcript.run_id_for(target.folder, self._record())
-            self._paths[target.name] = transcript.transcript_path(target.name, target.folder, run_id)
-        return self._paths[target.name]
-
-    def _save(self, target: ChatTarget, record: dict) -> None:
-        try:
-            transcript.append(self._transcript(target), record)
-        except OSError as exc:
-            self.post_message(self.Note(f"transcript not saved: {exc}", "warning"))
-
     def on_chat_pane_turn_done(self, message: TurnDone) -> None:
-        self._ended = message.legs
+        message.stop()
+        self._ended = True
         self._end_turn()
 
     def on_chat_message_shown(self, message: ChatMessage.Shown) -> None:
@@ -365,128 +402,85 @@ class ChatPane(ChatJobs, Vertical):
     def _end_turn(self) -> None:
         """The turn is over when its thread is done (answers saved) and every answer shows its end: the answer
         widgets take the streamed pieces at their own pace, after the thread has posted the last one."""
-        if self._ended is None or not all(leg.widget.shown for leg in self._ended):
+        legs = self.turn
+        if legs is None or not self._ended or not all(leg.widget.shown for leg in legs):
             return
-        legs, self._ended = self._ended, None
-        self.busy = False
+        self.turn = None
         for leg in legs:
             if leg.info.get("finish_reason") in ("stop", "length"):  # a cancelled or failed turn is not kept
                 self.histories[leg.side] = [*leg.messages, {"role": "assistant", "content": leg.text}]
-        self.last_legs = legs
-        self.turns += 1
         self._show_status()
-
-    def on_chat_jobs_status(self, message: ChatJobs.Status) -> None:
-        self._loading = (message.loading, time.monotonic()) if message.loading else None
-        self._show_status()
-
-    def on_chat_jobs_note(self, message: ChatJobs.Note) -> None:
-        self.app.notify(message.text, severity=message.severity, timeout=10)
 
     # ------------------------------------------------------------ keys
 
     def check_action(self, action: str, parameters) -> bool | None:
-        return self.app.check_action(action, parameters)  # the app's --readonly policy hides deploy
+        return action not in self.refused  # the app's --readonly policy hides deploy
 
     def action_cancel(self) -> None:
-        if self.busy:
-            self._cancel.set()
-            if self._reply is not None:
-                self._reply.cancel()
+        if self.turn is not None:
+            self.post_message(self.Cancel())
         elif self.is_maximized:
             self.screen.minimize()
         else:
             raise SkipAction()
 
     def action_clear(self) -> None:
-        if self.busy:
-            self.app.notify("an answer is still streaming: Esc cancels it first", severity="warning")
+        if self._streaming():
             return
-        try:
-            targets = [t for _, t, _ in self.legs_targets()]
-        except (BackendError, ChatClientError):
-            targets = []
         if self.histories:
-            for t in targets:
-                self._save(t, {"role": "clear", "target": t.label})
+            self._clear_transcripts(self._targets(notify=False), self.record)
         self.histories.clear()
         self.query_one("#chat-log").remove_children()
-        self.app.notify("conversation cleared (the transcript keeps it)")
+        self.notify("conversation cleared (the transcript keeps it)")
+
+    @work(thread=True, group="chat-transcript")
+    def _clear_transcripts(self, targets: list[ChatTarget], record) -> None:
+        for t in targets:
+            try:
+                transcript.append(transcript.path_for(t, record), {"role": "clear", "target": t.label})
+            except OSError as exc:
+                self.notify(f"transcript not saved: {exc}", severity="warning")
 
     def action_ab(self) -> None:
-        if self.busy:
-            self.app.notify("an answer is still streaming: Esc cancels it first", severity="warning")
+        if self._streaming():
             return
         self.ab = not self.ab
         self._retarget()
         if self.ab:
-            try:
-                self.legs_targets()
-            except (BackendError, ChatClientError) as exc:
-                self.app.notify(str(exc), severity="warning", timeout=8)
+            self._targets()
 
     def action_pick(self) -> None:
-        from tui.screens.chat_target import BASE, ChatTargetScreen
+        from tui.screens.chat_target import BASE
 
         side = "side A of the A/B comparison" if self.ab else "the chat"
-        current = (str(self.partner.path) if self.partner is not None else BASE) if self.ab else (
-            str(self.checkpoint.path) if self.checkpoint is not None else BASE)
-
-        def picked(choice) -> None:
-            if choice is None:
-                return
-            if self.ab:
-                self.partner = None if choice == BASE else choice
-                self._retarget()
-            else:
-                self._pick_main(None if choice == BASE else choice)
-
+        chosen = self.partner if self.ab else self.checkpoint
         base = self.base_model or (self.checkpoint.base_model if self.checkpoint is not None else None)
-        self.app.push_screen(ChatTargetScreen(f"What {side} talks to", base, self._folders(), current), picked)
-
-    def _pick_main(self, checkpoint) -> None:
-        from tui.widgets.checkpoints import CheckpointsPane
-
-        for pane in self.screen.query(CheckpointsPane):  # keep the browser's "◀ chat" mark in step
-            pane.chosen = str(checkpoint.path) if checkpoint is not None else None
-            pane.show(pane.folders)
-        if checkpoint is None and self.base_model is None and self.checkpoint is not None:
-            self.base_model = self.checkpoint.base_model
-        self.choose(checkpoint)
+        self.post_message(self.PickRequested("A" if self.ab else "main", f"What {side} talks to", base, self.folders,
+                                             str(chosen.path) if chosen is not None else BASE))
 
     def action_settings(self) -> None:
-        from tui.screens.chat_settings import ChatSettingsScreen
-
-        def saved(settings: ChatSettings | None) -> None:
-            if settings is not None:
-                self.settings = settings
-                self._show_status()
-
-        self.app.push_screen(ChatSettingsScreen(self.settings), saved)
+        self.post_message(self.SettingsRequested(self.settings))
 
     def action_copy_last(self) -> None:
         answers = [m for m in self.query(ChatMessage) if m.role == "assistant" and m.text]
         if not answers:
-            self.app.notify("no answer to copy yet", severity="warning")
+            self.notify("no answer to copy yet", severity="warning")
             return
         answers[-1].action_copy()
 
     def action_export(self) -> None:
-        try:
-            targets = [t for _, t, _ in self.legs_targets()]
-        except (BackendError, ChatClientError) as exc:
-            self.app.notify(str(exc), severity="warning")
-            return
-        self._export(targets)
+        targets = self._targets()
+        if targets:
+            self._export(targets, self.record)
 
-    @work(thread=True, group="chat-export")
-    def _export(self, targets: list[ChatTarget]) -> None:
+    @work(thread=True, group="chat-transcript")
+    def _export(self, targets: list[ChatTarget], record) -> None:
         for t in targets:
             try:
-                md = transcript.export_markdown(self._transcript(t), t.label)
-                self.post_message(self.Note(f"exported the {t.label} transcript to {md}"))
+                md = transcript.export_markdown(transcript.path_for(t, record), t.label)
+                self.notify(f"exported the {t.label} transcript to {md}", timeout=10)
             except OSError as exc:
-                self.post_message(self.Note(str(exc), "warning"))
+                self.notify(str(exc), severity="warning", timeout=10)
 
     def action_zoom(self) -> None:
         if self.is_maximized:
@@ -494,6 +488,38 @@ class ChatPane(ChatJobs, Vertical):
         else:
             self.screen.maximize(self, container=False)
             self.focus()
+
+    # ------------------------------------------------------------ the identity check, deploy (the app acts)
+
+    def action_identity(self) -> None:
+        try:
+            target = self.current_target()
+        except SwiftdeckError as exc:
+            self.notify(str(exc), severity="warning")
+            return
+        if not target.is_adapter:
+            self.notify("the identity check compares the base with a LoRA checkpoint: pick one (Enter in "
+                        "Checkpoints)", severity="warning", timeout=8)
+            return
+        self.post_message(self.IdentityRequested(target))
+
+    def action_deploy(self) -> None:
+        if self.deploy_rec is not None:
+            self.post_message(self.StopDeployRequested(self.deploy_rec, self.deploy.url if self.deploy else None))
+            return
+        try:
+            target = self.current_target()
+        except SwiftdeckError as exc:
+            self.notify(str(exc), severity="warning")
+            return
+        self.post_message(self.DeployRequested(target))
+
+    def action_backend(self) -> None:
+        if self.deploy is None:
+            self.notify("no deploy is serving: ctrl+r deploys the current target", severity="warning")
+            return
+        self.use_deploy = not self.use_deploy
+        self._show_status()
 
     # ------------------------------------------------------------ command palette
 
