@@ -5,44 +5,15 @@ and calls it from its thread workers; the chat pane only shows what it reports (
 from __future__ import annotations
 
 import threading
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Protocol
+from typing import Callable
 
 from engine.chat_client import ChatClientError
 from tui.chat import transcript
 from tui.chat.backend import BackendError, DeployBackend, Reply, WorkerBackend
 from tui.chat.settings import ChatSettings
 from tui.chat.target import ChatTarget
-
-
-@dataclass
-class Leg:
-    """One answer of a turn: single chat ('main'), or side 'A'/'B' of an A/B comparison."""
-
-    side: str
-    target: ChatTarget
-    messages: list[dict]  # what is sent: the side's history + the new user message
-    widget: Any = None  # where the answer is shown (the pane's message widget; opaque here)
-    vs: str | None = None
-    text: str = ""
-    info: dict = field(default_factory=dict)
-
-
-class Feed(Protocol):
-    """Where a turn's progress goes, called from the thread that runs it."""
-
-    def worker(self, loading: str | None, status: str) -> None:
-        """The chat worker is loading the base `loading`, or (None) is ready; `status` describes it."""
-
-    def note(self, leg: Leg, text: str) -> None: ...
-
-    def piece(self, leg: Leg, text: str) -> None: ...
-
-    def finished(self, leg: Leg, error: str | None) -> None:
-        """The leg's answer ended (`leg.info` holds its stats), or failed with the one-line `error`."""
-
-    def warning(self, text: str) -> None: ...
+from tui.chat.turn import Feed, Leg
 
 
 class ChatSession:

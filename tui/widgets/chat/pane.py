@@ -22,15 +22,16 @@ from textual.widgets import Input, Static
 
 from engine.errors import SwiftdeckError
 from tui.chat import transcript
-from tui.chat.session import Leg
 from tui.chat.settings import ChatSettings
 from tui.chat.target import ChatTarget, TargetError, for_base, for_checkpoint
+from tui.chat.turn import Leg
 from tui.widgets.chat.message import ChatMessage
 from tui.widgets.style import BOLD, INK, ink, redraw_on_theme_change
 
+
 class Feed:
-    """A turn's progress, from the thread that runs it (tui/chat/session.Feed), posted as messages to the pane and
-    its answer widgets."""
+    """A turn's progress, from the thread that runs it (tui/chat/turn.Feed), posted as messages to the pane and its
+    answer widgets."""
 
     def __init__(self, pane: ChatPane) -> None:
         self.pane = pane
