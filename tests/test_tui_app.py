@@ -339,3 +339,51 @@ def test_launch_form_preview_and_dataset_check(home, tmp_path):
             await pilot.press("escape")
             assert not isinstance(app.screen, LaunchScreen)
     run(go())
+
+
+def test_a_read_of_the_run_is_never_doubled_not_even_across_a_switch_of_run(home, tmp_path, swift_fixtures,
+                                                                            monkeypatch):
+    """One reader per RunWatch at a time: a tick while the run's read still goes on is skipped. After a switch of
+    run the old run's read is dropped, and it ending does not let a second read of the new run start beside the
+    first. (Each read is held at a gate so that the order is the test's, not the scheduler's.)"""
+    import threading
+    from collections import Counter
+
+    import tui.app
+    from tui.model import RunWatch
+
+    first = make_run(swift_fixtures, tmp_path / "a", "finished")
+    second = make_run(swift_fixtures, tmp_path / "b", "failed")
+    gates = {first.id: threading.Event(), second.id: threading.Event()}
+    reading, reads = Counter(), Counter()
+
+    class GatedWatch(RunWatch):
+        def poll(self):
+            key = self.source.key
+            reading[key] += 1
+            reads[key] += 1
+            try:
+                assert gates[key].wait(30)
+                return super().poll()
+            finally:
+                reading[key] -= 1
+
+    monkeypatch.setattr(tui.app, "RunWatch", GatedWatch)
+    polls = lambda app: [w for w in app.workers if w.group == "poll" and not w.is_finished]  # noqa: E731
+
+    async def go():
+        app = app_for(first, poll_s=3600, gpu_s=3600, check_leftovers=False)
+        async with app.run_test(size=(120, 40)) as pilot:
+            assert await until(pilot, lambda: reading[first.id] == 1)
+            app._tick()  # the interval's tick while the first read goes on: skipped
+            assert len(polls(app)) == 1 and reads[first.id] == 1
+            app.attach(RunSource.of_record(second))
+            assert await until(pilot, lambda: reading[second.id] == 1)
+            gates[first.id].set()  # the old run's read ends; what it read is not shown
+            assert await until(pilot, lambda: reading[first.id] == 0 and len(polls(app)) == 1)
+            app._tick()  # the second run's read still goes on: skipped
+            assert len(polls(app)) == 1 and reads[second.id] == 1
+            gates[second.id].set()
+            assert await until(pilot, lambda: "failed" in app.query_one(RunHeader).render_info().plain)
+            assert app.query_one(FailureCard).display and reads == {first.id: 1, second.id: 1}
+    run(go())

@@ -237,6 +237,35 @@ def test_pane_streams_keeps_history_per_side_and_saves_transcripts(home, tmp_pat
     run(go())
 
 
+def test_the_base_models_transcript_goes_next_to_the_run_shown(home, tmp_path, swift_fixtures):
+    """Two runs of the same base model: chatting with the base writes next to the run shown, also after a switch
+    of run (the path used to be remembered from the first run)."""
+    first = make_run(swift_fixtures, tmp_path / "a", "finished")
+    second = make_run(swift_fixtures, tmp_path / "b", "running")
+
+    async def ask_the_base(pilot, answered: int) -> None:
+        pane = pilot.app.query_one(ChatPane)
+        assert await until(pilot, lambda: "base model" in text_of(pilot.app.query_one("#chat-target")))
+        pilot.app.query_one("#chat-input").focus()
+        pilot.app.query_one("#chat-input").value = "你是谁?"
+        await pilot.press("enter")
+        assert await turn_over(pilot, pane, answered)
+
+    async def go():
+        app = app_for(first)
+        async with app.run_test(size=(160, 48)) as pilot:
+            await loaded(pilot)
+            app.chat.worker = ReplayBackend()
+            await ask_the_base(pilot, 1)
+            app.attach(RunSource.of_record(second))
+            await settled(pilot)
+            await ask_the_base(pilot, 2)
+    run(go())
+    for rec in (first, second):
+        (saved,) = (paths.runs_dir() / rec.id / "chat").glob("base-*.jsonl")
+        assert [r["role"] for r in transcript.read(saved)] == ["user", "assistant"], rec.id
+
+
 def test_settings_screen_target_picker_and_refusals(home, tmp_path, swift_fixtures):
     rec = make_run(swift_fixtures, tmp_path, "finished")
 

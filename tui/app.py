@@ -46,6 +46,7 @@ from tui.widgets.failure import FailureCard
 from tui.widgets.header import RunHeader
 from tui.widgets.log import LogPane, LogView
 from tui.widgets.loss import LossPane
+from tui.workers import at_work
 
 VIEWS = (("train", "Loss + Log"), ("gpu", "GPU"), ("checkpoints", "Checkpoints"), ("chat", "Chat"))
 
@@ -213,13 +214,8 @@ class SwiftdeckApp(ChatJobs, App):
 
     # ------------------------------------------------------------ polling the run (worker thread)
 
-    def _at_work(self, group: str) -> bool:
-        """A worker of `group` is still at work (and not cancelled)."""
-        return any(w.group == group and w.node is self and not (w.is_finished or w.is_cancelled)
-                   for w in self.workers)
-
     def _tick(self) -> None:
-        if not self._at_work("poll"):  # a slow read is not doubled: this tick is skipped
+        if not at_work(self, "poll"):  # a slow read is not doubled: this tick is skipped
             self._poll(self.watch)
 
     @work(thread=True, group="poll")
@@ -264,7 +260,7 @@ class SwiftdeckApp(ChatJobs, App):
     # ------------------------------------------------------------ GPU (worker thread)
 
     def _gpu_tick(self) -> None:
-        if not self._at_work("gpu"):
+        if not at_work(self, "gpu"):
             self._sample()
 
     @work(thread=True, group="gpu")
