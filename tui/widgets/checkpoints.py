@@ -11,6 +11,7 @@ from textual.widgets import Static, Tree
 
 from tui.actions import fmt_bytes
 from tui.model import fmt_num
+from tui.widgets.policy import ActionPolicy
 from tui.widgets.style import BOLD, INK, ink, redraw_on_theme_change
 
 
@@ -18,7 +19,7 @@ class CheckpointTree(Tree):
     """Tree of run folders and their checkpoints (Enter on a checkpoint picks it for chat)."""
 
 
-class CheckpointsPane(Vertical):
+class CheckpointsPane(ActionPolicy, Vertical):
     BINDINGS = [
         Binding("c", "choose", "Chat with"),
         Binding("R", "resume", "Resume"),
@@ -49,10 +50,9 @@ class CheckpointsPane(Vertical):
             super().__init__()
             self.checkpoint = checkpoint
 
-    def __init__(self, *, refused: frozenset[str] = frozenset(), **kwargs):
+    def __init__(self, **kwargs):
         super().__init__(**kwargs)
         self.border_title = "Checkpoints"
-        self.refused = refused  # actions the app turns off (--readonly)
         self.folders: list = []
         self.chosen: str | None = None
 
@@ -167,9 +167,6 @@ class CheckpointsPane(Vertical):
         event.stop()
         if hasattr(event.node.data, "resumable"):
             self.action_choose()
-
-    def check_action(self, action: str, parameters) -> bool | None:
-        return action not in self.refused  # the app's --readonly policy hides resume/delete/...
 
     def action_choose(self) -> None:
         c = self.current()

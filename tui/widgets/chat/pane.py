@@ -26,6 +26,7 @@ from tui.chat.settings import ChatSettings
 from tui.chat.target import ChatTarget, TargetError, for_base, for_checkpoint
 from tui.chat.turn import Leg
 from tui.widgets.chat.message import ChatMessage
+from tui.widgets.policy import ActionPolicy
 from tui.widgets.style import BOLD, INK, ink, redraw_on_theme_change
 
 
@@ -52,7 +53,7 @@ class Feed:
         self.pane.notify(text, severity="warning", timeout=10)
 
 
-class ChatPane(Vertical):
+class ChatPane(ActionPolicy, Vertical):
     ALLOW_MAXIMIZE = True
     BINDINGS = [
         Binding("escape", "cancel", "Cancel answer"),
@@ -135,10 +136,9 @@ class ChatPane(Vertical):
             super().__init__()
             self.legs = legs
 
-    def __init__(self, *, refused: frozenset[str] = frozenset(), **kwargs):
+    def __init__(self, **kwargs):
         super().__init__(**kwargs)
         self.border_title = "Chat"
-        self.refused = refused  # actions the app turns off (--readonly)
         self.record = None  # the registry record of the run shown (data down)
         self.folders: list = []  # its run folders (engine.checkpoints.RunFolder), as the browser shows them
         self.checkpoint = None  # engine.checkpoints.CheckpointInfo picked for chat
@@ -413,9 +413,6 @@ class ChatPane(Vertical):
         self._show_status()
 
     # ------------------------------------------------------------ keys
-
-    def check_action(self, action: str, parameters) -> bool | None:
-        return action not in self.refused  # the app's --readonly policy hides deploy
 
     def action_cancel(self) -> None:
         if self.turn is not None:
