@@ -339,16 +339,6 @@ class ChatPane(ActionPolicy, Vertical):
         if self._loading is not None:
             self._show_status()
 
-    async def show_records(self, records: list[dict]) -> None:
-        """Show recorded transcript records (as the transcript file holds them) in the log."""
-        log = self.query_one("#chat-log")
-        for rec in records:
-            if rec.get("role") == "user":
-                await log.mount(ChatMessage("user", "you", rec.get("content", "")))
-            elif rec.get("role") == "assistant":
-                await log.mount(ChatMessage("assistant", rec.get("target", "assistant"), rec.get("content", ""),
-                                            info=rec))
-
     # ------------------------------------------------------------ a turn
 
     @on(Input.Submitted, "#chat-input")
