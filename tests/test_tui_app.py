@@ -195,7 +195,7 @@ def test_checkpoint_actions_ask_first(home, tmp_path, swift_fixtures):
         async with app.run_test(size=(160, 48)) as pilot:
             await settled(pilot)
             app.query_one(CheckpointTree).focus()
-            await pilot.pause()
+            assert await until(pilot, lambda: app.focused is app.query_one(CheckpointTree))
             await pilot.press("up")  # checkpoint-20
             assert app.query_one(CheckpointsPane).current().name == "checkpoint-20"
             await pilot.press("O")

@@ -73,6 +73,11 @@ def failed_record(where: Path, log: Path | None, *, exit_code: int | None, argv:
     return rec
 
 
+def said(app) -> str:
+    """The newest notification's text ("" before the first)."""
+    return str(list(app._notifications)[-1].message) if app._notifications else ""
+
+
 def card_lines(card: FailureCard) -> list[str]:
     return text_of(card).splitlines()
 
@@ -309,15 +314,14 @@ def test_relaunch_screen_applies_a_remedy_to_the_checked_command(home, tmp_path,
 
             field = screen.query_one("#relaunch-flags")
             field.value = "--lora_rank"
-            await pilot.pause()
-            assert "--lora_rank needs one plain value" in text_of(changes)
+            assert await until(pilot, lambda: "--lora_rank needs one plain value" in text_of(changes))
             await pilot.press("ctrl+l")
-            await pilot.pause()
+            assert await until(pilot, lambda: "the flags are not valid" in said(app))
             assert isinstance(app.screen, RelaunchScreen)  # refused: nothing started
             field.value = "--no_such_flag 3"
             assert await until(pilot, lambda: "problem:" in text_of(command))
             await pilot.press("ctrl+l")
-            await pilot.pause()
+            assert await until(pilot, lambda: "not relaunched" in said(app))
             assert isinstance(app.screen, RelaunchScreen)
             assert [r.id for r in runs.all_runs()] == [rec.id]
             await pilot.press("escape")
@@ -335,16 +339,14 @@ def test_relaunch_is_refused_for_runs_that_did_not_fail(home, tmp_path, swift_fi
         async with app.run_test(size=(120, 36)) as pilot:
             await settled(pilot)
             await pilot.press("r")
-            await pilot.pause()
+            assert await until(pilot, lambda: "not failed: nothing to relaunch" in said(app))
             assert not isinstance(app.screen, RelaunchScreen)
-            assert "not failed: nothing to relaunch" in str(list(app._notifications)[-1].message)
             app.attach(RunSource(console_log=log))
             card = app.query_one(FailureCard)
             assert await until(pilot, lambda: card.state is not None and card.state.key == str(log))
             await pilot.press("r")
-            await pilot.pause()
+            assert await until(pilot, lambda: "not started by swiftdeck" in said(app))
             assert not isinstance(app.screen, RelaunchScreen)
-            assert "not started by swiftdeck" in str(list(app._notifications)[-1].message)
     run(go())
 
 
@@ -382,7 +384,7 @@ def test_leftovers_after_a_sigkilled_swiftdeck_are_offered_on_start_and_stopped(
             await pilot.press("space")  # unselect: nothing to stop
             assert table.get_row_at(0)[0] == ""
             await pilot.press("y")
-            await pilot.pause()
+            assert await until(pilot, lambda: "nothing selected" in said(app))
             assert child.is_running()
             await pilot.press("space")
             await pilot.press("y")
@@ -447,14 +449,14 @@ def test_launch_form_runs_the_dataset_check_before_launching(home, tmp_path, dem
             assert isinstance(app.screen, LaunchScreen) and runs.all_runs() == []
 
             screen.query_one("#f-dataset", Input).value = str(tmp_path / "missing.jsonl")
-            await pilot.pause()
+            assert await until(pilot, lambda: not text_of(check))  # the form took the change: no verdict yet
             await pilot.press("ctrl+l")
             assert await until(pilot, lambda: f"not launched: ✖ {tmp_path / 'missing.jsonl'} does not exist"
                                in text_of(check))
             assert runs.all_runs() == []
 
             screen.query_one("#f-dataset", Input).value = str(duplicated)
-            await pilot.pause()
+            assert await until(pilot, lambda: not text_of(check))
             await pilot.press("ctrl+k")  # Check: the warning is shown, the arguments pass, nothing blocks
             assert await until(pilot, lambda: "✔ arguments OK" in text_of(check)), text_of(check)
             assert "row 51 (line 1): exact duplicate of row 1" in text_of(data)

@@ -90,7 +90,7 @@ def test_launch_form_starts_a_real_run_and_stop_asks_first(demo_home, demo_asset
             assert await until(pilot, lambda: len(app.query_one(LossPane).loss) >= 2, 240)
             await pilot.press("S")
             assert await until(pilot, lambda: app.screen.query("#dialog-body"), 10)
-            assert "Graceful stop" in text_of(app.screen.query_one("#dialog-body"))
+            assert "saves a checkpoint at the next step" in text_of(app.screen.query_one("#dialog-body"))  # graceful
             await pilot.press("y")
             assert await until(pilot, lambda: not runs.load(rec.id).active, 180)
             return rec

@@ -121,11 +121,6 @@ def text_of(widget) -> str:
     return str(widget.render())
 
 
-def header_text(app) -> str:
-    from tui.widgets.header import RunHeader
-
-    return text_of(app.query_one(RunHeader))
-
 
 def fixed_clock() -> float:
     return FIXED_START + 42.0
