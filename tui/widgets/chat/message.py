@@ -93,7 +93,7 @@ class ChatMessage(Vertical):
         self.post_message(self.Shown())
 
     def action_copy(self) -> None:
-        self.app.copy_to_clipboard(self.text)
+        self.app.copy_to_clipboard(self.text)  # the app's clipboard service, as Textual's own Input uses it
         self.notify(f"copied {len(self.text)} characters of {self.who}")
 
     def on_click(self) -> None:
