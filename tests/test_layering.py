@@ -1,4 +1,5 @@
-"""engine/ never imports the UI (import-linter contract in pyproject.toml), checked for real."""
+"""engine/ never imports the UI, and the dashboard's widgets start no process (import-linter contracts in
+pyproject.toml), checked for real."""
 import subprocess
 import sys
 from pathlib import Path
@@ -12,3 +13,4 @@ def test_import_linter_contract_holds():
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "engine never imports the UI KEPT" in proc.stdout
     assert "panes and screens start and stop processes only through engine.ops KEPT" in proc.stdout
+    assert "widgets start and stop no process KEPT" in proc.stdout  # the chat worker, deploy, merge, stop: the app's

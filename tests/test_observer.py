@@ -20,7 +20,8 @@ from engine import deploy, diagnose, runs, supervisor
 from engine.events import CheckpointSaved, ConsoleAppended, Failed, Metrics, RunDirFound
 from engine.ingest import ConsoleTail, LineSplitter
 from engine.observer import HEAD, TAIL, RunObserver
-from test_tui_failure import app_for, argv_of, failed_record, sidecar, until
+from test_tui_failure import app_for, argv_of, failed_record, sidecar
+from test_tui_support import settled
 from tui.logstore import LogStore, collapse
 from tui.model import RunSource, RunWatch
 from tui.widgets.failure import FailureCard
@@ -278,9 +279,7 @@ def test_dashboard_reads_the_console_once_for_the_log_pane_and_the_failure_card(
         with Opens(rec.console_log) as opens:
             async with app.run_test(size=(120, 40)) as pilot:
                 card = app.query_one(FailureCard)
-                assert await until(pilot, lambda: app.polls == 1 and card.state is not None)
-                for _ in range(3):
-                    await pilot.pause()
+                await settled(pilot)  # the one poll (the next is an hour away) is shown
                 assert card.state.diagnosis["kind"] == "disk_full"
                 assert "· disk_full: " in str(card.render())
                 store = app.query_one(LogPane).store

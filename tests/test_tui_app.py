@@ -11,7 +11,7 @@ import pytest
 
 from engine import runs
 from engine.gpu import GpuSampler
-from test_tui_support import fixed_clock, make_run
+from test_tui_support import fixed_clock, make_run, settled, text_of, until
 from tui import settings
 from tui.app import SwiftdeckApp
 from tui.model import RunSource
@@ -26,20 +26,6 @@ from tui.widgets.loss import Chart, LossPane
 
 def run(coro):
     return asyncio.run(coro)
-
-
-async def loaded(pilot, polls: int = 1) -> None:
-    app = pilot.app
-    for _ in range(400):
-        if app.polls >= polls and app.gpu_samples:
-            break
-        await pilot.pause(0.05)
-    for _ in range(3):
-        await pilot.pause()
-
-
-def text_of(widget) -> str:
-    return str(widget.render())
 
 
 def app_for(rec, **kw) -> SwiftdeckApp:
@@ -58,7 +44,7 @@ def test_header_loss_and_checkpoints_of_a_finished_run(home, tmp_path, swift_fix
     async def go():
         app = app_for(rec)
         async with app.run_test(size=(160, 48)) as pilot:
-            await loaded(pilot)
+            await settled(pilot)
             header = app.query_one(RunHeader).render_info().plain
             assert "finished" in header and "24/24" in header
             assert f"loss {losses[-1]['loss']:.4g}" in header
@@ -81,8 +67,7 @@ def test_header_loss_and_checkpoints_of_a_finished_run(home, tmp_path, swift_fix
             assert last.is_last and last.lora_rank == 8
             tree = app.query_one(CheckpointTree)
             tree.focus()
-            await pilot.pause()
-            assert pane.current() is last  # the cursor starts on the newest checkpoint
+            assert await until(pilot, lambda: pane.current() is last)  # the cursor starts on the newest checkpoint
             assert "r=8 alpha=32" in text_of(app.query_one("#ckpt-detail"))
             await pilot.press("up", "enter")
             chat = app.query_one(ChatPane)
@@ -99,7 +84,7 @@ def test_chat_shows_the_base_model_until_a_checkpoint_is_picked(home, tmp_path, 
     async def go():
         app = app_for(rec)
         async with app.run_test(size=(160, 48)) as pilot:
-            await loaded(pilot)
+            await settled(pilot)
             chat = app.query_one(ChatPane)
             assert chat.checkpoint is None and chat.target == "/tmp/tiny"
             assert "base model /tmp/tiny" in text_of(app.query_one("#chat-target"))
@@ -115,7 +100,7 @@ def test_log_pane_filter_follow_and_new_lines(home, tmp_path, swift_fixtures):
     async def go():
         app = app_for(rec, poll_s=0.2)
         async with app.run_test(size=(120, 40)) as pilot:
-            await loaded(pilot)
+            await settled(pilot)
             pane, view = app.query_one(LogPane), app.query_one(LogView)
             assert pane.store.complete == console.count(b"\n")
             assert view.follow and view.scroll_y == view.max_scroll_y > 0
@@ -125,27 +110,23 @@ def test_log_pane_filter_follow_and_new_lines(home, tmp_path, swift_fixtures):
             assert not view.follow
             with open(rec.console_log, "ab") as fh:
                 fh.write(b"\n" + b"".join(f"appended {i}\n".encode() for i in range(5)))
-            polls = app.polls
-            await loaded(pilot, polls + 2)
+            assert await until(pilot, lambda: "6 new lines" in text_of(app.query_one("#log-status")))
             assert view.unseen == 6 and view.scroll_y == 0
-            assert "6 new lines" in text_of(app.query_one("#log-status"))
             await pilot.press("end")
             assert view.follow and view.scroll_y == view.max_scroll_y
             # text filter
             await pilot.press("slash")
             await pilot.press(*"Saving model checkpoint", "enter")
-            for _ in range(100):
-                await pilot.pause(0.05)
-                if view.view is not None and len(view.view):
-                    break
+            assert await until(pilot, lambda: view.view is not None and len(view.view))
             shown = [pane.store.line(i) for i in view.view]
             assert len(shown) == console.count(b"Saving model checkpoint") == 2
             assert all("Saving model checkpoint" in line for line in shown)
             assert "filter" in text_of(app.query_one("#log-status"))
             # lines arriving while filtered: only matches are added
+            total = pane.store.count
             with open(rec.console_log, "ab") as fh:
                 fh.write(b"[INFO:swift] Saving model checkpoint to /x/checkpoint-24\nunrelated\n")
-            await loaded(pilot, app.polls + 2)
+            assert await until(pilot, lambda: f"/{total + 2:,} lines" in text_of(app.query_one("#log-status")))
             assert len(view.view) == 3
     run(go())
 
@@ -158,7 +139,7 @@ def test_failed_run_card_and_traceback_jump(home, tmp_path, swift_fixtures):
     async def go():
         app = app_for(rec)
         async with app.run_test(size=(160, 48)) as pilot:
-            await loaded(pilot)
+            await settled(pilot)
             card = app.query_one(FailureCard)
             assert card.display
             body = text_of(card)
@@ -170,10 +151,7 @@ def test_failed_run_card_and_traceback_jump(home, tmp_path, swift_fixtures):
             assert app.query_one(LogPane).store.line(first_tb).startswith("Traceback")
             # level filter: errors only
             app.query_one(LogPane).set_filter(app.query_one(LogPane).filter.__class__(level="error"))
-            for _ in range(100):
-                await pilot.pause(0.05)
-                if view.view is not None and len(view.view):
-                    break
+            assert await until(pilot, lambda: view.view is not None and len(view.view))
             shown = [app.query_one(LogPane).store.line(i) for i in view.view]
             assert any(s.startswith("Traceback") for s in shown) and not any("[INFO:swift]" in s for s in shown)
             assert "no step was logged" in app.query_one("#loss-chart", Chart).empty_note
@@ -193,12 +171,9 @@ def test_no_gpu_pane_shows_cpu_and_ram_of_the_run_tree(home, tmp_path, swift_fix
         async def go():
             app = app_for(rec, gpu_s=0.2)
             async with app.run_test(size=(160, 48)) as pilot:
-                await loaded(pilot)
-                for _ in range(100):
-                    await pilot.pause(0.05)
-                    if app.gpu_samples >= 2:
-                        break
-                body = text_of(app.query_one(GpuPane).query_one("#gpu-body"))
+                body = app.query_one(GpuPane).query_one("#gpu-body")
+                assert await until(pilot, lambda: "This run's processes: 1" in text_of(body)), text_of(body)
+                body = text_of(body)
                 assert "No NVIDIA GPU (NVML not available)" in body
                 assert "This run's processes: 1" in body and "CPU" in body and "RAM" in body
                 assert "MB" in body  # ~30 MB resident
@@ -214,40 +189,35 @@ def test_checkpoint_actions_ask_first(home, tmp_path, swift_fixtures):
     ckpt20 = next(p for p in tmp_path.rglob("checkpoint-20"))
 
     async def go():
+        from tui.screens.confirm import ConfirmScreen
+
         app = app_for(rec, poll_s=0.2)
         async with app.run_test(size=(160, 48)) as pilot:
-            await loaded(pilot)
+            await settled(pilot)
             app.query_one(CheckpointTree).focus()
-            await pilot.pause()
+            assert await until(pilot, lambda: app.focused is app.query_one(CheckpointTree))
             await pilot.press("up")  # checkpoint-20
             assert app.query_one(CheckpointsPane).current().name == "checkpoint-20"
             await pilot.press("O")
-            await pilot.pause()
+            assert await until(pilot, lambda: isinstance(app.screen, ConfirmScreen))
             assert "rng_state.pth" in text_of(app.screen.query_one("#dialog-body"))
             await pilot.press("n")  # cancelled: nothing removed
             assert (ckpt20 / "rng_state.pth").exists()
             await pilot.press("O")
-            await pilot.pause()
+            assert await until(pilot, lambda: isinstance(app.screen, ConfirmScreen))
             await pilot.press("y")
-            for _ in range(100):
-                await pilot.pause(0.05)
-                if not (ckpt20 / "rng_state.pth").exists():
-                    break
+            await settled(pilot)
             assert not (ckpt20 / "rng_state.pth").exists() and (ckpt20 / "adapter_config.json").exists()
             await pilot.press("R")  # the recording has no optimizer state: refused with a reason
-            await pilot.pause()
-            assert not isinstance(app.screen, type(None)) and app.screen is app.screen_stack[0]
-            assert any("not resumable" in n.message for n in app._notifications)
+            assert await until(pilot, lambda: any("not resumable" in n.message for n in app._notifications))
+            assert app.screen is app.screen_stack[0]
             await pilot.press("D")
-            await pilot.pause()
+            assert await until(pilot, lambda: isinstance(app.screen, ConfirmScreen))
             assert "cannot be undone" in text_of(app.screen.query_one("#dialog-body"))
             await pilot.press("y")
-            for _ in range(100):
-                await pilot.pause(0.05)
-                names = [c.name for f in app.query_one(CheckpointsPane).folders for c in f.checkpoints]
-                if names == ["checkpoint-24"]:
-                    break
-            assert not ckpt20.exists() and names == ["checkpoint-24"]
+            names = lambda: [c.name for f in app.query_one(CheckpointsPane).folders for c in f.checkpoints]  # noqa: E731
+            assert await until(pilot, lambda: names() == ["checkpoint-24"])
+            assert not ckpt20.exists()
     run(go())
 
 
@@ -261,23 +231,18 @@ def test_run_switcher_lists_every_run_and_opens_one(home, tmp_path, swift_fixtur
 
         app = app_for(finished, output_dir=tmp_path / "a" / "output-finished")
         async with app.run_test(size=(160, 48)) as pilot:
-            await loaded(pilot)
+            await settled(pilot)
             await pilot.press("w")
-            table = None
-            for _ in range(200):
-                await pilot.pause(0.05)
-                table = app.screen.query_one(DataTable) if app.screen.query(DataTable) else None
-                if table is not None and table.row_count:
-                    break
+            assert await until(pilot, lambda: app.screen.query(DataTable) and app.screen.query_one(DataTable).row_count)
+            table = app.screen.query_one(DataTable)
             rows = [table.get_row_at(i) for i in range(table.row_count)]
             assert [r[0] for r in rows] == [f"failed {failed.id}", f"finished {finished.id}"]
             assert rows[0][1] == "failed" and rows[1][1] == "finished"
             assert rows[1][2] == "24/24" and rows[1][3] != "-"
             assert table.cursor_row == 1  # the run shown
             await pilot.press("up", "enter")
-            await loaded(pilot, app.polls + 1)
+            assert await until(pilot, lambda: app.query_one(FailureCard).display)
             assert app.watch.source.key == failed.id
-            assert app.query_one(FailureCard).display
     run(go())
 
 
@@ -289,10 +254,9 @@ def test_help_lists_every_key_and_quit_says_the_run_goes_on(home, tmp_path, swif
 
         app = app_for(rec)
         async with app.run_test(size=(120, 40)) as pilot:
-            await loaded(pilot)
+            await settled(pilot)
             await pilot.press("question_mark")
-            await pilot.pause()
-            assert isinstance(app.screen, HelpScreen)
+            assert await until(pilot, lambda: isinstance(app.screen, HelpScreen))
             described = {desc for _, _, desc in __import__("tui.screens.help", fromlist=["key_rows"])
                          .key_rows(app.screen.sections)}
             for binding in [*SwiftdeckApp.BINDINGS, *LogPane.BINDINGS, *LogView.BINDINGS,
@@ -314,14 +278,13 @@ def test_theme_flag_palette_choice_is_remembered(home, tmp_path, swift_fixtures)
     async def go():
         app = SwiftdeckApp(RunSource.of_record(rec), theme="swiftdeck-contrast")
         async with app.run_test(size=(80, 24)) as pilot:
-            await loaded(pilot)
+            await settled(pilot)
             assert app.theme == "swiftdeck-contrast"
             app.theme = "swiftdeck-light"  # what the palette's theme command does
-            await pilot.pause()
-        assert settings.load()["theme"] == "swiftdeck-light"
+            assert await until(pilot, lambda: settings.load().get("theme") == "swiftdeck-light")
         again = SwiftdeckApp(RunSource.of_record(rec))
         async with again.run_test(size=(80, 24)) as pilot:
-            await loaded(pilot)
+            await settled(pilot)
             assert again.theme == "swiftdeck-light"
     run(go())
 
@@ -332,7 +295,7 @@ def test_narrow_screen_switches_views(home, tmp_path, swift_fixtures):
     async def go():
         app = app_for(rec)
         async with app.run_test(size=(80, 24)) as pilot:
-            await loaded(pilot)
+            await settled(pilot)
             shown = lambda: {w.id for w in app.query(".pane") if w.display and w.parent.display}  # noqa: E731
             assert shown() == {"loss", "log"}
             await pilot.press("3")
@@ -342,8 +305,7 @@ def test_narrow_screen_switches_views(home, tmp_path, swift_fixtures):
             await pilot.press("1")
             assert shown() == {"loss", "log"}
             await pilot.resize_terminal(160, 48)
-            await pilot.pause()
-            assert shown() == {"loss", "log", "gpu", "checkpoints", "chat"}
+            assert await until(pilot, lambda: shown() == {"loss", "log", "gpu", "checkpoints", "chat"})
     run(go())
 
 
@@ -358,31 +320,70 @@ def test_launch_form_preview_and_dataset_check(home, tmp_path):
 
         app = SwiftdeckApp(None, remember_theme=False)
         async with app.run_test(size=(120, 48)) as pilot:
-            await loaded(pilot)
+            await settled(pilot)
             assert "no run" in app.query_one(RunHeader).render_info().plain
             await pilot.press("n")
-            await pilot.pause()
+            assert await until(pilot, lambda: isinstance(app.screen, LaunchScreen))
             screen = app.screen
-            assert isinstance(screen, LaunchScreen)
             screen.query_one("#f-model", Input).value = "/models/Qwen2.5-7B-Instruct"
             screen.query_one("#f-dataset", Input).value = str(data)
-            for _ in range(100):
-                await pilot.pause(0.05)
-                if "rows" in text_of(screen.query_one("#dataset-check")):
-                    break
+            assert await until(pilot, lambda: "rows" in text_of(screen.query_one("#dataset-check")))
             assert "3 rows" in text_of(screen.query_one("#dataset-check"))
             command = text_of(screen.query_one("#launch-command"))
             assert "swift sft --model /models/Qwen2.5-7B-Instruct" in command
             assert "--lora_rank 8" in command and "--gradient_accumulation_steps 16" in command
             screen.query_one("#f-dataset", Input).value = str(tmp_path / "missing.json")
-            for _ in range(100):
-                await pilot.pause(0.05)
-                if "does not exist" in text_of(screen.query_one("#dataset-check")):
-                    break
-            assert "does not exist" in text_of(screen.query_one("#dataset-check"))
+            assert await until(pilot, lambda: "does not exist" in text_of(screen.query_one("#dataset-check")))
             screen.query_one("#f-epochs", Input).value = "many"
-            await pilot.pause()
-            assert "epochs must be a number" in text_of(screen.query_one("#launch-command"))
+            assert await until(pilot, lambda: "epochs must be a number" in text_of(screen.query_one("#launch-command")))
             await pilot.press("escape")
             assert not isinstance(app.screen, LaunchScreen)
+    run(go())
+
+
+def test_a_read_of_the_run_is_never_doubled_not_even_across_a_switch_of_run(home, tmp_path, swift_fixtures,
+                                                                            monkeypatch):
+    """One reader per RunWatch at a time: a tick while the run's read still goes on is skipped. After a switch of
+    run the old run's read is dropped, and it ending does not let a second read of the new run start beside the
+    first. (Each read is held at a gate so that the order is the test's, not the scheduler's.)"""
+    import threading
+    from collections import Counter
+
+    import tui.app
+    from tui.model import RunWatch
+
+    first = make_run(swift_fixtures, tmp_path / "a", "finished")
+    second = make_run(swift_fixtures, tmp_path / "b", "failed")
+    gates = {first.id: threading.Event(), second.id: threading.Event()}
+    reading, reads = Counter(), Counter()
+
+    class GatedWatch(RunWatch):
+        def poll(self):
+            key = self.source.key
+            reading[key] += 1
+            reads[key] += 1
+            try:
+                assert gates[key].wait(30)
+                return super().poll()
+            finally:
+                reading[key] -= 1
+
+    monkeypatch.setattr(tui.app, "RunWatch", GatedWatch)
+    polls = lambda app: [w for w in app.workers if w.group == "poll" and not w.is_finished]  # noqa: E731
+
+    async def go():
+        app = app_for(first, poll_s=3600, gpu_s=3600, check_leftovers=False)
+        async with app.run_test(size=(120, 40)) as pilot:
+            assert await until(pilot, lambda: reading[first.id] == 1)
+            app._tick()  # the interval's tick while the first read goes on: skipped
+            assert len(polls(app)) == 1 and reads[first.id] == 1
+            app.attach(RunSource.of_record(second))
+            assert await until(pilot, lambda: reading[second.id] == 1)
+            gates[first.id].set()  # the old run's read ends; what it read is not shown
+            assert await until(pilot, lambda: reading[first.id] == 0 and len(polls(app)) == 1)
+            app._tick()  # the second run's read still goes on: skipped
+            assert len(polls(app)) == 1 and reads[second.id] == 1
+            gates[second.id].set()
+            assert await until(pilot, lambda: "failed" in app.query_one(RunHeader).render_info().plain)
+            assert app.query_one(FailureCard).display and reads == {first.id: 1, second.id: 1}
     run(go())

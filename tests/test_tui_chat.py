@@ -16,10 +16,11 @@ import pytest
 
 from engine import paths, runs
 from test_tui_snapshots import SnapshotsDir
-from test_tui_support import fixed_clock, make_run
+from test_tui_support import fixed_clock, make_run, settled, text_of, until
 from tui.app import SwiftdeckApp
 from tui.chat import transcript
-from tui.chat.backend import ChatSettings, Reply
+from tui.chat.backend import Reply
+from tui.chat.settings import ChatSettings
 from tui.chat.target import for_base, for_checkpoint
 from tui.model import RunSource
 from tui.widgets.chat import ChatMessage, ChatPane
@@ -67,21 +68,26 @@ def app_for(rec, **kw) -> SwiftdeckApp:
 
 
 async def loaded(pilot) -> None:
-    app = pilot.app
-    for _ in range(400):
-        if app.polls and app.gpu_samples and app.query_one(CheckpointsPane).folders:
-            break
-        await pilot.pause(0.05)
-    for _ in range(3):
-        await pilot.pause()
+    """The dashboard shows its run: the first poll and GPU reading are applied, the browser lists the checkpoints."""
+    await settled(pilot)
+    assert await until(pilot, lambda: pilot.app.query_one(CheckpointsPane).current() is not None)
 
 
-async def until(pilot, predicate, timeout: float = 30.0) -> None:
-    for _ in range(int(timeout / 0.05)):
-        if predicate():
-            return
-        await pilot.pause(0.05)
-    assert predicate()
+def answers(pane: ChatPane) -> list[ChatMessage]:
+    return [m for m in pane.query(ChatMessage) if m.role == "assistant"]
+
+
+async def turn_over(pilot, pane: ChatPane, answered: int, timeout: float = 30.0) -> bool:
+    """The pane says the turn is over (it takes the next message) with `answered` answers in its log."""
+    return await until(pilot, lambda: pane.turn is None and len(answers(pane)) == answered, timeout)
+
+
+class Pieces(list):
+    """The answer pieces the dashboard handled (a run_test message hook): each one a Markdown stream write."""
+
+    def __call__(self, message) -> None:
+        if isinstance(message, ChatMessage.Piece):
+            self.append(message.text)
 
 
 # ---------------------------------------------------------------- no UI
@@ -172,40 +178,42 @@ def test_pane_streams_keeps_history_per_side_and_saves_transcripts(home, tmp_pat
 
     async def go():
         app = app_for(rec)
-        async with app.run_test(size=(160, 48)) as pilot:
+        pieces = Pieces()
+        async with app.run_test(size=(160, 48), message_hook=pieces) as pilot:
             await loaded(pilot)
             pane = app.query_one(ChatPane)
-            replay = pane.worker = ReplayBackend()
+            replay = app.chat.worker = ReplayBackend()
             app.query_one(CheckpointTree).focus()
             await pilot.press("enter")  # the cursor starts on the newest checkpoint
             assert pane.checkpoint.name == "checkpoint-24"
-            assert app.focused.id == "chat-input"  # Enter on a checkpoint: chat with it
+            assert await until(pilot, lambda: app.focused.id == "chat-input")  # Enter on a checkpoint: chat with it
             app.focused.value = "你是谁?"
             await pilot.press("enter")
-            await until(pilot, lambda: pane.turns == 1)
-            answer = [m for m in pane.query(ChatMessage) if m.role == "assistant"][-1]
-            assert answer.text == "我是一个由 CSDN 迪菲赫尔曼 开发和维护的大语言模型。" and answer.pieces == 5
+            assert await turn_over(pilot, pane, 1)
+            answer = answers(pane)[-1]
+            assert answer.text == "我是一个由 CSDN 迪菲赫尔曼 开发和维护的大语言模型。"
+            assert len(pieces) == 5 and "".join(pieces) == answer.text  # five stream writes
             assert answer.query_one("Markdown").source == answer.text  # streamed into the Markdown widget
-            assert "6 tokens" in str(answer.query_one(".msg-head").render())
+            assert "6 tokens" in text_of(answer.query_one(".msg-head"))
             assert app.focused.value == ""
 
             app.focused.value = "你能联网吗?"
             await pilot.press("enter")
-            await until(pilot, lambda: pane.turns == 2)
+            assert await turn_over(pilot, pane, 2)
             sent = replay.asked[-1][1]
             assert [m["content"] for m in sent] == ["你是谁?", "我是一个由 CSDN 迪菲赫尔曼 开发和维护的大语言模型。",
                                                      "你能联网吗?"]  # history is sent with the new message
 
             await pilot.press("ctrl+b")  # A/B: base vs checkpoint-24, histories start over
-            assert "A/B base" in str(app.query_one("#chat-target").render())
+            assert "A/B base" in text_of(app.query_one("#chat-target"))
             app.focused.value = "你是谁?"
             await pilot.press("enter")
-            await until(pilot, lambda: pane.turns == 3)
-            a, b = pane.last_legs
-            assert (a.side, b.side, b.target.label) == ("A", "B", "checkpoint-24")
-            assert a.target.label.startswith("base ") and a.text != b.text and "CSDN 迪菲赫尔曼" in b.text
-            assert [len(leg.messages) for leg in pane.last_legs] == [1, 1]
-            assert a.info["finish_reason"] == "length"
+            assert await turn_over(pilot, pane, 4)
+            a, b = pane.query(".ab-row").last().query(ChatMessage)  # side by side
+            assert a.who.startswith("A: base ") and b.who == "B: checkpoint-24"
+            assert a.text != b.text and "CSDN 迪菲赫尔曼" in b.text
+            assert [len(messages) for _, messages in replay.asked[-2:]] == [1, 1]  # no history sent
+            assert a.info["finish_reason"] == "length" and "cut at max tokens" in text_of(a.query_one(".msg-head"))
 
             folder = paths.runs_dir() / rec.id / "chat"
             ckpt_log = transcript.read(folder / "checkpoint-24.jsonl")
@@ -218,14 +226,44 @@ def test_pane_streams_keeps_history_per_side_and_saves_transcripts(home, tmp_pat
             assert [r["role"] for r in base_log] == ["user", "assistant"] and base_log[1]["side"] == "A"
 
             await pilot.press("ctrl+s")
-            await until(pilot, lambda: (folder / "checkpoint-24.md").exists())
+            await settled(pilot)
             assert "CSDN 迪菲赫尔曼" in (folder / "checkpoint-24.md").read_text(encoding="utf-8")
             await pilot.press("ctrl+y")
             assert app.clipboard == b.text
             await pilot.press("ctrl+l")
+            await settled(pilot)
             assert not pane.query(ChatMessage) and not pane.histories
             assert transcript.read(folder / "checkpoint-24.jsonl")[-1]["role"] == "clear"
     run(go())
+
+
+def test_the_base_models_transcript_goes_next_to_the_run_shown(home, tmp_path, swift_fixtures):
+    """Two runs of the same base model: chatting with the base writes next to the run shown, also after a switch
+    of run (the path used to be remembered from the first run)."""
+    first = make_run(swift_fixtures, tmp_path / "a", "finished")
+    second = make_run(swift_fixtures, tmp_path / "b", "running")
+
+    async def ask_the_base(pilot, answered: int) -> None:
+        pane = pilot.app.query_one(ChatPane)
+        assert await until(pilot, lambda: "base model" in text_of(pilot.app.query_one("#chat-target")))
+        pilot.app.query_one("#chat-input").focus()
+        pilot.app.query_one("#chat-input").value = "你是谁?"
+        await pilot.press("enter")
+        assert await turn_over(pilot, pane, answered)
+
+    async def go():
+        app = app_for(first)
+        async with app.run_test(size=(160, 48)) as pilot:
+            await loaded(pilot)
+            app.chat.worker = ReplayBackend()
+            await ask_the_base(pilot, 1)
+            app.attach(RunSource.of_record(second))
+            await settled(pilot)
+            await ask_the_base(pilot, 2)
+    run(go())
+    for rec in (first, second):
+        (saved,) = (paths.runs_dir() / rec.id / "chat").glob("base-*.jsonl")
+        assert [r["role"] for r in transcript.read(saved)] == ["user", "assistant"], rec.id
 
 
 def test_settings_screen_target_picker_and_refusals(home, tmp_path, swift_fixtures):
@@ -239,36 +277,40 @@ def test_settings_screen_target_picker_and_refusals(home, tmp_path, swift_fixtur
         async with app.run_test(size=(160, 48)) as pilot:
             await loaded(pilot)
             pane = app.query_one(ChatPane)
-            pane.worker = ReplayBackend()
+            app.chat.worker = ReplayBackend()
             await pilot.press("4")
             await pilot.press("ctrl+t")
-            assert isinstance(app.screen, ChatSettingsScreen)
+            assert await until(pilot, lambda: isinstance(app.screen, ChatSettingsScreen))
             app.screen.query_one("#set-temperature").value = "hot"
             await pilot.press("enter")
-            assert "temperature: 'hot' is not a number" in str(app.screen.query_one("#chat-settings-error").render())
+            assert "temperature: 'hot' is not a number" in text_of(app.screen.query_one("#chat-settings-error"))
             app.screen.query_one("#set-temperature").value = "0.5"
             app.screen.query_one("#set-max-tokens").value = "4000"
             await pilot.press("enter")
+            assert await until(pilot, lambda: "temp 0.5 · max 4000" in text_of(app.query_one("#chat-status")))
             assert not isinstance(app.screen, ChatSettingsScreen)
             assert (pane.settings.temperature, pane.settings.max_new_tokens) == (0.5, 4000)
-            assert "temp 0.5 · max 4000" in str(app.query_one("#chat-status").render())
 
             # the base alone cannot be compared with itself
             await pilot.press("ctrl+b")
             assert any("two different targets" in n.message for n in app._notifications)
             await pilot.press("ctrl+b")
             await pilot.press("ctrl+o")
-            assert isinstance(app.screen, ChatTargetScreen)
+            assert await until(pilot, lambda: isinstance(app.screen, ChatTargetScreen))
             assert [getattr(c, "name", c) for c in app.screen.choices] == ["base", "checkpoint-20", "checkpoint-24"]
             await pilot.press("down", "enter")
+            assert await until(pilot, lambda: "adapter checkpoint-20" in text_of(app.query_one("#chat-target")))
             assert pane.checkpoint.name == "checkpoint-20"
             assert app.query_one(CheckpointsPane).chosen == str(pane.checkpoint.path)  # the browser mark follows
-            assert "adapter checkpoint-20" in str(app.query_one("#chat-target").render())
             await pilot.press("ctrl+b", "ctrl+o")
+            assert await until(pilot, lambda: isinstance(app.screen, ChatTargetScreen))
             await pilot.press("down", "down", "enter")  # side A: checkpoint-24
-            assert "A/B checkpoint-24 ⟷ checkpoint-20" in str(app.query_one("#chat-target").render())
-            await pilot.press("ctrl+b", "ctrl+o", "home", "enter")  # back to the base: the identity check refuses
-            assert pane.checkpoint is None and "base model" in str(app.query_one("#chat-target").render())
+            assert await until(pilot, lambda: "A/B checkpoint-24 ⟷ checkpoint-20" in text_of(app.query_one("#chat-target")))
+            await pilot.press("ctrl+b", "ctrl+o")
+            assert await until(pilot, lambda: isinstance(app.screen, ChatTargetScreen))
+            await pilot.press("home", "enter")  # back to the base: the identity check refuses
+            assert await until(pilot, lambda: "base model" in text_of(app.query_one("#chat-target")))
+            assert pane.checkpoint is None
             await pilot.press("ctrl+g")
             assert any("compares the base with a LoRA checkpoint" in n.message for n in app._notifications)
             await pilot.press("ctrl+z")
@@ -289,17 +331,17 @@ def test_merge_asks_first_and_refuses_a_merged_model(home, tmp_path, swift_fixtu
         async with app.run_test(size=(160, 48)) as pilot:
             await loaded(pilot)
             app.query_one(CheckpointTree).focus()
-            await pilot.pause()
             assert app.query_one(CheckpointsPane).current().name == "checkpoint-24-merged"
             assert "merged: full model" in str(app.query_one(CheckpointTree).cursor_node.label)
             await pilot.press("M")
-            assert any("not a LoRA adapter: nothing to merge" in n.message for n in app._notifications)
+            assert await until(pilot, lambda: any("not a LoRA adapter: nothing to merge" in n.message
+                                                  for n in app._notifications))
             await pilot.press("up", "M")  # checkpoint-24: its -merged folder exists already
+            assert await until(pilot, lambda: any("already exists" in n.message for n in app._notifications))
             assert not isinstance(app.screen, ConfirmScreen)
-            assert any("already exists" in n.message for n in app._notifications)
             await pilot.press("up", "M")  # checkpoint-20
-            assert isinstance(app.screen, ConfirmScreen)
-            assert "--merge_lora true" in str(app.screen.query_one("#dialog-body").render())
+            assert await until(pilot, lambda: isinstance(app.screen, ConfirmScreen))
+            assert "--merge_lora true" in text_of(app.screen.query_one("#dialog-body"))
             await pilot.press("n")
             assert not any(r.kind == "export" for r in runs.all_runs())
     run(go())
@@ -324,19 +366,18 @@ def test_chat_pane_snapshot(_snapshot_dir, snap_compare, home, tmp_path, swift_f
     async def before(pilot):
         await loaded(pilot)
         pane = app.query_one(ChatPane)
-        pane.worker = ReplayBackend()
+        app.chat.worker = ReplayBackend()
         app.query_one("#chat-input").cursor_blink = False  # a blinking cursor would make the snapshot flaky
         app.query_one(CheckpointTree).focus()
         await pilot.press("enter")  # narrow: the Chat view, its input focused
-        await until(pilot, lambda: app.focused is app.query_one("#chat-input"))
+        assert await until(pilot, lambda: app.focused is app.query_one("#chat-input"))
         await pilot.press("ctrl+z")
-        for turn, prompt in enumerate(("你是谁?", "你是谁?"), 1):
-            await pane.send(prompt)
-            await until(pilot, lambda: pane.turns == turn)
-            if turn == 1:
-                await pilot.press("ctrl+b")
+        await pane.send("你是谁?")
+        assert await turn_over(pilot, pane, 1)
+        await pilot.press("ctrl+b")
+        await pane.send("你是谁?")
+        assert await turn_over(pilot, pane, 3)
         app.clear_notifications()
-        for _ in range(5):
-            await pilot.pause()
+        await settled(pilot)
 
     assert snap_compare(app, terminal_size=(110, 36), run_before=before)

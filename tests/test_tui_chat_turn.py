@@ -6,7 +6,8 @@ from __future__ import annotations
 import asyncio
 import threading
 
-from test_tui_support import fixed_clock, make_run, until
+from test_tui_chat import Pieces, turn_over
+from test_tui_support import fixed_clock, make_run, text_of, until
 from tui.app import SwiftdeckApp
 from tui.chat.backend import Reply
 from tui.model import RunSource
@@ -46,15 +47,29 @@ def test_a_turn_is_done_when_its_answer_shows_the_end(home, tmp_path, swift_fixt
 
     async def go():
         app = SwiftdeckApp(RunSource.of_record(rec), clock=fixed_clock, remember_theme=False, check_leftovers=False)
-        async with app.run_test(size=(160, 48)) as pilot:
+        pieces, early, shown = Pieces(), [], []
+
+        def watch(message) -> None:
+            """On every message the dashboard handles: did the pane say the turn is over (it takes the next
+            message) while its answer was still being written?"""
+            pieces(message)
+            for pane in shown:
+                if pane.turn is None and any(not m.shown for m in pane.query(ChatMessage) if m.role == "assistant"):
+                    early.append(len(pieces))
+
+        async with app.run_test(size=(160, 48), message_hook=watch) as pilot:
             pane = app.query_one(ChatPane)
+            shown.append(pane)
             assert await until(pilot, lambda: app.query_one(CheckpointsPane).current() is not None)
             app.query_one(CheckpointsPane).action_choose()
-            pane.worker = FloodBackend()
-            assert await pane.send("count")
-            assert await until(pilot, lambda: pane.turns == 1, 120)
-            answer = pane.query(ChatMessage).last()  # as it is when the pane says the turn is over
-            assert (answer.info.get("finish_reason"), answer.pieces, answer.text) == ("stop", len(PIECES),
-                                                                                      "".join(PIECES))
-            assert "1500 tokens" in str(answer.query_one(".msg-head").render())
+            app.chat.worker = FloodBackend()
+            assert await until(pilot, lambda: app.focused is app.query_one("#chat-input"))
+            app.focused.value = "count"
+            await pilot.press("enter")  # typed: the answer widget lives in the app's context (the message hook)
+            assert await turn_over(pilot, pane, 1, 120)
+            assert not early, f"the turn was over after {early[0]} of {len(PIECES)} pieces"
+            answer = pane.query(ChatMessage).last()
+            assert (answer.info.get("finish_reason"), len(pieces), answer.text) == ("stop", len(PIECES),
+                                                                                    "".join(PIECES))
+            assert "1500 tokens" in text_of(answer.query_one(".msg-head"))
     asyncio.run(go())

@@ -21,7 +21,7 @@ from engine import demo, diagnose, leftovers, runs, supervisor
 from engine.relaunch import remedy_flags
 from engine.swift_args import set_flag
 from test_tui_snapshots import FixedSampler, SnapshotsDir
-from test_tui_support import FIXED_START, fixed_clock, make_run, pid_alive
+from test_tui_support import FIXED_START, fixed_clock, make_run, pid_alive, settled, text_of, until, wait_for
 from tui.app import SwiftdeckApp
 from tui.gpufeed import GpuFeed
 from tui.model import RunSource
@@ -39,23 +39,10 @@ def run(coro):
     return asyncio.run(coro)
 
 
-async def until(pilot, condition, timeout: float = 30.0) -> bool:
-    end = time.time() + timeout
-    while time.time() < end:
-        if condition():
-            return True
-        await pilot.pause(0.05)
-    return bool(condition())
-
-
 def app_for(source, **kw) -> SwiftdeckApp:
     kw.setdefault("remember_theme", False)
     kw.setdefault("gpu_feed", GpuFeed(FixedSampler(False)))
     return SwiftdeckApp(source, clock=fixed_clock, **kw)
-
-
-def text_of(widget) -> str:
-    return str(widget.render())
 
 
 def sidecar(path: Path) -> dict:
@@ -84,6 +71,11 @@ def failed_record(where: Path, log: Path | None, *, exit_code: int | None, argv:
     if log is not None:
         shutil.copyfile(log, rec.console_log)
     return rec
+
+
+def said(app) -> str:
+    """The newest notification's text ("" before the first)."""
+    return str(list(app._notifications)[-1].message) if app._notifications else ""
 
 
 def card_lines(card: FailureCard) -> list[str]:
@@ -182,8 +174,8 @@ def test_garbage_never_reaches_the_screen_as_a_traceback(home, tmp_path):
             assert "ValueError: bad" in text_of(card)
             for bare in [junk / "random.log", junk / "empty.log", junk]:  # bare files and a folder: no card
                 app.attach(RunSource(console_log=bare) if bare.is_file() else RunSource(run_dir=bare))
-                await until(pilot, lambda: app.watch.source.key == str(bare) and app.polls > 0)
-                await pilot.pause(0.3)
+                await settled(pilot)  # its poll is shown
+                assert app.watch.source.key == str(bare)
                 assert not card.display
     run(go())
 
@@ -322,15 +314,14 @@ def test_relaunch_screen_applies_a_remedy_to_the_checked_command(home, tmp_path,
 
             field = screen.query_one("#relaunch-flags")
             field.value = "--lora_rank"
-            await pilot.pause()
-            assert "--lora_rank needs one plain value" in text_of(changes)
+            assert await until(pilot, lambda: "--lora_rank needs one plain value" in text_of(changes))
             await pilot.press("ctrl+l")
-            await pilot.pause()
+            assert await until(pilot, lambda: "the flags are not valid" in said(app))
             assert isinstance(app.screen, RelaunchScreen)  # refused: nothing started
             field.value = "--no_such_flag 3"
             assert await until(pilot, lambda: "problem:" in text_of(command))
             await pilot.press("ctrl+l")
-            await pilot.pause()
+            assert await until(pilot, lambda: "not relaunched" in said(app))
             assert isinstance(app.screen, RelaunchScreen)
             assert [r.id for r in runs.all_runs()] == [rec.id]
             await pilot.press("escape")
@@ -346,18 +337,16 @@ def test_relaunch_is_refused_for_runs_that_did_not_fail(home, tmp_path, swift_fi
     async def go():
         app = app_for(RunSource.of_record(finished))
         async with app.run_test(size=(120, 36)) as pilot:
-            await until(pilot, lambda: app.polls > 0)
+            await settled(pilot)
             await pilot.press("r")
-            await pilot.pause()
+            assert await until(pilot, lambda: "not failed: nothing to relaunch" in said(app))
             assert not isinstance(app.screen, RelaunchScreen)
-            assert "not failed: nothing to relaunch" in str(list(app._notifications)[-1].message)
             app.attach(RunSource(console_log=log))
             card = app.query_one(FailureCard)
             assert await until(pilot, lambda: card.state is not None and card.state.key == str(log))
             await pilot.press("r")
-            await pilot.pause()
+            assert await until(pilot, lambda: "not started by swiftdeck" in said(app))
             assert not isinstance(app.screen, RelaunchScreen)
-            assert "not started by swiftdeck" in str(list(app._notifications)[-1].message)
     run(go())
 
 
@@ -372,13 +361,12 @@ def test_leftovers_after_a_sigkilled_swiftdeck_are_offered_on_start_and_stopped(
     """The runner (swiftdeck's part of a run) and the main process are SIGKILLed, as by the kernel's OOM killer;
     the child lives on. The next dashboard start lists it with its RAM and run; `y` stops it; none is left."""
     rec = supervisor.launch_argv("sft", [sys.executable, "-c", ORPHANING], cwd=tmp_path)
-    deadline = time.time() + 30
-    while not (rec := runs.load(rec.id)).descendants and time.time() < deadline:
-        time.sleep(0.2)
+    assert wait_for(lambda: runs.load(rec.id).descendants, timeout=30)
+    rec = runs.load(rec.id)
     (child_pid, child_ctime), = rec.descendants
     os.kill(rec.runner_pid, signal.SIGKILL)
     os.kill(rec.pid, signal.SIGKILL)
-    assert _until(lambda: runs.load(rec.id).status == "lost")
+    assert wait_for(lambda: runs.load(rec.id).status == "lost", timeout=30, every=0.1)
     child = psutil.Process(int(child_pid))
     assert child.is_running()
 
@@ -396,7 +384,7 @@ def test_leftovers_after_a_sigkilled_swiftdeck_are_offered_on_start_and_stopped(
             await pilot.press("space")  # unselect: nothing to stop
             assert table.get_row_at(0)[0] == ""
             await pilot.press("y")
-            await pilot.pause()
+            assert await until(pilot, lambda: "nothing selected" in said(app))
             assert child.is_running()
             await pilot.press("space")
             await pilot.press("y")
@@ -415,8 +403,7 @@ def test_leftovers_key_with_none(home):
     async def go():
         app = app_for(None)
         async with app.run_test(size=(120, 36)) as pilot:
-            await until(pilot, lambda: app.polls > 0)
-            await pilot.pause(0.3)
+            await settled(pilot)  # the look for leftovers on start is done too
             assert not isinstance(app.screen, LeftoversScreen)  # nothing found on start: no screen
             await pilot.press("L")
             screen = app.screen
@@ -427,15 +414,6 @@ def test_leftovers_key_with_none(home):
             await pilot.press("escape")
             assert not isinstance(app.screen, LeftoversScreen)
     run(go())
-
-
-def _until(condition, timeout: float = 30.0) -> bool:
-    end = time.time() + timeout
-    while time.time() < end:
-        if condition():
-            return True
-        time.sleep(0.1)
-    return bool(condition())
 
 
 # ---------------------------------------------------------------- dataset problems in the launch form
@@ -454,7 +432,7 @@ def test_launch_form_runs_the_dataset_check_before_launching(home, tmp_path, dem
 
         app = app_for(None)
         async with app.run_test(size=(120, 48)) as pilot:
-            await until(pilot, lambda: app.polls > 0)
+            await settled(pilot)
             await pilot.press("n")
             screen = app.screen
             assert isinstance(screen, LaunchScreen)
@@ -471,14 +449,14 @@ def test_launch_form_runs_the_dataset_check_before_launching(home, tmp_path, dem
             assert isinstance(app.screen, LaunchScreen) and runs.all_runs() == []
 
             screen.query_one("#f-dataset", Input).value = str(tmp_path / "missing.jsonl")
-            await pilot.pause()
+            assert await until(pilot, lambda: not text_of(check))  # the form took the change: no verdict yet
             await pilot.press("ctrl+l")
             assert await until(pilot, lambda: f"not launched: ✖ {tmp_path / 'missing.jsonl'} does not exist"
                                in text_of(check))
             assert runs.all_runs() == []
 
             screen.query_one("#f-dataset", Input).value = str(duplicated)
-            await pilot.pause()
+            assert await until(pilot, lambda: not text_of(check))
             await pilot.press("ctrl+k")  # Check: the warning is shown, the arguments pass, nothing blocks
             assert await until(pilot, lambda: "✔ arguments OK" in text_of(check)), text_of(check)
             assert "row 51 (line 1): exact duplicate of row 1" in text_of(data)
@@ -505,12 +483,7 @@ def test_failure_card_snapshot(_snapshot_dir, snap_compare, home, tmp_path, swif
     app = app_for(RunSource.of_record(runs.load(rec.id)), gpu_feed=GpuFeed(FixedSampler(True)), poll_s=3600,
                   gpu_s=3600)
 
-    async def loaded(pilot) -> None:
-        await until(pilot, lambda: pilot.app.polls and pilot.app.gpu_samples)
-        for _ in range(5):
-            await pilot.pause()
-
-    assert snap_compare(app, terminal_size=size, run_before=loaded)
+    assert snap_compare(app, terminal_size=size, run_before=settled)
 
 
 def test_typing_dev_zero_into_the_dataset_field_is_refused_and_costs_no_memory(home, tmp_path):

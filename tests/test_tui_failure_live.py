@@ -15,7 +15,8 @@ import pytest
 
 from engine import relaunch, runs, supervisor
 from engine.ingest import RunReader
-from test_tui_failure import app_for, text_of, until
+from test_tui_failure import app_for
+from test_tui_support import text_of, until
 from tui.screens.launch import LaunchScreen
 from tui.screens.relaunch import RelaunchScreen
 from tui.widgets.failure import FailureCard, applicable

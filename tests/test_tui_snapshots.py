@@ -14,7 +14,7 @@ import pytest_textual_snapshot
 from syrupy.location import PyTestLocation
 
 from engine.gpu import NO_GPU, GpuInfo, GpuProcess, GpuSnapshot
-from test_tui_support import FIXED_START, fixed_clock, make_run
+from test_tui_support import FIXED_START, fixed_clock, make_run, settled
 from tui.app import SwiftdeckApp
 from tui.gpufeed import GpuFeed
 from tui.model import RunSource
@@ -59,16 +59,6 @@ def _app(tmp_path, swift_fixtures, state: str, gpu: bool) -> SwiftdeckApp:
                         poll_s=3600, gpu_s=3600, remember_theme=False)
 
 
-async def _loaded(pilot) -> None:
-    app = pilot.app
-    for _ in range(200):
-        if app.polls and app.gpu_samples:
-            break
-        await pilot.pause(0.05)
-    for _ in range(5):
-        await pilot.pause()
-
-
 CASES = [("running", True), ("finished", True), ("failed", True), ("running", False)]
 
 
@@ -76,4 +66,4 @@ CASES = [("running", True), ("finished", True), ("failed", True), ("running", Fa
 @pytest.mark.parametrize("state,gpu", CASES, ids=["running", "finished", "failed", "no-gpu"])
 def test_dashboard_snapshot(snap_compare, home, tmp_path, swift_fixtures, state, gpu, size):
     app = _app(tmp_path, swift_fixtures, state, gpu)
-    assert snap_compare(app, terminal_size=size, run_before=_loaded)
+    assert snap_compare(app, terminal_size=size, run_before=settled)

@@ -83,23 +83,45 @@ def make_run(fixtures: Path, where: Path, state: str, *, label: str = "") -> run
 
 
 def wait_for(predicate, timeout: float = 60.0, every: float = 0.2) -> bool:
+    """Outside a Pilot test: True as soon as `predicate()` holds, False if it still does not after `timeout` s."""
     end = time.time() + timeout
     while time.time() < end:
         if predicate():
             return True
         time.sleep(every)
-    return predicate()
+    return bool(predicate())
 
 
-async def until(pilot, predicate, timeout: float = 30.0) -> bool:
+async def until(pilot, predicate, timeout: float = 30.0, every: float = 0.05) -> bool:
     """In a Pilot test: True as soon as `predicate()` holds, False if it still does not after `timeout` s."""
     loop = asyncio.get_running_loop()
     end = loop.time() + timeout
     while loop.time() < end:
         if predicate():
             return True
-        await pilot.pause(0.05)
+        await pilot.pause(every)
     return bool(predicate())
+
+
+async def settled(pilot) -> None:
+    """Every worker started so far is done and its result shown: the app hands a worker's result to the UI thread
+    with call_from_thread, which returns once it has been applied; then the screen catches up (a cursor moved
+    after a refresh, a relayout)."""
+    from textual.worker import WorkerCancelled
+
+    for worker in list(pilot.app.workers):
+        try:
+            await worker.wait()
+        except WorkerCancelled:  # replaced by a newer one (exclusive) or the run shown changed
+            pass
+    await pilot.pause()
+    await pilot.wait_for_scheduled_animations()
+
+
+def text_of(widget) -> str:
+    """What a widget shows (its rendered text)."""
+    return str(widget.render())
+
 
 
 def fixed_clock() -> float:

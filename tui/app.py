@@ -2,7 +2,11 @@
 engine to start/stop runs. Quitting it never touches a run.
 
 All file reading happens on worker threads (RunWatch.poll once a second, GPU sampling once a second); the UI
-thread only applies the results, so a log burst costs one repaint per poll, and drawing never waits on NVML.
+thread only applies the results, so a log burst costs one repaint per poll, and drawing never waits on NVML. A tick
+whose previous read is still running is skipped (one reader per RunWatch and per GpuFeed, never two at once).
+
+Panes post requests up (CheckpointsPane.Act/Merge/Chosen, the ChatPane's requests: tui/chat/jobs.py) and the app
+acts, in its workers, through engine.ops and the chat session; what the panes show comes down by method calls.
 """
 from __future__ import annotations
 
@@ -16,6 +20,7 @@ from textual.app import App, SystemCommand
 from textual.binding import Binding
 from textual.containers import Horizontal, Vertical
 from textual.widgets import Footer, Static
+from textual.worker import get_current_worker
 
 import themes
 from tui import settings
@@ -24,6 +29,8 @@ from engine.ops import checkpoints as ckpt_ops
 from engine.ops import jobs
 from engine.ops import launch as launch_ops
 from tui.actions import fmt_bytes
+from tui.chat.jobs import ChatJobs
+from tui.chat.session import ChatSession
 from tui.gpufeed import GpuFeed
 from tui.model import RunSource, RunWatch, Update
 from tui.screens.confirm import ConfirmScreen
@@ -39,6 +46,7 @@ from tui.widgets.failure import FailureCard
 from tui.widgets.header import RunHeader
 from tui.widgets.log import LogPane, LogView
 from tui.widgets.loss import LossPane
+from tui.workers import at_work
 
 VIEWS = (("train", "Loss + Log"), ("gpu", "GPU"), ("checkpoints", "Checkpoints"), ("chat", "Chat"))
 
@@ -60,7 +68,7 @@ def _palette_action(callback) -> str | None:
     return name.removeprefix("action_") if name.startswith("action_") else None
 
 
-class SwiftdeckApp(App):
+class SwiftdeckApp(ChatJobs, App):
     TITLE = "swiftdeck"
     CSS_PATH = str(themes.TCSS)
     HORIZONTAL_BREAKPOINTS = [(0, "-narrow"), (120, "-wide")]
@@ -101,9 +109,7 @@ class SwiftdeckApp(App):
         self.poll_s, self.gpu_s = poll_s, gpu_s
         self.view_name = "train"
         self.watch = RunWatch(source, clock)
-        self._polling = self._sampling = False
-        self.polls = 0  # applied polls (tests wait on this)
-        self.gpu_samples = 0
+        self.chat = ChatSession()  # the chat worker process and the deploy the chat pane talks through
         self.last_gpu_view = None
         self.readonly = readonly  # watch only: see READONLY_REFUSED
         # on start: offer to stop processes of earlier runs still alive
@@ -133,14 +139,15 @@ class SwiftdeckApp(App):
     # ------------------------------------------------------------ layout
 
     def compose(self):
-        yield RunHeader(id="header")
+        refused = frozenset(READONLY_REFUSED) if self.readonly else frozenset()
+        yield RunHeader(id="header", readonly=self.readonly)
         yield FailureCard(id="failure")
         yield Static("", id="viewbar")
         with Horizontal(id="main"):
             with Vertical(id="left"):
                 yield GpuPane(id="gpu", classes="pane")
-                yield CheckpointsPane(id="checkpoints", classes="pane")
-                yield ChatPane(id="chat", classes="pane")
+                yield CheckpointsPane(id="checkpoints", classes="pane", refused=refused)
+                yield ChatPane(id="chat", classes="pane", refused=refused)
             with Vertical(id="right"):
                 yield LossPane(id="loss", classes="pane")
                 yield LogPane(id="log", classes="pane")
@@ -150,6 +157,8 @@ class SwiftdeckApp(App):
         if self.remember_theme:
             self.theme_changed_signal.subscribe(self, lambda theme: settings.save(theme=theme.name))
         self.main.query_one(LogPane).set_store(self.watch.log)
+        self.chat_pane.show_worker(None, self.chat.worker.describe())
+        self.main.query_one(FailureCard).set_screen_size(self.size)
         self._layout()
         if self.gpu_s == self.poll_s:  # one timer: both results land in the same frame
             self.set_interval(self.poll_s, lambda: (self._tick(), self._gpu_tick()))
@@ -159,11 +168,13 @@ class SwiftdeckApp(App):
         self._tick()
         self._gpu_tick()
         self.main.query_one(LogView).focus()
+        self._adopt_deploy()
         if self.check_leftovers:
             self._startup_leftovers()
 
     def on_resize(self, event) -> None:
         self._layout(event.size.width)
+        self.main.query_one(FailureCard).set_screen_size(event.size)
 
     @property
     def main(self):
@@ -204,8 +215,7 @@ class SwiftdeckApp(App):
     # ------------------------------------------------------------ polling the run (worker thread)
 
     def _tick(self) -> None:
-        if not self._polling:
-            self._polling = True
+        if not at_work(self, "poll"):  # a slow read is not doubled: this tick is skipped
             self._poll(self.watch)
 
     @work(thread=True, group="poll")
@@ -215,10 +225,10 @@ class SwiftdeckApp(App):
             error = None
         except Exception as exc:  # a file vanished mid-read, a bad record: say so, keep going
             update, error = None, f"{type(exc).__name__}: {exc}"
-        self.call_from_thread(self._apply, watch, update, error)
+        if not get_current_worker().is_cancelled:  # cancelled: another run is shown now
+            self.call_from_thread(self._apply, watch, update, error)
 
     def _apply(self, watch: RunWatch, u: Update | None, error: str | None) -> None:
-        self._polling = False
         if watch is not self.watch or not self.screen_stack or not self.main.query(RunHeader):  # another run, or the app is closing
             return
         if u is None:
@@ -237,20 +247,13 @@ class SwiftdeckApp(App):
             log.lines_added(u.log_lines)
         if u.checkpoints is not None:
             self.main.query_one(CheckpointsPane).show(u.checkpoints)
-            model = next((f.model for f in u.checkpoints if f.model), None)
-            if model:
-                self.main.query_one(ChatPane).set_base_model(model)
-        if u.source and u.source.record and not self.main.query_one(ChatPane).base_model:
-            from engine.swift_args import flag_value
-
-            self.main.query_one(ChatPane).set_base_model(flag_value(u.source.record.argv, "--model"))
-        self.polls += 1
+        self.chat_pane.show_run(u.source.record if u.source else None, u.checkpoints)
 
     def attach(self, source: RunSource | None) -> None:
         """Show another run (from the run switcher, a launch, a resume)."""
+        self.workers.cancel_group(self, "poll")  # a read of the run before may still finish: it is not shown
         self.watch = RunWatch(source, self.clock)
-        self._polling = False
-        self.main.query_one(ChatPane).reset()
+        self.chat_pane.reset()
         self.main.query_one(LogPane).set_store(self.watch.log)
         self.main.query_one(LossPane).clear()
         self._tick()
@@ -258,8 +261,7 @@ class SwiftdeckApp(App):
     # ------------------------------------------------------------ GPU (worker thread)
 
     def _gpu_tick(self) -> None:
-        if not self._sampling:
-            self._sampling = True
+        if not at_work(self, "gpu"):
             self._sample()
 
     @work(thread=True, group="gpu")
@@ -277,12 +279,10 @@ class SwiftdeckApp(App):
         self.call_from_thread(self._show_gpu, view)
 
     def _show_gpu(self, view) -> None:
-        self._sampling = False
         if not self.screen_stack or not self.main.query(GpuPane):  # the app is closing
             return
         self.last_gpu_view = view
         self.main.query_one(GpuPane).show(view)
-        self.gpu_samples += 1
 
     # ------------------------------------------------------------ global actions
 
@@ -398,7 +398,7 @@ class SwiftdeckApp(App):
             ("Leftover processes", "Processes of earlier runs still alive: list, stop", self.action_leftovers),
             ("Help", "Every key", self.action_help),
         ]
-        ours += self.main.query_one(ChatPane).system_commands()
+        ours += self.chat_pane.system_commands()
         ours += [(f"Show {title}", f"Narrow screens: show the {title} view", lambda k=key: self.action_view(k))
                  for key, title in VIEWS]
         for title, help_text, callback in ours:
@@ -418,19 +418,54 @@ class SwiftdeckApp(App):
     @on(CheckpointsPane.Chosen)
     def _chosen(self, event: CheckpointsPane.Chosen) -> None:
         """"Chat with it": the next keys go into the chat input (a narrow screen shows the Chat view)."""
-        chat = self.main.query_one(ChatPane)
-        chat.choose(event.checkpoint)
+        self.chat_with(event.checkpoint)
         self.notify(f"chat will use {event.checkpoint.name}")
         if self.narrow:
             self.action_view("chat")
         else:
-            chat.focus()
+            self.chat_pane.focus()
+
+    def chat_with(self, checkpoint) -> None:
+        """The chat's target (None: the base model); the browser marks it "◀ chat"."""
+        self.main.query_one(CheckpointsPane).mark_chosen(str(checkpoint.path) if checkpoint is not None else None)
+        self.chat_pane.choose(checkpoint)
 
     @on(CheckpointsPane.Merge)
     def _merge(self, event: CheckpointsPane.Merge) -> None:
+        """M: `swift export --merge_lora` of a LoRA checkpoint, after a confirmation, in the background."""
         if self.refused("merge"):
             return
-        self.main.query_one(ChatPane).merge(event.checkpoint)  # confirms, then runs swift export in the background
+        c = event.checkpoint
+        out = jobs.merged_path(Path(c.path))
+        if c.kind != "lora":
+            self.notify(f"{c.name} is a {c.kind} model, not a LoRA adapter: nothing to merge", severity="warning")
+        elif out.exists():
+            self.notify(f"{out} already exists", severity="warning")
+        else:
+            body = (f"swift export --adapters {c.path} --merge_lora true\n\nwrites {out}: a full copy of the base "
+                    "model with the adapter merged in (as large as the base). Runs in the background with its own "
+                    "log; the new folder appears in Checkpoints when it is done.")
+            self.push_screen(ConfirmScreen(f"Merge {c.name} into a full model?", body, yes="Merge"),
+                             lambda yes: self._merge_job(c) if yes else None)
+
+    @work(thread=True, exclusive=True, group="merge")
+    def _merge_job(self, c) -> None:
+        me = get_current_worker()
+        try:
+            rec = jobs.merge(Path(c.path), cancelled=lambda: me.is_cancelled, started=lambda r: self.notify(
+                f"merging {c.name} in the background (run {r.id}) …"))
+        except SwiftdeckError as exc:
+            self.notify(str(exc), severity="error", timeout=10)
+            return
+        if rec.active:
+            return
+        if rec.status == "finished" and rec.exit_code == 0:
+            self.notify(f"merged into {jobs.merged_path(Path(c.path))}: a full model (Enter on it chats with it as "
+                        "a base)", timeout=10)
+        else:
+            self.notify(f"merge of {c.name} {rec.status} (exit code {rec.exit_code}): see `swiftdeck diagnose "
+                        f"{rec.id}`", severity="error", timeout=10)
+        self.watch.force_scan = True  # the browser shows the new folder with the next poll
 
     @on(CheckpointsPane.Act)
     def _act(self, event: CheckpointsPane.Act) -> None:
@@ -489,5 +524,6 @@ class SwiftdeckApp(App):
         self.call_from_thread(self.attach, RunSource.of_record(rec))
 
     def on_unmount(self) -> None:
+        self.chat.close()  # the chat worker is the dashboard's; a deploy is a managed job and outlives it
         if self.gpu_feed is not None:
             self.gpu_feed.close()

@@ -1,2 +1,3 @@
-"""The chat pane's logic without Textual: what to talk to (target), the backends (chat worker or a `swift deploy`
-server) and transcripts. Everything here may block, so the pane calls it from thread workers."""
+"""The chat outside its widgets (tui/widgets/chat): what to talk to (target), generation settings, transcripts, a
+turn's data (turn), the backends (chat worker or a `swift deploy` server), the app's ChatSession that owns them, and
+jobs.py, the app's side that acts on the pane's requests. All but jobs.py are Textual-free and may block."""

@@ -5,6 +5,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from engine.chat_client import ChatClientError, target_from_checkpoint
+from engine.errors import SwiftdeckError
+
+
+class TargetError(SwiftdeckError):
+    """Nothing (or nothing comparable) to chat with: one line for the user."""
 
 
 @dataclass(frozen=True)

@@ -35,6 +35,12 @@ def transcript_path(name: str, folder: str | Path | None, run_id: str | None) ->
     return paths.data_dir() / "chat" / f"{prefix}{name}.jsonl"
 
 
+def path_for(target, current=None) -> Path:
+    """The transcript file of a chat target (tui.chat.target.ChatTarget); `current`: the record of the run shown.
+    Reads the registry: call it off the UI thread."""
+    return transcript_path(target.name, target.folder, run_id_for(target.folder, current))
+
+
 def append(path: Path, record: dict) -> None:
     """One line, one write (O_APPEND): a crash loses at most the message being written."""
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -7,7 +7,7 @@ from textual.containers import Grid, Horizontal, Vertical
 from textual.screen import ModalScreen
 from textual.widgets import Button, Input, Label, Static, Switch
 
-from tui.chat.backend import ChatSettings
+from tui.chat.settings import ChatSettings
 
 
 class ChatSettingsScreen(ModalScreen[ChatSettings | None]):

@@ -13,6 +13,7 @@ from textual.widgets import Button, DataTable, Static
 from engine.ops.jobs import find_leftovers, stop_leftovers
 from tui.actions import fmt_bytes
 from tui.widgets.style import theme_color
+from tui.workers import at_work
 
 
 class LeftoversScreen(ModalScreen[None]):
@@ -27,7 +28,6 @@ class LeftoversScreen(ModalScreen[None]):
         self.items = items  # None: read them here
         self.sampler = sampler
         self.selected: set[int] = set()
-        self.busy = False
 
     def compose(self):
         with Vertical(id="leftovers-box"):
@@ -57,7 +57,7 @@ class LeftoversScreen(ModalScreen[None]):
             return [], f"could not look for leftovers: {type(exc).__name__}: {exc}"
 
     def _fill(self, items: list, message: str) -> None:
-        self.items, self.busy = items, False
+        self.items = items
         self.selected = {f.pid for f in items}
         table = self.query_one(DataTable)
         table.clear()
@@ -104,14 +104,14 @@ class LeftoversScreen(ModalScreen[None]):
 
     def action_stop(self) -> None:
         chosen = [f for f in self.items or [] if f.pid in self.selected]
-        if self.busy or not chosen:
-            self.notify("nothing selected" if not self.busy else "already stopping", severity="warning")
+        stopping = at_work(self, "leftovers-stop")
+        if stopping or not chosen:
+            self.notify("already stopping" if stopping else "nothing selected", severity="warning")
             return
-        self.busy = True
         self.query_one("#leftovers-status", Static).update(f"stopping {len(chosen)} process(es) …")
         self._stop(chosen)
 
-    @work(thread=True, exclusive=True, group="leftovers-stop")
+    @work(thread=True, group="leftovers-stop")
     def _stop(self, chosen: list) -> None:
         try:
             left = stop_leftovers(chosen)

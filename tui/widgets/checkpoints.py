@@ -11,6 +11,7 @@ from textual.widgets import Static, Tree
 
 from tui.actions import fmt_bytes
 from tui.model import fmt_num
+from tui.widgets.policy import ActionPolicy
 from tui.widgets.style import BOLD, INK, ink, redraw_on_theme_change
 
 
@@ -18,7 +19,7 @@ class CheckpointTree(Tree):
     """Tree of run folders and their checkpoints (Enter on a checkpoint picks it for chat)."""
 
 
-class CheckpointsPane(Vertical):
+class CheckpointsPane(ActionPolicy, Vertical):
     BINDINGS = [
         Binding("c", "choose", "Chat with"),
         Binding("R", "resume", "Resume"),
@@ -43,7 +44,7 @@ class CheckpointsPane(Vertical):
             self.action, self.checkpoint = action, checkpoint
 
     class Merge(Message):
-        """M on a checkpoint: the chat pane confirms and runs `swift export --merge_lora` in the background."""
+        """M on a checkpoint: the app confirms and runs `swift export --merge_lora` in the background."""
 
         def __init__(self, checkpoint) -> None:
             super().__init__()
@@ -89,6 +90,12 @@ class CheckpointsPane(Vertical):
         if line is not None:
             tree.call_after_refresh(self._move, line)
         self._detail()
+
+    def mark_chosen(self, path: str | None) -> None:
+        """The checkpoint the chat talks to ("◀ chat"), when it was picked elsewhere (the chat's target picker)."""
+        if path != self.chosen:
+            self.chosen = path
+            self.show(self.folders)
 
     def _move(self, node) -> None:
         self.query_one(CheckpointTree).move_cursor(node)
@@ -159,13 +166,10 @@ class CheckpointsPane(Vertical):
         if hasattr(event.node.data, "resumable"):
             self.action_choose()
 
-    def check_action(self, action: str, parameters) -> bool | None:
-        return self.app.check_action(action, parameters)  # the app's --readonly policy hides resume/delete/...
-
     def action_choose(self) -> None:
         c = self.current()
         if c is None:
-            self.app.notify("Move the cursor onto a checkpoint first", severity="warning")
+            self.notify("Move the cursor onto a checkpoint first", severity="warning")
             return
         self.chosen = str(c.path)
         self.show(self.folders)
@@ -174,7 +178,7 @@ class CheckpointsPane(Vertical):
     def _act(self, action: str) -> None:
         c = self.current()
         if c is None:
-            self.app.notify("Move the cursor onto a checkpoint first", severity="warning")
+            self.notify("Move the cursor onto a checkpoint first", severity="warning")
             return
         self.post_message(self.Act(action, c))
 
@@ -190,6 +194,6 @@ class CheckpointsPane(Vertical):
     def action_merge(self) -> None:
         c = self.current()
         if c is None:
-            self.app.notify("Move the cursor onto a checkpoint first", severity="warning")
+            self.notify("Move the cursor onto a checkpoint first", severity="warning")
             return
         self.post_message(self.Merge(c))

@@ -11,6 +11,7 @@ import re
 from dataclasses import dataclass
 
 from rich.text import Text
+from textual.geometry import Size
 
 from engine.command import TRAINING_KINDS
 from engine.events import Failed
@@ -132,13 +133,14 @@ def card_state(failure: FailureInfo | None, source: RunSource | None, failed: Fa
 
 class FailureCard(header.FailureCard):
     """Replaces header.FailureCard in the dashboard (same slot, id #failure). The app calls `show(failure, source,
-    failed)` on the UI thread with each poll's Update."""
+    failed)` on the UI thread with each poll's Update, and `set_screen_size` when the terminal's size changes."""
 
     COMPONENT_CLASSES = INK
 
     def __init__(self, **kwargs):
         super().__init__(**kwargs)
         self.state: CardState | None = None
+        self.screen_size = Size(80, 24)  # the terminal's (data down): a short one lists fewer remedies
         self._drawn_for: tuple[int, bool] | None = None
 
     @property
@@ -155,6 +157,10 @@ class FailureCard(header.FailureCard):
     def on_mount(self) -> None:
         redraw_on_theme_change(self, self._render_state)
 
+    def set_screen_size(self, size: Size) -> None:
+        self.screen_size = size
+        self.on_resize()
+
     def on_resize(self) -> None:
         if self.state is not None and self._drawn_for != self._layout_key():
             self._render_state()
@@ -162,12 +168,12 @@ class FailureCard(header.FailureCard):
     # ------------------------------------------------------------ drawing
 
     def _layout_key(self) -> tuple[int, bool]:
-        return self.content_region.width, self.app.size.height < 36
+        return self.content_region.width, self.screen_size.height < 36
 
     def _render_state(self) -> None:
         if self.state is not None:
             self._drawn_for = width, short = self._layout_key()
-            width = width or self.app.size.width - 3  # hidden until now: the card spans the screen (border, padding)
+            width = width or self.screen_size.width - 3  # hidden until now: the card spans the screen (border, padding)
             self.update(self.render_card(self.state, max(20, width), short))
 
     def render_card(self, s: CardState, width: int, short: bool = False) -> Text:

@@ -18,9 +18,10 @@ class RunHeader(Static):
 
     COMPONENT_CLASSES = INK
 
-    def __init__(self, **kwargs):
+    def __init__(self, *, readonly: bool = False, **kwargs):
         super().__init__(**kwargs)
         self.info = HeaderInfo()
+        self.hint = "w: runs   ?: help" if readonly else "n: new run   w: runs   ?: help"  # no run shown
 
     def show(self, info: HeaderInfo) -> None:
         if info != self.info:
@@ -40,7 +41,7 @@ class RunHeader(Static):
         if i.exit_code not in (None, 0) and i.status in ("failed", "stopped", "lost"):
             line1.append(f" (exit {i.exit_code})", status)
         if i.status == "none":
-            return Text.assemble(line1, "\n", ("n: new run   w: runs   ?: help", dim))
+            return Text.assemble(line1, "\n", (self.hint, dim))
         step = "-" if i.step is None else f"{i.step}/{i.max_steps}" if i.max_steps else str(i.step)
         pct = f" {100 * i.step / i.max_steps:.0f}%" if i.step is not None and i.max_steps else ""
         parts = [("step ", dim), (step + pct, BOLD), ("  epoch ", dim), (fmt_num(i.epoch, 3), ""),

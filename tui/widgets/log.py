@@ -17,6 +17,7 @@ from textual.message import Message
 from textual.scroll_view import ScrollView
 from textual.strip import Strip
 from textual.widgets import Input, Select, Static
+from textual.worker import get_current_worker
 
 from tui.logstore import LEVELS, LogFilter, LogStore, level_of
 from tui.widgets.style import BOLD, INK, ink, redraw_on_theme_change
@@ -234,17 +235,26 @@ class LogPane(Vertical):
         self._status("filtering …")
         self._scan(self.store, self.filter)
 
+    class Scanned(Message):
+        """From the filter's thread: the lines of `store` before `upto` that `flt` matches."""
+
+        def __init__(self, store: LogStore, flt: LogFilter, found: array, upto: int) -> None:
+            super().__init__()
+            self.store, self.flt, self.found, self.upto = store, flt, found, upto
+
     @work(thread=True, exclusive=True, group="log-filter")
     def _scan(self, store: LogStore, flt: LogFilter) -> None:
         upto = store.complete
         found = store.scan(flt, upto)
         # lines that arrived during the scan are picked up by lines_added after this
-        self.app.call_from_thread(self._scanned, store, flt, found, upto)
+        if not get_current_worker().is_cancelled:  # cancelled: another filter's scan has started
+            self.post_message(self.Scanned(store, flt, found, upto))
 
-    def _scanned(self, store: LogStore, flt: LogFilter, found: array, upto: int) -> None:
+    def on_log_pane_scanned(self, m: Scanned) -> None:
+        store, flt, found = m.store, m.flt, m.found
         if store is not self.store or flt != self.filter:
-            return
-        found.extend(i for i in range(upto, store.complete) if flt.matches(store.line(i)))
+            return  # another run or another filter since: its own scan is on its way
+        found.extend(i for i in range(m.upto, store.complete) if flt.matches(store.line(i)))
         self.view.set_view(found)
         self._status()
 
@@ -253,7 +263,7 @@ class LogPane(Vertical):
     def action_traceback(self) -> None:
         store = self.store
         if store is None or store.first_traceback is None:
-            self.app.notify("No Traceback in this run's console log", severity="information")
+            self.notify("No Traceback in this run's console log", severity="information")
             return
         if self.filter.active:
             self.set_filter(LogFilter())

@@ -43,7 +43,6 @@ class ChatMessage(Vertical):
         self.role, self.who, self.text = role, who, text
         self.info = dict(info or {})
         self.note = note
-        self.pieces = 0  # stream writes (tests check the answer really streamed)
         self.shown = False  # Finished handled: text, stats and any error are on screen
         self._stream = None
 
@@ -76,7 +75,6 @@ class ChatMessage(Vertical):
             self._update_head()
             self._stream = Markdown.get_stream(self.query_one(Markdown))
         self.text += message.text
-        self.pieces += 1
         await self._stream.write(message.text)
 
     async def on_chat_message_finished(self, message: Finished) -> None:
@@ -95,8 +93,8 @@ class ChatMessage(Vertical):
         self.post_message(self.Shown())
 
     def action_copy(self) -> None:
-        self.app.copy_to_clipboard(self.text)
-        self.app.notify(f"copied {len(self.text)} characters of {self.who}")
+        self.app.copy_to_clipboard(self.text)  # the app's clipboard service, as Textual's own Input uses it
+        self.notify(f"copied {len(self.text)} characters of {self.who}")
 
     def on_click(self) -> None:
         self.focus()
