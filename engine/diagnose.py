@@ -856,6 +856,15 @@ def _unknown(ctx: _Ctx) -> Diagnosis:
                      evidence, {"exit_code": ctx.exit_code})
 
 
+_BROKEN_LINK = ("ConnectionResetError", "BrokenPipeError", "EOFError", "ConnectionRefusedError")
+
+
+def _aftermath(chain: list[_Exc]) -> bool:
+    """A helper process lost its connection to the one that was killed (a dataloader worker's resource sharer after
+    its trainer got SIGKILL): a consequence of the signal, not the cause."""
+    return all(e.short_type in _BROKEN_LINK and any("multiprocessing/" in f for f in e.frames) for e in chain)
+
+
 def _in(frames: str, *names: str) -> bool:
     return any(n in frames for n in names)
 
@@ -877,8 +886,8 @@ def _classify(ctx: _Ctx) -> Diagnosis:
             and re.search(_SIGNS["address_in_use"], "\n".join(ctx.lines[-60:]))):
         return _address_in_use(ctx)  # uvicorn logs the bind error and exits 3 without a traceback
     sig = _signal_of(ctx.exit_code)
-    if sig and ctx.chain and ctx.chain[-1].index < len(ctx.lines) - 40:
-        return _killed(ctx, *sig)  # the traceback is old news: the process went on and was then signalled
+    if sig and ctx.chain and (ctx.chain[-1].index < len(ctx.lines) - 40 or _aftermath(ctx.chain)):
+        return _killed(ctx, *sig)  # the traceback is old news, or a helper's: the process was signalled
     if ctx.chain and ctx.find(_EMPTY_AFTER_FILTER):
         rejected = [g[-1] for g in ctx.groups if g[-1].logged and _in("\n".join(g[-1].frames), "preprocess")]
         return _rows_rejected(ctx, rejected) if rejected else _empty_after_filter(ctx)

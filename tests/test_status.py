@@ -13,6 +13,7 @@ import psutil
 
 from engine import diagnose, runs, status
 from engine.checkpoints import RunFolder
+from test_checkpoints import safetensors
 
 RUN = "v0-20261130-120000"
 MAIN_END = "[INFO:swift] End time of running main: 2026-11-30 12:00:31.250000"
@@ -39,11 +40,6 @@ def gone_run(tmp_path: Path, console: list[str], **fields) -> runs.RunRecord:
     runs.update(rec.id, running)
     rec.console_log.write_text("\n".join(console) + "\n")
     return rec
-
-
-def safetensors(path: Path) -> None:
-    header = json.dumps({"w": {"dtype": "F32", "shape": [4], "data_offsets": [0, 16]}}).encode()
-    path.write_bytes(len(header).to_bytes(8, "little") + header + b"\0" * 16)
 
 
 def run_folder(tmp_path: Path, *, steps: int, max_steps: int, final: bool = True) -> Path:
