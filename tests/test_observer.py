@@ -203,7 +203,10 @@ def test_failed_arrives_as_an_event_for_each_recorded_failure(home, tmp_path, pa
 
     bare = RunObserver(console_log=rec.console_log)  # the same log with no record (no exit code known)
     found = of(bare.poll(), Failed)
-    if meta["kind"] == "killed_by_signal":  # a signal leaves no traceback: its exit code was the evidence
+    if meta["kind"] == "killed_by_signal" and "aftermath" in path.stem:
+        # the kill left only an orphaned worker's traceback: without the exit code that is all the log says
+        assert [f.kind for f in found] in ([], ["unknown"])
+    elif meta["kind"] == "killed_by_signal":  # a signal leaves no traceback: its exit code was the evidence
         assert [f.kind for f in found] in ([], ["killed_by_signal"])
     else:
         assert [f.kind for f in found] == [meta["kind"]]

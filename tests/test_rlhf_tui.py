@@ -72,13 +72,10 @@ def app_for(rec) -> SwiftdeckApp:
 
 
 async def loaded(pilot) -> None:
-    app = pilot.app
-    for _ in range(200):
-        if app.polls and app.gpu_samples:
-            break
-        await pilot.pause(0.05)
-    for _ in range(5):
-        await pilot.pause()
+    """The first read of the run and of the GPU are shown (tests.test_tui_support.settled)."""
+    from test_tui_support import settled
+
+    await settled(pilot)
 
 
 def labels(chart: Chart) -> list[str | None]:
