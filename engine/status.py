@@ -125,6 +125,8 @@ def decide(rec: runs.RunRecord, *, alive: bool, files: Files | None = None) -> s
     """The status of a run from its record, whether any of its processes is alive, and its files."""
     if alive:
         return "stopping" if rec.active and rec.stop_requested else rec.status
+    if rec.stop_requested and rec.kind not in TRAINING:
+        return "stopped"  # a server ends when asked, and prints its end of main then too: that is no finish
     if files is not None and completed(rec.kind, files):
         return "finished"
     if rec.stop_requested:

@@ -144,3 +144,16 @@ def test_folder_labels_without_a_record_say_what_the_files_show(home, tmp_path):
     assert label(20, 20) == "finished step 20/20"
     assert label(22, 900) == "ended at step 22/900"  # a final record short of max_steps: not finished
     assert label(5, 900, final=False) == "not finished step 5/900"
+
+
+def test_a_stopped_server_is_stopped_even_though_it_printed_its_end_of_main():
+    """A deploy ends only when asked; ms-swift prints "End time of running main" then too (seen in CI)."""
+    from engine import runs, status
+
+    rec = runs.RunRecord(id="deploy-20261130-000000-abcd", kind="deploy", argv=["swift", "deploy"], cwd="/",
+                         status="stopping", stop_requested="graceful", exit_code=0)
+    files = status.Files()
+    files.main_ended_at = 1.0
+    assert status.decide(rec, alive=False, files=files) == "stopped"
+    rec.stop_requested = None
+    assert status.decide(rec, alive=False, files=files) == "finished"
