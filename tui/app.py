@@ -31,6 +31,7 @@ from engine.ops import launch as launch_ops
 from tui.actions import fmt_bytes
 from tui.chat.jobs import ChatJobs
 from tui.chat.session import ChatSession
+from tui import endnotice
 from tui.gpufeed import GpuFeed
 from tui.model import RunSource, RunWatch, Update
 from tui.screens.confirm import ConfirmScreen
@@ -109,6 +110,7 @@ class SwiftdeckApp(ChatJobs, App):
         self.poll_s, self.gpu_s = poll_s, gpu_s
         self.view_name = "train"
         self.watch = RunWatch(source, clock)
+        self.end_watch = endnotice.EndWatch()  # runs of the registry that end: a toast, the bell, OSC 9/777
         self.chat = ChatSession()  # the chat worker process and the deploy the chat pane talks through
         self.last_gpu_view = None
         self.readonly = readonly  # watch only: see READONLY_REFUSED
@@ -167,6 +169,8 @@ class SwiftdeckApp(ChatJobs, App):
             self.set_interval(self.gpu_s, self._gpu_tick)
         self._tick()
         self._gpu_tick()
+        self.set_interval(self.poll_s, self._ends_tick)
+        self._ends_tick()
         self.main.query_one(LogView).focus()
         self._adopt_deploy()
         if self.check_leftovers:
@@ -257,6 +261,21 @@ class SwiftdeckApp(ChatJobs, App):
         self.main.query_one(LogPane).set_store(self.watch.log)
         self.main.query_one(LossPane).clear()
         self._tick()
+
+    # ------------------------------------------------------------ runs that end: say so (worker thread)
+
+    def _ends_tick(self) -> None:
+        if not at_work(self, "ends"):
+            self._ends()
+
+    @work(thread=True, group="ends")
+    def _ends(self) -> None:
+        try:
+            ended = self.end_watch.check()
+        except Exception:  # an unreadable registry is the runs list's to report, not a notice
+            return
+        for _rec, n in ended:
+            self.call_from_thread(endnotice.tell, self, n)
 
     # ------------------------------------------------------------ GPU (worker thread)
 
@@ -404,6 +423,7 @@ class SwiftdeckApp(ChatJobs, App):
         for title, help_text, callback in ours:
             if self.check_action(_palette_action(callback) or "", ()):
                 yield SystemCommand(title, help_text, callback)
+        yield from endnotice.system_commands(self)
 
     def _pane_action(self, pane_type, action: str) -> None:
         if self.refused(action):
