@@ -91,6 +91,7 @@ class SwiftdeckApp(ChatJobs, App):
         Binding("4", "view('chat')", "Chat", show=False),
         Binding("r", "relaunch", "Relaunch with changes", show=False),
         Binding("L", "leftovers", "Leftover processes", show=False),
+        Binding("D", "disk", "Disk usage", show=False),
     ]
 
     def __init__(self, source: RunSource | None = None, *, output_dir: Path | None = None,
@@ -321,6 +322,11 @@ class SwiftdeckApp(ChatJobs, App):
 
         self.push_screen(RunsScreen(self.output_dir, current), opened)
 
+    def action_disk(self) -> None:
+        from tui.screens.disk import DiskScreen, output_dir_of
+
+        self.push_screen(DiskScreen(output_dir_of(self.watch.source, self.output_dir)))
+
     def action_new_run(self) -> None:
         view = self.last_gpu_view
         gpu = bool(view and view.snapshot.available and view.snapshot.gpus)
@@ -415,6 +421,7 @@ class SwiftdeckApp(ChatJobs, App):
             ("Relaunch with these changes", "Failed run: apply a remedy, resume from its newest checkpoint",
              self.action_relaunch),
             ("Leftover processes", "Processes of earlier runs still alive: list, stop", self.action_leftovers),
+            ("Disk usage", "Sizes of the runs and checkpoints of this output folder, free space; prune", self.action_disk),
             ("Help", "Every key", self.action_help),
         ]
         ours += self.chat_pane.system_commands()
