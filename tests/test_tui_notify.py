@@ -115,3 +115,12 @@ def test_the_bell_reaches_a_real_terminal_and_a_label_cannot_retitle_it(home, tm
         assert "PWNED" not in title and title == title_before
     finally:
         subprocess.run(["tmux", "-S", sock, "kill-server"], capture_output=True)
+
+
+def test_the_channels_are_on_until_turned_off_and_remembered(home):
+    from tui import endnotice
+
+    assert all(endnotice.enabled(k) for k, _ in endnotice.CHANNELS)
+    settings.save(notify_bell=False)
+    assert not endnotice.enabled("notify_bell") and endnotice.enabled("notify_desktop")
+    assert settings.flag("some_unknown_switch") is False

@@ -311,6 +311,9 @@ class SwiftdeckApp(ChatJobs, App):
                     ("checkpoints", CheckpointsPane.BINDINGS), ("chat", ChatPane.HELP_BINDINGS),
                     ("new run", LaunchScreen.BINDINGS), ("relaunch", RelaunchScreen.BINDINGS),
                     ("leftovers", LeftoversScreen.BINDINGS), ("dialogs", ConfirmScreen.BINDINGS)]
+        from tui.screens.disk import DiskScreen
+
+        sections[-1:-1] = [("run switcher", RunsScreen.BINDINGS), ("disk", DiskScreen.BINDINGS)]
         self.push_screen(HelpScreen(sections))
 
     def action_runs(self) -> None:

@@ -19,7 +19,7 @@ CHANNELS = (("notify_toast", "toast"), ("notify_bell", "terminal bell"),
 
 
 def enabled(key: str) -> bool:
-    return bool(settings.load().get(key, True))
+    return settings.flag(key)
 
 
 class EndWatch:
