@@ -124,3 +124,18 @@ def test_the_channels_are_on_until_turned_off_and_remembered(home):
     settings.save(notify_bell=False)
     assert not endnotice.enabled("notify_bell") and endnotice.enabled("notify_desktop")
     assert settings.flag("some_unknown_switch") is False
+
+
+def test_jobs_are_not_told_only_training_runs(home, tmp_path, swift_fixtures):
+    from tui import endnotice
+
+    me = psutil.Process()
+    job = runs.create("deploy", ["swift", "deploy", "--model", "/tmp/tiny"], str(tmp_path), label="a deploy")
+    runs.update(job.id, lambda r: (setattr(r, "status", "running"), setattr(r, "runner_pid", me.pid),
+                                   setattr(r, "runner_create_time", me.create_time())))
+    run = make_run(swift_fixtures, tmp_path, "running", label="trained")
+    watch = endnotice.EndWatch()
+    assert watch.check() == [] and watch.active == {run.id}
+    _end(job.id, "stopped")
+    _end(run.id, "finished")
+    assert [(r.id, n.outcome) for r, n in watch.check()] == [(run.id, "finished")]

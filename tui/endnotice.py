@@ -11,6 +11,7 @@ from __future__ import annotations
 import os
 
 from engine import runs
+from engine.command import TRAINING_KINDS
 from engine.ops import notify
 from tui import settings
 
@@ -23,14 +24,15 @@ def enabled(key: str) -> bool:
 
 
 class EndWatch:
-    """The active runs of the registry at the last look; `check` returns the runs that ended since (the first
-    look only learns what is active: a run that ended before the dashboard started is not news)."""
+    """The active training runs of the registry at the last look; `check` returns the runs that ended since (the
+    first look only learns what is active: a run that ended before the dashboard started is not news). Jobs (a
+    deploy, a merge, the chat worker) are not runs: the dashboard reports its own jobs where it starts them."""
 
     def __init__(self) -> None:
         self.active: set[str] | None = None
 
     def check(self) -> list[tuple[runs.RunRecord, notify.Notice]]:
-        recs = runs.all_runs()
+        recs = [r for r in runs.all_runs() if r.kind in TRAINING_KINDS]
         ended = [] if self.active is None else [r for r in recs if r.id in self.active and not r.active]
         self.active = {r.id for r in recs if r.active}
         return [(r, notify.notice(r)) for r in ended]
