@@ -534,7 +534,8 @@ class RunState:
     end_time: str | None = None  # 'End time of running main: ...' was printed
     metrics_source: str | None = None  # "logging.jsonl" | "console"
     _by_key: dict[tuple[int, int], Metrics] = field(default_factory=dict, repr=False)
-    _sorted: list[Metrics] | None = field(default=None, repr=False)
+    _sorted: list[Metrics] | None = field(default_factory=list, repr=False)
+    _last_key: tuple[int, int] | None = field(default=None, repr=False, compare=False)
 
     @property
     def metrics(self) -> list[Metrics]:
@@ -554,7 +555,12 @@ class RunState:
         key = (m.step, metric_kind(m))
         new = key not in self._by_key
         self._by_key[key] = m
-        self._sorted = None
+        if new and self._sorted is not None and (self._last_key is None or key > self._last_key):
+            self._sorted.append(m)  # the usual case, a step after the last: no re-sort, cost independent of history
+        else:
+            self._sorted = None
+        if self._last_key is None or key > self._last_key:
+            self._last_key = key
         return new
 
 

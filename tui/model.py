@@ -109,6 +109,7 @@ class RunWatch:
         self._status: str | None = None
         self.force_scan = False  # set after a checkpoint was deleted or stripped
         self.completions: CompletionsTail | None = None
+        self._has_eval = False  # sticky: logged steps are never taken back
 
     def poll(self) -> Update:
         if self.source is None:
@@ -147,9 +148,10 @@ class RunWatch:
         elif first:
             checkpoints = []
         self._status = src.status
+        self._has_eval = self._has_eval or any("eval_loss" in m.values for m in new_metrics)
         return Update(self._header(src, now), new_metrics, reset=first, log_lines=lines,
                       checkpoints=checkpoints, failure=self._failure(src), source=src,
-                      has_eval=any("eval_loss" in m.values for m in state.metrics), failed=self.failed,
+                      has_eval=self._has_eval, failed=self.failed,
                       completions=completions)
 
     def _take_first(self) -> bool:
