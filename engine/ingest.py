@@ -13,7 +13,7 @@ import os
 import re
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Iterator
 
 import orjson
 
@@ -740,15 +740,35 @@ def _json_float(v: float) -> float | None:
     return v if math.isfinite(v) else None
 
 
-def metrics_table(state: RunState) -> list[dict]:
-    """One dict per logged step: {'step': N, 'loss': ..., 'eval_loss': ...}; train and eval rows of the same
-    step are merged. Non-finite values become None (JSON-safe)."""
-    rows: dict[int, dict] = {}
-    for m in state.metrics:
-        row = rows.setdefault(m.step, {"step": m.step})
+def iter_metrics_rows(state: RunState) -> Iterator[dict]:
+    """One dict per logged step, in step order, made one at a time (a million-step run is never a list of
+    dicts): {'step': N, 'loss': ..., 'eval_loss': ...}; train and eval rows of the same step are merged (the
+    first value of a key wins). Non-finite values become None (JSON-safe)."""
+    row: dict | None = None
+    for m in state.metrics:  # sorted by (step, kind): a step's rows are adjacent
+        if row is not None and row["step"] != m.step:
+            yield row
+            row = None
+        if row is None:
+            row = {"step": m.step}
         for k, v in m.values.items():
             row.setdefault(k, _json_float(v))
-    return [rows[s] for s in sorted(rows)]
+    if row is not None:
+        yield row
+
+
+def metrics_keys(state: RunState) -> list[str]:
+    """Every logged key, in the order first seen ('step' first): the columns of a CSV."""
+    keys: dict[str, None] = {"step": None}
+    for m in state.metrics:
+        if not m.values.keys() <= keys.keys():
+            keys.update(dict.fromkeys(m.values))
+    return list(keys)
+
+
+def metrics_table(state: RunState) -> list[dict]:
+    """iter_metrics_rows as a list (small runs, tests)."""
+    return list(iter_metrics_rows(state))
 
 
 def metrics_summary(state: RunState) -> dict:
