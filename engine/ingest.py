@@ -6,11 +6,13 @@ Python-repr dicts on the console are read by a small regex tokenizer, never `eva
 """
 from __future__ import annotations
 
+import bisect
 import functools
 import json
 import math
 import os
 import re
+from array import array
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Callable, Iterator
@@ -533,15 +535,12 @@ class RunState:
     finished: Finished | None = None
     end_time: str | None = None  # 'End time of running main: ...' was printed
     metrics_source: str | None = None  # "logging.jsonl" | "console"
-    _by_key: dict[tuple[int, int], Metrics] = field(default_factory=dict, repr=False)
-    _sorted: list[Metrics] | None = field(default_factory=list, repr=False)
-    _last_key: tuple[int, int] | None = field(default=None, repr=False, compare=False)
+    _sorted: list[Metrics] = field(default_factory=list, repr=False)  # by (step, kind)
+    _keys: array = field(default_factory=lambda: array("q"), repr=False, compare=False)  # step * 2 + kind, sorted
 
     @property
     def metrics(self) -> list[Metrics]:
         """Logged steps in step order (train before eval at the same step)."""
-        if self._sorted is None:
-            self._sorted = [self._by_key[k] for k in sorted(self._by_key)]
         return self._sorted
 
     @property
@@ -551,17 +550,21 @@ class RunState:
         return next((m.max_steps for m in reversed(self.metrics) if m.max_steps), None)
 
     def _put(self, m: Metrics) -> bool:
-        """Store; True when the (step, kind) is new."""
-        key = (m.step, metric_kind(m))
-        new = key not in self._by_key
-        self._by_key[key] = m
-        if new and self._sorted is not None and (self._last_key is None or key > self._last_key):
-            self._sorted.append(m)  # the usual case, a step after the last: no re-sort, cost independent of history
-        else:
-            self._sorted = None
-        if self._last_key is None or key > self._last_key:
-            self._last_key = key
-        return new
+        """Store; True when the (step, kind) is new. A step after the last (the usual case) is an append: the cost
+        does not grow with the history, and the index is one int64 per step, not a dict entry."""
+        key = m.step * 2 + metric_kind(m)
+        keys = self._keys
+        if not keys or key > keys[-1]:
+            keys.append(key)
+            self._sorted.append(m)
+            return True
+        i = bisect.bisect_left(keys, key)
+        if i < len(keys) and keys[i] == key:
+            self._sorted[i] = m
+            return False
+        keys.insert(i, key)
+        self._sorted.insert(i, m)
+        return True
 
 
 def _merge_progress(old: Progress | None, new: Progress) -> Progress:
