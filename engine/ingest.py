@@ -428,11 +428,31 @@ def _record(line: bytes) -> dict | None:
 
 def load_jsonl(path: Path) -> list[dict]:
     """All well-formed dict records of a jsonl file (missing file -> [])."""
-    try:
-        data = Path(path).read_bytes()
-    except OSError:
-        return []
-    return [rec for line in data.split(b"\n") if line.strip() and (rec := _record(line)) is not None]
+    return list(JsonlRecords(path))
+
+
+class JsonlRecords:
+    """The well-formed dict records of a jsonl file, read a line at a time on each iteration (a missing or
+    unreadable file has none): a million-step logging.jsonl is never a list of a million dicts."""
+
+    def __init__(self, path: Path):
+        self.path = Path(path)
+
+    def __iter__(self) -> Iterator[dict]:
+        try:
+            fh = open(self.path, "rb")
+        except OSError:
+            return
+        with fh:
+            try:
+                for line in fh:
+                    if line.strip() and (rec := _record(line)) is not None:
+                        yield rec
+            except OSError:
+                return
+
+    def __bool__(self) -> bool:
+        return next(iter(self), None) is not None
 
 
 # ---------------------------------------------------------------- tailing

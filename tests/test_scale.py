@@ -91,3 +91,14 @@ def test_a_followed_run_grows_its_step_list_in_place(tmp_path):
     reader.poll()
     steps = [(m.step, "eval_loss" in m.values) for m in reader.state.metrics]
     assert steps == sorted(steps) and (2, True) in steps
+
+
+def test_jsonl_records_stream_the_file_on_each_iteration(tmp_path):
+    from engine.ingest import JsonlRecords
+
+    path = tmp_path / "logging.jsonl"
+    path.write_bytes(b'{"loss": 1.0}\n\nnot json\n[1, 2]\n{"loss": 2.0}')  # an unterminated last line too
+    records = JsonlRecords(path)
+    assert not isinstance(records, list) and records
+    assert list(records) == list(records) == [{"loss": 1.0}, {"loss": 2.0}]
+    assert not JsonlRecords(tmp_path / "missing.jsonl") and list(JsonlRecords(tmp_path / "missing.jsonl")) == []
