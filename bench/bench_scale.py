@@ -108,17 +108,35 @@ def case_attach(run_dir: Path) -> dict:
 
 
 def case_follow(run_dir: Path) -> dict:
+    """A poll of a caught-up run that gained 10 steps, and one chart frame (the loss pane appends the new points
+    to its series and downsamples the whole series to the chart's width)."""
+    from tui.series import Series, downsample
+
     w = _watch(run_dir)
     w.poll()
+    s = Series()
+    for m in w.observer.state.metrics:
+        if "loss" in m.values:
+            s.append(float(m.step), m.values["loss"])
     with open(run_dir / "logging.jsonl", "a") as fh:
         line = SAMPLE.read_text().splitlines()[0]
         for _ in range(10):
             fh.write(line + "\n")
     t0 = time.perf_counter()
-    w.poll()
-    _chart_data(w)
-    return {"poll_ms": round((time.perf_counter() - t0) * 1000, 1)}
+    u = w.poll()
+    t1 = time.perf_counter()
+    for m in u.new_metrics:
+        s.append(float(m.step), m.values["loss"])
+    downsample(s.xs, s.ema, 400)
+    t2 = time.perf_counter()
+    return {"poll_ms": round((t1 - t0) * 1000, 1), "frame_ms": round((t2 - t1) * 1000, 1)}
 
+
+# runs a command (stdout to /dev/null) and prints its rc, wall s, CPU s and peak RSS MB as JSON
+WRAP = ("import json,resource,subprocess,sys,time;t=time.perf_counter();"
+        "r=subprocess.run(sys.argv[1:],stdout=subprocess.DEVNULL).returncode;u=resource.getrusage(resource.RUSAGE_CHILDREN);"
+        "print(json.dumps({'rc':r,'wall_s':round(time.perf_counter()-t,3),'cpu_s':round(u.ru_utime+u.ru_stime,3),"
+        "'rss_mb':u.ru_maxrss//1024}))")
 
 CASES = {"reader": case_reader, "attach": case_attach, "follow": case_follow}
 
@@ -177,19 +195,13 @@ def main() -> None:
                                    env={**os.environ, **env}, cwd=ROOT).stdout
             if fmt.startswith("--format") and "--format" not in probe:
                 continue
-            argv = [py, "-c", "import resource,subprocess,sys,time;t=time.perf_counter();"
-                    "r=subprocess.run(sys.argv[1:],stdout=subprocess.DEVNULL).returncode;"
-                    "print('{\"rc\":%d,\"wall_s\":%.3f,\"rss_mb\":%d}'%(r,time.perf_counter()-t,"
-                    "resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss//1024))",
+            argv = [py, "-c", WRAP,
                     py, "-m", "tui.cli", "metrics", str(run_dir), fmt]
             _, _, info = run_child(argv, env)
             print(f"metrics {fmt:<15} {json.dumps(info)}")
         home = Path(tmp) / "home"
         make_registry(home, nruns, run_dir)
-        argv = [py, "-c", "import resource,subprocess,sys,time;t=time.perf_counter();"
-                "r=subprocess.run(sys.argv[1:],stdout=subprocess.DEVNULL).returncode;"
-                "print('{\"rc\":%d,\"wall_s\":%.3f,\"rss_mb\":%d}'%(r,time.perf_counter()-t,"
-                "resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss//1024))",
+        argv = [py, "-c", WRAP,
                 py, "-m", "tui.cli", "runs", "--json"]
         _, _, info = run_child(argv, {**env, "SWIFTDECK_HOME": str(home)})
         print(f"runs     ({nruns} records) {json.dumps(info)}")

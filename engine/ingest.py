@@ -680,6 +680,18 @@ class RunReader:
         """False when the last poll stopped at `max_bytes` with more to read."""
         return all(s.caught_up for s in (self._console, self._jsonl) if s is not None)
 
+    def read_progress(self) -> tuple[int, int]:
+        """(bytes read, bytes there now) over the files tailed: how far a first read of a long history is."""
+        done = total = 0
+        for src in (self._console, self._jsonl):
+            if src is not None:
+                done += src.tail.offset
+                try:
+                    total += max(os.stat(src.tail.path).st_size, src.tail.offset)
+                except OSError:
+                    total += src.tail.offset
+        return done, total
+
     def _resolve(self, path: str) -> Path:
         p = Path(path)
         return p if p.is_absolute() or self.cwd is None else self.cwd / p

@@ -102,3 +102,28 @@ def test_jsonl_records_stream_the_file_on_each_iteration(tmp_path):
     assert not isinstance(records, list) and records
     assert list(records) == list(records) == [{"loss": 1.0}, {"loss": 2.0}]
     assert not JsonlRecords(tmp_path / "missing.jsonl") and list(JsonlRecords(tmp_path / "missing.jsonl")) == []
+
+
+def test_a_long_history_is_read_in_steps_that_report_progress(tmp_path, monkeypatch):
+    """The dashboard's first read of a run bigger than one chunk says how far it got after each chunk (the loss
+    pane shows it); a small run is read in one go without a word."""
+    from engine.ops.runs import resolve
+    from tui.model import POLL_CHUNK, RunWatch
+
+    monkeypatch.setenv("SWIFTDECK_HOME", str(tmp_path / "home"))
+    small = write_run(tmp_path / "small" / "v0-20260101-000000", steps=50)
+    calls = []
+    watch = RunWatch(resolve(str(small)), clock=lambda: 0.0)
+    watch.progress = lambda done, total: calls.append((done, total))
+    watch.poll()
+    assert calls == []
+
+    steps = POLL_CHUNK * 5 // 2 // len(SAMPLE.read_text().splitlines()[0]) + 1000  # about 2.5 chunks
+    big = write_run(tmp_path / "big" / "v0-20260101-000000", steps=steps)
+    size = (big / "logging.jsonl").stat().st_size
+    assert size > 2 * POLL_CHUNK
+    watch = RunWatch(resolve(str(big)), clock=lambda: 0.0)
+    watch.progress = lambda done, total: calls.append((done, total))
+    u = watch.poll()
+    assert [done for done, _ in calls] == [POLL_CHUNK, 2 * POLL_CHUNK] and {t for _, t in calls} == {size}
+    assert u.header.step == steps and len(u.new_metrics) == steps + steps // 7
