@@ -18,7 +18,7 @@ from datetime import datetime
 from pathlib import Path
 
 from engine.kinds import label_of_args_json
-from engine.ingest import load_jsonl, loads_json, record_step, record_values
+from engine.ingest import JsonlRecords, loads_json, record_step, record_values
 
 RUN_RE = re.compile(r"v(\d+)-(\d{8})-(\d{6})")
 CKPT_RE = re.compile(r"checkpoint-(\d+)(-merged)?")
@@ -336,7 +336,7 @@ def scan_run(path: Path, *, registry: bool | dict[str, str] = True) -> RunFolder
     run.tuner_type = args.get("tuner_type") or args.get("train_type")
     run.kind = label_of_args_json(args)
 
-    records = load_jsonl(path / "logging.jsonl")
+    records = JsonlRecords(path / "logging.jsonl")  # streamed: a long run is not held as a list of dicts
     for rec in records:
         if "last_model_checkpoint" in rec or "log_history" in rec:
             run.ended = True

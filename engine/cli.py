@@ -251,22 +251,23 @@ def cmd_stop(ns) -> int:
 def cmd_metrics(ns) -> int:
     from engine import kinds
     from engine.textsafe import printable
-    from engine.ingest import metrics_table
+    from engine.ingest import iter_metrics_rows, metrics_keys
     from engine.ops.runs import resolve
 
     _, reader = reader_for(ns.run)
     kind = resolve(ns.run).kind
     reader.poll()
     state = reader.state
-    rows = metrics_table(state)
+    rows = iter_metrics_rows(state)
     summary = state.finished.summary if state.finished else {}
-    if not rows and not summary:
+    if not state.metrics and not summary:
         raise UserError(f"no logged step in {ns.run}: not an ms-swift run folder or console log (or nothing was "
                         "logged yet)")
-    if ns.json:
-        _dump({"kind": kind, "metrics": rows, "summary": summary, "finished": state.finished})
+    fmt = "json" if ns.json else ns.format
+    if fmt != "table":
+        _stream_metrics(fmt, kind, rows, state, metrics_keys(state) if fmt == "csv" else [])
         return 0
-    logged = {k for r in rows for k in r}
+    logged = set(metrics_keys(state))
     family = kinds.family(logged)
     funcs = [f"rewards/{f}/mean" for f in kinds.reward_functions(sorted(logged))]
     keys = [k for k in dict.fromkeys(("loss", "eval_loss", *kinds.HEADLINE[family], *funcs, "learning_rate",
@@ -281,6 +282,33 @@ def cmd_metrics(ns) -> int:
         print("summary: " + ", ".join(f"{k}={v:.5g}" if isinstance(v, float) else f"{k}={v}"
                                       for k, v in summary.items()))
     return 0
+
+
+def _stream_metrics(fmt: str, kind: str, rows, state, keys: list[str]) -> None:
+    """`metrics --json|--format jsonl|csv`, written a row at a time (memory flat in the number of steps). json: one
+    object {kind, metrics: [...], summary, finished}, a row per line; jsonl: one row per line; csv: a header of every
+    logged key, empty cells where a step did not log one."""
+    out = sys.stdout
+    opt = orjson.OPT_SERIALIZE_NUMPY
+    if fmt == "csv":
+        import csv
+
+        w = csv.DictWriter(out, fieldnames=keys, lineterminator="\n")
+        w.writeheader()
+        w.writerows(rows)
+        return
+    if fmt == "jsonl":
+        for r in rows:
+            out.write(orjson.dumps(r, option=opt).decode() + "\n")
+        return
+    out.write('{"kind": ' + orjson.dumps(kind).decode() + ', "metrics": [')
+    sep = "\n"
+    for r in rows:
+        out.write(sep + orjson.dumps(r, option=opt).decode())
+        sep = ",\n"
+    summary = state.finished.summary if state.finished else {}
+    out.write('\n], "summary": ' + orjson.dumps(summary, option=opt, default=_json_default).decode()
+              + ', "finished": ' + orjson.dumps(state.finished, option=opt, default=_json_default).decode() + "}\n")
 
 
 def cmd_checkpoints(ns) -> int:
@@ -805,7 +833,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     s = command("metrics", "per-step metrics and the final summary of a run", cmd_metrics)
     s.add_argument("run", metavar="RUN", help="registry id, run folder or console log")
-    s.add_argument("--json", action="store_true")
+    s.add_argument("--json", action="store_true", help="one JSON object (streamed: same as --format json)")
+    s.add_argument("--format", choices=("table", "json", "jsonl", "csv"), default="table",
+                   help="jsonl: one JSON object per step; csv: a header of every logged key (default: table)")
 
     s = command("checkpoints", "run folders and checkpoints with their metadata", cmd_checkpoints)
     s.add_argument("output_dir", nargs="?", default="output", metavar="OUTPUT_DIR")

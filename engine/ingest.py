@@ -6,14 +6,16 @@ Python-repr dicts on the console are read by a small regex tokenizer, never `eva
 """
 from __future__ import annotations
 
+import bisect
 import functools
 import json
 import math
 import os
 import re
+from array import array
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Iterator
 
 import orjson
 
@@ -426,11 +428,31 @@ def _record(line: bytes) -> dict | None:
 
 def load_jsonl(path: Path) -> list[dict]:
     """All well-formed dict records of a jsonl file (missing file -> [])."""
-    try:
-        data = Path(path).read_bytes()
-    except OSError:
-        return []
-    return [rec for line in data.split(b"\n") if line.strip() and (rec := _record(line)) is not None]
+    return list(JsonlRecords(path))
+
+
+class JsonlRecords:
+    """The well-formed dict records of a jsonl file, read a line at a time on each iteration (a missing or
+    unreadable file has none): a million-step logging.jsonl is never a list of a million dicts."""
+
+    def __init__(self, path: Path):
+        self.path = Path(path)
+
+    def __iter__(self) -> Iterator[dict]:
+        try:
+            fh = open(self.path, "rb")
+        except OSError:
+            return
+        with fh:
+            try:
+                for line in fh:
+                    if line.strip() and (rec := _record(line)) is not None:
+                        yield rec
+            except OSError:
+                return
+
+    def __bool__(self) -> bool:
+        return next(iter(self), None) is not None
 
 
 # ---------------------------------------------------------------- tailing
@@ -533,14 +555,12 @@ class RunState:
     finished: Finished | None = None
     end_time: str | None = None  # 'End time of running main: ...' was printed
     metrics_source: str | None = None  # "logging.jsonl" | "console"
-    _by_key: dict[tuple[int, int], Metrics] = field(default_factory=dict, repr=False)
-    _sorted: list[Metrics] | None = field(default=None, repr=False)
+    _sorted: list[Metrics] = field(default_factory=list, repr=False)  # by (step, kind)
+    _keys: array = field(default_factory=lambda: array("q"), repr=False, compare=False)  # step * 2 + kind, sorted
 
     @property
     def metrics(self) -> list[Metrics]:
         """Logged steps in step order (train before eval at the same step)."""
-        if self._sorted is None:
-            self._sorted = [self._by_key[k] for k in sorted(self._by_key)]
         return self._sorted
 
     @property
@@ -550,12 +570,21 @@ class RunState:
         return next((m.max_steps for m in reversed(self.metrics) if m.max_steps), None)
 
     def _put(self, m: Metrics) -> bool:
-        """Store; True when the (step, kind) is new."""
-        key = (m.step, metric_kind(m))
-        new = key not in self._by_key
-        self._by_key[key] = m
-        self._sorted = None
-        return new
+        """Store; True when the (step, kind) is new. A step after the last (the usual case) is an append: the cost
+        does not grow with the history, and the index is one int64 per step, not a dict entry."""
+        key = m.step * 2 + metric_kind(m)
+        keys = self._keys
+        if not keys or key > keys[-1]:
+            keys.append(key)
+            self._sorted.append(m)
+            return True
+        i = bisect.bisect_left(keys, key)
+        if i < len(keys) and keys[i] == key:
+            self._sorted[i] = m
+            return False
+        keys.insert(i, key)
+        self._sorted.insert(i, m)
+        return True
 
 
 def _merge_progress(old: Progress | None, new: Progress) -> Progress:
@@ -651,6 +680,18 @@ class RunReader:
         """False when the last poll stopped at `max_bytes` with more to read."""
         return all(s.caught_up for s in (self._console, self._jsonl) if s is not None)
 
+    def read_progress(self) -> tuple[int, int]:
+        """(bytes read, bytes there now) over the files tailed: how far a first read of a long history is."""
+        done = total = 0
+        for src in (self._console, self._jsonl):
+            if src is not None:
+                done += src.tail.offset
+                try:
+                    total += max(os.stat(src.tail.path).st_size, src.tail.offset)
+                except OSError:
+                    total += src.tail.offset
+        return done, total
+
     def _resolve(self, path: str) -> Path:
         p = Path(path)
         return p if p.is_absolute() or self.cwd is None else self.cwd / p
@@ -734,15 +775,35 @@ def _json_float(v: float) -> float | None:
     return v if math.isfinite(v) else None
 
 
-def metrics_table(state: RunState) -> list[dict]:
-    """One dict per logged step: {'step': N, 'loss': ..., 'eval_loss': ...}; train and eval rows of the same
-    step are merged. Non-finite values become None (JSON-safe)."""
-    rows: dict[int, dict] = {}
-    for m in state.metrics:
-        row = rows.setdefault(m.step, {"step": m.step})
+def iter_metrics_rows(state: RunState) -> Iterator[dict]:
+    """One dict per logged step, in step order, made one at a time (a million-step run is never a list of
+    dicts): {'step': N, 'loss': ..., 'eval_loss': ...}; train and eval rows of the same step are merged (the
+    first value of a key wins). Non-finite values become None (JSON-safe)."""
+    row: dict | None = None
+    for m in state.metrics:  # sorted by (step, kind): a step's rows are adjacent
+        if row is not None and row["step"] != m.step:
+            yield row
+            row = None
+        if row is None:
+            row = {"step": m.step}
         for k, v in m.values.items():
             row.setdefault(k, _json_float(v))
-    return [rows[s] for s in sorted(rows)]
+    if row is not None:
+        yield row
+
+
+def metrics_keys(state: RunState) -> list[str]:
+    """Every logged key, in the order first seen ('step' first): the columns of a CSV."""
+    keys: dict[str, None] = {"step": None}
+    for m in state.metrics:
+        if not m.values.keys() <= keys.keys():
+            keys.update(dict.fromkeys(m.values))
+    return list(keys)
+
+
+def metrics_table(state: RunState) -> list[dict]:
+    """iter_metrics_rows as a list (small runs, tests)."""
+    return list(iter_metrics_rows(state))
 
 
 def metrics_summary(state: RunState) -> dict:

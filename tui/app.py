@@ -226,12 +226,18 @@ class SwiftdeckApp(ChatJobs, App):
     @work(thread=True, group="poll")
     def _poll(self, watch: RunWatch) -> None:
         try:
+            watch.progress = lambda done, total: self.call_from_thread(self._loading, watch, done, total)
             update = watch.poll()  # the run's observer: metrics, console lines and the verdict on a failure
             error = None
         except Exception as exc:  # a file vanished mid-read, a bad record: say so, keep going
             update, error = None, f"{type(exc).__name__}: {exc}"
         if not get_current_worker().is_cancelled:  # cancelled: another run is shown now
             self.call_from_thread(self._apply, watch, update, error)
+
+    def _loading(self, watch: RunWatch, done: int, total: int) -> None:
+        """A long first read of the run's files: how far it got, in the loss pane (the other panes stay usable)."""
+        if watch is self.watch and self.screen_stack and self.main.query(LossPane):
+            self.main.query_one(LossPane).set_loading(done, total)
 
     def _apply(self, watch: RunWatch, u: Update | None, error: str | None) -> None:
         if watch is not self.watch or not self.screen_stack or not self.main.query(RunHeader):  # another run, or the app is closing

@@ -109,6 +109,10 @@ class RunWatch:
         self._status: str | None = None
         self.force_scan = False  # set after a checkpoint was deleted or stripped
         self.completions: CompletionsTail | None = None
+        self._has_eval = False  # sticky: logged steps are never taken back
+        # progress(bytes_read, bytes_total): called after each chunk while a long history is still being read (never
+        # for a run read in one chunk), from poll's thread
+        self.progress: Callable[[int, int], None] | None = None
 
     def poll(self) -> Update:
         if self.source is None:
@@ -132,6 +136,8 @@ class RunWatch:
                     self.failed = ev
             if self.observer.caught_up:
                 break
+            if self.progress is not None:
+                self.progress(*self.observer.reader.read_progress())
         state = self.observer.state
         run_dir = state.run_dir or (str(src.run_dir) if src.run_dir else None)
         if run_dir and (self.completions is None or self.completions.path.parent != Path(run_dir)):
@@ -147,9 +153,10 @@ class RunWatch:
         elif first:
             checkpoints = []
         self._status = src.status
+        self._has_eval = self._has_eval or any("eval_loss" in m.values for m in new_metrics)
         return Update(self._header(src, now), new_metrics, reset=first, log_lines=lines,
                       checkpoints=checkpoints, failure=self._failure(src), source=src,
-                      has_eval=any("eval_loss" in m.values for m in state.metrics), failed=self.failed,
+                      has_eval=self._has_eval, failed=self.failed,
                       completions=completions)
 
     def _take_first(self) -> bool:

@@ -261,6 +261,14 @@ class LossPane(Vertical):
             self.redraw(main=main, minis=minis)
         self._schedule()
 
+    def set_loading(self, done: int, total: int) -> None:
+        """A long history is being read (tui.model.RunWatch.poll's progress): say how far, in the empty chart."""
+        if len(self.loss) or len(self.reward):
+            return
+        pct = int(100 * done / total) if total else 0
+        self.query_one("#loss-chart", Chart).empty_note = f"reading {total / 1e6:.0f} MB… {pct} %"
+        self.query_one("#loss-chart", Chart).refresh()
+
     def set_waiting(self, waiting: bool) -> None:
         if waiting != self.waiting:
             self.waiting = waiting
