@@ -118,8 +118,19 @@ class SwiftdeckApp(ChatJobs, App):
     # ------------------------------------------------------------ --readonly
 
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
-        """Textual asks before showing a key in the footer or running it; the panes ask here too."""
+        """Textual asks before showing a key in the footer or running it; the panes ask here too. A screen that
+        owns its keys (a form, a dialog: OWNS_KEYS) turns the dashboard's own keys off while it is on top: there
+        letters type or do nothing, and the footer lists only the screen's keys."""
+        if getattr(self.screen, "OWNS_KEYS", False) and action in self._table_actions():
+            return False
         return not (self.readonly and action in READONLY_REFUSED)
+
+    @classmethod
+    def _table_actions(cls) -> set[str]:
+        """The action names of the dashboard's own key table (BINDINGS)."""
+        from textual.actions import parse
+
+        return {parse(b.action)[1] for b in cls.BINDINGS if isinstance(b, Binding)}
 
     def refused(self, action: str) -> bool:
         """True, after a notification, when --readonly refuses `action`."""

@@ -16,6 +16,7 @@ from textual.widgets import Button, Footer, Input, Label, Select, Static
 
 from engine.command import Command
 from tui.actions import KINDS, ActionError, LaunchForm, build_launch
+from tui.screens.confirm import leave
 from engine.ops.datasets import check_datasets
 from tui.widgets.style import theme_color
 
@@ -39,6 +40,7 @@ FIELDS = (  # (attribute, label, placeholder)
 
 
 class LaunchScreen(Screen):
+    OWNS_KEYS = True  # the dashboard's letter keys are off while the form is up (SwiftdeckApp.check_action)
     BINDINGS = [
         Binding("escape", "cancel", "Cancel"),
         Binding("ctrl+k", "check", "Check", priority=True),  # over the Input's own ctrl+k (delete to the end)
@@ -52,6 +54,7 @@ class LaunchScreen(Screen):
         self.initial = form or LaunchForm()
         self.checked = None  # (command, engine.ops.launch.LaunchCheck) of the last check
         self.plan: Command | None = None
+        self.plan_error = ""  # why the fields make no command (names the field), when plan is None
 
     def compose(self):
         yield Static("New run — swift sft with LoRA (preset: the self-cognition tutorial)", id="launch-title")
@@ -117,7 +120,7 @@ class LaunchScreen(Screen):
         try:
             self.plan = build_launch(self.form(), gpu=self.gpu, cwd=self.cwd)
         except ActionError as exc:
-            self.plan = None
+            self.plan, self.plan_error = None, str(exc)
             out.update(Text(f"command: {exc}", style=theme_color(self.app, "warning")))
             return
         out.update(Text.assemble(("command: ", "bold"), self.plan.display()))
@@ -153,12 +156,13 @@ class LaunchScreen(Screen):
         self._run_check(launch=True)
 
     def action_cancel(self) -> None:
-        self.dismiss(None)
+        """Leave the form; with changes, ask first."""
+        leave(self, self.form() != self.initial, "The form's changes are lost; no run is started.")
 
     @on(Button.Pressed)
     def _button(self, event: Button.Pressed) -> None:
         if event.button.id == "cancel":
-            self.dismiss(None)
+            self.action_cancel()
         elif event.button.id == "check":
             self._run_check(launch=False)
         elif event.button.id == "launch":
@@ -167,8 +171,10 @@ class LaunchScreen(Screen):
             self._run_check(launch=False, fixes=True)
 
     def _run_check(self, *, launch: bool, fixes: bool = False) -> None:
-        if self.plan is None:
-            self.notify("fill in model and dataset first", severity="warning")
+        if self.plan is None:  # what blocks it, naming the field
+            message = f"{'not launched' if launch else 'not checked'}: {self.plan_error}"
+            self.query_one("#launch-check", Static).update(Text(message, theme_color(self.app, "error")))
+            self.notify(message, severity="warning")
             return
         self.query_one("#launch-check", Static).update("checking the arguments against the installed ms-swift …")
         self._check_worker(self.plan, launch, fixes, self.checked)

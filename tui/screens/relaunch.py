@@ -18,6 +18,7 @@ from textual.widgets.option_list import Option
 
 from engine.command import TRAINING_KINDS
 from engine.relaunch import remedy_flags
+from tui.screens.confirm import leave
 from tui.screens.launch import check_text
 from tui.widgets.failure import applicable, clean, evidence_lines
 from tui.widgets.style import theme_color
@@ -63,6 +64,7 @@ def can_relaunch(rec) -> None:
 
 
 class RelaunchScreen(Screen):
+    OWNS_KEYS = True  # the dashboard's letter keys are off while the dialog is up (SwiftdeckApp.check_action)
     BINDINGS = [
         Binding("escape", "cancel", "Cancel"),
         Binding("ctrl+l", "relaunch", "Relaunch", priority=True),
@@ -77,6 +79,7 @@ class RelaunchScreen(Screen):
         self.plan = None  # (Command, changes) for the flags shown
         self.check = None  # engine.ops.launch.LaunchCheck of that command
         self._planned_for: str | None = None
+        self._picked = ""  # the flags of the remedy picked last: typed ones beyond it are changes to keep
 
     def compose(self):
         rec = self.rec
@@ -134,6 +137,7 @@ class RelaunchScreen(Screen):
 
     def _pick(self, n: int) -> None:
         flags = flags_of(self.remedies[n - 1]) if n else ""
+        self._picked = flags
         field = self.query_one("#relaunch-flags", Input)
         if field.value != flags:
             field.value = flags  # -> Input.Changed -> _replan
@@ -196,12 +200,14 @@ class RelaunchScreen(Screen):
     # ------------------------------------------------------------ launching
 
     def action_cancel(self) -> None:
-        self.dismiss(None)
+        """Leave the dialog; with typed flags, ask first."""
+        leave(self, self.query_one("#relaunch-flags", Input).value != self._picked,
+              "The flags typed are lost; nothing is relaunched.")
 
     @on(Button.Pressed)
     def _button(self, event: Button.Pressed) -> None:
         if event.button.id == "cancel":
-            self.dismiss(None)
+            self.action_cancel()
         elif event.button.id == "relaunch":
             self.action_relaunch()
 
