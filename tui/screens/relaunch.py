@@ -1,5 +1,5 @@
-"""`r` on a failed run: "relaunch with these changes". Pick one of the diagnosis' remedies (those that start with
-`--flag value` pairs; advice-only ones are listed greyed out), or type flags; see exactly what changes
+"""`r` on a failed run: "relaunch with these changes". Pick one of the diagnosis' remedies (those that name
+a `--flag value` pair; advice-only ones are listed greyed out), or type flags; see exactly what changes
 (engine.ops.launch.plan_relaunch: the flags, and --resume_from_checkpoint of the newest resumable checkpoint; the
 run's environment and folder are kept) and the full command after engine.ops.launch.check_launch; confirm ->
 engine.ops.launch.start -> the dashboard attaches to the new run (dismissed with its RunRecord)."""
@@ -88,7 +88,7 @@ class RelaunchScreen(Screen):
         with VerticalScroll(id="relaunch-body"):
             yield Static(self._diagnosis_text(), id="relaunch-diagnosis")
             yield Static(self._evidence_text(), id="relaunch-evidence")
-            yield Static("Remedies — those that start with flags can be applied; greyed-out ones are advice:",
+            yield Static("Remedies — those that name a flag and a value can be applied; greyed-out ones are advice:",
                          classes="relaunch-label")
             options = [Option("0. no change: relaunch as it was (resumes from the newest checkpoint)", id="r0")]
             options += [Option(f"{n}. {clean(r)}", id=f"r{n}", disabled=not applicable(r))
