@@ -60,10 +60,35 @@ READONLY_REFUSED = {
 }
 
 
+# The palette's words for a key (by its binding's action); a key not here is listed under its binding's description.
+PALETTE = {
+    "runs": ("Switch run", "List every known run and open one"),
+    "new_run": ("New run", "Open the launch form (swift sft with LoRA)"),
+    "stop_run": ("Stop run", "Gracefully stop the run shown"),
+    "log('filter')": ("Filter log", "Filter the log by text and level"),
+    "log('traceback')": ("Jump to Traceback", "Scroll the log to the first Traceback"),
+    "toggle_follow": ("Toggle log follow", "Follow the end of the log, or pause"),
+    "smoothing(1)": ("More smoothing", "Raise the loss EMA weight"),
+    "smoothing(-1)": ("Less smoothing", "Lower the loss EMA weight"),
+    "choose": ("Chat with checkpoint", "Pick the checkpoint under the cursor for chat"),
+    "resume": ("Resume from checkpoint", "Resume training from the checkpoint under the cursor"),
+    "delete": ("Delete checkpoint", "Delete the checkpoint under the cursor"),
+    "strip": ("Strip optimizer state", "Free the optimizer state of the checkpoint under the cursor"),
+    "merge": ("Merge LoRA", "Merge the checkpoint under the cursor into a full model"),
+    "relaunch": ("Relaunch with these changes", "Failed run: apply a remedy, resume from its newest checkpoint"),
+    "leftovers": ("Leftover processes", "Processes of earlier runs still alive: list, stop"),
+    "help": ("Help", "Every key"),
+    **{f"view('{key}')": (f"Show {title}", f"Narrow screens: show the {title} view") for key, title in VIEWS},
+}
+PALETTE_SKIP = {"quit", "close_filter"}  # Textual's palette has Quit; Esc closes the filter where it is open
+
+
 def _palette_action(callback) -> str | None:
-    """The action a palette entry runs: an `action_X` method, or `_pane_action(pane, X)`."""
+    """The action a palette entry runs: an `action_X` method, `run_action(X)` or `_pane_action(pane, X)`."""
+    from textual.actions import parse
+
     if isinstance(callback, partial):
-        return callback.args[-1]
+        return parse(callback.args[-1])[1]
     name = getattr(callback, "__name__", "")
     return name.removeprefix("action_") if name.startswith("action_") else None
 
@@ -298,8 +323,8 @@ class SwiftdeckApp(ChatJobs, App):
     # ------------------------------------------------------------ global actions
 
     def action_help(self) -> None:
-        sections = [("global", self.BINDINGS), ("log", LogPane.BINDINGS + LogView.BINDINGS),
-                    ("checkpoints", CheckpointsPane.BINDINGS), ("chat", ChatPane.HELP_BINDINGS),
+        sections = [(where, bindings) for where, _, bindings in self.key_sections()]
+        sections += [("chat", ChatPane.HELP_BINDINGS),
                     ("new run", LaunchScreen.BINDINGS), ("relaunch", RelaunchScreen.BINDINGS),
                     ("leftovers", LeftoversScreen.BINDINGS), ("dialogs", ConfirmScreen.BINDINGS)]
         self.push_screen(HelpScreen(sections))
@@ -383,35 +408,34 @@ class SwiftdeckApp(ChatJobs, App):
         src = self.watch.source
         self.exit(src.key if src and src.active else None)
 
+    def key_sections(self) -> list[tuple[str, type | None, list]]:
+        """The one key table: (where, the pane that runs the actions or None for the app, its bindings). `?` help
+        and the palette both read it, so every key has a palette entry and a help row."""
+        return [("global", None, self.BINDINGS), ("log", LogPane, LogPane.BINDINGS),
+                ("log", LogView, LogView.BINDINGS), ("checkpoints", CheckpointsPane, CheckpointsPane.BINDINGS)]
+
+    def palette_entries(self) -> list[tuple[str, str, Callable]]:
+        """(title, help, callback) of every binding in key_sections: PALETTE's words where it has them, else the
+        binding's own (description; the key)."""
+        from tui.screens.help import key_names
+
+        entries = []
+        for _, pane, bindings in self.key_sections():
+            for b in bindings:
+                if not isinstance(b, Binding) or not b.description or b.action in PALETTE_SKIP:
+                    continue
+                title, help_text = PALETTE.get(b.action, (b.description, b.tooltip or b.description))
+                help_text = f"{help_text} ({key_names(b)})"
+                if pane is None:
+                    callback = partial(self.run_action, b.action)
+                else:
+                    callback = partial(self._pane_action, pane, b.action)
+                entries.append((title, help_text, callback))
+        return entries
+
     def get_system_commands(self, screen):
         yield from super().get_system_commands(screen)
-        ours = [
-            ("Switch run", "List every known run and open one", self.action_runs),
-            ("New run", "Open the launch form (swift sft with LoRA)", self.action_new_run),
-            ("Stop run", "Gracefully stop the run shown", self.action_stop_run),
-            ("Filter log", "Filter the log by text and level", lambda: self._pane_action(LogPane, "filter")),
-            ("Jump to Traceback", "Scroll the log to the first Traceback",
-             lambda: self._pane_action(LogPane, "traceback")),
-            ("Toggle log follow", "Follow the end of the log, or pause", lambda: self._pane_action(LogPane,
-                                                                                                   "toggle_follow")),
-            ("More smoothing", "Raise the loss EMA weight", lambda: self.main.query_one(LossPane).action_smoothing(1)),
-            ("Less smoothing", "Lower the loss EMA weight", lambda: self.main.query_one(LossPane).action_smoothing(-1)),
-            ("Chat with checkpoint", "Pick the checkpoint under the cursor for chat",
-             lambda: self._pane_action(CheckpointsPane, "choose")),
-            ("Resume from checkpoint", "Resume training from the checkpoint under the cursor",
-             partial(self._pane_action, CheckpointsPane, "resume")),
-            ("Delete checkpoint", "Delete the checkpoint under the cursor",
-             partial(self._pane_action, CheckpointsPane, "delete")),
-            ("Strip optimizer state", "Free the optimizer state of the checkpoint under the cursor",
-             partial(self._pane_action, CheckpointsPane, "strip")),
-            ("Relaunch with these changes", "Failed run: apply a remedy, resume from its newest checkpoint",
-             self.action_relaunch),
-            ("Leftover processes", "Processes of earlier runs still alive: list, stop", self.action_leftovers),
-            ("Help", "Every key", self.action_help),
-        ]
-        ours += self.chat_pane.system_commands()
-        ours += [(f"Show {title}", f"Narrow screens: show the {title} view", lambda k=key: self.action_view(k))
-                 for key, title in VIEWS]
+        ours = self.palette_entries() + self.chat_pane.system_commands()
         for title, help_text, callback in ours:
             if self.check_action(_palette_action(callback) or "", ()):
                 yield SystemCommand(title, help_text, callback)
