@@ -136,3 +136,32 @@ def test_letter_keys_do_not_act_inside_the_relaunch_dialog(introspected_home, tm
             assert await until(pilot, lambda: len(app.screen_stack) == 1)
             await settled(pilot)
     run(go())
+
+
+def test_a_long_check_never_pushes_the_buttons_off_the_screen(introspected_home, tmp_path):
+    """120×40: the check's output scrolls in its own box; Check / Launch stay on the screen, their keys in the
+    footer, and a blocked launch says so in a notification too."""
+    extra = " ".join(f"--no_such_flag_{i} {i}" for i in range(20))
+
+    async def go():
+        app = SwiftdeckApp(None, remember_theme=False)
+        async with app.run_test(size=(120, 40)) as pilot:
+            await settled(pilot)
+            await pilot.press("n")
+            assert await until(pilot, lambda: isinstance(app.screen, LaunchScreen))
+            form = app.screen
+            form.query_one("#f-model", Input).value = "/models/tiny"
+            form.query_one("#f-dataset", Input).value = str(tmp_path / "data.jsonl")
+            form.query_one("#f-extra", Input).value = extra
+            await pilot.pause()
+            await pilot.press("ctrl+l")
+            check = form.query_one("#launch-check")
+            assert await until(pilot, lambda: text_of(check).count("problem:") >= 20, timeout=60)
+            await settled(pilot)
+            for button in ("#check", "#launch", "#cancel"):
+                region = form.query_one(button).region
+                assert region.height == 3 and region.bottom <= 39, (button, region)  # above the footer row
+            shown = {key for key, b in form.active_bindings.items() if b.binding.show}
+            assert {"ctrl+k", "ctrl+l", "escape"} <= shown
+            assert any("not launched" in str(n.message) for n in app._notifications)
+    run(go())
