@@ -165,3 +165,35 @@ def test_a_long_check_never_pushes_the_buttons_off_the_screen(introspected_home,
             assert {"ctrl+k", "ctrl+l", "escape"} <= shown
             assert any("not launched" in str(n.message) for n in app._notifications)
     run(go())
+
+
+def test_clone_this_run_opens_the_form_filled_with_its_arguments(home, tmp_path, swift_fixtures):
+    """C on the recorded run: the form's fields carry its flags, the rest (--model_type, --template) go to extra
+    args, and the form's command is the run's (same flags)."""
+    from engine import runs
+    from engine.command import Command, flag_values
+
+    argv = ["swift", "sft", "--model", "/tmp/tiny", "--model_type", "qwen2", "--template", "qwen2_5",
+            "--dataset", "/data/a.json", "/data/b.json", "--num_train_epochs", "3", "--learning_rate", "2e-4",
+            "--lora_rank", "16", "--max_length", "512", "--output_dir", str(tmp_path / "out")]
+    rec = runs.create("sft", argv, str(tmp_path), label="clone me", output_dir=str(tmp_path / "out"))
+
+    async def go():
+        app = SwiftdeckApp(RunSource.of_record(rec), clock=fixed_clock, remember_theme=False)
+        async with app.run_test(size=(120, 40)) as pilot:
+            await settled(pilot)
+            await pilot.press("C")
+            assert await until(pilot, lambda: isinstance(app.screen, LaunchScreen))
+            form = app.screen
+            value = lambda name: form.query_one(f"#f-{name}", Input).value  # noqa: E731
+            assert (value("model"), value("dataset"), value("epochs"), value("learning_rate"), value("lora_rank"),
+                    value("max_length"), value("label")) == \
+                ("/tmp/tiny", "/data/a.json /data/b.json", "3", "2e-4", "16", "512", "clone me")
+            assert value("extra") == "--model_type qwen2 --template qwen2_5"
+            assert form.plan is not None
+            for flag in ("--model", "--model_type", "--template", "--dataset", "--num_train_epochs",
+                         "--learning_rate", "--lora_rank", "--max_length", "--output_dir"):
+                assert form.plan.flags(flag) == flag_values(list(Command.of_record(rec).args), flag), flag
+            await pilot.press("escape")  # unchanged since it opened: leaves at once
+            assert await until(pilot, lambda: len(app.screen_stack) == 1)
+    run(go())

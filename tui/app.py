@@ -54,8 +54,8 @@ VIEWS = (("train", "Loss + Log"), ("gpu", "GPU"), ("checkpoints", "Checkpoints")
 # deploy, launch, resume or relaunch, and what the refusal calls them. Hidden from the footer and the palette;
 # refused with a notification when invoked anyway (a key, a message).
 READONLY_REFUSED = {
-    "new_run": "launching a run", "relaunch": "relaunching a run", "stop_run": "stopping a run",
-    "leftovers": "stopping leftover processes", "resume": "resuming training", "delete": "deleting a checkpoint",
+    "new_run": "launching a run", "clone": "launching a run", "relaunch": "relaunching a run",
+    "stop_run": "stopping a run", "leftovers": "stopping leftover processes", "resume": "resuming training", "delete": "deleting a checkpoint",
     "strip": "stripping optimizer state", "merge": "merging a LoRA", "deploy": "deploying (or stopping a deploy)",
 }
 
@@ -64,6 +64,7 @@ READONLY_REFUSED = {
 PALETTE = {
     "runs": ("Switch run", "List every known run and open one"),
     "new_run": ("New run", "Open the launch form (swift sft with LoRA)"),
+    "clone": ("Clone this run", "Open the launch form filled with the arguments of the run shown"),
     "stop_run": ("Stop run", "Gracefully stop the run shown"),
     "log('filter')": ("Filter log", "Filter the log by text and level"),
     "log('traceback')": ("Jump to Traceback", "Scroll the log to the first Traceback"),
@@ -104,6 +105,7 @@ class SwiftdeckApp(ChatJobs, App):
         Binding("question_mark", "help", "Help"),
         Binding("w", "runs", "Runs"),
         Binding("n", "new_run", "New run"),
+        Binding("C", "clone", "Clone this run", show=False),
         Binding("S", "stop_run", "Stop run"),
         Binding("slash", "log('filter')", "Filter log"),
         Binding("t", "log('traceback')", "Jump to Traceback", show=False),
@@ -338,7 +340,25 @@ class SwiftdeckApp(ChatJobs, App):
 
         self.push_screen(RunsScreen(self.output_dir, current), opened)
 
-    def action_new_run(self) -> None:
+    def action_clone(self) -> None:
+        """The new-run form filled with the arguments of the run shown."""
+        from engine.command import Command
+        from tui.actions import ActionError, form_of
+
+        src = self.watch.source
+        rec = src.record if src else None
+        if rec is None:
+            self.notify("this run was not started by swiftdeck, so its command line is unknown: nothing to clone",
+                        severity="warning")
+            return
+        try:
+            form = form_of(Command.of_record(rec))
+        except ActionError as exc:
+            self.notify(f"not cloned: {exc}", severity="warning")
+            return
+        self.action_new_run(form, Path(rec.cwd))
+
+    def action_new_run(self, form=None, cwd: Path | None = None) -> None:
         view = self.last_gpu_view
         gpu = bool(view and view.snapshot.available and view.snapshot.gpus)
 
@@ -347,7 +367,7 @@ class SwiftdeckApp(ChatJobs, App):
                 self.notify(f"started run {rec.id} (pid {rec.pid}); it keeps running if you quit")
                 self.attach(RunSource.of_record(rec))
 
-        self.push_screen(LaunchScreen(gpu=gpu), launched)
+        self.push_screen(LaunchScreen(gpu=gpu, cwd=cwd, form=form), launched)
 
     def action_relaunch(self) -> None:
         src = self.watch.source
