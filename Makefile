@@ -20,9 +20,12 @@ $(STAMP): pyproject.toml
 demo: $(STAMP)
 	$(VENV)/bin/swiftdeck demo
 
-# The tmux test drives the dashboard in a real terminal; install tmux where it is missing.
+# The tmux test drives the dashboard in a real terminal, the browser test `swiftdeck serve` in Chromium (through
+# Playwright, a test extra); install tmux and Chromium where they are missing.
 test: $(STAMP)
 	command -v tmux >/dev/null 2>&1 || (apt-get update -qq && apt-get install -y -qq tmux)
+	command -v chromium >/dev/null 2>&1 || command -v chromium-browser >/dev/null 2>&1 || \
+		(apt-get update -qq && apt-get install -y -qq chromium)
 	$(PY) -m pytest -q -p no:cacheprovider tests
 
 bench: $(STAMP)

@@ -16,6 +16,7 @@ from pathlib import Path
 import orjson
 
 from engine import runs
+from engine.command import Command
 from engine.errors import SwiftdeckError
 from engine.kinds import RLHF_TYPES
 from engine.redact import redact_data, redact_text
@@ -174,7 +175,7 @@ def _job_what(rec: runs.RunRecord) -> str:
     loaded = rec.meta.get("loaded") or rec.meta.get("adapters")
     if loaded:
         return " ".join(map(str, loaded))
-    return rec.notes[-1] if rec.notes else " ".join(rec.argv[2:])[:80]
+    return rec.notes[-1] if rec.notes else " ".join(Command.of_record(rec).args)[:80]
 
 
 def _warn_unreadable(bad: list[runs.Unreadable]) -> None:
@@ -319,7 +320,6 @@ def start_demo(*, epochs: int | None = None, kind: str = "sft", adapter: str | P
     identity preference pairs) or `grpo` (a few GRPO steps with built-in rewards and logged completions); the rlhf
     ones from the base model or from the SFT LoRA checkpoint `adapter`."""
     from engine import demo, paths
-    from engine.command import Command
     from engine.ops import launch
 
     if kind not in DEMO_KINDS:

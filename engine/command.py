@@ -99,6 +99,13 @@ def pasted_kind(tokens: list[str]) -> str | None:
 
 # ---------------------------------------------------------------- the command value
 
+def swift_args_of(rec) -> list[str] | None:
+    """What followed `swift <kind>` in a run record's argv; None for a record that ran something else (a chat
+    worker's `python -m engine.chat_worker`)."""
+    argv = list(rec.argv or [])
+    return argv[2:] if argv[1:2] == [rec.kind] else None
+
+
 @dataclass(frozen=True)
 class Command:
     kind: str  # sft | pt | rlhf | infer | deploy | export | ...
@@ -144,9 +151,8 @@ class Command:
     @classmethod
     def of_record(cls, rec) -> "Command":
         """The command a registry record ran (argv = [swift, kind, *args] for ms-swift commands)."""
-        argv = list(rec.argv)
-        args = argv[2:] if argv[1:2] == [rec.kind] else argv
-        return cls(rec.kind, tuple(args), rec.cwd, dict(rec.env), rec.label)
+        args = swift_args_of(rec)
+        return cls(rec.kind, tuple(rec.argv if args is None else args), rec.cwd, dict(rec.env), rec.label)
 
     def flag(self, name: str) -> str | None:
         return flag_value(list(self.args), name)

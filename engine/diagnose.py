@@ -1024,8 +1024,9 @@ def diagnose_run(rec, *, recorded: bool = True) -> Diagnosis:
     if recorded and isinstance(saved, dict) and isinstance(saved.get("kind"), str):
         return Diagnosis(saved["kind"], str(saved.get("summary") or ""), list(saved.get("remedies") or []),
                          str(saved.get("evidence") or ""), dict(saved.get("details") or {}))
-    args = rec.argv[2:] if rec.argv[1:2] == [rec.kind] else None  # `swift <kind> ...` only
-    return diagnose_file(rec.console_log, exit_code=rec.exit_code, command=rec.kind, args=args,
+    from engine.command import swift_args_of
+
+    return diagnose_file(rec.console_log, exit_code=rec.exit_code, command=rec.kind, args=swift_args_of(rec),
                          disk=meta.get("exit_disk"))
 
 

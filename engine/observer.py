@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Callable
 
 from engine import diagnose
+from engine.command import swift_args_of
 from engine.events import ConsoleAppended, Event, Failed
 from engine.ingest import SEGMENT_CAP, RunReader, RunState
 
@@ -177,10 +178,8 @@ class RunObserver:
         try:
             if record is None:
                 return diagnose.diagnose(self.console_text())
-            argv = list(record.argv or [])
-            args = argv[2:] if argv[1:2] == [record.kind] else None  # `swift <kind> ...` only
             return diagnose.diagnose(self.console_text(), exit_code=record.exit_code, command=record.kind,
-                                     args=args)
+                                     args=swift_args_of(record))
         except Exception as exc:  # noqa: BLE001 - a diagnosis must never take the dashboard down
             return diagnose.Diagnosis("unknown", f"the console log could not be diagnosed ({type(exc).__name__}: "
                                                  f"{exc})")

@@ -25,6 +25,7 @@ from datetime import datetime
 from pathlib import Path
 
 from engine import runs
+from engine.command import swift_args_of
 from engine.checkpoints import RunFolder, scan_run
 
 TRAINING = ("sft", "pt", "rlhf")  # ms-swift commands with a trainer, max_steps and checkpoints
@@ -96,7 +97,7 @@ def observe(rec: runs.RunRecord, *, diagnose_console: bool = False) -> Files:
         from engine import diagnose
 
         d = diagnose.diagnose_file(rec.console_log, exit_code=rec.exit_code, command=rec.kind,
-                                   args=rec.argv[2:]).to_json()
+                                   args=swift_args_of(rec)).to_json()
         if d["kind"] not in ("unknown", "no_failure") or d["details"].get("exception"):
             files.failure = d
     return files

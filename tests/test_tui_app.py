@@ -236,6 +236,7 @@ def test_run_switcher_lists_every_run_and_opens_one(home, tmp_path, swift_fixtur
             assert await until(pilot, lambda: app.screen.query(DataTable) and app.screen.query_one(DataTable).row_count)
             table = app.screen.query_one(DataTable)
             rows = [table.get_row_at(i) for i in range(table.row_count)]
+            rows = [r[1:] for r in rows]  # r[0]: the marks (▶ shown, ✓ picked): test_tui_compare
             assert [r[0] for r in rows] == [f"failed {failed.id}", f"finished {finished.id}"]
             assert rows[0][1] == "failed" and rows[1][1] == "finished"
             assert rows[1][2] == "24/24" and rows[1][3] != "-"

@@ -31,6 +31,7 @@ from engine.ops import launch as launch_ops
 from tui.actions import fmt_bytes
 from tui.chat.jobs import ChatJobs
 from tui.chat.session import ChatSession
+from tui import endnotice
 from tui.gpufeed import GpuFeed
 from tui.model import RunSource, RunWatch, Update
 from tui.screens.confirm import ConfirmScreen
@@ -55,8 +56,8 @@ VIEWS = (("train", "Loss + Log"), ("gpu", "GPU"), ("checkpoints", "Checkpoints")
 # refused with a notification when invoked anyway (a key, a message).
 READONLY_REFUSED = {
     "new_run": "launching a run", "clone": "launching a run", "relaunch": "relaunching a run",
-    "stop_run": "stopping a run", "leftovers": "stopping leftover processes", "resume": "resuming training", "delete": "deleting a checkpoint",
-    "strip": "stripping optimizer state", "merge": "merging a LoRA", "deploy": "deploying (or stopping a deploy)",
+    "stop_run": "stopping a run", "leftovers": "stopping leftover processes", "resume": "resuming training",
+    "delete": "deleting a checkpoint", "strip": "stripping optimizer state", "merge": "merging a LoRA", "deploy": "deploying (or stopping a deploy)",
 }
 
 
@@ -78,6 +79,7 @@ PALETTE = {
     "merge": ("Merge LoRA", "Merge the checkpoint under the cursor into a full model"),
     "relaunch": ("Relaunch with these changes", "Failed run: apply a remedy, resume from its newest checkpoint"),
     "leftovers": ("Leftover processes", "Processes of earlier runs still alive: list, stop"),
+    "disk": ("Disk usage", "Sizes of the runs and checkpoints of this output folder, free space; prune"),
     "help": ("Help", "Every key"),
     **{f"view('{key}')": (f"Show {title}", f"Narrow screens: show the {title} view") for key, title in VIEWS},
 }
@@ -117,6 +119,7 @@ class SwiftdeckApp(ChatJobs, App):
         Binding("4", "view('chat')", "Chat", show=False),
         Binding("r", "relaunch", "Relaunch with changes", show=False),
         Binding("L", "leftovers", "Leftover processes", show=False),
+        Binding("D", "disk", "Disk usage", show=False),
     ]
 
     def __init__(self, source: RunSource | None = None, *, output_dir: Path | None = None,
@@ -136,6 +139,7 @@ class SwiftdeckApp(ChatJobs, App):
         self.poll_s, self.gpu_s = poll_s, gpu_s
         self.view_name = "train"
         self.watch = RunWatch(source, clock)
+        self.end_watch = endnotice.EndWatch()  # runs of the registry that end: a toast, the bell, OSC 9/777
         self.chat = ChatSession()  # the chat worker process and the deploy the chat pane talks through
         self.last_gpu_view = None
         self.readonly = readonly  # watch only: see READONLY_REFUSED
@@ -205,6 +209,8 @@ class SwiftdeckApp(ChatJobs, App):
             self.set_interval(self.gpu_s, self._gpu_tick)
         self._tick()
         self._gpu_tick()
+        self.set_interval(self.poll_s, self._ends_tick)
+        self._ends_tick()
         self.main.query_one(LogView).focus()
         self._adopt_deploy()
         if self.check_leftovers:
@@ -296,6 +302,21 @@ class SwiftdeckApp(ChatJobs, App):
         self.main.query_one(LossPane).clear()
         self._tick()
 
+    # ------------------------------------------------------------ runs that end: say so (worker thread)
+
+    def _ends_tick(self) -> None:
+        if not at_work(self, "ends"):
+            self._ends()
+
+    @work(thread=True, group="ends")
+    def _ends(self) -> None:
+        try:
+            ended = self.end_watch.check()
+        except Exception:  # an unreadable registry is the runs list's to report, not a notice
+            return
+        for _rec, n in ended:
+            self.call_from_thread(endnotice.tell, self, n)
+
     # ------------------------------------------------------------ GPU (worker thread)
 
     def _gpu_tick(self) -> None:
@@ -329,6 +350,9 @@ class SwiftdeckApp(ChatJobs, App):
         sections += [("chat", ChatPane.HELP_BINDINGS),
                     ("new run", LaunchScreen.BINDINGS), ("relaunch", RelaunchScreen.BINDINGS),
                     ("leftovers", LeftoversScreen.BINDINGS), ("dialogs", ConfirmScreen.BINDINGS)]
+        from tui.screens.disk import DiskScreen
+
+        sections[-1:-1] = [("run switcher", RunsScreen.BINDINGS), ("disk", DiskScreen.BINDINGS)]
         self.push_screen(HelpScreen(sections))
 
     def action_runs(self) -> None:
@@ -339,6 +363,11 @@ class SwiftdeckApp(ChatJobs, App):
                 self.attach(source)
 
         self.push_screen(RunsScreen(self.output_dir, current), opened)
+
+    def action_disk(self) -> None:
+        from tui.screens.disk import DiskScreen, output_dir_of
+
+        self.push_screen(DiskScreen(output_dir_of(self.watch.source, self.output_dir)))
 
     def action_clone(self) -> None:
         """The new-run form filled with the arguments of the run shown."""
@@ -459,6 +488,7 @@ class SwiftdeckApp(ChatJobs, App):
         for title, help_text, callback in ours:
             if self.check_action(_palette_action(callback) or "", ()):
                 yield SystemCommand(title, help_text, callback)
+        yield from endnotice.system_commands(self)
 
     def _pane_action(self, pane_type, action: str) -> None:
         if self.refused(action):

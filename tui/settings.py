@@ -20,6 +20,16 @@ def load() -> dict:
     return data if isinstance(data, dict) else {}
 
 
+# Switches that are on until the user turns them off (end-of-run notices: tui/endnotice.py).
+DEFAULT_ON = ("notify_toast", "notify_bell", "notify_desktop")
+
+
+def flag(key: str) -> bool:
+    """A remembered on/off switch (DEFAULT_ON: on when never set)."""
+    value = load().get(key)
+    return key in DEFAULT_ON if value is None else bool(value)
+
+
 def save(**changes) -> None:
     data = {**load(), **changes}
     path = _path()

@@ -9,7 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from engine import runs
-from engine.command import TRAINING_KINDS
+from engine.command import TRAINING_KINDS, Command
 from engine.errors import SwiftdeckError
 from engine.events import Metrics
 from engine.ingest import ConsoleParser, JsonlParser
@@ -53,8 +53,7 @@ class RunSource:
             rec = self.record
             if rec.kind not in TRAINING_KINDS:
                 return rec.kind
-            args = rec.argv[2:] if rec.argv[1:2] == [rec.kind] else rec.argv
-            return kinds.label_of_argv(rec.kind, list(args))
+            return kinds.label_of_argv(rec.kind, list(Command.of_record(rec).args))
         if self.run_dir:
             try:
                 args = json.loads((self.run_dir / "args.json").read_text(encoding="utf-8"))

@@ -16,7 +16,7 @@ from textual.screen import Screen
 from textual.widgets import Button, Footer, Input, OptionList, Static
 from textual.widgets.option_list import Option
 
-from engine.command import TRAINING_KINDS
+from engine.command import TRAINING_KINDS, swift_args_of
 from engine.relaunch import remedy_flags
 from tui.screens.confirm import leave
 from tui.screens.launch import check_text
@@ -56,7 +56,7 @@ def can_relaunch(rec) -> None:
     """Raise RelaunchError when `rec` is not a run that can be relaunched from the dashboard."""
     if rec is None:
         raise RelaunchError("this run was not started by swiftdeck, so its command line is unknown")
-    if rec.kind not in TRAINING_KINDS or rec.argv[1:2] != [rec.kind]:
+    if rec.kind not in TRAINING_KINDS or swift_args_of(rec) is None:
         raise RelaunchError(f"run {rec.id} is not a `swift sft|pt|rlhf` run: only training runs are relaunched")
     if rec.status not in ("failed", "lost"):
         raise RelaunchError(f"run {rec.id} is {rec.status}, not failed: nothing to relaunch (to continue a run, "

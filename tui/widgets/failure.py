@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from rich.text import Text
 from textual.geometry import Size
 
-from engine.command import TRAINING_KINDS
+from engine.command import TRAINING_KINDS, swift_args_of
 from engine.events import Failed
 from engine.relaunch import remedy_flags
 from tui.model import FailureInfo, RunSource
@@ -125,7 +125,7 @@ def card_state(failure: FailureInfo | None, source: RunSource | None, failed: Fa
     status = failure.status if failure else rec.status
     return CardState(source.key, status, rec.exit_code, failure.line if failure else "", diagnosis, clean_up,
                      pending=diagnosis is None, relaunchable=status in FAILED and rec.kind in TRAINING_KINDS
-                     and rec.argv[1:2] == [rec.kind])
+                     and swift_args_of(rec) is not None)
 
 
 # ---------------------------------------------------------------- the widget

@@ -4,6 +4,7 @@ from __future__ import annotations
 from rich.text import Text
 from textual.widgets import Static
 
+from engine.textsafe import printable
 from tui.model import HeaderInfo, fmt_duration, fmt_num
 from tui.widgets.style import BOLD, INK, ink, redraw_on_theme_change
 
@@ -36,7 +37,7 @@ class RunHeader(Static):
         i = self.info
         status = ink(self, STATUS_STYLE.get(i.status, "secondary"))
         accent, dim = ink(self, "accent"), ink(self, "muted")
-        line1 = Text.assemble(("swiftdeck ", accent + BOLD), (i.name, BOLD), "  ",
+        line1 = Text.assemble(("swiftdeck ", accent + BOLD), (printable(i.name, newlines=False), BOLD), "  ",
                               (f"{STATUS_ICON.get(i.status, '·')} {i.status}", status + BOLD))
         if i.exit_code not in (None, 0) and i.status in ("failed", "stopped", "lost"):
             line1.append(f" (exit {i.exit_code})", status)
