@@ -337,8 +337,8 @@ def test_launch_form_preview_and_dataset_check(home, tmp_path):
             assert await until(pilot, lambda: "does not exist" in text_of(screen.query_one("#dataset-check")))
             screen.query_one("#f-epochs", Input).value = "many"
             assert await until(pilot, lambda: "epochs must be a number" in text_of(screen.query_one("#launch-command")))
-            await pilot.press("escape")
-            assert not isinstance(app.screen, LaunchScreen)
+            await pilot.press("escape", "y")  # the form has changes: "Discard changes?" asks first
+            assert await until(pilot, lambda: len(app.screen_stack) == 1)
     run(go())
 
 

@@ -324,8 +324,8 @@ def test_relaunch_screen_applies_a_remedy_to_the_checked_command(home, tmp_path,
             assert await until(pilot, lambda: "not relaunched" in said(app))
             assert isinstance(app.screen, RelaunchScreen)
             assert [r.id for r in runs.all_runs()] == [rec.id]
-            await pilot.press("escape")
-            assert not isinstance(app.screen, RelaunchScreen)
+            await pilot.press("escape", "y")  # typed flags: "Discard changes?" asks first
+            assert await until(pilot, lambda: len(app.screen_stack) == 1)
     run(go())
 
 

@@ -85,6 +85,51 @@ def build_launch(form: LaunchForm, *, gpu: bool, cwd: Path | str = ".") -> Comma
         raise ActionError(str(exc)) from None
 
 
+# the form's fields that stand for one flag each (build_launch writes them)
+FORM_FLAGS = {"--model": "model", "--dataset": "dataset", "--output_dir": "output_dir", "--lora_rank": "lora_rank",
+              "--lora_alpha": "lora_alpha", "--target_modules": "target_modules", "--learning_rate": "learning_rate",
+              "--num_train_epochs": "epochs", "--per_device_train_batch_size": "batch_size",
+              "--gradient_accumulation_steps": "grad_accum", "--max_length": "max_length",
+              "--torch_dtype": "torch_dtype"}
+
+
+def form_of(cmd: Command) -> LaunchForm:
+    """"Clone this run": the form filled from a run's command. The flags the form has fill their fields; every
+    other flag goes to "extra args" (the preset's own flags at the preset's value are left out: the form adds
+    them)."""
+    preset = dict(_groups(PRESET_TAIL))
+    fields: dict[str, str] = {}
+    extra: list[str] = []
+    rlhf_type = ""
+    for flag, values in _groups(list(cmd.args)):
+        name = "--" + flag[2:].replace("-", "_") if flag.startswith("--") else flag
+        if name in FORM_FLAGS and values:
+            fields[FORM_FLAGS[name]] = " ".join(values)
+        elif name == "--rlhf_type" and values:
+            rlhf_type = values[0]
+        elif (name == "--tuner_type" and values == ("lora",)) or preset.get(name) == values:
+            continue
+        else:
+            extra += [flag, *values]
+    kind = f"{cmd.kind}/{rlhf_type}" if rlhf_type else cmd.kind
+    if kind not in KINDS:
+        raise ActionError(f"`swift {cmd.kind}{' --rlhf_type ' + rlhf_type if rlhf_type else ''}` is not a kind the "
+                          f"new-run form makes ({', '.join(KINDS)})")
+    return LaunchForm(kind=kind, **fields, visible_gpus=cmd.env.get("CUDA_VISIBLE_DEVICES", ""),
+                      extra=shlex.join(extra), label=cmd.label)
+
+
+def _groups(args: list[str]) -> list[tuple[str, tuple[str, ...]]]:
+    """(--flag, its values) in order; values run to the next --flag."""
+    groups: list[tuple[str, list[str]]] = []
+    for token in args:
+        if token.startswith("--") and len(token) > 2 or not groups:
+            groups.append((token, []))
+        else:
+            groups[-1][1].append(token)
+    return [(flag, tuple(values)) for flag, values in groups]
+
+
 # ---------------------------------------------------------------- formatting
 
 

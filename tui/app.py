@@ -55,16 +55,43 @@ VIEWS = (("train", "Loss + Log"), ("gpu", "GPU"), ("checkpoints", "Checkpoints")
 # deploy, launch, resume or relaunch, and what the refusal calls them. Hidden from the footer and the palette;
 # refused with a notification when invoked anyway (a key, a message).
 READONLY_REFUSED = {
-    "new_run": "launching a run", "relaunch": "relaunching a run", "stop_run": "stopping a run",
-    "leftovers": "stopping leftover processes", "resume": "resuming training", "delete": "deleting a checkpoint",
-    "strip": "stripping optimizer state", "merge": "merging a LoRA", "deploy": "deploying (or stopping a deploy)",
+    "new_run": "launching a run", "clone": "launching a run", "relaunch": "relaunching a run",
+    "stop_run": "stopping a run", "leftovers": "stopping leftover processes", "resume": "resuming training",
+    "delete": "deleting a checkpoint", "strip": "stripping optimizer state", "merge": "merging a LoRA", "deploy": "deploying (or stopping a deploy)",
 }
 
 
+# The palette's words for a key (by its binding's action); a key not here is listed under its binding's description.
+PALETTE = {
+    "runs": ("Switch run", "List every known run and open one"),
+    "new_run": ("New run", "Open the launch form (swift sft with LoRA)"),
+    "clone": ("Clone this run", "Open the launch form filled with the arguments of the run shown"),
+    "stop_run": ("Stop run", "Gracefully stop the run shown"),
+    "log('filter')": ("Filter log", "Filter the log by text and level"),
+    "log('traceback')": ("Jump to Traceback", "Scroll the log to the first Traceback"),
+    "toggle_follow": ("Toggle log follow", "Follow the end of the log, or pause"),
+    "smoothing(1)": ("More smoothing", "Raise the loss EMA weight"),
+    "smoothing(-1)": ("Less smoothing", "Lower the loss EMA weight"),
+    "choose": ("Chat with checkpoint", "Pick the checkpoint under the cursor for chat"),
+    "resume": ("Resume from checkpoint", "Resume training from the checkpoint under the cursor"),
+    "delete": ("Delete checkpoint", "Delete the checkpoint under the cursor"),
+    "strip": ("Strip optimizer state", "Free the optimizer state of the checkpoint under the cursor"),
+    "merge": ("Merge LoRA", "Merge the checkpoint under the cursor into a full model"),
+    "relaunch": ("Relaunch with these changes", "Failed run: apply a remedy, resume from its newest checkpoint"),
+    "leftovers": ("Leftover processes", "Processes of earlier runs still alive: list, stop"),
+    "disk": ("Disk usage", "Sizes of the runs and checkpoints of this output folder, free space; prune"),
+    "help": ("Help", "Every key"),
+    **{f"view('{key}')": (f"Show {title}", f"Narrow screens: show the {title} view") for key, title in VIEWS},
+}
+PALETTE_SKIP = {"quit", "close_filter"}  # Textual's palette has Quit; Esc closes the filter where it is open
+
+
 def _palette_action(callback) -> str | None:
-    """The action a palette entry runs: an `action_X` method, or `_pane_action(pane, X)`."""
+    """The action a palette entry runs: an `action_X` method, `run_action(X)` or `_pane_action(pane, X)`."""
+    from textual.actions import parse
+
     if isinstance(callback, partial):
-        return callback.args[-1]
+        return parse(callback.args[-1])[1]
     name = getattr(callback, "__name__", "")
     return name.removeprefix("action_") if name.startswith("action_") else None
 
@@ -80,6 +107,7 @@ class SwiftdeckApp(ChatJobs, App):
         Binding("question_mark", "help", "Help"),
         Binding("w", "runs", "Runs"),
         Binding("n", "new_run", "New run"),
+        Binding("C", "clone", "Clone this run", show=False),
         Binding("S", "stop_run", "Stop run"),
         Binding("slash", "log('filter')", "Filter log"),
         Binding("t", "log('traceback')", "Jump to Traceback", show=False),
@@ -121,8 +149,19 @@ class SwiftdeckApp(ChatJobs, App):
     # ------------------------------------------------------------ --readonly
 
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
-        """Textual asks before showing a key in the footer or running it; the panes ask here too."""
+        """Textual asks before showing a key in the footer or running it; the panes ask here too. A screen that
+        owns its keys (a form, a dialog: OWNS_KEYS) turns the dashboard's own keys off while it is on top: there
+        letters type or do nothing, and the footer lists only the screen's keys."""
+        if getattr(self.screen, "OWNS_KEYS", False) and action in self._table_actions():
+            return False
         return not (self.readonly and action in READONLY_REFUSED)
+
+    @classmethod
+    def _table_actions(cls) -> set[str]:
+        """The action names of the dashboard's own key table (BINDINGS)."""
+        from textual.actions import parse
+
+        return {parse(b.action)[1] for b in cls.BINDINGS if isinstance(b, Binding)}
 
     def refused(self, action: str) -> bool:
         """True, after a notification, when --readonly refuses `action`."""
@@ -313,8 +352,8 @@ class SwiftdeckApp(ChatJobs, App):
     # ------------------------------------------------------------ global actions
 
     def action_help(self) -> None:
-        sections = [("global", self.BINDINGS), ("log", LogPane.BINDINGS + LogView.BINDINGS),
-                    ("checkpoints", CheckpointsPane.BINDINGS), ("chat", ChatPane.HELP_BINDINGS),
+        sections = [(where, bindings) for where, _, bindings in self.key_sections()]
+        sections += [("chat", ChatPane.HELP_BINDINGS),
                     ("new run", LaunchScreen.BINDINGS), ("relaunch", RelaunchScreen.BINDINGS),
                     ("leftovers", LeftoversScreen.BINDINGS), ("dialogs", ConfirmScreen.BINDINGS)]
         from tui.screens.disk import DiskScreen
@@ -336,7 +375,25 @@ class SwiftdeckApp(ChatJobs, App):
 
         self.push_screen(DiskScreen(output_dir_of(self.watch.source, self.output_dir)))
 
-    def action_new_run(self) -> None:
+    def action_clone(self) -> None:
+        """The new-run form filled with the arguments of the run shown."""
+        from engine.command import Command
+        from tui.actions import ActionError, form_of
+
+        src = self.watch.source
+        rec = src.record if src else None
+        if rec is None:
+            self.notify("this run was not started by swiftdeck, so its command line is unknown: nothing to clone",
+                        severity="warning")
+            return
+        try:
+            form = form_of(Command.of_record(rec))
+        except ActionError as exc:
+            self.notify(f"not cloned: {exc}", severity="warning")
+            return
+        self.action_new_run(form, Path(rec.cwd))
+
+    def action_new_run(self, form=None, cwd: Path | None = None) -> None:
         view = self.last_gpu_view
         gpu = bool(view and view.snapshot.available and view.snapshot.gpus)
 
@@ -345,7 +402,7 @@ class SwiftdeckApp(ChatJobs, App):
                 self.notify(f"started run {rec.id} (pid {rec.pid}); it keeps running if you quit")
                 self.attach(RunSource.of_record(rec))
 
-        self.push_screen(LaunchScreen(gpu=gpu), launched)
+        self.push_screen(LaunchScreen(gpu=gpu, cwd=cwd, form=form), launched)
 
     def action_relaunch(self) -> None:
         src = self.watch.source
@@ -406,36 +463,34 @@ class SwiftdeckApp(ChatJobs, App):
         src = self.watch.source
         self.exit(src.key if src and src.active else None)
 
+    def key_sections(self) -> list[tuple[str, type | None, list]]:
+        """The one key table: (where, the pane that runs the actions or None for the app, its bindings). `?` help
+        and the palette both read it, so every key has a palette entry and a help row."""
+        return [("global", None, self.BINDINGS), ("log", LogPane, LogPane.BINDINGS),
+                ("log", LogView, LogView.BINDINGS), ("checkpoints", CheckpointsPane, CheckpointsPane.BINDINGS)]
+
+    def palette_entries(self) -> list[tuple[str, str, Callable]]:
+        """(title, help, callback) of every binding in key_sections: PALETTE's words where it has them, else the
+        binding's own (description; the key)."""
+        from tui.screens.help import key_names
+
+        entries = []
+        for _, pane, bindings in self.key_sections():
+            for b in bindings:
+                if not isinstance(b, Binding) or not b.description or b.action in PALETTE_SKIP:
+                    continue
+                title, help_text = PALETTE.get(b.action, (b.description, b.tooltip or b.description))
+                help_text = f"{help_text} ({key_names(b)})"
+                if pane is None:
+                    callback = partial(self.run_action, b.action)
+                else:
+                    callback = partial(self._pane_action, pane, b.action)
+                entries.append((title, help_text, callback))
+        return entries
+
     def get_system_commands(self, screen):
         yield from super().get_system_commands(screen)
-        ours = [
-            ("Switch run", "List every known run and open one", self.action_runs),
-            ("New run", "Open the launch form (swift sft with LoRA)", self.action_new_run),
-            ("Stop run", "Gracefully stop the run shown", self.action_stop_run),
-            ("Filter log", "Filter the log by text and level", lambda: self._pane_action(LogPane, "filter")),
-            ("Jump to Traceback", "Scroll the log to the first Traceback",
-             lambda: self._pane_action(LogPane, "traceback")),
-            ("Toggle log follow", "Follow the end of the log, or pause", lambda: self._pane_action(LogPane,
-                                                                                                   "toggle_follow")),
-            ("More smoothing", "Raise the loss EMA weight", lambda: self.main.query_one(LossPane).action_smoothing(1)),
-            ("Less smoothing", "Lower the loss EMA weight", lambda: self.main.query_one(LossPane).action_smoothing(-1)),
-            ("Chat with checkpoint", "Pick the checkpoint under the cursor for chat",
-             lambda: self._pane_action(CheckpointsPane, "choose")),
-            ("Resume from checkpoint", "Resume training from the checkpoint under the cursor",
-             partial(self._pane_action, CheckpointsPane, "resume")),
-            ("Delete checkpoint", "Delete the checkpoint under the cursor",
-             partial(self._pane_action, CheckpointsPane, "delete")),
-            ("Strip optimizer state", "Free the optimizer state of the checkpoint under the cursor",
-             partial(self._pane_action, CheckpointsPane, "strip")),
-            ("Relaunch with these changes", "Failed run: apply a remedy, resume from its newest checkpoint",
-             self.action_relaunch),
-            ("Leftover processes", "Processes of earlier runs still alive: list, stop", self.action_leftovers),
-            ("Disk usage", "Sizes of the runs and checkpoints of this output folder, free space; prune", self.action_disk),
-            ("Help", "Every key", self.action_help),
-        ]
-        ours += self.chat_pane.system_commands()
-        ours += [(f"Show {title}", f"Narrow screens: show the {title} view", lambda k=key: self.action_view(k))
-                 for key, title in VIEWS]
+        ours = self.palette_entries() + self.chat_pane.system_commands()
         for title, help_text, callback in ours:
             if self.check_action(_palette_action(callback) or "", ()):
                 yield SystemCommand(title, help_text, callback)

@@ -8,6 +8,7 @@ from textual.widgets import Button, Static
 
 
 class ConfirmScreen(ModalScreen[bool]):
+    OWNS_KEYS = True  # y / n / Esc only: the dashboard's keys are off while it asks (SwiftdeckApp.check_action)
     BINDINGS = [Binding("y", "answer(True)", "Yes"), Binding("n,escape", "answer(False)", "No")]
 
     def __init__(self, title: str, details: str, yes: str = "Yes") -> None:
@@ -30,3 +31,16 @@ class ConfirmScreen(ModalScreen[bool]):
 
     def action_answer(self, yes: bool) -> None:
         self.dismiss(yes)
+
+
+def leave(screen, changed: bool, details: str) -> None:
+    """Dismiss a form or dialog (with None); when it has changes, ask "Discard changes?" first."""
+    if not changed:
+        screen.dismiss(None)
+        return
+
+    def answered(discard: bool | None) -> None:
+        if discard:
+            screen.dismiss(None)
+
+    screen.app.push_screen(ConfirmScreen("Discard changes?", details, yes="Discard"), answered)

@@ -8,15 +8,19 @@ from textual.screen import ModalScreen
 from textual.widgets import Static
 
 
+def key_names(b: Binding) -> str:
+    """A binding's keys as typed: "[", "/", "?"."""
+    return ", ".join(k.strip().replace("left_square_bracket", "[").replace("right_square_bracket", "]")
+                     .replace("slash", "/").replace("question_mark", "?") for k in b.key.split(","))
+
+
 def key_rows(sections: list[tuple[str, list]]) -> list[tuple[str, str, str]]:
     rows = []
     for section, bindings in sections:
         for b in bindings:
             if not isinstance(b, Binding) or not b.description:
                 continue
-            keys = ", ".join(k.strip().replace("left_square_bracket", "[").replace("right_square_bracket", "]")
-                             .replace("slash", "/").replace("question_mark", "?") for k in b.key.split(","))
-            rows.append((section, keys, b.description))
+            rows.append((section, key_names(b), b.description))
     return rows
 
 

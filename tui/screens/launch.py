@@ -10,12 +10,13 @@ from pathlib import Path
 from rich.text import Text
 from textual import on, work
 from textual.binding import Binding
-from textual.containers import Grid, Horizontal, Vertical, VerticalScroll
+from textual.containers import Grid, Horizontal, VerticalScroll
 from textual.screen import Screen
 from textual.widgets import Button, Footer, Input, Label, Select, Static
 
 from engine.command import Command
 from tui.actions import KINDS, ActionError, LaunchForm, build_launch
+from tui.screens.confirm import leave
 from engine.ops.datasets import check_datasets
 from tui.widgets.style import theme_color
 
@@ -39,11 +40,18 @@ FIELDS = (  # (attribute, label, placeholder)
 
 
 class LaunchScreen(Screen):
+    OWNS_KEYS = True  # the dashboard's letter keys are off while the form is up (SwiftdeckApp.check_action)
     BINDINGS = [
         Binding("escape", "cancel", "Cancel"),
         Binding("ctrl+k", "check", "Check", priority=True),  # over the Input's own ctrl+k (delete to the end)
         Binding("ctrl+l", "launch", "Launch", priority=True),
+        Binding("ctrl+f", "fix", "Apply fixes", priority=True),  # shown while the check has fixes
     ]
+    # the buttons sit below the scrolling command/check box, so a long check never pushes them off the screen
+    DEFAULT_CSS = """
+    LaunchScreen #launch-bottom { overflow-y: auto; }
+    LaunchScreen #launch-buttons { background: $panel; padding: 0 1; }
+    """
 
     def __init__(self, *, gpu: bool, cwd: Path | None = None, form: LaunchForm | None = None) -> None:
         super().__init__()
@@ -52,6 +60,7 @@ class LaunchScreen(Screen):
         self.initial = form or LaunchForm()
         self.checked = None  # (command, engine.ops.launch.LaunchCheck) of the last check
         self.plan: Command | None = None
+        self.plan_error = ""  # why the fields make no command (names the field), when plan is None
 
     def compose(self):
         yield Static("New run — swift sft with LoRA (preset: the self-cognition tutorial)", id="launch-title")
@@ -63,18 +72,18 @@ class LaunchScreen(Screen):
                     yield Label(label, classes="launch-label")
                     yield Input(getattr(self.initial, name), placeholder=placeholder, id=f"f-{name}")
             yield Static("", id="dataset-check")
-        with Vertical(id="launch-bottom"):
+        with VerticalScroll(id="launch-bottom"):
             yield Static("", id="launch-command")
             yield Static("", id="launch-check")
-            with Horizontal(id="launch-buttons"):
-                yield Button("Check (ctrl+k)", id="check")
-                yield Button("Apply fixes", id="fix", variant="warning")
-                yield Button("Launch (ctrl+l)", id="launch", variant="success")
-                yield Button("Cancel (esc)", id="cancel")
+        with Horizontal(id="launch-buttons"):
+            yield Button("Check (ctrl+k)", id="check")
+            yield Button("Apply fixes (ctrl+f)", id="fix", variant="warning")
+            yield Button("Launch (ctrl+l)", id="launch", variant="success")
+            yield Button("Cancel (esc)", id="cancel")
         yield Footer()
 
     def on_mount(self) -> None:
-        self.query_one("#fix").display = False
+        self._show_fix(False)
         self.query_one("#f-model", Input).focus()
         self._refresh_plan()
         self._check_dataset(self.initial.dataset, self.rlhf_type)
@@ -95,7 +104,7 @@ class LaunchScreen(Screen):
     @on(Select.Changed, "#f-kind")
     def _kind_changed(self, event: Select.Changed) -> None:
         self.checked = None
-        self.query_one("#fix").display = False
+        self._show_fix(False)
         self.query_one("#launch-check", Static).update("")
         self.query_one("#launch-title", Static).update(
             f"New run — swift {self.kind.replace('/', ' --rlhf_type ')} with LoRA (preset: the self-cognition "
@@ -106,7 +115,7 @@ class LaunchScreen(Screen):
     @on(Input.Changed)
     def _changed(self, event: Input.Changed) -> None:
         self.checked = None
-        self.query_one("#fix").display = False
+        self._show_fix(False)
         self.query_one("#launch-check", Static).update("")
         self._refresh_plan()
         if event.input.id == "f-dataset":
@@ -117,7 +126,7 @@ class LaunchScreen(Screen):
         try:
             self.plan = build_launch(self.form(), gpu=self.gpu, cwd=self.cwd)
         except ActionError as exc:
-            self.plan = None
+            self.plan, self.plan_error = None, str(exc)
             out.update(Text(f"command: {exc}", style=theme_color(self.app, "warning")))
             return
         out.update(Text.assemble(("command: ", "bold"), self.plan.display()))
@@ -152,13 +161,27 @@ class LaunchScreen(Screen):
     def action_launch(self) -> None:
         self._run_check(launch=True)
 
+    def _show_fix(self, shown: bool) -> None:
+        self.query_one("#fix").display = shown
+        self.refresh_bindings()  # ctrl+f in the footer with the button
+
+    def action_fix(self) -> None:
+        self._run_check(launch=False, fixes=True)
+
+    def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
+        """ctrl+f is in the footer only while the check proposes fixes."""
+        if action == "fix":
+            return bool(self.is_mounted and self.query("#fix") and self.query_one("#fix").display)
+        return True
+
     def action_cancel(self) -> None:
-        self.dismiss(None)
+        """Leave the form; with changes, ask first."""
+        leave(self, self.form() != self.initial, "The form's changes are lost; no run is started.")
 
     @on(Button.Pressed)
     def _button(self, event: Button.Pressed) -> None:
         if event.button.id == "cancel":
-            self.dismiss(None)
+            self.action_cancel()
         elif event.button.id == "check":
             self._run_check(launch=False)
         elif event.button.id == "launch":
@@ -167,8 +190,10 @@ class LaunchScreen(Screen):
             self._run_check(launch=False, fixes=True)
 
     def _run_check(self, *, launch: bool, fixes: bool = False) -> None:
-        if self.plan is None:
-            self.notify("fill in model and dataset first", severity="warning")
+        if self.plan is None:  # what blocks it, naming the field
+            message = f"{'not launched' if launch else 'not checked'}: {self.plan_error}"
+            self.query_one("#launch-check", Static).update(Text(message, theme_color(self.app, "error")))
+            self.notify(message, severity="warning")
             return
         self.query_one("#launch-check", Static).update("checking the arguments against the installed ms-swift …")
         self._check_worker(self.plan, launch, fixes, self.checked)
@@ -213,8 +238,10 @@ class LaunchScreen(Screen):
         text.append_text(check_text(self.app, check.args, launching=launching and not error))
         if error:
             text.append(("\n" if text.plain and not text.plain.endswith("\n") else "") + error, err)
-        self.query_one("#fix").display = any(p.fix for p in check.args.problems)
+        self._show_fix(any(p.fix for p in check.args.problems))
         out.update(text)
+        if error:  # said where it is seen too, even when the check's text is scrolled away
+            self.notify(error, severity="error", timeout=10)
 
 
 def check_text(app, check, *, launching: bool = False) -> Text:

@@ -1,5 +1,5 @@
-"""`r` on a failed run: "relaunch with these changes". Pick one of the diagnosis' remedies (those that start with
-`--flag value` pairs; advice-only ones are listed greyed out), or type flags; see exactly what changes
+"""`r` on a failed run: "relaunch with these changes". Pick one of the diagnosis' remedies (those that name
+a `--flag value` pair; advice-only ones are listed greyed out), or type flags; see exactly what changes
 (engine.ops.launch.plan_relaunch: the flags, and --resume_from_checkpoint of the newest resumable checkpoint; the
 run's environment and folder are kept) and the full command after engine.ops.launch.check_launch; confirm ->
 engine.ops.launch.start -> the dashboard attaches to the new run (dismissed with its RunRecord)."""
@@ -18,6 +18,7 @@ from textual.widgets.option_list import Option
 
 from engine.command import TRAINING_KINDS, swift_args_of
 from engine.relaunch import remedy_flags
+from tui.screens.confirm import leave
 from tui.screens.launch import check_text
 from tui.widgets.failure import applicable, clean, evidence_lines
 from tui.widgets.style import theme_color
@@ -63,6 +64,7 @@ def can_relaunch(rec) -> None:
 
 
 class RelaunchScreen(Screen):
+    OWNS_KEYS = True  # the dashboard's letter keys are off while the dialog is up (SwiftdeckApp.check_action)
     BINDINGS = [
         Binding("escape", "cancel", "Cancel"),
         Binding("ctrl+l", "relaunch", "Relaunch", priority=True),
@@ -77,6 +79,7 @@ class RelaunchScreen(Screen):
         self.plan = None  # (Command, changes) for the flags shown
         self.check = None  # engine.ops.launch.LaunchCheck of that command
         self._planned_for: str | None = None
+        self._picked = ""  # the flags of the remedy picked last: typed ones beyond it are changes to keep
 
     def compose(self):
         rec = self.rec
@@ -85,7 +88,7 @@ class RelaunchScreen(Screen):
         with VerticalScroll(id="relaunch-body"):
             yield Static(self._diagnosis_text(), id="relaunch-diagnosis")
             yield Static(self._evidence_text(), id="relaunch-evidence")
-            yield Static("Remedies — those that start with flags can be applied; greyed-out ones are advice:",
+            yield Static("Remedies — those that name a flag and a value can be applied; greyed-out ones are advice:",
                          classes="relaunch-label")
             options = [Option("0. no change: relaunch as it was (resumes from the newest checkpoint)", id="r0")]
             options += [Option(f"{n}. {clean(r)}", id=f"r{n}", disabled=not applicable(r))
@@ -134,6 +137,7 @@ class RelaunchScreen(Screen):
 
     def _pick(self, n: int) -> None:
         flags = flags_of(self.remedies[n - 1]) if n else ""
+        self._picked = flags
         field = self.query_one("#relaunch-flags", Input)
         if field.value != flags:
             field.value = flags  # -> Input.Changed -> _replan
@@ -196,12 +200,14 @@ class RelaunchScreen(Screen):
     # ------------------------------------------------------------ launching
 
     def action_cancel(self) -> None:
-        self.dismiss(None)
+        """Leave the dialog; with typed flags, ask first."""
+        leave(self, self.query_one("#relaunch-flags", Input).value != self._picked,
+              "The flags typed are lost; nothing is relaunched.")
 
     @on(Button.Pressed)
     def _button(self, event: Button.Pressed) -> None:
         if event.button.id == "cancel":
-            self.dismiss(None)
+            self.action_cancel()
         elif event.button.id == "relaunch":
             self.action_relaunch()
 

@@ -62,7 +62,7 @@ def evidence_lines(evidence: str, n: int = 2) -> list[str]:
 
 
 def applicable(remedy: str) -> bool:
-    """A remedy that `relaunch with these changes` can apply: it starts with `--flag value` pairs."""
+    """A remedy that `relaunch with these changes` can apply: it names a flag and a value (engine.relaunch)."""
     return bool(remedy_flags(remedy))
 
 
