@@ -190,3 +190,16 @@ def test_a_checkpoint_loaded_by_a_deploy_is_not_deleted(home, tmp_path):
     finally:
         holder.kill()
         holder.wait()
+
+
+@pytest.mark.parametrize("argv,message", [
+    (["checkpoints", "/etc/hostname"], "is a file: give the output folder"),
+    (["metrics", "/etc"], "no logged step in /etc"),
+    (["stop", "../../etc"], "no swiftdeck run"),
+])
+def test_bad_paths_are_one_line_not_a_traceback(argv, message, home):
+    """Issue 14 item 12: each of these printed a traceback (or an empty table with exit 0)."""
+    proc = swiftdeck(*argv, home=home)
+    err = proc.stderr.strip()
+    assert proc.returncode == 2 and err.startswith("swiftdeck: ") and message in err and "\n" not in err, err
+    assert "Traceback" not in proc.stdout + proc.stderr
