@@ -35,6 +35,7 @@ FIELDS = (  # (attribute, label, placeholder)
     ("visible_gpus", "visible GPUs", "CUDA_VISIBLE_DEVICES, e.g. 0,1 (empty: all)"),
     ("extra", "extra args", "more swift sft flags, e.g. --split_dataset_ratio 0.1"),
     ("label", "label", "a name for this run (optional)"),
+    ("swift", "ms-swift env", "the `swift` of another venv/conda env, e.g. ~/venv-swift3/bin/swift (empty: {current})"),
 )
 
 
@@ -59,7 +60,8 @@ class LaunchScreen(Screen):
             with Grid(id="launch-grid"):
                 for name, label, placeholder in FIELDS:
                     yield Label(label, classes="launch-label")
-                    yield Input(getattr(self.initial, name), placeholder=placeholder, id=f"f-{name}")
+                    yield Input(getattr(self.initial, name), placeholder=placeholder.format(current=current_swift()),
+                                id=f"f-{name}")
             yield Static("", id="dataset-check")
         with Vertical(id="launch-bottom"):
             yield Static("", id="launch-command")
@@ -192,6 +194,16 @@ class LaunchScreen(Screen):
             text.append(("\n" if text.plain and not text.plain.endswith("\n") else "") + error, err)
         self.query_one("#fix").display = any(p.fix for p in check.args.problems)
         out.update(text)
+
+
+def current_swift() -> str:
+    """The `swift` the form's runs use when its ms-swift env field is empty (no subprocess)."""
+    from engine import swift_env
+
+    try:
+        return swift_env.selected().swift
+    except swift_env.SwiftEnvError as exc:
+        return str(exc)
 
 
 def check_text(app, check, *, launching: bool = False) -> Text:
