@@ -108,6 +108,7 @@ class Worker:
         self._cancelled: set[Any] = set()
         self._current: Any = None
         self.stop = threading.Event()  # checked by the stopping criterion after every generated token
+        self._loop: Any = None  # ms-swift 3.x: the event loop of the last answer (see _fresh_event_loop)
 
     # ---- reader thread -------------------------------------------------------------------------------------------
     def read(self, stdin: BinaryIO) -> None:
@@ -274,6 +275,8 @@ class Worker:
 
         t0 = time.perf_counter()
         ttft, parts, usage, finish = None, [], None, None
+        if not hasattr(self.engine, "template"):  # ms-swift 3.x's PtEngine
+            self._fresh_event_loop()
         stream = self.engine.infer([InferRequest(messages=messages)], config, use_tqdm=False,
                                    adapter_request=adapter_request)[0]
         for chunk in stream:
@@ -297,6 +300,17 @@ class Worker:
             usage={"prompt_tokens": usage.prompt_tokens, "completion_tokens": completion} if usage else None,
             ttft_s=round(ttft, 4) if ttft is not None else None, elapsed_s=round(elapsed, 4),
             tokens_per_s=round(completion / elapsed, 2) if completion and elapsed > 0 else None))
+
+    def _fresh_event_loop(self) -> None:
+        """ms-swift 3.x streams by running this thread's event loop in a new thread, and says the answer is done
+        before that loop has stopped: the next answer, asked at once, failed with "This event loop is already
+        running" and never came. Each answer gets its own loop; the one before is closed once it has stopped."""
+        import asyncio
+
+        old, self._loop = self._loop, asyncio.new_event_loop()
+        asyncio.set_event_loop(self._loop)
+        if old is not None and not old.is_running():
+            old.close()
 
     def op_clear(self, req: dict[str, Any]) -> None:
         conv = req.get("conv")
