@@ -211,5 +211,6 @@ def select(path: str | Path) -> SwiftEnv:
 
 
 def of_swift(swift: str | None) -> SwiftEnv:
-    """The environment of a recorded `swift` (argv[0] of a run); the selected one when none is recorded."""
-    return at(swift) if swift else selected()
+    """The environment of a recorded `swift` (argv[0] of a run); the selected one when none is recorded, or only
+    a bare `swift` (found on PATH)."""
+    return at(swift) if swift and os.sep in swift else selected()

@@ -132,6 +132,34 @@ def test_4x_spelling_is_rewritten_for_3x(both_home, demo_assets, tmp_path, monke
     assert check.command.flag("--train_type") == "lora" and check.command.flag("--tuner_type") is None
 
 
+def test_launch_form_checks_against_the_environment_it_names(both_home, demo_assets):
+    from textual.widgets import Input
+
+    from tui.app import SwiftdeckApp
+    from tui.screens.launch import LaunchScreen
+
+    async def go():
+        app = SwiftdeckApp(None, remember_theme=False)
+        async with app.run_test(size=(120, 48)) as pilot:
+            await pilot.press("n")
+            assert await until(pilot, lambda: isinstance(app.screen, LaunchScreen))
+            screen = app.screen
+            field = screen.query_one("#f-swift", Input)
+            assert str(swift_env.own().swift) in field.placeholder  # empty: swiftdeck's own environment
+            screen.query_one("#f-model", Input).value = str(demo_assets.model)
+            screen.query_one("#f-dataset", Input).value = str(demo_assets.dataset)
+            field.value = str(SWIFT3)
+            command = screen.query_one("#launch-command")
+            assert await until(pilot, lambda: f"command: {SWIFT3} sft --model" in str(command.render()))
+            await pilot.press("ctrl+k")
+            check = screen.query_one("#launch-check")
+            assert await until(pilot, lambda: "--train_type" in str(check.render()), timeout=120)
+            text = str(check.render())
+            assert f"--tuner_type is called --train_type before ms-swift 4.0 (this is ms-swift {ENV3.version})" in text
+            assert "--model_type qwen2" in text and "--template" not in text.split("fix:")[-1]
+    asyncio.run(go())
+
+
 def test_model_settings_follow_the_environment(both_home, demo_assets, monkeypatch):
     """A local Qwen2 folder: 4.6 needs qwen2 + qwen2_5 (candidate templates); 3.12 needs only qwen2 and picks its
     one template (qwen) itself."""

@@ -119,6 +119,11 @@ def test_a_record_keeps_the_swift_it_ran_for_resume(home, tmp_path):
     [resumable] = [c for c in scan_run(Path(rec.run_dir)).checkpoints if c.resumable]
     resumed, _ = plan_resume(rec, resumable)
     assert resumed.swift == SWIFT3 and resumed.argv()[:2] == [SWIFT3, "sft"]
+    from engine.ops.launch import check_launch  # that environment is not on this machine: refused in one line
+
+    check = check_launch(resumed, datasets=False)
+    assert not check.ok and check.blocker.endswith(f"the ms-swift environment of this command: no such file: "
+                                                   f"{SWIFT3} (give the path of the `swift` command of an environment)")
     own = Command.parse(["swift", "sft", "--model", "m"], cwd=tmp_path)
     assert own.swift == "" and own.display() == "swift sft --model m"
 

@@ -72,7 +72,8 @@ def check_launch(cmd: Command, *, fix: bool = False, datasets: bool = True, cuda
         env = swift_env.of_swift(cmd.swift)
     except swift_env.SwiftEnvError as exc:
         env = None
-        args = swift_args.ArgCheck(list(cmd.args), [], [swift_args.ArgProblem(None, str(exc))], cmd.kind,
+        where = "the ms-swift environment of this command: " if cmd.swift else ""
+        args = swift_args.ArgCheck(list(cmd.args), [], [swift_args.ArgProblem(None, f"{where}{exc}")], cmd.kind,
                                    Path(cmd.cwd), cuda)
     if env is not None:
         args = swift_args.check_args(list(cmd.args), command=cmd.kind, cwd=Path(cmd.cwd), cuda=cuda, env=env)

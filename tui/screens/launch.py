@@ -35,7 +35,7 @@ FIELDS = (  # (attribute, label, placeholder)
     ("visible_gpus", "visible GPUs", "CUDA_VISIBLE_DEVICES, e.g. 0,1 (empty: all)"),
     ("extra", "extra args", "more swift sft flags, e.g. --split_dataset_ratio 0.1"),
     ("label", "label", "a name for this run (optional)"),
-    ("swift", "ms-swift env", "the `swift` of another venv/conda env, e.g. ~/venv-swift3/bin/swift (empty: {current})"),
+    ("swift", "ms-swift env", "empty: {current}; another venv or conda env: its bin/swift"),
 )
 
 
