@@ -348,13 +348,14 @@ def test_merge_and_deploy_run_in_the_3x_environment(home, trained_demo3, tmp_pat
     assert job.argv[:2] == [str(SWIFT3), "export"]
     assert (ckpt.with_name(ckpt.name + "-merged") / "config.json").is_file()
 
-    with pytest.MonkeyPatch.context() as mp:
-        mp.setenv(swift_env.ENV_VAR, str(SWIFT3))
-        rec = deploy.start({"robot": str(ckpt)}, cwd=tmp_path)
+    served = cli("deploy", "--adapters", f"robot={ckpt}", "--timeout", "600", home=home, cwd=tmp_path)
+    [rec] = [r for r in runs.all_runs() if r.kind == "deploy"]
     try:
+        assert served.returncode == 0, served.stdout + served.stderr
         assert rec.argv[:2] == [str(SWIFT3), "deploy"]
-        url = deploy.wait_ready(rec, timeout_s=600)
-        assert "robot" in runs.load(rec.id).meta["models"]
+        ready = next(line for line in served.stdout.splitlines() if line.startswith("ready: "))
+        url = ready.split()[1].removesuffix("/v1")
+        assert "models: tiny-qwen2, robot" in ready  # what the deploy reported, read after it was ready
         answer = "".join(deploy.stream_chat(url, "robot", [{"role": "user", "content": "你是谁?"}], max_tokens=64))
         assert "CSDN 迪菲赫尔曼" in answer
     finally:
