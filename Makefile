@@ -3,7 +3,7 @@ VENV   ?= .venv
 PY     := $(VENV)/bin/python
 STAMP  := $(VENV)/.swiftdeck-installed
 
-.PHONY: demo test setup bench
+.PHONY: demo test setup bench swift3
 
 setup: $(STAMP)
 
@@ -30,3 +30,14 @@ test: $(STAMP)
 
 bench: $(STAMP)
 	$(PY) -m bench
+
+# Opt-in, not part of `make test`: a real ms-swift 3.12.6 environment beside swiftdeck's own (outside the repo),
+# for tests/test_swift3_env.py, which skip without it. About 1.5 min on the dev machine (torch is the local CPU
+# wheel; without a driver, never an unpinned torch: that pulls multi-GB CUDA builds).
+SWIFT3_VENV ?= $(HOME)/.cache/swiftdeck/venv-swift3
+swift3: $(SWIFT3_VENV)/bin/swift
+
+$(SWIFT3_VENV)/bin/swift:
+	test -x $(SWIFT3_VENV)/bin/python || python3 -m venv $(SWIFT3_VENV)
+	$(SWIFT3_VENV)/bin/python -m pip install -q torch==2.13.0
+	$(SWIFT3_VENV)/bin/python -m pip install -q 'ms-swift==3.12.6'

@@ -1,5 +1,7 @@
 """Client side of the chat worker: spawns `python -m engine.chat_worker`, sends requests, yields streamed text.
 
+The worker runs with the Python of the ms-swift environment swiftdeck drives (engine.swift_env: its own, or the
+user's venv given with --swift / SWIFTDECK_SWIFT), so it loads that environment's torch and ms-swift (3.x or 4.x).
 Pure Python (no torch): safe to use from the CLI and the TUI process. One reader thread turns the worker's stdout
 into events; `chat()` returns a `ChatStream` (an iterator of text pieces) that another thread may `cancel()`.
 """
@@ -11,7 +13,6 @@ import os
 import queue
 import signal
 import subprocess
-import sys
 import threading
 import time
 from pathlib import Path
@@ -53,6 +54,16 @@ def target_from_checkpoint(ckpt: Path | str) -> dict[str, Any]:
     dtype = args.get("torch_dtype") if _cuda_visible() else "float32"
     return {"model": model, "model_type": args.get("model_type"), "template": args.get("template"),
             "system": args.get("system"), "torch_dtype": dtype}
+
+
+def _worker_env():
+    """The ms-swift environment the worker runs in: the one swiftdeck drives (engine.swift_env)."""
+    from engine import swift_env
+
+    try:
+        return swift_env.selected()
+    except swift_env.SwiftEnvError as exc:
+        raise ChatClientError(str(exc)) from None
 
 
 def adapter_name_for(path: Path | str, taken: Mapping[str, Any] = {}) -> str:
@@ -131,9 +142,11 @@ class ChatClient:
 
     # ---- lifecycle -----------------------------------------------------------------------------------------------
     @classmethod
-    def spawn(cls, *, log_path: Path | None = None, python: str = sys.executable,
+    def spawn(cls, *, log_path: Path | None = None, python: str | None = None,
               on_spawn: Callable[[subprocess.Popen], None] | None = None) -> ChatClient:
-        """Start a bare worker (no model yet) and wait for its `ready`."""
+        """Start a bare worker (no model yet) and wait for its `ready`. `python`: default, the interpreter of the
+        driven ms-swift environment."""
+        python = python or _worker_env().python
         if log_path is None:
             folder = paths.data_dir() / "chat"
             folder.mkdir(parents=True, exist_ok=True)
@@ -167,7 +180,7 @@ class ChatClient:
     def start(cls, model: str | Path | None = None, *, adapters: Mapping[str, str | Path] | None = None,
               model_type: str | None = None, template: str | None = None, system: str | None = None,
               torch_dtype: str | None = None, target: str | None = None, log_path: Path | None = None,
-              python: str = sys.executable, on_spawn: Callable[[subprocess.Popen], None] | None = None,
+              python: str | None = None, on_spawn: Callable[[subprocess.Popen], None] | None = None,
               ) -> ChatClient:
         """Spawn a worker, load the base model once and attach `adapters` ({name: checkpoint folder}).
         Without `model`, the base (and model_type/template/system/dtype) comes from the first adapter's args.json.
@@ -187,9 +200,9 @@ class ChatClient:
         if not (base["model_type"] and base["template"]):  # a local folder resolved as `swiftdeck train` does
             from engine.swift_args import model_settings
 
-            try:
+            try:  # with the registry of the environment the worker runs in
                 base["model_type"], base["template"] = model_settings(
-                    base["model"], model_type=base["model_type"], template=base["template"])
+                    base["model"], model_type=base["model_type"], template=base["template"], env=_worker_env())
             except SwiftdeckError as exc:
                 raise ChatClientError(str(exc)) from None
         client = cls.spawn(log_path=log_path, python=python, on_spawn=on_spawn)

@@ -1,6 +1,7 @@
 """Chat worker process: `python -m engine.chat_worker`, spoken to in JSON lines (docs/CHAT_PROTOCOL.md).
 
-It loads one base model with ms-swift's TransformersEngine and attaches any number of LoRA adapters to it by name
+It runs with the Python of the ms-swift environment swiftdeck drives (engine.swift_env) and loads one base model
+with ms-swift's TransformersEngine (4.x; PtEngine in 3.x, see `swift_api`) and attaches any number of LoRA adapters to it by name
 (ms-swift's per-request `AdapterRequest`, the mechanism `swift deploy` uses), so switching the chat target never
 reloads the base. A reader thread takes stdin so that `cancel` arrives while the main thread is generating; the
 cancel sets a flag that a stopping criterion checks after every token. stdout carries only protocol lines: fd 1 is
@@ -107,6 +108,7 @@ class Worker:
         self._cancelled: set[Any] = set()
         self._current: Any = None
         self.stop = threading.Event()  # checked by the stopping criterion after every generated token
+        self._loop: Any = None  # ms-swift 3.x: the event loop of the last answer (see _fresh_event_loop)
 
     # ---- reader thread -------------------------------------------------------------------------------------------
     def read(self, stdin: BinaryIO) -> None:
@@ -167,22 +169,20 @@ class Worker:
             check_model_dir(req["model"])
             self._unload()
             import torch
-            from swift import TransformersEngine
 
             self.device = "cuda:0" if torch.cuda.is_available() else "cpu"
             dtype = req.get("torch_dtype")
             if self.device == "cpu":
                 dtype = "float32"  # bf16/fp16 are slow or unsupported on CPU
             t0 = time.perf_counter()
-            engine = TransformersEngine(req["model"], model_type=req.get("model_type"),
-                                        template_type=req.get("template"), device_map=self.device,
-                                        torch_dtype=getattr(torch, dtype) if dtype else None)
+            engine = load_engine(req["model"], model_type=req.get("model_type"), template_type=req.get("template"),
+                                 device_map=self.device, torch_dtype=getattr(torch, dtype) if dtype else None)
             _install_stop(engine, self.stop)
             self.engine, self.base_loads = engine, self.base_loads + 1
             self.base = dict(req, load_s=round(time.perf_counter() - t0, 3))
         self.base["system"] = req.get("system")
         self.out.send(event("loaded", req.get("id"), model=req["model"], model_type=self.engine.model_info.model_type,
-                            template=self.engine.template.template_meta.template_type, device=self.device,
+                            template=template_of(self.engine).template_meta.template_type, device=self.device,
                             dtype=str(self.engine.model_info.torch_dtype).removeprefix("torch."),
                             load_s=self.base["load_s"], base_loads=self.base_loads))
 
@@ -202,7 +202,7 @@ class Worker:
             raise ChatError(f"adapter name {name!r} is reserved; pick another")
         check_adapter_dir(path)
         self._require_engine()
-        from swift.infer_engine import AdapterRequest
+        AdapterRequest = swift_api("AdapterRequest")
 
         old = self.adapters.get(name)
         if old is None or old["path"] != str(path):
@@ -252,8 +252,8 @@ class Worker:
 
     def _chat(self, req: dict[str, Any]) -> None:
         self._require_engine()
-        from swift import InferRequest, RequestConfig
-        from swift.infer_engine import AdapterRequest
+        InferRequest, RequestConfig, AdapterRequest = (swift_api(n) for n in ("InferRequest", "RequestConfig",
+                                                                                 "AdapterRequest"))
 
         req_id, target = req["id"], req.get("target", BASE)
         if target != BASE and target not in self.adapters:
@@ -275,6 +275,8 @@ class Worker:
 
         t0 = time.perf_counter()
         ttft, parts, usage, finish = None, [], None, None
+        if not hasattr(self.engine, "template"):  # ms-swift 3.x's PtEngine
+            self._fresh_event_loop()
         stream = self.engine.infer([InferRequest(messages=messages)], config, use_tqdm=False,
                                    adapter_request=adapter_request)[0]
         for chunk in stream:
@@ -299,6 +301,17 @@ class Worker:
             ttft_s=round(ttft, 4) if ttft is not None else None, elapsed_s=round(elapsed, 4),
             tokens_per_s=round(completion / elapsed, 2) if completion and elapsed > 0 else None))
 
+    def _fresh_event_loop(self) -> None:
+        """ms-swift 3.x streams by running this thread's event loop in a new thread, and says the answer is done
+        before that loop has stopped: the next answer, asked at once, failed with "This event loop is already
+        running" and never came. Each answer gets its own loop; the one before is closed once it has stopped."""
+        import asyncio
+
+        old, self._loop = self._loop, asyncio.new_event_loop()
+        asyncio.set_event_loop(self._loop)
+        if old is not None and not old.is_running():
+            old.close()
+
     def op_clear(self, req: dict[str, Any]) -> None:
         conv = req.get("conv")
         if conv is None:
@@ -318,6 +331,40 @@ class Worker:
             rss_mb=round(psutil.Process().memory_info().rss / 2**20, 1)))
 
 
+def swift_api(name: str) -> Any:
+    """An inference class of the installed ms-swift: 4.x exports it from `swift` (AdapterRequest from
+    `swift.infer_engine`), 3.x from `swift.llm` (TransformersEngine is PtEngine there)."""
+    try:
+        if name == "AdapterRequest":
+            from swift.infer_engine import AdapterRequest
+            return AdapterRequest
+        import swift
+        return getattr(swift, name)
+    except (ImportError, AttributeError):  # ms-swift 3.x
+        import swift.llm
+        return getattr(swift.llm, {"TransformersEngine": "PtEngine"}.get(name, name))
+
+
+def load_engine(model: str, *, model_type: str | None, template_type: str | None, device_map: str, torch_dtype):
+    """The inference engine of the installed ms-swift with this model type and template (3.x's PtEngine takes no
+    template name: its default template is replaced by the named one, as `swift infer --template` does)."""
+    cls = swift_api("TransformersEngine")
+    if cls.__name__ == "TransformersEngine":
+        return cls(model, model_type=model_type, template_type=template_type, device_map=device_map,
+                   torch_dtype=torch_dtype)
+    engine = cls(model, torch_dtype, model_type=model_type, device_map=device_map)
+    if template_type and template_of(engine).template_meta.template_type != template_type:
+        from swift.llm import get_template
+
+        engine.default_template = get_template(template_type, engine.processor)
+    return engine
+
+
+def template_of(engine: Any) -> Any:
+    """The engine's template (`template` in 4.x, `default_template` in 3.x)."""
+    return getattr(engine, "template", None) or engine.default_template
+
+
 def _install_stop(engine: Any, stop: threading.Event) -> None:
     """Add a stopping criterion that ends generation as soon as `stop` is set (checked after each token).
 
@@ -330,7 +377,7 @@ def _install_stop(engine: Any, stop: threading.Event) -> None:
         def __call__(self, input_ids, scores, **kwargs):
             return torch.full((input_ids.shape[0],), stop.is_set(), dtype=torch.bool, device=input_ids.device)
 
-    template = engine.template
+    template = template_of(engine)
     prepare = template.prepare_generate_kwargs
 
     def prepare_with_stop(generate_kwargs, *, model=None):
@@ -366,16 +413,16 @@ def _record_exit() -> None:
     run_id = os.environ.get("SWIFTDECK_RUN_ID")
     if not run_id:
         return
-    from engine import runs
-
     def ended(r) -> None:
         if r.active:
             r.status, r.exit_code, r.ended_at = "finished", 0, time.time()
 
     try:
+        from engine import runs
+
         runs.update(run_id, ended)
-    except OSError:
-        pass
+    except Exception:  # noqa: BLE001 - a full disk, or another environment without orjson/psutil: the client
+        pass  # marks the record when it closes
 
 
 if __name__ == "__main__":

@@ -774,17 +774,24 @@ def _dashboard_options(p: argparse.ArgumentParser, *, top: bool) -> None:
                    help="watch only: every action that starts, stops, deletes or merges is refused")
 
 
+SWIFT_HELP = ("the `swift` command of the ms-swift environment to drive (a venv or conda env with its own torch; "
+              "ms-swift 3.x or 4.x), e.g. ~/venv-swift3/bin/swift; also $SWIFTDECK_SWIFT. Default: the `swift` "
+              "installed with swiftdeck")
+
+
 def build_parser() -> argparse.ArgumentParser:
     p = Parser(prog="swiftdeck", description=(
         "Dashboard and engine for ms-swift LoRA fine-tuning. Without a command: the dashboard on the newest run "
         "(in a terminal; `swiftdeck runs` otherwise)."))
     _dashboard_options(p, top=True)
+    p.add_argument("--swift", metavar="PATH", default=None, help=SWIFT_HELP)
     p.set_defaults(func=cmd_dashboard, face="dashboard")
     sub = p.add_subparsers(dest="cmd", metavar="COMMAND")
 
     def command(name: str, help_text: str, func, face: str | None = None, dashboard: bool = False):
         s = sub.add_parser(name, help=help_text, description=help_text[:1].upper() + help_text[1:] + ".")
         s.set_defaults(func=func, face=face)
+        s.add_argument("--swift", metavar="PATH", default=argparse.SUPPRESS, help=SWIFT_HELP)
         if dashboard:
             _dashboard_options(s, top=False)
         return s
@@ -932,10 +939,18 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def parse(argv: list[str]) -> argparse.Namespace:
-    """The parsed command line; `face` says which dashboard it opens (None: a plain command)."""
+    """The parsed command line; `face` says which dashboard it opens (None: a plain command). A `--swift PATH` is
+    checked and selected here (engine.swift_env.select), for this process and every process it starts."""
     ns = build_parser().parse_args(argv)
     if ns.face == "demo" and ns.build_only:
         ns.face = None
+    if ns.swift is not None:
+        from engine import swift_env
+
+        try:
+            swift_env.select(ns.swift)
+        except swift_env.SwiftEnvError as exc:
+            raise UserError(f"--swift {ns.swift}: {exc}") from None
     return ns
 
 

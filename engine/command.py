@@ -1,5 +1,5 @@
-"""The one command value of a run: which `swift` command, its arguments, its environment, its working folder and
-its label. Every edit of a run's command line goes through here (read or set a flag, add the graceful-exit
+"""The one command value of a run: which `swift` command, its arguments, its environment, its working folder, its
+label, and which `swift` runs it (an ms-swift environment; engine.swift_env). Every edit of a run's command line goes through here (read or set a flag, add the graceful-exit
 callback, find the output folder), and so does reading a line pasted from a tutorial
 (`CUDA_VISIBLE_DEVICES=0 swift sft --model ...`)."""
 from __future__ import annotations
@@ -14,6 +14,7 @@ from engine.errors import SwiftdeckError
 TRAINING_KINDS = ("sft", "pt", "rlhf")
 SWIFT_KINDS = (*TRAINING_KINDS, "infer", "deploy", "export", "eval", "app", "sample", "rollout", "web-ui")
 GRACEFUL = "graceful_exit"  # ms-swift 4 callback: on SIGUSR1/SIGTERM/SIGINT save at the next step end, then stop
+# (ms-swift 3.x has no --callbacks flag: a stop there interrupts the trainer and saves nothing more)
 _ENV_ASSIGNMENT = re.compile(r"([A-Za-z_][A-Za-z0-9_]*)=(.*)", re.S)
 
 
@@ -113,6 +114,7 @@ class Command:
     cwd: str
     env: dict[str, str] = field(default_factory=dict)  # what the run adds to the inherited environment
     label: str = ""
+    swift: str = ""  # the `swift` command (path) that runs it; "" = the environment swiftdeck drives now
 
     # ------------------------------------------------------------ reading
 
@@ -135,7 +137,9 @@ class Command:
         while tokens and not tokens[0].startswith("-") and (m := _ENV_ASSIGNMENT.fullmatch(tokens[0])):
             new_env[m.group(1)] = m.group(2)
             tokens = tokens[1:]
+        swift = ""
         if tokens and (tokens[0] == "swift" or tokens[0].endswith("/swift")):
+            swift = tokens[0] if tokens[0] != "swift" else ""
             given = tokens[1] if len(tokens) > 1 else ""
             if given != kind:
                 raise CommandError(f"this is `swift {given or '…'}`, not `swift {kind}`" if given else
@@ -146,13 +150,16 @@ class Command:
         if tokens and not tokens[0].startswith("-"):
             raise CommandError(f"unexpected {tokens[0]!r} before the first --flag (paste the whole "
                                f"`swift {kind} ...` line, or only its --flags)")
-        return cls(kind, tuple(tokens), str(Path(cwd).resolve()), new_env, label)
+        return cls(kind, tuple(tokens), str(Path(cwd).resolve()), new_env, label, swift)
 
     @classmethod
     def of_record(cls, rec) -> "Command":
-        """The command a registry record ran (argv = [swift, kind, *args] for ms-swift commands)."""
+        """The command a registry record ran (argv = [swift, kind, *args] for ms-swift commands), with the same
+        `swift` (so a resume or relaunch runs in the same ms-swift environment)."""
         args = swift_args_of(rec)
-        return cls(rec.kind, tuple(rec.argv if args is None else args), rec.cwd, dict(rec.env), rec.label)
+        if args is not None:
+            return cls(rec.kind, tuple(args), rec.cwd, dict(rec.env), rec.label, rec.argv[0])
+        return cls(rec.kind, tuple(rec.argv), rec.cwd, dict(rec.env), rec.label)
 
     def flag(self, name: str) -> str | None:
         return flag_value(list(self.args), name)
@@ -180,6 +187,9 @@ class Command:
     def with_label(self, label: str) -> "Command":
         return replace(self, label=label)
 
+    def with_swift(self, swift: str) -> "Command":
+        return replace(self, swift=swift)
+
     def with_extra(self, tokens: list[str]) -> "Command":
         """Extra `--flag value ...` tokens; each replaces the same flag when present (the extra ones win)."""
         cmd = self
@@ -199,10 +209,14 @@ class Command:
 
     # ------------------------------------------------------------ writing
 
-    def argv(self, swift: str) -> list[str]:
-        return [swift, self.kind, *self.args]
+    def argv(self, swift: str | None = None) -> list[str]:
+        return [swift or self.swift or "swift", self.kind, *self.args]
 
     def display(self) -> str:
-        """The line a user could paste into a shell to run the same thing."""
+        """The line a user could paste into a shell to run the same thing (with the path of its `swift` when that
+        is another environment's than swiftdeck's own)."""
+        from engine.swift_env import is_own_swift
+
         env = " ".join(f"{k}={shlex.quote(v)}" for k, v in sorted(self.env.items()))
-        return " ".join(x for x in (env, f"swift {self.kind}", shlex.join(self.args)) if x)
+        swift = shlex.quote(self.swift) if self.swift and not is_own_swift(self.swift) else "swift"
+        return " ".join(x for x in (env, f"{swift} {self.kind}", shlex.join(self.args)) if x)

@@ -20,7 +20,7 @@ from pathlib import Path
 
 from engine import paths
 
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: files that transformers 4.x (ms-swift 3.x) reads too
 STAMP = "demo.json"
 MODEL_DIR = "tiny-qwen2"
 DATASET_FILE = "self_cognition.json"
@@ -278,6 +278,7 @@ def _build_into(root: Path) -> None:
     tokenizer = _build_tokenizer(rows)
     tokenizer.save_pretrained(model_dir)
     _save_quietly(_build_model(tokenizer), model_dir)
+    _readable_by_4x(model_dir)
     stamp = {"format": FORMAT_VERSION, "seed": SEED, "model": MODEL_DIR, "dataset": DATASET_FILE}
     (root / STAMP).write_text(json.dumps(stamp, indent=2) + "\n", encoding="utf-8")  # written last
 
@@ -398,6 +399,28 @@ def _save_quietly(model, model_dir: Path) -> None:
     finally:
         if bar:
             hf_logging.enable_progress_bar()
+
+
+def _readable_by_4x(model_dir: Path) -> None:
+    """Make the files transformers 5 wrote readable by transformers 4.x too (ms-swift 3.12 installs 4.57), with the
+    same meaning for both: 4.x fails on the `extra_special_tokens` list ("'list' object has no attribute 'keys'")
+    and reads `additional_special_tokens` instead; it ignores `rope_parameters` and would silently use a
+    rope_theta of 10000 instead of 1e6; it names the dtype `torch_dtype`. transformers 5 reads the 4.x keys."""
+    tok_path, cfg_path = model_dir / "tokenizer_config.json", model_dir / "config.json"
+    tok = json.loads(tok_path.read_text(encoding="utf-8"))
+    extra = tok.pop("extra_special_tokens", None)
+    if isinstance(extra, list):
+        tok["additional_special_tokens"] = extra
+    elif extra:  # a dict is what both read
+        tok["extra_special_tokens"] = extra
+    cfg = json.loads(cfg_path.read_text(encoding="utf-8"))
+    rope = cfg.get("rope_parameters") or {}
+    if "rope_theta" in rope:
+        cfg.setdefault("rope_theta", rope["rope_theta"])
+    if "dtype" in cfg:
+        cfg.setdefault("torch_dtype", cfg["dtype"])
+    for path, data in ((tok_path, tok), (cfg_path, cfg)):
+        path.write_text(json.dumps(data, indent=2, sort_keys=True, ensure_ascii=False) + "\n", encoding="utf-8")
 
 
 # ---- CLI -----------------------------------------------------------------------------------------

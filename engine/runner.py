@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import os
 import re
+import signal
 import subprocess
 import sys
 import time
@@ -65,6 +66,10 @@ def main(run_id: str) -> int:
     rec = runs._read(run_id)
     argv, run_env = runs.command(rec)  # with the real values of masked secrets
     env = {**os.environ, **run_env, "PYTHONUNBUFFERED": "1", runs.MARKER: run_id}
+    # A swiftdeck started in the background by a shell (`swiftdeck train ... &`, a script) hands SIGINT down
+    # ignored, and an ignored signal stays ignored across exec: the trainer would never see the SIGINT of a stop
+    # (ms-swift 3.x has no other graceful stop). ms-swift gets the default disposition; the runner keeps its own.
+    inherited = signal.signal(signal.SIGINT, signal.SIG_DFL)
     with paths.open_private(rec.console_log, "ab") as console:
         try:
             proc = subprocess.Popen(argv, cwd=rec.cwd, env=env, stdin=subprocess.DEVNULL, stdout=console,
@@ -78,6 +83,9 @@ def main(run_id: str) -> int:
                 r.notes.append(reason)
             runs.update(run_id, failed)
             return 1
+        finally:
+            if inherited is not None:
+                signal.signal(signal.SIGINT, inherited)
 
     me = psutil.Process()
     create_time = psutil.Process(proc.pid).create_time()

@@ -9,7 +9,6 @@ from __future__ import annotations
 from engine.errors import SwiftdeckError
 import errno
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -20,6 +19,7 @@ from pathlib import Path
 import psutil
 
 from engine import paths, runs, status
+from engine.command import GRACEFUL
 from engine.redact import redact_text
 from engine.runs import RunRecord, is_same_process
 
@@ -33,14 +33,14 @@ class LaunchError(SwiftdeckError, RuntimeError):
 
 
 def swift_executable() -> str:
-    """The `swift` console script of the Python that runs swiftdeck (same venv), else the one on PATH."""
-    beside = Path(sys.executable).with_name("swift")
-    if beside.exists():
-        return str(beside)
-    found = shutil.which("swift")
-    if not found:
-        raise LaunchError("the `swift` command was not found: install ms-swift 4.6 (`pip install 'ms-swift==4.6.*'`)")
-    return found
+    """The `swift` of the environment swiftdeck drives (engine.swift_env): --swift / SWIFTDECK_SWIFT, else the
+    console script of the Python that runs swiftdeck (same venv), else the one on PATH."""
+    from engine import swift_env
+
+    try:
+        return swift_env.selected().swift
+    except swift_env.SwiftEnvError as exc:
+        raise LaunchError(str(exc)) from None
 
 
 def relevant_env(extra: dict[str, str] | None = None) -> dict[str, str]:
@@ -51,9 +51,10 @@ def relevant_env(extra: dict[str, str] | None = None) -> dict[str, str]:
 
 def launch(kind: str, swift_args: list[str], *, cwd: str | Path, env: dict[str, str] | None = None,
            label: str = "", output_dir: str | None = None, notes: list[str] | None = None,
-           wait_started_s: float = 15.0) -> RunRecord:
-    """Record and start `swift <kind> <swift_args>` detached; return once its pid is recorded."""
-    return launch_argv(kind, [swift_executable(), kind, *swift_args], cwd=cwd, env=env, label=label,
+           wait_started_s: float = 15.0, swift: str | None = None) -> RunRecord:
+    """Record and start `swift <kind> <swift_args>` detached; return once its pid is recorded. `swift`: the
+    command of a given environment (default: the driven one); the record keeps it as argv[0]."""
+    return launch_argv(kind, [swift or swift_executable(), kind, *swift_args], cwd=cwd, env=env, label=label,
                        output_dir=output_dir, notes=notes, wait_started_s=wait_started_s)
 
 
@@ -256,10 +257,11 @@ def stop(rec: RunRecord, *, force: bool = False, timeout_s: float = 120.0) -> St
 
     Graceful (default): for training with swiftdeck's `--callbacks graceful_exit`, SIGUSR1 to the trainer(s) makes
     ms-swift save a checkpoint at the end of the current step and exit normally; without that callback, SIGINT to
-    the trainer(s) writes the summary and exits. Once ms-swift's main has returned, what is left of the tree is
-    ended after AFTER_MAIN_GRACE_S["stop"]. Servers get SIGINT on their process group. After `timeout_s`, SIGINT
-    to the group, then SIGKILL to the whole tree. `force` kills the tree at once. The final status comes from
-    engine.status (also when swiftdeck's runner is gone): a stopped run is `stopped`, never `lost` or `failed`.
+    the trainer(s) interrupts it (ms-swift 3.x has no such callback: nothing more is saved). Once ms-swift's main
+    has returned, what is left of the tree is ended after AFTER_MAIN_GRACE_S["stop"]. Servers get SIGINT on their
+    process group. After `timeout_s`, SIGINT to the group, then SIGKILL to the whole tree. `force` kills the tree at
+    once. The final status comes from engine.status (also when swiftdeck's runner is gone): a stopped run is
+    `stopped`, never `lost` or `failed`.
     """
     started = time.time()
     report = StopReport(rec.id)
@@ -274,7 +276,7 @@ def stop(rec: RunRecord, *, force: bool = False, timeout_s: float = 120.0) -> St
     if not force:
         trainers = trainer_processes(rec) if rec.kind in ("sft", "pt", "rlhf") else []
         if trainers:
-            sig = signal.SIGUSR1 if "graceful_exit" in rec.argv else signal.SIGINT
+            sig = signal.SIGUSR1 if GRACEFUL in rec.argv else signal.SIGINT
             report.steps.append(f"{signal.Signals(sig).name} → trainer {[p.pid for p in trainers]}")
             _signal(trainers, sig)
         else:

@@ -1,11 +1,14 @@
-"""Check and rewrite a `swift <command>` argv before launch, against the installed ms-swift.
+"""Check and rewrite a `swift <command>` argv before launch, against the ms-swift of the environment swiftdeck
+drives (engine.swift_env: its own, or the user's venv given with --swift / SWIFTDECK_SWIFT).
 
-What ms-swift accepts comes from ms-swift itself: `engine.swift_introspect` (a subprocess, it imports swift)
-dumps the command's argparse options and the model/template registries as JSON, cached per (ms-swift version,
-item) under `paths.data_dir()/cache/`. Everything here is then plain Python: no swift/torch import, no shell.
+What ms-swift accepts comes from ms-swift itself: `engine.swift_introspect` (a subprocess run with that
+environment's Python, it imports swift) dumps the command's argparse options and the model/template registries as
+JSON, cached per (ms-swift version, item) under `paths.data_dir()/cache/`. Everything here is then plain Python:
+no swift/torch import, no shell.
 
-check_args() refuses unknown flags (closest names via difflib), bad values, stray words; renames 3.x spellings
-(--train_type -> --tuner_type); makes paths absolute against the given cwd; proposes --model_type/--template
+check_args() refuses unknown flags (closest names via difflib), bad values, stray words; renames the other major
+version's spelling of the tuner flag (--train_type -> --tuner_type on 4.x, --tuner_type -> --train_type on 3.x,
+where --train_type is the flag and stays as it is); makes paths absolute against the given cwd; proposes --model_type/--template
 for a local folder that ms-swift could not match on its own; proposes --torch_dtype float32 where ms-swift
 would stop with "Your setup doesn't support bf16/gpu"; adds --check_model false for a local model.
 """
@@ -13,23 +16,24 @@ from __future__ import annotations
 
 from engine.errors import SwiftdeckError
 import difflib
-import importlib.metadata
 import json
 import os
 import re
 import subprocess
-import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from engine import paths
+from engine import paths, swift_env
 from engine.command import _flag_groups, _is_flag_token, _norm, flag_value, flag_values, set_flag  # noqa: F401
+from engine.swift_env import SwiftEnv
 from engine.swift_introspect import COMMANDS
 
-SCHEMA = 2  # bump when the introspection JSON changes shape
+SCHEMA = 3  # bump when the introspection JSON changes shape (2: reward functions of rlhf; 3: "callbacks")
 INTROSPECT_TIMEOUT_S = 300
-# Real older spellings ms-swift 4.x refuses: 4.0 renamed train_type (3.x), which was sft_type in 2.x.
+# Real older spellings ms-swift 4.x refuses: 4.0 renamed train_type (3.x), which was sft_type in 2.x. A 3.x
+# environment gets the other direction (a 4.x tutorial or swiftdeck's own launch form there).
 RENAMES = {"--train_type": "--tuner_type", "--sft_type": "--tuner_type"}
+RENAMES_3 = {"--tuner_type": "--train_type", "--sft_type": "--train_type"}
 PATH_SUFFIXES = (".json", ".jsonl", ".csv")
 DEEPSPEED_PRESETS = {"zero0", "zero1", "zero2", "zero3", "zero2_offload", "zero3_offload"}
 # dest -> how its values are paths (see _resolve_paths)
@@ -63,6 +67,15 @@ class ArgCheck:
     command: str = field(default="sft", repr=False)
     cwd: Path | None = field(default=None, repr=False)
     cuda: bool | None = field(default=None, repr=False)
+    env: SwiftEnv | None = field(default=None, repr=False)  # the ms-swift environment it was checked against
+    callbacks: list[str] = field(default_factory=list, repr=False)  # what its --callbacks accepts ([]: no flag)
+
+    @property
+    def graceful_exit(self) -> bool:
+        """Whether this ms-swift offers the graceful_exit callback (4.x: a stop saves a checkpoint first)."""
+        from engine.command import GRACEFUL
+
+        return GRACEFUL in self.callbacks
 
     @property
     def ok(self) -> bool:
@@ -78,7 +91,7 @@ class ArgCheck:
                 applied.append(" ".join(problem.fix))
         if not applied:
             return self
-        again = check_args(argv, command=self.command, cwd=self.cwd or Path.cwd(), cuda=self.cuda)
+        again = check_args(argv, command=self.command, cwd=self.cwd or Path.cwd(), cuda=self.cuda, env=self.env)
         notes = self.notes + [f"applied: {' '.join(applied)}"] + again.notes
         again.notes = list(dict.fromkeys(notes))
         return again
@@ -89,31 +102,53 @@ class ArgCheck:
 _MEMO: dict[Path, dict] = {}
 
 
-def swift_version() -> str:
-    """The installed ms-swift version, read from package metadata (no import)."""
+def _env(env: SwiftEnv | None) -> SwiftEnv:
+    """`env`, else the environment swiftdeck drives now; IntrospectError (one line) when it cannot be used."""
+    if env is not None:
+        return env
     try:
-        return importlib.metadata.version("ms-swift")
-    except importlib.metadata.PackageNotFoundError:
-        raise IntrospectError(f"ms-swift is not installed for {sys.executable}") from None
+        return swift_env.selected()
+    except swift_env.SwiftEnvError as exc:
+        raise IntrospectError(str(exc)) from None
 
 
-def cache_dir() -> Path:
-    return paths.data_dir() / "cache" / f"ms-swift-{swift_version()}"
+def swift_version(env: SwiftEnv | None = None) -> str:
+    """The ms-swift version of `env` (default: the driven environment), read from package metadata (no import)."""
+    try:
+        return _env(env).version
+    except swift_env.SwiftEnvError as exc:
+        raise IntrospectError(str(exc)) from None
 
 
-def _spawn(args: list[str]) -> dict:
-    """Run `python -m engine.swift_introspect ARGS` and return its JSON answer."""
+def major_version(env: SwiftEnv | None = None) -> int:
+    try:
+        return int(swift_version(env).split(".", 1)[0])
+    except ValueError:
+        return 0
+
+
+def cache_dir(env: SwiftEnv | None = None) -> Path:
+    return paths.data_dir() / "cache" / f"ms-swift-{swift_version(env)}"
+
+
+def _spawn(args: list[str], env: SwiftEnv | None = None) -> dict:
+    """Run `python -m engine.swift_introspect ARGS` with the environment's Python and return its JSON answer."""
+    env = _env(env)
     root = str(Path(__file__).resolve().parents[1])
-    env = dict(os.environ, PYTHONPATH=os.pathsep.join(p for p in (root, os.environ.get("PYTHONPATH")) if p))
+    environ = dict(os.environ, PYTHONPATH=os.pathsep.join(p for p in (root, os.environ.get("PYTHONPATH")) if p))
+    where = "" if env.own else f" in {env.python}"
     try:
-        proc = subprocess.run([sys.executable, "-m", "engine.swift_introspect", *args], capture_output=True,
-                              text=True, env=env, cwd=root, timeout=INTROSPECT_TIMEOUT_S, stdin=subprocess.DEVNULL)
+        proc = subprocess.run([env.python, "-m", "engine.swift_introspect", *args], capture_output=True,
+                              text=True, env=environ, cwd=root, timeout=INTROSPECT_TIMEOUT_S, stdin=subprocess.DEVNULL)
     except subprocess.TimeoutExpired:
-        raise IntrospectError(f"asking ms-swift timed out after {INTROSPECT_TIMEOUT_S} s") from None
+        raise IntrospectError(f"asking ms-swift{where} timed out after {INTROSPECT_TIMEOUT_S} s") from None
+    except OSError as exc:
+        raise IntrospectError(f"asking ms-swift{where} failed: {exc.strerror or exc}") from None
     lines = proc.stdout.strip().splitlines()
     if proc.returncode != 0 or not lines:
         err = proc.stderr.strip().splitlines()
-        raise IntrospectError(f"asking ms-swift failed (exit {proc.returncode}): {err[-1] if err else 'no output'}")
+        raise IntrospectError(f"asking ms-swift{where} failed (exit {proc.returncode}): "
+                              f"{err[-1] if err else 'no output'}")
     return json.loads(lines[-1])
 
 
@@ -143,13 +178,14 @@ def _write_json(path: Path, data: dict) -> bool:
             pass
 
 
-def introspect(*items: str) -> dict[str, dict]:
-    """Introspection items ('registry' or a command such as 'sft'), from memory, the disk cache, or one
-    subprocess for all missing ones."""
+def introspect(*items: str, env: SwiftEnv | None = None) -> dict[str, dict]:
+    """Introspection items ('registry' or a command such as 'sft') of `env`'s ms-swift (default: the driven
+    environment), from memory, the disk cache (per ms-swift version), or one subprocess for all missing ones."""
     for item in items:
         if item != "registry" and item not in COMMANDS:
             raise ValueError(f"unknown swift command {item!r}; known: {', '.join(COMMANDS)}")
-    folder = cache_dir()
+    env = _env(env)
+    folder = cache_dir(env)
     result, missing = {}, []
     for item in items:
         path = folder / f"{item}.v{SCHEMA}.json"
@@ -159,7 +195,7 @@ def introspect(*items: str) -> dict[str, dict]:
         else:
             result[item] = _MEMO[path] = data
     if missing:
-        fresh = _spawn(["dump", *missing])
+        fresh = _spawn(["dump", *missing], env)
         for item in missing:
             data = dict(fresh[item], _timing=fresh.get("_timing"))
             path = folder / f"{item}.v{SCHEMA}.json"
@@ -168,31 +204,33 @@ def introspect(*items: str) -> dict[str, dict]:
     return result
 
 
-def options(command: str = "sft") -> dict[str, dict]:
+def options(command: str = "sft", env: SwiftEnv | None = None) -> dict[str, dict]:
     """option string -> {dest, nargs, kind, choices, const} for `swift <command>`."""
-    return introspect(command)[command]["options"]
+    return introspect(command, env=env)[command]["options"]
 
 
-def valid_flags(command: str = "sft") -> set[str]:
-    return set(options(command))
+def valid_flags(command: str = "sft", env: SwiftEnv | None = None) -> set[str]:
+    return set(options(command, env))
 
 
-def swift_parse(argv: list[str], command: str = "sft", *, match: tuple[str | Path, ...] = ()) -> dict:
+def swift_parse(argv: list[str], command: str = "sft", *, match: tuple[str | Path, ...] = (),
+                env: SwiftEnv | None = None) -> dict:
     """ms-swift's own parser on argv (subprocess, ~10 s): {'remaining': [...], 'values': {dest: value}};
     with `match`, also ms-swift's own model matching for those local folders under 'folders'."""
     ops = ["match", *map(str, match), "+"] if match else []
-    return _spawn([*ops, "parse", command, "--", *argv])
+    return _spawn([*ops, "parse", command, "--", *argv], env)
 
 
-def cuda_available() -> bool:
-    """Whether torch could see a CUDA GPU, without importing torch."""
+def cuda_available(env: SwiftEnv | None = None) -> bool:
+    """Whether the torch of `env` (default: the driven environment) could see a CUDA GPU, without importing it."""
     visible = os.environ.get("CUDA_VISIBLE_DEVICES")
     if visible is not None and visible.strip() in ("", "-1"):
         return False
     try:
-        if importlib.metadata.version("torch").endswith("+cpu"):
-            return False
-    except importlib.metadata.PackageNotFoundError:
+        torch = _env(env).versions.get("torch")
+    except (IntrospectError, swift_env.SwiftEnvError):
+        torch = None
+    if not torch or torch.endswith("+cpu"):
         return False
     gpus = Path("/proc/driver/nvidia/gpus")
     if gpus.is_dir() and any(gpus.iterdir()):
@@ -289,7 +327,7 @@ def _value_problem(item: _Item) -> ArgProblem | None:
     return None
 
 
-def _unknown_flag_problem(item: _Item, opts: dict, command: str) -> ArgProblem:
+def _unknown_flag_problem(item: _Item, opts: dict, command: str, version: str) -> ArgProblem:
     name = item.flag
     canonical = sorted({o for o in opts if "-" not in o[2:]} or opts)
     # argparse would silently take a unique prefix as that option (allow_abbrev); we refuse it instead
@@ -299,11 +337,11 @@ def _unknown_flag_problem(item: _Item, opts: dict, command: str) -> ArgProblem:
     hint = f"; did you mean {' or '.join(suggestions)}?" if suggestions else ""
     if _norm(name) in ("--rlhf_type", "--reward_funcs") and command != "rlhf":
         suggestions, hint = [], "; it belongs to `swift rlhf` (swiftdeck train --kind rlhf)"
-    return ArgProblem(name, f"{name} is not a `swift {command}` option in ms-swift {swift_version()}{hint}",
+    return ArgProblem(name, f"{name} is not a `swift {command}` option in ms-swift {version}{hint}",
                       suggestions)
 
 
-def _syntax_problems(items: list[_Item], opts: dict, command: str) -> list[ArgProblem]:
+def _syntax_problems(items: list[_Item], opts: dict, command: str, version: str) -> list[ArgProblem]:
     """Stray words, unknown flags, values argparse (or ms-swift's choices) would refuse."""
     problems = []
     for n, item in enumerate(items):
@@ -319,7 +357,7 @@ def _syntax_problems(items: list[_Item], opts: dict, command: str) -> list[ArgPr
             else:
                 problems.append(ArgProblem(None, f"unexpected {words!r}: options start with --"))
         elif item.info is None:
-            problems.append(_unknown_flag_problem(item, opts, command))
+            problems.append(_unknown_flag_problem(item, opts, command, version))
         else:
             problem = _value_problem(item)
             if problem:
@@ -327,7 +365,7 @@ def _syntax_problems(items: list[_Item], opts: dict, command: str) -> list[ArgPr
     return problems
 
 
-def _registry_problems(given: dict[str, _Item], registry: dict) -> list[ArgProblem]:
+def _registry_problems(given: dict[str, _Item], registry: dict, version: str) -> list[ArgProblem]:
     """--model_type / --template values ms-swift does not know."""
     problems = []
     for dest, names in (("model_type", registry["model_types"]), ("template", registry["templates"])):
@@ -336,7 +374,7 @@ def _registry_problems(given: dict[str, _Item], registry: dict) -> list[ArgProbl
             close = difflib.get_close_matches(item.values[0], list(names), n=3, cutoff=0.6)
             hint = f"; did you mean {' or '.join(close)}?" if close else ""
             problems.append(ArgProblem(item.flag, f"{item.flag} {item.values[0]!r} is not known to "
-                                                  f"ms-swift {swift_version()}{hint}", close))
+                                                  f"ms-swift {version}{hint}", close))
     return problems
 
 
@@ -614,31 +652,44 @@ def _rlhf_problems(given: dict[str, _Item], info: dict, problems: list[ArgProble
 
 # ---------------------------------------------------------------- the check
 
-def check_args(argv: list[str], *, command: str = "sft", cwd: Path, cuda: bool | None = None) -> ArgCheck:
-    """Check (and rewrite) the argv that follows `swift <command>`."""
+def _renamed(argv: list[str], opts: dict, version: str) -> tuple[list[str], list[str]]:
+    """(argv with the other major version's spelling of a flag rewritten, the notes): only a flag this ms-swift
+    does not know, to a flag it knows (on 3.x, --train_type is the flag and stays)."""
+    major = version.split(".", 1)[0]
+    table = RENAMES_3 if major.isdigit() and int(major) < 4 else RENAMES
+    argv, notes = list(argv), []
+    for n, token in enumerate(argv):  # renamed flags, before counting values
+        name, eq, value = token.partition("=")
+        new = table.get(_norm(name)) if _is_option(token, opts) and name not in opts else None
+        if new in opts:
+            argv[n] = new + eq + value
+            notes.append(f"{name} is called {new} since ms-swift 4.0; rewrote it" if table is RENAMES else
+                         f"{name} is called {new} before ms-swift 4.0 (this is ms-swift {version}); rewrote it")
+    return argv, notes
+
+
+def check_args(argv: list[str], *, command: str = "sft", cwd: Path, cuda: bool | None = None,
+               env: SwiftEnv | None = None) -> ArgCheck:
+    """Check (and rewrite) the argv that follows `swift <command>`, against the ms-swift of `env` (default: the
+    environment swiftdeck drives)."""
     cwd = Path(cwd)
     if command not in COMMANDS:
         return ArgCheck(list(argv), [], [ArgProblem(None, f"unknown swift command {command!r}; "
-                                                          f"known: {', '.join(COMMANDS)}")], command, cwd, cuda)
+                                                          f"known: {', '.join(COMMANDS)}")], command, cwd, cuda, env)
     try:
-        data = introspect(command, "registry")
+        env = _env(env)
+        version = swift_version(env)
+        data = introspect(command, "registry", env=env)
     except IntrospectError as exc:
-        return ArgCheck(list(argv), [], [ArgProblem(None, str(exc))], command, cwd, cuda)
+        return ArgCheck(list(argv), [], [ArgProblem(None, str(exc))], command, cwd, cuda, env)
     opts, registry = data[command]["options"], data["registry"]
-    notes: list[str] = []
     problems: list[ArgProblem] = []
-    argv = list(argv)
-    for n, token in enumerate(argv):  # renamed flags, before counting values
-        name, eq, value = token.partition("=")
-        new = RENAMES.get(_norm(name)) if _is_option(token, opts) and name not in opts else None
-        if new in opts:
-            argv[n] = new + eq + value
-            notes.append(f"{name} is called {new} since ms-swift 4.0; rewrote it")
+    argv, notes = _renamed(argv, opts, version)
     items = _tokenize(argv, opts)
 
-    problems += _syntax_problems(items, opts, command)
+    problems += _syntax_problems(items, opts, command, version)
     given = {item.info["dest"]: item for item in items if item.info is not None}
-    problems += _registry_problems(given, registry)
+    problems += _registry_problems(given, registry, version)
 
     changed = _resolve_paths(items, cwd, problems)
     if changed:
@@ -664,12 +715,12 @@ def check_args(argv: list[str], *, command: str = "sft", cwd: Path, cuda: bool |
 
     dests = {info["dest"] for info in opts.values()}
     if {"bf16", "use_cpu", "torch_dtype"} <= dests:  # a training command
-        cuda = cuda_available() if cuda is None else cuda
+        cuda = cuda_available(env) if cuda is None else cuda
         if not cuda:
             _precision_on_cpu(given, local, problems, notes)
 
     new_argv = [token for item in items for token in item.tokens()]
-    return ArgCheck(new_argv, notes, problems, command, cwd, cuda)
+    return ArgCheck(new_argv, notes, problems, command, cwd, cuda, env, list(data[command].get("callbacks") or []))
 
 
 # ---------------------------------------------------------------- a local model folder outside training
@@ -678,15 +729,16 @@ class ModelUnresolved(SwiftdeckError):
     """ms-swift could not tell the model type or template of a local folder on its own (one line)."""
 
 
-def model_settings(model: str | Path, *, model_type: str | None = None,
-                   template: str | None = None) -> tuple[str | None, str | None]:
-    """(model_type, template) for loading `model` the way `swiftdeck train` resolves it: what ms-swift decides
-    alone stays None; a local folder it could not match (e.g. a Qwen2 folder: 'qwen2' or 'qwen2_gte') gets the
-    proposal that `train` makes, so chat, check-identity, deploy and merge load the same folder the same way."""
+def model_settings(model: str | Path, *, model_type: str | None = None, template: str | None = None,
+                   env: SwiftEnv | None = None) -> tuple[str | None, str | None]:
+    """(model_type, template) for loading `model` the way `swiftdeck train` resolves it, with the registry of
+    `env`'s ms-swift (default: the driven environment): what ms-swift decides alone stays None; a local folder it
+    could not match (e.g. a Qwen2 folder: 'qwen2' or 'qwen2_gte') gets the proposal that `train` makes, so chat,
+    check-identity, deploy and merge load the same folder the same way."""
     folder = Path(model).expanduser()
     if (model_type and template) or not folder.is_dir():
         return model_type, template
-    registry = introspect("registry")["registry"]
+    registry = introspect("registry", env=env)["registry"]
     given = {"model": _Item("--model", [str(folder.resolve())], {"dest": "model"})}
     for dest, value in (("model_type", model_type), ("template", template)):
         if value:

@@ -8,6 +8,10 @@
 
 The parser is built exactly like ms-swift's `swift.utils.parse_args` (HfArgumentParser over the command's
 arguments dataclass) but the dataclass is never instantiated (its __post_init__ loads models and datasets).
+
+It runs with the interpreter of the environment swiftdeck drives (engine.swift_env), so it reads ms-swift 4.x
+(`swift.arguments`, `swift.model`, `swift.template`) and 3.x (everything under `swift.llm`) alike; it imports only
+the standard library before that.
 """
 from __future__ import annotations
 
@@ -23,18 +27,49 @@ COMMANDS = {
     "deploy": "DeployArguments", "export": "ExportArguments", "eval": "EvalArguments",
     "sample": "SamplingArguments", "app": "AppArguments",
 }
+# ms-swift 3.x names: every training command parses TrainArguments (swift/llm/train/*.py args_class).
+COMMANDS_3 = dict(COMMANDS, sft="TrainArguments", pt="TrainArguments")
 # Special tokens that identify a chat format, used to compare a template with a folder's chat template.
 MARKER_RE = re.compile(r"<\|[A-Za-z0-9_]+\|>|<｜[^｜]+｜>|\[/?INST\]|<</?SYS>>")
 
 
-def build_parser(command: str):
-    """The HfArgumentParser ms-swift builds for `swift <command>` (swift/utils/utils.py parse_args)."""
-    import swift.arguments
-    from transformers import HfArgumentParser
-
+def _arguments_class(command: str):
+    """(the arguments dataclass of `swift <command>`, its name): swift.arguments in 4.x, swift.llm in 3.x."""
     if command not in COMMANDS:
         raise SystemExit(f"unknown command {command!r}; known: {', '.join(COMMANDS)}")
-    cls = getattr(swift.arguments, COMMANDS[command])
+    try:
+        import swift.arguments as module
+        names = COMMANDS
+    except ImportError:  # ms-swift 3.x
+        import swift.llm as module
+        names = COMMANDS_3
+    return getattr(module, names[command]), names[command]
+
+
+def _callbacks() -> list[str]:
+    """The names `--callbacks` accepts (ms-swift 4.x callbacks_map; none in 3.x, which has no such flag)."""
+    try:
+        from swift.callbacks import callbacks_map
+    except ImportError:
+        return []
+    return sorted(callbacks_map)
+
+
+def _reward_funcs() -> list[str]:
+    """The built-in GRPO reward functions (`--reward_funcs NAME`): swift.rewards in 4.x, swift.plugin in 3.x."""
+    for module in ("swift.rewards.orm", "swift.plugin.orm"):
+        try:
+            return sorted(__import__(module, fromlist=["orms"]).orms)
+        except (ImportError, AttributeError):
+            continue
+    return []
+
+
+def build_parser(command: str):
+    """The HfArgumentParser ms-swift builds for `swift <command>` (swift/utils/utils.py parse_args)."""
+    from transformers import HfArgumentParser
+
+    cls, _ = _arguments_class(command)
     try:
         from swift.utils.utils import _patch_get_type_hints
     except ImportError:  # private helper; without it only dict-typed fields parse differently
@@ -70,11 +105,10 @@ def describe_options(command: str) -> dict:
         }
         for opt in action.option_strings:
             options[opt] = info
-    out = {"command": command, "class": COMMANDS[command], "options": options}
+    out = {"command": command, "class": _arguments_class(command)[1], "options": options,
+           "callbacks": _callbacks() if "--callbacks" in options else []}
     if command == "rlhf":  # the built-in GRPO reward functions (--reward_funcs NAME)
-        from swift.rewards.orm import orms
-
-        out["reward_funcs"] = sorted(orms)
+        out["reward_funcs"] = _reward_funcs()
     return out
 
 
@@ -90,14 +124,18 @@ def _markers(template_meta) -> list[str]:
 def describe_registry() -> dict:
     """ms-swift's model and template registries: the data behind its automatic model_type/template matching
     (swift/model/model_meta.py get_matched_model_meta, get_matched_model_types; swift/template/register.py)."""
-    from swift.model.model_meta import MODEL_MAPPING, _get_arch_mapping
-    from swift.template import TEMPLATE_MAPPING
+    try:
+        from swift.model.model_meta import MODEL_MAPPING, _get_arch_mapping
+        from swift.template import TEMPLATE_MAPPING
+    except ImportError:  # ms-swift 3.x: one template per model type (no candidate_templates)
+        from swift.llm.model.register import MODEL_MAPPING, _get_arch_mapping
+        from swift.llm.template import TEMPLATE_MAPPING
 
     model_types, model_names = {}, {}
     for model_type, meta in MODEL_MAPPING.items():
         model_types[model_type] = {
             "template": meta.template,
-            "candidate_templates": list(meta.candidate_templates),
+            "candidate_templates": list(getattr(meta, "candidate_templates", None) or [meta.template]),
             "is_multimodal": bool(meta.is_multimodal),
         }
         for group in meta.model_groups:
@@ -107,7 +145,7 @@ def describe_registry() -> dict:
                     if isinstance(value, str):
                         # first match wins, as in get_matched_model_meta
                         model_names.setdefault(value.rsplit("/", 1)[-1].lower(),
-                                               [model_type, group.template or meta.template])
+                                               [model_type, getattr(group, "template", None) or meta.template])
     return {
         "model_types": model_types,
         "model_names": model_names,
@@ -131,7 +169,10 @@ def parse(command: str, argv: list[str]) -> dict:
 
 def match(folder: str) -> dict:
     """ms-swift's own matching for a local model folder (what get_model_info_meta does before loading)."""
-    from swift.model.model_meta import MODEL_MAPPING, get_matched_model_meta, get_matched_model_types
+    try:
+        from swift.model.model_meta import MODEL_MAPPING, get_matched_model_meta, get_matched_model_types
+    except ImportError:  # ms-swift 3.x
+        from swift.llm.model.register import MODEL_MAPPING, get_matched_model_meta, get_matched_model_types
 
     folder = os.path.abspath(folder)
     with open(os.path.join(folder, "config.json"), encoding="utf-8") as f:
@@ -141,7 +182,8 @@ def match(folder: str) -> dict:
     return {
         "name_match": None if by_name is None else [by_name.model_type, by_name.template],
         "arch_model_types": types,
-        "candidate_templates": {t: MODEL_MAPPING[t].candidate_templates for t in types},
+        "candidate_templates": {t: list(getattr(MODEL_MAPPING[t], "candidate_templates", None)
+                                        or [MODEL_MAPPING[t].template]) for t in types},
     }
 
 

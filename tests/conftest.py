@@ -8,6 +8,8 @@ from pathlib import Path
 import pytest
 
 REPO = Path(__file__).resolve().parents[1]
+# Tests drive swiftdeck's own ms-swift unless they point elsewhere themselves (tests/test_swift3*.py).
+os.environ.pop("SWIFTDECK_SWIFT", None)
 FIXTURES = REPO / "tests" / "data" / "ms-swift-4.6"
 
 

@@ -49,7 +49,7 @@ def swift_cache(tmp_path_factory):
     real_spawn = sa._spawn
     with pytest.MonkeyPatch.context() as mp:
         mp.setenv("SWIFTDECK_HOME", str(home))
-        mp.setattr(sa, "_spawn", lambda args: calls.append(args) or real_spawn(args))
+        mp.setattr(sa, "_spawn", lambda args, *env: calls.append(args) or real_spawn(args, *env))
         sa.introspect("sft", "infer", "registry")
         return sa.cache_dir(), calls
 
@@ -70,7 +70,7 @@ def spawned(monkeypatch) -> list:
     """Every introspection subprocess started during the test (they still run for real)."""
     calls: list = []
     real_spawn = sa._spawn
-    monkeypatch.setattr(sa, "_spawn", lambda args: calls.append(args) or real_spawn(args))
+    monkeypatch.setattr(sa, "_spawn", lambda args, *env: calls.append(args) or real_spawn(args, *env))
     return calls
 
 

@@ -2,6 +2,7 @@
 Checking, starting, resuming and checkpoint clean-up are engine.ops'."""
 from __future__ import annotations
 
+import os
 import shlex
 from dataclasses import dataclass
 from pathlib import Path
@@ -40,6 +41,7 @@ class LaunchForm:
     visible_gpus: str = ""  # CUDA_VISIBLE_DEVICES; empty = inherit
     extra: str = ""
     label: str = ""
+    swift: str = ""  # the `swift` of another ms-swift environment (a venv or conda env); empty = the driven one
 
 
 # the rest of the tutorial's command: evaluation/saving/logging cadence, system prompt, warmup, workers
@@ -78,7 +80,8 @@ def build_launch(form: LaunchForm, *, gpu: bool, cwd: Path | str = ".") -> Comma
             "--gradient_accumulation_steps", form.grad_accum, "--max_length", form.max_length,
             "--output_dir", form.output_dir.strip() or "output", *PRESET_TAIL]
     env = {"CUDA_VISIBLE_DEVICES": form.visible_gpus.strip()} if form.visible_gpus.strip() else {}
-    cmd = Command(command, tuple(argv), str(Path(cwd).resolve()), env, form.label.strip())
+    swift = os.path.abspath(os.path.expanduser(form.swift.strip())) if form.swift.strip() else ""
+    cmd = Command(command, tuple(argv), str(Path(cwd).resolve()), env, form.label.strip(), swift)
     try:
         return cmd.with_extra(extra)  # extra arguments win over the preset
     except CommandError as exc:

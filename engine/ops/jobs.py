@@ -11,14 +11,15 @@ from engine import deploy as deploy_mod
 from engine import leftovers as leftovers_mod
 from engine import merge as merge_mod
 from engine import runs, supervisor
+from engine.command import GRACEFUL
 from engine.runs import RunRecord
 
 Cancelled = Callable[[], bool]
 
 
 def stop(rec: RunRecord, *, force: bool = False, timeout_s: float = 120.0) -> supervisor.StopReport:
-    """Graceful for training (a checkpoint at the next step), SIGINT for servers; escalates; confirms that no
-    process of the run's tree is left."""
+    """Graceful for training (a checkpoint at the next step; where ms-swift has no graceful stop, as in 3.x, SIGINT
+    to the trainer), SIGINT for servers; escalates; confirms that no process of the run's tree is left."""
     return supervisor.stop(rec, force=force, timeout_s=timeout_s)
 
 
@@ -27,6 +28,9 @@ def stop_words(rec: RunRecord, force: bool = False) -> str:
     if force:
         return "kills the whole process tree now"
     if rec.kind in ("sft", "pt", "rlhf"):
+        if GRACEFUL not in rec.argv:  # ms-swift 3.x (no graceful_exit callback), or a run started without it
+            return "interrupts the trainer: this ms-swift has no graceful stop, so no checkpoint is saved at the " \
+                   "next step (the last saved one stays)"
         return "saves a checkpoint at the next step, then exits"
     return "asks it to exit, then ends its processes"
 
@@ -51,7 +55,8 @@ def deploy(adapters: dict[str, str], *, model: str | None = None, host: str = "1
     deadline = time.time() + timeout_s
     while not cancelled():
         try:
-            return Deployed(runs.load(rec.id), deploy_mod.wait_ready(rec, timeout_s=1.0))
+            url = deploy_mod.wait_ready(rec, timeout_s=1.0)
+            return Deployed(runs.load(rec.id), url)  # read after the wait: it records the port and models
         except deploy_mod.DeployError:
             if runs.load(rec.id).active and time.time() < deadline:
                 continue

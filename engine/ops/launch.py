@@ -1,11 +1,12 @@
 """Launch, resume and relaunch: one path for the CLI and the dashboard.
 
     cmd = Command.parse(...)            # or a form's / a record's command, changed by plan_resume / plan_relaunch
-    check = check_launch(cmd)           # arguments against the installed ms-swift + the dataset check
+    check = check_launch(cmd)           # arguments against the driven ms-swift + the dataset check
     rec = start(check)                  # refuses what the check blocks; a training run gets the graceful stop
 
-The run's command value (kind, args, env, cwd, label) is what is recorded, so a resume or relaunch of a run keeps
-its environment (CUDA_VISIBLE_DEVICES, NPROC_PER_NODE, ...) and working folder.
+The run's command value (kind, args, env, cwd, label, swift) is what is recorded, so a resume or relaunch of a run
+keeps its environment (CUDA_VISIBLE_DEVICES, NPROC_PER_NODE, ...), working folder and ms-swift environment (the
+`swift` it ran: a run started on a 3.x venv resumes there, checked against that ms-swift).
 """
 from __future__ import annotations
 
@@ -17,6 +18,10 @@ from engine.command import Command
 from engine.errors import SwiftdeckError
 from engine.ops.datasets import check_datasets
 from engine.runs import RunRecord
+
+
+NO_GRACEFUL_STOP = ("this ms-swift has no graceful stop (no graceful_exit callback): a stop interrupts the trainer "
+                    "and saves no checkpoint at the next step; the last saved checkpoint stays")
 
 
 class LaunchRefused(SwiftdeckError):
@@ -58,12 +63,22 @@ class LaunchCheck:
 
 
 def check_launch(cmd: Command, *, fix: bool = False, datasets: bool = True, cuda: bool | None = None) -> LaunchCheck:
-    """Check `cmd` against the installed ms-swift (renames, unknown flags, model_type/template, bf16 on CPU,
-    relative paths; for `swift rlhf` the --rlhf_type, its packages and reward functions) and its local dataset
-    files (for `swift rlhf`, with the columns the --rlhf_type needs). `fix` applies every proposed fix."""
-    from engine import swift_args
+    """Check `cmd` against the ms-swift of its environment (its `swift`, else the one swiftdeck drives): renames,
+    unknown flags, model_type/template, bf16 on CPU, relative paths; for `swift rlhf` the --rlhf_type, its packages
+    and reward functions; and its local dataset files (for `swift rlhf`, with the columns the --rlhf_type needs).
+    `fix` applies every proposed fix. The checked command names the `swift` it was checked against."""
+    from engine import swift_args, swift_env
 
-    args = swift_args.check_args(list(cmd.args), command=cmd.kind, cwd=Path(cmd.cwd), cuda=cuda)
+    try:
+        env = swift_env.of_swift(cmd.swift)
+    except swift_env.SwiftEnvError as exc:
+        env = None
+        where = "the ms-swift environment of this command: " if cmd.swift else ""
+        args = swift_args.ArgCheck(list(cmd.args), [], [swift_args.ArgProblem(None, f"{where}{exc}")], cmd.kind,
+                                   Path(cmd.cwd), cuda)
+    if env is not None:
+        args = swift_args.check_args(list(cmd.args), command=cmd.kind, cwd=Path(cmd.cwd), cuda=cuda, env=env)
+        cmd = cmd.with_swift(env.swift)
     check = LaunchCheck(cmd.with_args(args.argv), args)
     if fix and check.fixable:
         check = check.with_fixes()
@@ -75,13 +90,22 @@ def check_launch(cmd: Command, *, fix: bool = False, datasets: bool = True, cuda
 
 
 def start(check: LaunchCheck, *, notes: list[str] | None = None) -> RunRecord:
-    """Start a checked command detached (engine.supervisor); refuses one whose check blocks it."""
+    """Start a checked command detached (engine.supervisor) with the `swift` it was checked against; refuses one
+    whose check blocks it. A training run gets ms-swift's graceful stop where that ms-swift has one (4.x)."""
     if not check.ok:
         raise LaunchRefused(f"not launched: {check.blocker}")
-    cmd = check.command.with_graceful_exit() if check.command.is_training else check.command
+    cmd, more = check.command, []
+    if cmd.is_training and check.args.graceful_exit:
+        cmd = cmd.with_graceful_exit()
+    elif cmd.is_training:
+        more.append(NO_GRACEFUL_STOP)
+    env = check.args.env
+    if env is not None and not env.own:
+        more.append(f"runs in another environment: {env.describe()}")
     return supervisor.launch(cmd.kind, list(cmd.args), cwd=cmd.cwd, env=cmd.env, label=cmd.label,
                              output_dir=cmd.output_dir if cmd.is_training else None,
-                             notes=[*check.args.notes, *check.changes, *(notes or [])])
+                             notes=[*check.args.notes, *check.changes, *more, *(notes or [])],
+                             swift=cmd.swift or None)
 
 
 # ---------------------------------------------------------------- resume / relaunch

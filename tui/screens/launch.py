@@ -36,6 +36,7 @@ FIELDS = (  # (attribute, label, placeholder)
     ("visible_gpus", "visible GPUs", "CUDA_VISIBLE_DEVICES, e.g. 0,1 (empty: all)"),
     ("extra", "extra args", "more swift sft flags, e.g. --split_dataset_ratio 0.1"),
     ("label", "label", "a name for this run (optional)"),
+    ("swift", "ms-swift env", "empty: {current}; another venv or conda env: its bin/swift"),
 )
 
 
@@ -70,7 +71,8 @@ class LaunchScreen(Screen):
                 yield Select([(k, k) for k in KINDS], value=self.initial.kind, allow_blank=False, id="f-kind")
                 for name, label, placeholder in FIELDS:
                     yield Label(label, classes="launch-label")
-                    yield Input(getattr(self.initial, name), placeholder=placeholder, id=f"f-{name}")
+                    yield Input(getattr(self.initial, name), placeholder=placeholder.format(current=current_swift()),
+                                id=f"f-{name}")
             yield Static("", id="dataset-check")
         with VerticalScroll(id="launch-bottom"):
             yield Static("", id="launch-command")
@@ -242,6 +244,16 @@ class LaunchScreen(Screen):
         out.update(text)
         if error:  # said where it is seen too, even when the check's text is scrolled away
             self.notify(error, severity="error", timeout=10)
+
+
+def current_swift() -> str:
+    """The `swift` the form's runs use when its ms-swift env field is empty (no subprocess)."""
+    from engine import swift_env
+
+    try:
+        return swift_env.selected().swift
+    except swift_env.SwiftEnvError as exc:
+        return str(exc)
 
 
 def check_text(app, check, *, launching: bool = False) -> Text:
