@@ -957,6 +957,9 @@ def diagnose(text: str, *, exit_code: int | None = None, command: str | None = "
         diag.details.setdefault("output_dir", out[1])
     if ctx.chain:
         diag.details.setdefault("exception", ctx.chain[-1].type)
+    from engine.ranks import add_rank_failures  # torchrun: which rank failed, and how
+
+    add_rank_failures(diag, text or "")
     return _printable(diag)
 
 
@@ -1016,8 +1019,12 @@ def diagnose_run(rec, *, recorded: bool = True) -> Diagnosis:
         return Diagnosis(saved["kind"], str(saved.get("summary") or ""), list(saved.get("remedies") or []),
                          str(saved.get("evidence") or ""), dict(saved.get("details") or {}))
     args = rec.argv[2:] if rec.argv[1:2] == [rec.kind] else None  # `swift <kind> ...` only
-    return diagnose_file(rec.console_log, exit_code=rec.exit_code, command=rec.kind, args=args,
+    diag = diagnose_file(rec.console_log, exit_code=rec.exit_code, command=rec.kind, args=args,
                          disk=meta.get("exit_disk"))
+    from engine.ranks import place_on_gpu
+
+    place_on_gpu(diag, rec)  # the rank's node and physical GPU
+    return diag
 
 
 def _stopped(rec) -> Diagnosis:

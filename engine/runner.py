@@ -22,7 +22,7 @@ from typing import Callable
 
 import psutil
 
-from engine import paths, runs, status, supervisor
+from engine import paths, ranks, runs, status, supervisor
 from engine.ingest import ConsoleTail
 
 OUTPUT_DIR_RE = re.compile(r"\[INFO:swift\] output_dir: (.+)")
@@ -91,6 +91,7 @@ def main(run_id: str) -> int:
     reserve = _reserve(rec.folder / status.RUNNER_RESERVE)
     watch = ConsoleTail(rec.console_log)
     known: dict[int, float] = {}
+    tracker = ranks.Tracker()
     last_tree = last_beat = 0.0
     main_ended_at = None
     while proc.poll() is None:
@@ -102,10 +103,12 @@ def main(run_id: str) -> int:
         if time.time() - last_tree > 1.0:
             last_tree = time.time()
             seen = dict(known)
-            if _descendants(proc.pid, seen):
-                written = _try_update(run_id, lambda r: setattr(r, "descendants", [[p, t] for p, t in seen.items()]))
+            if _descendants(proc.pid, seen) | tracker.see({proc.pid: create_time, **seen}):  # ranks: engine.ranks
+                written = _try_update(run_id, lambda r: (setattr(r, "descendants", [[p, t] for p, t in seen.items()]),
+                                                         tracker.store(r.meta)))
                 if written is not None:
                     rec, known = written, seen
+                    tracker.dirty = False
         if main_ended_at is not None:
             rec = _reread(rec)  # a stop may have been asked for since
             left = supervisor.end_after_main(rec, main_ended_at)
