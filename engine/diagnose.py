@@ -1040,6 +1040,7 @@ def _stopped(rec) -> Diagnosis:
         except (OSError, checkpoints.CheckpointError):
             ckpt = None
     summary = ("stopped by the user (force stop: the process tree was killed at once)" if how == "force"
+               else "stopped with the rest of its multi-node run (the other node's side was gone)" if how == "peer"
                else "stopped by the user (graceful stop)")
     if ckpt is not None:
         summary += f"; last complete checkpoint: {ckpt.name}"

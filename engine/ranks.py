@@ -14,6 +14,7 @@ the pid) is the truth once the rank holds memory: `usage()`.
 from __future__ import annotations
 
 import re
+import socket
 import time
 from dataclasses import asdict, dataclass
 from typing import Iterable
@@ -319,3 +320,77 @@ def place_on_gpu(diag, rec) -> None:
     who = f"rank {rank} (node {node}, GPU {gpu})" if rank is not None else f"GPU {gpu}"
     diag.summary = re.sub(r"^CUDA out of memory on (?:rank \d+, )?(?:GPU \d+|the GPU)",
                           f"CUDA out of memory on {who}", diag.summary)
+
+
+# ---------------------------------------------------------------- the other nodes of a multi-node run
+
+class PeerWatch:
+    """Whether the other side of a multi-node run is still there, for the runner of one node (each node runs its own
+    swiftdeck). A rank blocked in an NCCL collective whose peer died waits for ms-swift's --ddp_timeout (5 hours by
+    default), and torchrun's static rendezvous does not notice a node that is gone; so:
+
+    - node 0 hosts torchrun's store on MASTER_PORT (in its agent). The other nodes' agents and ranks hold TCP
+      connections to it. Once some were seen, no connection from outside this node's own tree for MISSES checks
+      in a row means the other nodes are gone.
+    - any other node: the master's store stops accepting connections (MISSES refusals in a row, after it was
+      reached once) means node 0 is gone.
+
+    Only once the other side was there: seen by one of the checks, or implied by this node's ranks having started
+    (torchrun's static rendezvous starts them only when every node has joined).
+
+    `gone(tree_pids, started)` is called often and looks every CHECK_S; it returns the reason once, else None."""
+
+    CHECK_S = 2.0
+    MISSES = 3
+
+    def __init__(self, env: dict[str, str]):
+        layout = distributed(env)
+        self.active = bool(layout and layout["nnodes"] > 1)
+        self.layout = layout or {}
+        self._seen = False
+        self._misses = 0
+        self._last = 0.0
+        self._said = False
+
+    def gone(self, tree_pids: set[int], started: bool = False) -> str | None:
+        if not self.active or self._said or time.monotonic() - self._last < self.CHECK_S:
+            return None
+        self._seen = self._seen or started
+        self._last = time.monotonic()
+        port, node = self.layout["master_port"], self.layout["node_rank"]
+        there = self._peers_connected(port, tree_pids) if node == 0 else self._master_answers(port)
+        if there:
+            self._seen, self._misses = True, 0
+            return None
+        if not self._seen or there is None:
+            return None
+        self._misses += 1
+        if self._misses < self.MISSES:
+            return None
+        self._said = True
+        if node == 0:
+            return (f"no other node is connected to torchrun's store on port {port} any more "
+                    f"({self.layout['nnodes'] - 1} other node(s) expected): the rest of the run is gone")
+        return (f"the master node's torchrun store {self.layout['master_addr']}:{port} stopped answering: node 0 of "
+                "the run is gone")
+
+    def _master_answers(self, port: int) -> bool:
+        try:
+            with socket.create_connection((self.layout["master_addr"], port), timeout=1.0):
+                return True
+        except OSError:
+            return False
+
+    @staticmethod
+    def _peers_connected(port: int, tree_pids: set[int]) -> bool | None:
+        """True if a process outside `tree_pids` holds a connection to our store; None if we cannot tell."""
+        try:
+            conns = psutil.net_connections(kind="tcp")
+        except (psutil.Error, OSError):
+            return None
+        ours = {(c.laddr.ip, c.laddr.port) for c in conns if c.pid in tree_pids and c.laddr}
+        for c in conns:
+            if c.status == psutil.CONN_ESTABLISHED and c.laddr and c.raddr and c.laddr.port == port \
+                    and c.pid in tree_pids and (c.raddr.ip, c.raddr.port) not in ours:
+                return True
+        return False

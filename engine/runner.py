@@ -31,6 +31,7 @@ POLL_S = 0.2
 CLEAN_UP_ON = {"cuda_oom"}
 RESERVE_BYTES = 256 * 1024  # status.RUNNER_RESERVE: room for the final write when the disk has filled up
 FINAL_WRITE_TRIES_S = 120.0
+PEER_GRACE_S = 60.0  # multi-node: after the other side is gone, this node's ranks get this long to stop by themselves
 
 
 def clean_up_after(kind: str, line: str, rec: runs.RunRecord, proc: subprocess.Popen) -> dict:
@@ -91,9 +92,9 @@ def main(run_id: str) -> int:
     reserve = _reserve(rec.folder / status.RUNNER_RESERVE)
     watch = ConsoleTail(rec.console_log)
     known: dict[int, float] = {}
-    tracker = ranks.Tracker()
+    tracker, peers = ranks.Tracker(), ranks.PeerWatch(run_env)
     last_tree = last_beat = 0.0
-    main_ended_at = None
+    main_ended_at = peer_deadline = None
     while proc.poll() is None:
         rec, ended_at = _watch_console(watch, rec, proc)
         main_ended_at = main_ended_at or ended_at
@@ -109,6 +110,14 @@ def main(run_id: str) -> int:
                 if written is not None:
                     rec, known = written, seen
                     tracker.dirty = False
+        if main_ended_at is None and (why := peers.gone({proc.pid, *known}, bool(tracker.ranks))):  # multi-node: the other side is gone
+            rec = _try_update(run_id, lambda r: (setattr(r, "stop_requested", r.stop_requested or "peer"),
+                                                 r.notes.append(f"stopping this node: {why}"))) or rec
+            supervisor.ask_to_stop(rec)  # a rank still saving finishes; one stuck in a collective is ended below
+            peer_deadline = time.time() + PEER_GRACE_S
+        if peer_deadline is not None and (time.time() > peer_deadline or not ranks.live(rec)):
+            supervisor.kill_tree(rec)  # torchrun's agent would wait 300 s for the gone node at its exit barrier
+            peer_deadline = None
         if main_ended_at is not None:
             rec = _reread(rec)  # a stop may have been asked for since
             left = supervisor.end_after_main(rec, main_ended_at)

@@ -311,14 +311,7 @@ def stop(rec: RunRecord, *, force: bool = False, timeout_s: float = 120.0) -> St
     rec = runs.update(rec.id, mark)
     report.gpu_checked, held = gpu_held({p.pid for p in live_tree(rec)})
     if not force:
-        trainers = trainer_processes(rec) if rec.kind in ("sft", "pt", "rlhf") else []
-        if trainers:
-            sig = signal.SIGUSR1 if "graceful_exit" in rec.argv else signal.SIGINT
-            _signal(trainers, sig)
-            report.steps.append(f"{signal.Signals(sig).name} → trainer {_who(rec, trainers)}")
-        else:
-            report.steps.append("SIGINT → process group")
-            _signal(live_tree(rec), signal.SIGINT)
+        report.steps.append(ask_to_stop(rec))
         left = _wait_gone(rec, timeout_s, report)
         agents = ranks.live_agents(rec) if left else []
         if agents:
@@ -343,6 +336,18 @@ def stop(rec: RunRecord, *, force: bool = False, timeout_s: float = 120.0) -> St
         report.steps.append(f"GPU memory held by the run's processes: {sum(held.values()) / 2**20:.0f} MiB "
                             f"({len(held)} process(es)) → {report.gpu_mem_left / 2**20:.0f} MiB (NVML)")
     return report
+
+
+def ask_to_stop(rec: RunRecord) -> str:
+    """The first step of a graceful stop: SIGUSR1 (with the graceful_exit callback, else SIGINT) to the trainer of
+    every rank of a training run, SIGINT to the processes of anything else. Returns what was done, in words."""
+    trainers = trainer_processes(rec) if rec.kind in ("sft", "pt", "rlhf") else []
+    if trainers:
+        sig = signal.SIGUSR1 if "graceful_exit" in rec.argv else signal.SIGINT
+        _signal(trainers, sig)
+        return f"{signal.Signals(sig).name} → trainer {_who(rec, trainers)}"
+    _signal(live_tree(rec), signal.SIGINT)
+    return "SIGINT → process group"
 
 
 def _who(rec: RunRecord, procs: list[psutil.Process]) -> str:

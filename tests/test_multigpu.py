@@ -37,20 +37,40 @@ def free_port() -> int:
         return sock.getsockname()[1]
 
 
-def start_torchrun(out: Path, mode: str, env: dict[str, str] | None = None) -> runs.RunRecord:
-    """A recorded `sft`-kind run of torchrun with two ranks of rank.py, once both ranks and the agent are recorded
-    and both ranks have started their step loop."""
+def launch_torchrun(out: Path, mode: str, env: dict[str, str]) -> runs.RunRecord:
+    """A recorded `sft`-kind run of torchrun over rank.py, laid out by `env` as ms-swift passes it on: NPROC_PER_NODE,
+    NNODES, NODE_RANK, MASTER_ADDR, MASTER_PORT become torchrun's options."""
     out.mkdir(parents=True, exist_ok=True)
-    argv = [sys.executable, "-m", "torch.distributed.run", "--nproc_per_node", "2", "--master_addr", "127.0.0.1",
-            "--master_port", str(free_port()), str(RANK_PY), str(out), mode, "--callbacks", "graceful_exit"]
-    rec = supervisor.launch_argv("sft", argv, cwd=out, env={"NPROC_PER_NODE": "2", **(env or {})})
+    options = [f"--{k.lower()}={v}" for k, v in env.items()
+               if k in ("NPROC_PER_NODE", "NNODES", "NODE_RANK", "MASTER_ADDR", "MASTER_PORT")]
+    argv = [sys.executable, "-m", "torch.distributed.run", *options, str(RANK_PY), str(out), mode,
+            "--callbacks", "graceful_exit"]
+    return supervisor.launch_argv("sft", argv, cwd=out, env=env)
 
+
+def wait_ranks(rec: runs.RunRecord, out: Path, expected: list[int]) -> runs.RunRecord:
+    """The record once its ranks (global numbers `expected`) and its agent are recorded and each rank is in its step
+    loop."""
     def ready():
         r = runs.load(rec.id)
-        started = all((out / f"rank{i}.started").exists() for i in (0, 1))
-        return r if started and len(ranks.recorded(r)) == 2 and ranks.recorded_agents(r) else None
+        started = all((out / f"rank{i}.started").exists() for i in expected)
+        return r if started and [x.rank for x in ranks.recorded(r)] == expected and ranks.recorded_agents(r) else None
 
-    return wait_for(ready, START_TIMEOUT, "both ranks and the torchrun agent recorded")
+    return wait_for(ready, START_TIMEOUT, f"ranks {expected} and the torchrun agent recorded")
+
+
+def start_torchrun(out: Path, mode: str, env: dict[str, str] | None = None) -> runs.RunRecord:
+    """Two ranks on one node, once both are recorded and training."""
+    env = {"NPROC_PER_NODE": "2", "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(free_port()), **(env or {})}
+    return wait_ranks(launch_torchrun(out, mode, env), out, [0, 1])
+
+
+def start_two_nodes(tmp_path: Path) -> tuple[runs.RunRecord, runs.RunRecord]:
+    """The 2-node simulation on one host: each node its own torchrun (NNODES=2, NODE_RANK=0/1, NPROC_PER_NODE=1,
+    MASTER_ADDR=127.0.0.1), each recorded as its own run."""
+    base = {"NNODES": "2", "NPROC_PER_NODE": "1", "MASTER_ADDR": "127.0.0.1", "MASTER_PORT": str(free_port())}
+    launched = [launch_torchrun(tmp_path / f"node{n}", "graceful", {**base, "NODE_RANK": str(n)}) for n in (0, 1)]
+    return tuple(wait_ranks(rec, tmp_path / f"node{n}", [n]) for n, rec in enumerate(launched))
 
 
 def assert_nothing_left(rec: runs.RunRecord, extra: list[psutil.Process] = ()) -> None:
@@ -154,6 +174,24 @@ def test_a_rank_killed_by_a_signal_shows_the_signal(home, tmp_path):
     d = diagnose_run(rec)
     assert "rank 1" in d.summary and "SIGKILL" in d.summary, d.summary
     assert_nothing_left(rec)
+
+
+@pytest.mark.parametrize("stopped_node", [0, 1])
+def test_a_force_stop_of_one_node_brings_the_other_node_down(home, tmp_path, stopped_node):
+    nodes = start_two_nodes(tmp_path)
+    assert [[(r.rank, r.node_rank, r.world_size) for r in ranks.recorded(n)] for n in nodes] == \
+        [[(0, 0, 2)], [(1, 1, 2)]]
+    other = 1 - stopped_node
+    report = supervisor.stop(nodes[stopped_node], force=True)
+    assert report.clean, report
+    # the other node's swiftdeck sees its side is alone and stops it the graceful way
+    rec = wait_for(lambda: (r := runs.load(nodes[other].id)) and not r.active and r, 60, "the other node to stop")
+    assert rec.status == "stopped" and rec.stop_requested == "peer", (rec.status, rec.notes)
+    assert any(n.startswith("stopping this node: ") for n in rec.notes), rec.notes
+    assert (tmp_path / f"node{other}" / f"rank{other}.saved").exists()  # its rank got the graceful signal
+    assert "multi-node" in diagnose_run(rec).summary
+    for node in nodes:
+        assert_nothing_left(node)
 
 
 # ---------------------------------------------------------------- units
