@@ -374,6 +374,16 @@ class PeerWatch:
         return (f"the master node's torchrun store {self.layout['master_addr']}:{port} stopped answering: node 0 of "
                 "the run is gone")
 
+    def gone_at_exit(self, started: bool) -> str | None:
+        """At the exit of this node's processes (a node other than 0): the master's store no longer answers, so the
+        run's other side ended first (a rank that failed meanwhile failed because of it)."""
+        if not self.active or self.layout["node_rank"] == 0 or not (self._seen or started):
+            return None
+        if self._master_answers(self.layout["master_port"]):
+            return None
+        return (f"the master node's torchrun store {self.layout['master_addr']}:{self.layout['master_port']} was gone "
+                "when this node's processes exited: node 0 of the run ended first")
+
     def _master_answers(self, port: int) -> bool:
         try:
             with socket.create_connection((self.layout["master_addr"], port), timeout=1.0):

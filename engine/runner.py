@@ -110,11 +110,11 @@ def main(run_id: str) -> int:
                 if written is not None:
                     rec, known = written, seen
                     tracker.dirty = False
-        if main_ended_at is None and (why := peers.gone({proc.pid, *known}, bool(tracker.ranks))):  # multi-node: the other side is gone
-            rec = _try_update(run_id, lambda r: (setattr(r, "stop_requested", r.stop_requested or "peer"),
-                                                 r.notes.append(f"stopping this node: {why}"))) or rec
-            supervisor.ask_to_stop(rec)  # a rank still saving finishes; one stuck in a collective is ended below
-            peer_deadline = time.time() + PEER_GRACE_S
+        if why := peers.gone({proc.pid, *known}, bool(tracker.ranks)):  # multi-node: the other side is gone
+            rec = _note_peer_gone(run_id, why) or rec
+            if main_ended_at is None:
+                supervisor.ask_to_stop(rec)  # a rank still saving finishes; one stuck in a collective is ended below
+            peer_deadline = time.time() + (PEER_GRACE_S if main_ended_at is None else 0)
         if peer_deadline is not None and (time.time() > peer_deadline or not ranks.live(rec)):
             supervisor.kill_tree(rec)  # torchrun's agent would wait 300 s for the gone node at its exit barrier
             peer_deadline = None
@@ -128,6 +128,8 @@ def main(run_id: str) -> int:
         time.sleep(POLL_S)
 
     exit_code = proc.returncode
+    if exit_code != 0 and not rec.stop_requested and (why := peers.gone_at_exit(bool(tracker.ranks))):
+        rec = _note_peer_gone(run_id, why) or rec
     rec, _ = _watch_console(watch, rec, proc)
     ended = _ending(_reread(rec), exit_code)
     _release(reserve)
@@ -136,6 +138,13 @@ def main(run_id: str) -> int:
     if left:
         _try_update(run_id, lambda r: r.notes.append(f"processes still alive after exit: {left}"))
     return 0
+
+
+def _note_peer_gone(run_id: str, why: str) -> runs.RunRecord | None:
+    """A multi-node run whose other side is gone: this node stops with it (status `stopped`, diagnosed as stopped
+    with the rest of its run; a stop asked for on this node keeps its own kind)."""
+    return _try_update(run_id, lambda r: (setattr(r, "stop_requested", r.stop_requested or "peer"),
+                                          r.notes.append(f"stopping this node: {why}")))
 
 
 def _ending(rec: runs.RunRecord, exit_code: int) -> Callable[[runs.RunRecord], None]:
