@@ -125,7 +125,8 @@ def oom_check(ns, work, assets, sampler, report):
     args[args.index("--per_device_train_batch_size") + 1] = "64"
     args[args.index("--max_length") + 1] = "8192"
     args[args.index("--torch_dtype") + 1] = "bfloat16"
-    rec = launch.start(launch.check_launch(Command("sft", tuple(args), str(work))))
+    # the preflight refuses a GPU that another process fills until the user confirms: this test confirms
+    rec = launch.start(launch.check_launch(Command("sft", tuple(args), str(work))).confirmed())
     rec = wait_end(runs, rec.id, 600)
     after = sampler.sample()
     holder.stdin.write("\n")

@@ -92,10 +92,18 @@ def _print_check(check) -> None:
             print(f"         fix: {' '.join(problem.fix)}")
     for level, line in check.datasets:
         print(f"dataset: {line.strip()}" if level in ("ok", "fail", "info") else f"dataset {line.strip()}")
+    if check.preflight is not None:
+        _print_preflight(check.preflight)
 
 
-def checked_command(cmd, *, fix: bool):
-    """engine.ops.launch.check_launch, printed; fixes applied when allowed (or confirmed on a terminal)."""
+def _print_preflight(pre) -> None:
+    for level, line in pre.lines():
+        print(f"preflight: {line}" if level == "info" else f"preflight {level}: {line}")
+
+
+def checked_command(cmd, *, fix: bool, share_gpus: bool = False):
+    """engine.ops.launch.check_launch, printed; fixes applied when allowed (or confirmed on a terminal); one process
+    on several GPUs offered a pinned GPU, and GPUs other processes fill used only when confirmed."""
     from engine.ops import launch
 
     check = launch.check_launch(cmd)
@@ -106,6 +114,15 @@ def checked_command(cmd, *, fix: bool):
         for note in check.args.notes:
             if note not in printed:
                 print(f"note: {note}")
+    pin = check.preflight.pin if check.preflight else None
+    if pin is not None and _confirm(f"Pin the run to GPU {pin} (CUDA_VISIBLE_DEVICES={pin})?", default=False):
+        pinned, _ = launch.plan_devices(check.command, gpus=pin)
+        print(f"environment: CUDA_VISIBLE_DEVICES={pin}")
+        check = launch.check_launch(pinned)
+        _print_preflight(check.preflight)
+    if check.preflight and check.preflight.busy and not check.preflight.problems and check.args.ok \
+            and check.datasets_ok and (share_gpus or _confirm("Launch onto it anyway?", default=False)):
+        check = check.confirmed()
     if not check.ok:
         hint = " (re-run with --fix to apply the proposed fixes)" if check.fixable else ""
         raise UserError(f"not launched: {check.blocker}{hint}")
@@ -119,10 +136,20 @@ def cmd_train(ns) -> int:
         raise UserError("usage: swiftdeck train [--kind sft|pt|rlhf] [--wait] [--fix] -- <swift arguments>")
     pasted = pasted_kind(ns.swift_args)
     kind = ns.kind or (pasted if pasted in TRAINING_KINDS else "sft")
+    from engine.ops import launch
+
     cmd = Command.parse(ns.swift_args, kind=kind, cwd=Path.cwd(), label=ns.label or "")
+    cmd, _ = launch.plan_devices(cmd, gpus=ns.gpus, nproc=ns.nproc, deepspeed=ns.deepspeed, nnodes=ns.nnodes,
+                                 node_rank=ns.node_rank, master_addr=ns.master_addr, master_port=ns.master_port)
     if cmd.env:
         print("environment: " + " ".join(f"{k}={v}" for k, v in sorted(cmd.env.items())))
-    check = checked_command(cmd, fix=ns.fix)
+    if ns.preflight:
+        check = launch.check_launch(cmd)
+        _print_check(check)
+        blocker = check.blocker
+        print(f"would not launch: {blocker}" if blocker else "nothing blocks this launch (not launched: --preflight)")
+        return 1 if blocker else 0
+    check = checked_command(cmd, fix=ns.fix, share_gpus=ns.share_gpus)
     return _launch_and_report(check, wait=ns.wait)
 
 
@@ -242,9 +269,13 @@ def cmd_stop(ns) -> int:
         print(f"  {step}")
     rec = runs.load(rec.id)
     if report.clean:
-        print(f"run {rec.id} {rec.status} in {report.seconds:.1f}s; no process of its tree is left")
+        print(f"run {rec.id} {rec.status} in {report.seconds:.1f}s; no process of its tree is left"
+              + ("" if not report.gpu_checked else " and NVML lists no GPU memory of it"))
         return 0
-    print(f"run {rec.id}: processes still alive: {report.left}")
+    if report.left:
+        print(f"run {rec.id}: processes still alive: {report.left}")
+    if report.gpu_mem_left:
+        print(f"run {rec.id}: NVML still lists {report.gpu_mem_left / 2**20:.0f} MiB of GPU memory for its processes")
     return 1
 
 
@@ -255,7 +286,8 @@ def cmd_metrics(ns) -> int:
     from engine.ops.runs import resolve
 
     _, reader = reader_for(ns.run)
-    kind = resolve(ns.run).kind
+    src = resolve(ns.run)
+    kind = src.kind
     reader.poll()
     state = reader.state
     rows = iter_metrics_rows(state)
@@ -263,9 +295,10 @@ def cmd_metrics(ns) -> int:
     if not state.metrics and not summary:
         raise UserError(f"no logged step in {ns.run}: not an ms-swift run folder or console log (or nothing was "
                         "logged yet)")
+    memory = _memory_vs_estimate(src, iter_metrics_rows(state))  # its own pass: `rows` is read once below
     fmt = "json" if ns.json else ns.format
     if fmt != "table":
-        _stream_metrics(fmt, kind, rows, state, metrics_keys(state) if fmt == "csv" else [])
+        _stream_metrics(fmt, kind, rows, state, metrics_keys(state) if fmt == "csv" else [], memory)
         return 0
     logged = set(metrics_keys(state))
     family = kinds.family(logged)
@@ -281,12 +314,19 @@ def cmd_metrics(ns) -> int:
     if summary:
         print("summary: " + ", ".join(f"{k}={v:.5g}" if isinstance(v, float) else f"{k}={v}"
                                       for k, v in summary.items()))
+    if memory and (memory["measured_gib"] is not None or memory["estimate_gib"] is not None):
+        measured = f"{memory['measured_gib']:.2f} GiB" if memory["measured_gib"] is not None else "not logged"
+        estimated = (f"~{memory['estimate_gib']:.2f} GiB per GPU ({memory['layout']})"
+                     if memory["estimate_gib"] is not None else memory["note"])
+        ratio = f"; measured/estimate {memory['ratio']}" if memory["ratio"] else ""
+        print(f"memory: ms-swift measured {measured} (memory(GiB): peak reserved on rank 0); preflight estimate "
+              f"{estimated}{ratio}")
     return 0
 
 
-def _stream_metrics(fmt: str, kind: str, rows, state, keys: list[str]) -> None:
+def _stream_metrics(fmt: str, kind: str, rows, state, keys: list[str], memory: dict | None = None) -> None:
     """`metrics --json|--format jsonl|csv`, written a row at a time (memory flat in the number of steps). json: one
-    object {kind, metrics: [...], summary, finished}, a row per line; jsonl: one row per line; csv: a header of every
+    object {kind, metrics: [...], summary, finished, memory}, a row per line; jsonl: one row per line; csv: a header of every
     logged key, empty cells where a step did not log one."""
     out = sys.stdout
     opt = orjson.OPT_SERIALIZE_NUMPY
@@ -308,7 +348,19 @@ def _stream_metrics(fmt: str, kind: str, rows, state, keys: list[str]) -> None:
         sep = ",\n"
     summary = state.finished.summary if state.finished else {}
     out.write('\n], "summary": ' + orjson.dumps(summary, option=opt, default=_json_default).decode()
-              + ', "finished": ' + orjson.dumps(state.finished, option=opt, default=_json_default).decode() + "}\n")
+              + ', "finished": ' + orjson.dumps(state.finished, option=opt, default=_json_default).decode()
+              + ', "memory": ' + orjson.dumps(memory, option=opt, default=_json_default).decode() + "}\n")
+
+
+def _memory_vs_estimate(src, rows) -> dict | None:
+    """The preflight's memory estimate (from the run folder's args.json) beside ms-swift's `memory(GiB)`."""
+    from engine import preflight
+
+    if src.run_dir is None:
+        return None
+    logged = [r["memory(GiB)"] for r in rows if isinstance(r.get("memory(GiB)"), (int, float))]
+    env = dict(src.record.env) if src.record else None
+    return preflight.compare(src.run_dir, max(logged) if logged else None, env)
 
 
 def cmd_checkpoints(ns) -> int:
@@ -825,6 +877,23 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--wait", action="store_true", help="follow the run until it ends; exit code = the run's")
     s.add_argument("--fix", action="store_true", help="apply the proposed fixes without asking")
     s.add_argument("--label", help="a name for the run")
+    g = s.add_argument_group("GPUs, processes and nodes (kept in the run's command: stop, resume and relaunch keep "
+                             "them)")
+    g.add_argument("--gpus", metavar="0,1", help="the GPUs to use (CUDA_VISIBLE_DEVICES)")
+    g.add_argument("--nproc", type=int, metavar="N", help="processes per node, one per GPU (NPROC_PER_NODE: "
+                   "ms-swift runs torchrun, DDP)")
+    g.add_argument("--deepspeed", metavar="PRESET", help="zero0|zero1|zero2|zero3|zero2_offload|zero3_offload or a "
+                   "json file (needs the deepspeed package)")
+    g.add_argument("--nnodes", type=int, metavar="N", help="nodes of a multi-node run (NNODES); each node runs its "
+                   "own `swiftdeck train` with the same arguments and its --node-rank")
+    g.add_argument("--node-rank", type=int, metavar="R", help="this node's rank, 0 on the master (NODE_RANK)")
+    g.add_argument("--master-addr", metavar="HOST", help="address of the node with rank 0 (MASTER_ADDR)")
+    g.add_argument("--master-port", type=int, metavar="PORT", help="torchrun's port on the master (MASTER_PORT, "
+                   "default 29500)")
+    g.add_argument("--preflight", action="store_true", help="only check: the arguments, the dataset, each selected "
+                   "GPU's free memory and other processes, free disk, a memory estimate; exit 0 if nothing blocks")
+    g.add_argument("--share-gpus", action="store_true", help="launch even onto GPUs that other processes fill "
+                   "(otherwise asked on a terminal, refused elsewhere)")
     s.add_argument("swift_args", nargs=argparse.REMAINDER, metavar="-- ARGS",
                    help="the swift arguments; a pasted `[VAR=value ...] swift sft|pt|rlhf ...` line works too")
 

@@ -966,6 +966,9 @@ def diagnose(text: str, *, exit_code: int | None = None, command: str | None = "
         diag.details.setdefault("output_dir", out[1])
     if ctx.chain:
         diag.details.setdefault("exception", ctx.chain[-1].type)
+    from engine.ranks import add_rank_failures  # torchrun: which rank failed, and how
+
+    add_rank_failures(diag, text or "")
     return _printable(diag)
 
 
@@ -1026,8 +1029,12 @@ def diagnose_run(rec, *, recorded: bool = True) -> Diagnosis:
                          str(saved.get("evidence") or ""), dict(saved.get("details") or {}))
     from engine.command import swift_args_of
 
-    return diagnose_file(rec.console_log, exit_code=rec.exit_code, command=rec.kind, args=swift_args_of(rec),
+    diag = diagnose_file(rec.console_log, exit_code=rec.exit_code, command=rec.kind, args=swift_args_of(rec),
                          disk=meta.get("exit_disk"))
+    from engine.ranks import place_on_gpu
+
+    place_on_gpu(diag, rec)  # the rank's node and physical GPU
+    return diag
 
 
 def _stopped(rec) -> Diagnosis:
@@ -1043,6 +1050,7 @@ def _stopped(rec) -> Diagnosis:
         except (OSError, checkpoints.CheckpointError):
             ckpt = None
     summary = ("stopped by the user (force stop: the process tree was killed at once)" if how == "force"
+               else "stopped with the rest of its multi-node run (the other node's side was gone)" if how == "peer"
                else "stopped by the user (graceful stop)")
     if ckpt is not None:
         summary += f"; last complete checkpoint: {ckpt.name}"

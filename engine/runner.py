@@ -23,7 +23,7 @@ from typing import Callable
 
 import psutil
 
-from engine import paths, runs, status, supervisor
+from engine import paths, ranks, runs, status, supervisor
 from engine.ingest import ConsoleTail
 
 OUTPUT_DIR_RE = re.compile(r"\[INFO:swift\] output_dir: (.+)")
@@ -32,6 +32,7 @@ POLL_S = 0.2
 CLEAN_UP_ON = {"cuda_oom"}
 RESERVE_BYTES = 256 * 1024  # status.RUNNER_RESERVE: room for the final write when the disk has filled up
 FINAL_WRITE_TRIES_S = 120.0
+PEER_GRACE_S = 60.0  # multi-node: after the other side is gone, this node's ranks get this long to stop by themselves
 
 
 def clean_up_after(kind: str, line: str, rec: runs.RunRecord, proc: subprocess.Popen) -> dict:
@@ -99,8 +100,9 @@ def main(run_id: str) -> int:
     reserve = _reserve(rec.folder / status.RUNNER_RESERVE)
     watch = ConsoleTail(rec.console_log)
     known: dict[int, float] = {}
+    tracker, peers = ranks.Tracker(), ranks.PeerWatch(run_env)
     last_tree = last_beat = 0.0
-    main_ended_at = None
+    main_ended_at = peer_deadline = None
     while proc.poll() is None:
         rec, ended_at = _watch_console(watch, rec, proc)
         main_ended_at = main_ended_at or ended_at
@@ -110,10 +112,20 @@ def main(run_id: str) -> int:
         if time.time() - last_tree > 1.0:
             last_tree = time.time()
             seen = dict(known)
-            if _descendants(proc.pid, seen):
-                written = _try_update(run_id, lambda r: setattr(r, "descendants", [[p, t] for p, t in seen.items()]))
+            if _descendants(proc.pid, seen) | tracker.see({proc.pid: create_time, **seen}):  # ranks: engine.ranks
+                written = _try_update(run_id, lambda r: (setattr(r, "descendants", [[p, t] for p, t in seen.items()]),
+                                                         tracker.store(r.meta)))
                 if written is not None:
                     rec, known = written, seen
+                    tracker.dirty = False
+        if why := peers.gone({proc.pid, *known}, bool(tracker.ranks)):  # multi-node: the other side is gone
+            rec = _note_peer_gone(run_id, why) or rec
+            if main_ended_at is None:
+                supervisor.ask_to_stop(rec)  # a rank still saving finishes; one stuck in a collective is ended below
+            peer_deadline = time.time() + (PEER_GRACE_S if main_ended_at is None else 0)
+        if peer_deadline is not None and (time.time() > peer_deadline or not ranks.live(rec)):
+            supervisor.kill_tree(rec)  # torchrun's agent would wait 300 s for the gone node at its exit barrier
+            peer_deadline = None
         if main_ended_at is not None:
             rec = _reread(rec)  # a stop may have been asked for since
             left = supervisor.end_after_main(rec, main_ended_at)
@@ -124,6 +136,8 @@ def main(run_id: str) -> int:
         time.sleep(POLL_S)
 
     exit_code = proc.returncode
+    if exit_code != 0 and not rec.stop_requested and (why := peers.gone_at_exit(bool(tracker.ranks))):
+        rec = _note_peer_gone(run_id, why) or rec
     rec, _ = _watch_console(watch, rec, proc)
     ended = _ending(_reread(rec), exit_code)
     _release(reserve)
@@ -132,6 +146,13 @@ def main(run_id: str) -> int:
     if left:
         _try_update(run_id, lambda r: r.notes.append(f"processes still alive after exit: {left}"))
     return 0
+
+
+def _note_peer_gone(run_id: str, why: str) -> runs.RunRecord | None:
+    """A multi-node run whose other side is gone: this node stops with it (status `stopped`, diagnosed as stopped
+    with the rest of its run; a stop asked for on this node keeps its own kind)."""
+    return _try_update(run_id, lambda r: (setattr(r, "stop_requested", r.stop_requested or "peer"),
+                                          r.notes.append(f"stopping this node: {why}")))
 
 
 def _ending(rec: runs.RunRecord, exit_code: int) -> Callable[[runs.RunRecord], None]:

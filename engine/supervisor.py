@@ -18,7 +18,7 @@ from pathlib import Path
 
 import psutil
 
-from engine import paths, runs, status
+from engine import paths, ranks, runs, status
 from engine.command import GRACEFUL
 from engine.redact import redact_text
 from engine.runs import RunRecord, is_same_process
@@ -142,7 +142,8 @@ def live_tree(rec: RunRecord) -> list[psutil.Process]:
                 found[child.pid] = child
         except psutil.NoSuchProcess:
             pass
-    for pid, ctime in rec.descendants:
+    recorded = [*rec.descendants, *((r.pid, r.create_time) for r in ranks.recorded(rec)), *ranks.recorded_agents(rec)]
+    for pid, ctime in recorded:
         proc = _verified(int(pid), ctime)
         if proc:
             found[proc.pid] = proc
@@ -171,22 +172,22 @@ def live_tree(rec: RunRecord) -> list[psutil.Process]:
 
 
 def trainer_processes(rec: RunRecord) -> list[psutil.Process]:
-    """The processes running the training loop (one per rank): not the `swift` wrapper, not torchrun, not the
-    dataloader workers (forks of a trainer, same command line)."""
-    tree = live_tree(rec)
-    trainers = []
-    for proc in tree:
+    """The processes running the training loop (one per rank): every recorded rank of a torchrun run that is still
+    alive, and any process of the tree running an ms-swift trainer script that is not the `swift` wrapper, not
+    torchrun and not a dataloader worker (a fork of a trainer, same command line)."""
+    found = {proc.pid: proc for _, proc in ranks.live(rec)}
+    for proc in live_tree(rec):
         try:
-            cmd = " ".join(proc.cmdline())
-            if not any(s in cmd for s in TRAINER_SCRIPTS) or "torch.distributed.run" in cmd:
+            cmd = proc.cmdline()
+            if proc.pid in found or ranks.is_agent(cmd) or not any(s in " ".join(cmd) for s in TRAINER_SCRIPTS):
                 continue
             parent = proc.parent()
-            if parent and parent.cmdline() == proc.cmdline():
+            if parent and parent.cmdline() == cmd:
                 continue  # a dataloader worker
-            trainers.append(proc)
-        except psutil.NoSuchProcess:
+            found[proc.pid] = proc
+        except psutil.Error:
             continue
-    return trainers
+    return list(found.values())
 
 
 def _signal(procs: list[psutil.Process], sig: int) -> list[int]:
@@ -233,10 +234,12 @@ class StopReport:
     steps: list[str] = field(default_factory=list)
     seconds: float = 0.0
     left: list[int] = field(default_factory=list)  # pids still alive at the end (should be empty)
+    gpu_checked: bool = False  # NVML was there to confirm
+    gpu_mem_left: int = 0  # bytes NVML still lists for the run's processes after the stop (should be 0)
 
     @property
     def clean(self) -> bool:
-        return not self.left
+        return not self.left and not self.gpu_mem_left
 
 
 def kill_tree(rec: RunRecord, report: StopReport | None = None) -> list[int]:
@@ -252,16 +255,50 @@ def kill_tree(rec: RunRecord, report: StopReport | None = None) -> list[int]:
         time.sleep(0.1)
 
 
-def stop(rec: RunRecord, *, force: bool = False, timeout_s: float = 120.0) -> StopReport:
-    """Stop a run and confirm no process of its tree is left.
+# torchrun's agent, on SIGTERM, sends SIGTERM to its workers and SIGKILL after 30 s (its own default), then exits.
+AGENT_GRACE_S = 35.0
+GPU_RELEASE_S = 15.0  # the driver frees a process's memory shortly after it is gone
 
-    Graceful (default): for training with swiftdeck's `--callbacks graceful_exit`, SIGUSR1 to the trainer(s) makes
-    ms-swift save a checkpoint at the end of the current step and exit normally; without that callback, SIGINT to
-    the trainer(s) interrupts it (ms-swift 3.x has no such callback: nothing more is saved). Once ms-swift's main
-    has returned, what is left of the tree is ended after AFTER_MAIN_GRACE_S["stop"]. Servers get SIGINT on their
-    process group. After `timeout_s`, SIGINT to the group, then SIGKILL to the whole tree. `force` kills the tree at
-    once. The final status comes from engine.status (also when swiftdeck's runner is gone): a stopped run is
-    `stopped`, never `lost` or `failed`.
+
+def gpu_held(pids: set[int], sampler=None) -> tuple[bool, dict[int, int]]:
+    """(NVML available, {pid: bytes} of these pids that NVML lists with GPU memory, all GPUs summed)."""
+    from engine import gpu
+
+    snapshot = (sampler or gpu.default_sampler()).sample()
+    ours, _ = gpu.attribute(snapshot, set(pids))
+    return snapshot.available, {p.pid: p.used_mem or 0 for p in ours}
+
+
+def wait_gpu_released(held: dict[int, int], timeout_s: float = GPU_RELEASE_S) -> int:
+    """Wait until NVML lists none of the pids that held GPU memory (`held`, from gpu_held while they lived) or
+    `timeout_s`; the bytes it still lists for them. A pid is matched as NVML reports it, so memory the driver still
+    keeps for a process that has exited counts (gpu.attribute would call it not visible)."""
+    from engine import gpu
+
+    if not held:
+        return 0
+    with gpu.GpuSampler() as sampler:
+        deadline = time.time() + timeout_s
+        while True:
+            snapshot = sampler.sample()
+            left = sum(p.used_mem or 0 for g in snapshot.gpus for p in g.processes if p.pid in held)
+            if not left or not snapshot.available or time.time() >= deadline:
+                return left
+            time.sleep(0.2)
+
+
+def stop(rec: RunRecord, *, force: bool = False, timeout_s: float = 120.0) -> StopReport:
+    """Stop a run and confirm no process of its tree is left, and (with NVML) no GPU memory held by it.
+
+    Graceful (default): for training with swiftdeck's `--callbacks graceful_exit`, SIGUSR1 to the trainer of every
+    rank makes ms-swift save a checkpoint at the end of the current step and exit normally (the ranks agree on it
+    with an all-reduce, so a rank that missed the signal stops too); without that callback, SIGINT to the
+    trainer(s) interrupts it (ms-swift 3.x has no such callback: nothing more is saved). Once ms-swift's main has returned, what is left of the tree is ended
+    after AFTER_MAIN_GRACE_S["stop"]. Servers get SIGINT on their process group. After `timeout_s`: a torchrun run
+    gets SIGTERM on its agent (which stops its workers: SIGTERM, SIGKILL after 30 s), any other SIGINT on the group;
+    then SIGKILL to the whole tree, every recorded rank included (each verified by pid + start time). `force` kills
+    the tree at once. The final status comes from engine.status (also when swiftdeck's runner is gone): a stopped
+    run is `stopped`, never `lost` or `failed`.
     """
     started = time.time()
     report = StopReport(rec.id)
@@ -273,16 +310,16 @@ def stop(rec: RunRecord, *, force: bool = False, timeout_s: float = 120.0) -> St
             r.status = "stopping"
 
     rec = runs.update(rec.id, mark)
+    report.gpu_checked, held = gpu_held({p.pid for p in live_tree(rec)})
     if not force:
-        trainers = trainer_processes(rec) if rec.kind in ("sft", "pt", "rlhf") else []
-        if trainers:
-            sig = signal.SIGUSR1 if GRACEFUL in rec.argv else signal.SIGINT
-            report.steps.append(f"{signal.Signals(sig).name} → trainer {[p.pid for p in trainers]}")
-            _signal(trainers, sig)
-        else:
-            report.steps.append("SIGINT → process group")
-            _signal(live_tree(rec), signal.SIGINT)
+        report.steps.append(ask_to_stop(rec))
         left = _wait_gone(rec, timeout_s, report)
+        agents = ranks.live_agents(rec) if left else []
+        if agents:
+            report.steps.append(f"still running after {timeout_s:.0f}s: SIGTERM → torchrun agent "
+                                f"{[p.pid for p in agents]} (it stops its ranks)")
+            _signal(agents, signal.SIGTERM)
+            left = _wait_gone(rec, AGENT_GRACE_S)
         if left:
             report.steps.append(f"still running after {timeout_s:.0f}s: SIGINT → group")
             _signal(left, signal.SIGINT)
@@ -295,4 +332,29 @@ def stop(rec: RunRecord, *, force: bool = False, timeout_s: float = 120.0) -> St
     while runs.load(rec.id).active and is_same_process(rec.runner_pid, rec.runner_create_time) \
             and time.time() < deadline:
         time.sleep(0.05)
+    report.gpu_mem_left = wait_gpu_released(held)
+    if report.gpu_checked:
+        report.steps.append(f"GPU memory held by the run's processes: {sum(held.values()) / 2**20:.0f} MiB "
+                            f"({len(held)} process(es)) → {report.gpu_mem_left / 2**20:.0f} MiB (NVML)")
     return report
+
+
+def ask_to_stop(rec: RunRecord) -> str:
+    """The first step of a graceful stop: SIGUSR1 (with the graceful_exit callback, else SIGINT) to the trainer of
+    every rank of a training run, SIGINT to the processes of anything else. Returns what was done, in words."""
+    trainers = trainer_processes(rec) if rec.kind in ("sft", "pt", "rlhf") else []
+    if trainers:
+        sig = signal.SIGUSR1 if GRACEFUL in rec.argv else signal.SIGINT
+        _signal(trainers, sig)
+        return f"{signal.Signals(sig).name} → trainer {_who(rec, trainers)}"
+    _signal(live_tree(rec), signal.SIGINT)
+    return "SIGINT → process group"
+
+
+def _who(rec: RunRecord, procs: list[psutil.Process]) -> str:
+    """'[123, 124]', or for recorded ranks 'rank 0 pid 123, rank 1 pid 124'."""
+    by_pid = {r.pid: r for r in ranks.recorded(rec)}
+    if not any(p.pid in by_pid for p in procs):
+        return str([p.pid for p in procs])
+    return ", ".join(f"rank {by_pid[p.pid].rank} pid {p.pid}" if p.pid in by_pid else f"pid {p.pid}"
+                     for p in sorted(procs, key=lambda p: (by_pid[p.pid].rank if p.pid in by_pid else 1 << 30)))

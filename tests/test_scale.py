@@ -47,7 +47,7 @@ def test_metrics_json_jsonl_and_csv_give_every_step_once_in_order(tmp_path):
     assert [r["step"] for r in rows] == list(range(1, 501))
     assert rows[499]["loss"] == 4.0 and "eval_loss" not in rows[499]
     assert rows[6]["eval_loss"] == 16.0 and rows[6]["loss"] == 5.0 - 7 / 500  # train and eval of step 7: one row
-    assert set(doc) == {"kind", "metrics", "summary", "finished"}
+    assert set(doc) == {"kind", "metrics", "summary", "finished", "memory"}  # memory: the estimate vs measured
 
     lines = swiftdeck("metrics", str(run), "--format", "jsonl", home=home)
     assert lines.returncode == 0, lines.stderr

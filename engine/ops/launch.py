@@ -2,6 +2,9 @@
 
     cmd = Command.parse(...)            # or a form's / a record's command, changed by plan_resume / plan_relaunch
     check = check_launch(cmd)           # arguments against the driven ms-swift + the dataset check
+    cmd, changes = plan_devices(cmd, gpus="0,1", nproc=2, deepspeed="zero2")   # GPUs, processes, nodes
+    check = check_launch(cmd)           # arguments, the dataset check and the preflight (engine.preflight)
+    check = check.confirmed()           # only if the user agreed to share a GPU that another process fills
     rec = start(check)                  # refuses what the check blocks; a training run gets the graceful stop
 
 The run's command value (kind, args, env, cwd, label, swift) is what is recorded, so a resume or relaunch of a run
@@ -13,7 +16,10 @@ from __future__ import annotations
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-from engine import kinds, relaunch, supervisor
+import re
+import socket
+
+from engine import kinds, preflight, ranks, relaunch, supervisor
 from engine.command import Command
 from engine.errors import SwiftdeckError
 from engine.ops.datasets import check_datasets
@@ -35,10 +41,28 @@ class LaunchCheck:
     datasets_ok: bool = True
     datasets: list[tuple[str, str]] = field(default_factory=list)  # (level, line), see ops.datasets
     changes: list[str] = field(default_factory=list)  # for a resume/relaunch: what differs from the earlier run
+    preflight: preflight.Preflight | None = None  # training only: GPUs, disk, memory estimate
+    gpus_confirmed: bool = False  # the user agreed to launch onto GPUs that other processes fill
 
     @property
     def ok(self) -> bool:
-        return self.args.ok and self.datasets_ok
+        return self.args.ok and self.datasets_ok and not self.gpu_blocker
+
+    @property
+    def gpu_blocker(self) -> str | None:
+        """Why the preflight refuses this launch (a GPU other processes fill: only until confirmed)."""
+        pre = self.preflight
+        if pre is None:
+            return None
+        if pre.problems:
+            return pre.problems[0]
+        if pre.busy and not self.gpus_confirmed:
+            return pre.busy[0] + " (confirm to launch anyway)"
+        return None
+
+    def confirmed(self) -> "LaunchCheck":
+        """The same check with the busy GPUs accepted by the user."""
+        return replace(self, gpus_confirmed=True)
 
     @property
     def fixable(self) -> bool:
@@ -50,6 +74,8 @@ class LaunchCheck:
         if not self.datasets_ok:
             return next((line.strip() for level, line in self.datasets if level == "error"),
                         "the dataset check found errors")
+        if self.gpu_blocker:
+            return self.gpu_blocker
         if self.args.problems:
             n = len(self.args.problems)
             first = self.args.problems[0].message
@@ -62,11 +88,14 @@ class LaunchCheck:
         return replace(self, args=fixed, command=self.command.with_args(fixed.argv))
 
 
-def check_launch(cmd: Command, *, fix: bool = False, datasets: bool = True, cuda: bool | None = None) -> LaunchCheck:
+def check_launch(cmd: Command, *, fix: bool = False, datasets: bool = True, cuda: bool | None = None,
+                 gpus: bool = True) -> LaunchCheck:
     """Check `cmd` against the ms-swift of its environment (its `swift`, else the one swiftdeck drives): renames,
     unknown flags, model_type/template, bf16 on CPU, relative paths; for `swift rlhf` the --rlhf_type, its packages
     and reward functions; and its local dataset files (for `swift rlhf`, with the columns the --rlhf_type needs).
-    `fix` applies every proposed fix. The checked command names the `swift` it was checked against."""
+    `fix` applies every proposed fix. The checked command names the `swift` it was checked against. For training,
+    `gpus` adds the preflight (engine.preflight: the selected GPUs and who else is on them, free disk, a memory
+    estimate, the process/GPU layout)."""
     from engine import swift_args, swift_env
 
     try:
@@ -86,7 +115,89 @@ def check_launch(cmd: Command, *, fix: bool = False, datasets: bool = True, cuda
         values = [*(check.command.flags("--dataset") or []), *(check.command.flags("--val_dataset") or [])]
         rlhf_type = (check.command.flag("--rlhf_type") or kinds.DEFAULT_RLHF_TYPE) if cmd.kind == "rlhf" else None
         check.datasets_ok, check.datasets = check_datasets(values, Path(cmd.cwd), rlhf_type=rlhf_type)
+    if gpus and check.command.is_training:
+        check.preflight = run_preflight(check.command)
     return check
+
+
+def run_preflight(cmd: Command, *, snapshot=None) -> preflight.Preflight:
+    """engine.preflight.check, plus whether torchrun's port is free on this host (node 0 listens on it)."""
+    pre = preflight.check(cmd, snapshot=snapshot)
+    layout = ranks.distributed({**supervisor.relevant_env(), **cmd.env})
+    if layout and layout["node_rank"] == 0 and not _port_free(layout["master_port"]):
+        pre.problems.append(f"MASTER_PORT {layout['master_port']} is in use on this host (another distributed run?): "
+                            f"give another with --master-port")
+    return pre
+
+
+def _port_free(port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        try:
+            sock.bind(("", port))
+            return True
+        except OSError:
+            return False
+
+
+_GPU_ID = re.compile(r"\d+|(?:GPU|MIG)-[0-9A-Za-z/-]+")
+
+
+def plan_devices(cmd: Command, *, gpus: str | None = None, nproc: int | None = None, deepspeed: str | None = None,
+                 nnodes: int | None = None, node_rank: int | None = None, master_addr: str | None = None,
+                 master_port: int | None = None) -> tuple[Command, list[str]]:
+    """`cmd` on these GPUs (CUDA_VISIBLE_DEVICES), with `nproc` processes per node (NPROC_PER_NODE: ms-swift then
+    runs torchrun), a DeepSpeed preset (--deepspeed) and, across hosts, NNODES/NODE_RANK/MASTER_ADDR/MASTER_PORT.
+    All of it is the command's own environment, so a stop, resume or relaunch keeps it. Bad values: LaunchRefused."""
+    env, changes = dict(cmd.env), []
+
+    def put(name: str, value) -> None:
+        if value is None:
+            return
+        value = str(value)
+        if env.get(name) != value:
+            changes.append(f"{name}={value}" + (f" (was {env[name]})" if name in env else ""))
+        env[name] = value
+
+    if gpus is not None:
+        ids = [g.strip() for g in gpus.split(",")]
+        if not ids or not all(_GPU_ID.fullmatch(g) for g in ids) or len(set(ids)) != len(ids):
+            raise LaunchRefused(f"--gpus {gpus!r}: give GPU indices (or UUIDs) separated by commas, each once, "
+                                "e.g. --gpus 0,1")
+        put("CUDA_VISIBLE_DEVICES", ",".join(ids))
+    for name, value, low in (("--nproc", nproc, 1), ("--nnodes", nnodes, 1), ("--node-rank", node_rank, 0),
+                             ("--master-port", master_port, 1)):
+        if value is not None and value < low:
+            raise LaunchRefused(f"{name} {value}: must be at least {low}")
+    if master_port is not None and master_port > 65535:
+        raise LaunchRefused(f"--master-port {master_port}: not a port")
+    if nproc is not None and gpus is not None and nproc > len(gpus.split(",")):
+        raise LaunchRefused(f"--nproc {nproc} with --gpus {gpus}: each process needs its own GPU")
+    put("NPROC_PER_NODE", nproc)
+    if nnodes is not None and nnodes > 1:
+        if not (master_addr or env.get("MASTER_ADDR")):
+            raise LaunchRefused(f"--nnodes {nnodes}: give --master-addr, the address of the node with --node-rank 0 "
+                                "(each node runs its own swiftdeck train with the same values)")
+        if node_rank is None and "NODE_RANK" not in env:
+            raise LaunchRefused(f"--nnodes {nnodes}: give --node-rank (0 on the master node, 1..{nnodes - 1} on the "
+                                "others)")
+    if node_rank is not None and nnodes is not None and node_rank >= nnodes:
+        raise LaunchRefused(f"--node-rank {node_rank}: must be below --nnodes {nnodes}")
+    put("NNODES", nnodes)
+    put("NODE_RANK", node_rank)
+    put("MASTER_ADDR", master_addr)
+    put("MASTER_PORT", master_port)
+    if (nnodes or 1) > 1 and "NPROC_PER_NODE" not in env:
+        put("NPROC_PER_NODE", 1)
+    out = replace(cmd, env=env)
+    if deepspeed is not None:
+        if deepspeed not in preflight.DEEPSPEED_PRESETS and not deepspeed.endswith(".json"):
+            raise LaunchRefused(f"--deepspeed {deepspeed!r}: one of {', '.join(preflight.DEEPSPEED_PRESETS)} or a "
+                                "DeepSpeed json file")
+        before = cmd.flag("--deepspeed")
+        out = out.with_flag("--deepspeed", [deepspeed])
+        if before != deepspeed:
+            changes.append(f"--deepspeed {deepspeed}" + (f" (was {before})" if before else ""))
+    return out, changes
 
 
 def start(check: LaunchCheck, *, notes: list[str] | None = None) -> RunRecord:
