@@ -16,13 +16,7 @@ NS_LAST_PID = Path("/proc/sys/kernel/ns_last_pid")
 PID_LOCK = "/tmp/swiftdeck-ns_last_pid.lock"
 
 
-def wait_for(predicate, timeout: float = 30.0, every: float = 0.05) -> bool:
-    end = time.time() + timeout
-    while time.time() < end:
-        if predicate():
-            return True
-        time.sleep(every)
-    return bool(predicate())
+from test_tui_support import wait_for  # noqa: E402,F401  (the one non-Pilot wait of the suite)
 
 
 def gone(pid: int, create_time: float | None = None) -> bool:

@@ -54,14 +54,7 @@ def swiftdeck(*args: str, home: Path, cwd: Path, timeout: float = 300) -> subpro
                           timeout=timeout, cwd=cwd)
 
 
-def wait_for(predicate, timeout: float, what: str, interval: float = 0.3):
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(interval)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+from test_engine_e2e import wait_for  # noqa: E402  (waits for a condition, names what it waited for)
 
 
 def margins(reader: RunReader) -> dict[int, float]:
