@@ -33,7 +33,7 @@ def app_on(run: Path, **kw) -> SwiftdeckApp:
 
 
 async def open_disk(pilot) -> DiskScreen:
-    await pilot.press("D")
+    await pilot.press("u")
     assert await until(pilot, lambda: isinstance(pilot.app.screen, DiskScreen) and pilot.app.screen.summary)
     await settled(pilot)
     return pilot.app.screen

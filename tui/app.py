@@ -119,7 +119,7 @@ class SwiftdeckApp(ChatJobs, App):
         Binding("4", "view('chat')", "Chat", show=False),
         Binding("r", "relaunch", "Relaunch with changes", show=False),
         Binding("L", "leftovers", "Leftover processes", show=False),
-        Binding("D", "disk", "Disk usage", show=False),
+        Binding("u", "disk", "Disk usage", show=False),
     ]
 
     def __init__(self, source: RunSource | None = None, *, output_dir: Path | None = None,
