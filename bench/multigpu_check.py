@@ -184,13 +184,12 @@ def demo_args(ctx: Ctx, out: Path, **changes) -> list[str]:
 
 # ---------------------------------------------------------------- scenarios
 
-def ddp(ctx: Ctx) -> dict:
+def ddp(ctx: Ctx, res: dict) -> dict:
     from engine import checkpoints
     from engine.ops import launch
 
     home = ctx.work / "home-ddp"
     use_home(home)
-    res: dict = {}
     out = ctx.work / "ddp-out"
     res["preflight"] = ctx.cli(home, "train", "--gpus", "0,1", "--nproc", "2", "--preflight", "--",
                                *demo_args(ctx, out))
@@ -228,12 +227,11 @@ def ddp(ctx: Ctx) -> dict:
     return res
 
 
-def oom(ctx: Ctx) -> dict:
+def oom(ctx: Ctx, res: dict) -> dict:
     from engine import demo
 
     home = ctx.work / "home-oom"
     use_home(home)
-    res: dict = {}
     env = {**os.environ, **MULTICAST_OFF, "CUDA_VISIBLE_DEVICES": "1"}
     holder = subprocess.Popen([sys.executable, "-c", HOLDER, "2.0"], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                               text=True, env=env)
@@ -260,10 +258,9 @@ def oom(ctx: Ctx) -> dict:
     return res
 
 
-def zero2(ctx: Ctx) -> dict:
+def zero2(ctx: Ctx, res: dict) -> dict:
     home = ctx.work / "home-zero2"
     use_home(home)
-    res: dict = {}
     args = demo_args(ctx, ctx.work / "zero2-out", epochs=12)
     res["launch"] = ctx.cli(home, "train", "--gpus", "0,1", "--nproc", "2", "--deepspeed", "zero2", "--", *args)
     run = run_id(res["launch"])
@@ -285,10 +282,9 @@ def zero2(ctx: Ctx) -> dict:
     return res
 
 
-def two_nodes(ctx: Ctx) -> dict:
+def two_nodes(ctx: Ctx, res: dict) -> dict:
     from engine import ranks
 
-    res: dict = {}
     for attempt, (stopper, force) in enumerate(((1, False), (0, True))):
         port = str(29555 + attempt)
         homes = [ctx.work / f"home-node{n}-{attempt}" for n in (0, 1)]
@@ -362,8 +358,9 @@ def main() -> int:
             ctx.need(minimum)
             log("scenario", name)
             t = time.time()
-            ctx.report["scenarios"][name] = func(ctx)
-            ctx.report["scenarios"][name]["seconds"] = round(time.time() - t, 1)
+            res = ctx.report["scenarios"][name] = {}  # filled as it goes: kept when a step fails
+            func(ctx, res)
+            res["seconds"] = round(time.time() - t, 1)
         except Budget as exc:
             ctx.report["not_run"].append(f"{name}: {exc}")
         except Exception:  # noqa: BLE001 - record it and go on with the next scenario
