@@ -188,9 +188,14 @@ def ddp(ctx: Ctx, res: dict) -> dict:
     from engine import checkpoints
     from engine.ops import launch
 
+    import shutil
+
     home = ctx.work / "home-ddp"
     use_home(home)
     out = ctx.work / "ddp-out"
+    shutil.rmtree(out, ignore_errors=True)
+    # one process with both GPUs visible: the preflight says ms-swift spreads the model, offers to pin one
+    res["single_process_preflight"] = ctx.cli(home, "train", "--preflight", "--", *demo_args(ctx, out))
     res["preflight"] = ctx.cli(home, "train", "--gpus", "0,1", "--nproc", "2", "--preflight", "--",
                                *demo_args(ctx, out))
     res["launch"] = ctx.cli(home, "train", "--gpus", "0,1", "--nproc", "2", "--", *demo_args(ctx, out))
@@ -204,7 +209,7 @@ def ddp(ctx: Ctx, res: dict) -> dict:
     res["stopped"] = summary(rec)
     res["stopped_leftovers"] = leftovers(rec)
     res["metrics_memory"] = ctx.cli(home, "metrics", run)["stdout"].strip().splitlines()[-1:]
-    folder = checkpoints.scan(out)[0]
+    folder = checkpoints.scan_run(Path(rec.run_dir))  # the folder of this run: the checkpoint its stop saved
     ckpt = folder.checkpoints[-1]
     res["checkpoint"] = {"path": str(ckpt.path), "step": ckpt.step, "complete": ckpt.complete,
                          "resumable": ckpt.resumable, "all": [c.step for c in folder.checkpoints]}
