@@ -184,14 +184,18 @@ def demo_args(ctx: Ctx, out: Path, **changes) -> list[str]:
 
 # ---------------------------------------------------------------- scenarios
 
-def ddp(ctx: Ctx) -> dict:
+def ddp(ctx: Ctx, res: dict) -> dict:
     from engine import checkpoints
     from engine.ops import launch
 
+    import shutil
+
     home = ctx.work / "home-ddp"
     use_home(home)
-    res: dict = {}
     out = ctx.work / "ddp-out"
+    shutil.rmtree(out, ignore_errors=True)
+    # one process with both GPUs visible: the preflight says ms-swift spreads the model, offers to pin one
+    res["single_process_preflight"] = ctx.cli(home, "train", "--preflight", "--", *demo_args(ctx, out))
     res["preflight"] = ctx.cli(home, "train", "--gpus", "0,1", "--nproc", "2", "--preflight", "--",
                                *demo_args(ctx, out))
     res["launch"] = ctx.cli(home, "train", "--gpus", "0,1", "--nproc", "2", "--", *demo_args(ctx, out))
@@ -205,7 +209,7 @@ def ddp(ctx: Ctx) -> dict:
     res["stopped"] = summary(rec)
     res["stopped_leftovers"] = leftovers(rec)
     res["metrics_memory"] = ctx.cli(home, "metrics", run)["stdout"].strip().splitlines()[-1:]
-    folder = checkpoints.scan(out)[0]
+    folder = checkpoints.scan_run(Path(rec.run_dir))  # the folder of this run: the checkpoint its stop saved
     ckpt = folder.checkpoints[-1]
     res["checkpoint"] = {"path": str(ckpt.path), "step": ckpt.step, "complete": ckpt.complete,
                          "resumable": ckpt.resumable, "all": [c.step for c in folder.checkpoints]}
@@ -228,12 +232,11 @@ def ddp(ctx: Ctx) -> dict:
     return res
 
 
-def oom(ctx: Ctx) -> dict:
+def oom(ctx: Ctx, res: dict) -> dict:
     from engine import demo
 
     home = ctx.work / "home-oom"
     use_home(home)
-    res: dict = {}
     env = {**os.environ, **MULTICAST_OFF, "CUDA_VISIBLE_DEVICES": "1"}
     holder = subprocess.Popen([sys.executable, "-c", HOLDER, "2.0"], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
                               text=True, env=env)
@@ -260,10 +263,9 @@ def oom(ctx: Ctx) -> dict:
     return res
 
 
-def zero2(ctx: Ctx) -> dict:
+def zero2(ctx: Ctx, res: dict) -> dict:
     home = ctx.work / "home-zero2"
     use_home(home)
-    res: dict = {}
     args = demo_args(ctx, ctx.work / "zero2-out", epochs=12)
     res["launch"] = ctx.cli(home, "train", "--gpus", "0,1", "--nproc", "2", "--deepspeed", "zero2", "--", *args)
     run = run_id(res["launch"])
@@ -285,10 +287,9 @@ def zero2(ctx: Ctx) -> dict:
     return res
 
 
-def two_nodes(ctx: Ctx) -> dict:
+def two_nodes(ctx: Ctx, res: dict) -> dict:
     from engine import ranks
 
-    res: dict = {}
     for attempt, (stopper, force) in enumerate(((1, False), (0, True))):
         port = str(29555 + attempt)
         homes = [ctx.work / f"home-node{n}-{attempt}" for n in (0, 1)]
@@ -362,8 +363,9 @@ def main() -> int:
             ctx.need(minimum)
             log("scenario", name)
             t = time.time()
-            ctx.report["scenarios"][name] = func(ctx)
-            ctx.report["scenarios"][name]["seconds"] = round(time.time() - t, 1)
+            res = ctx.report["scenarios"][name] = {}  # filled as it goes: kept when a step fails
+            func(ctx, res)
+            res["seconds"] = round(time.time() - t, 1)
         except Budget as exc:
             ctx.report["not_run"].append(f"{name}: {exc}")
         except Exception:  # noqa: BLE001 - record it and go on with the next scenario

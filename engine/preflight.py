@@ -2,7 +2,8 @@
 
     pre = check(cmd)              # engine.command.Command; NVML through engine.gpu (a clean "no GPU" state)
     pre.problems                  # refused outright: a layout ms-swift would reject, a GPU that is not there
-    pre.busy                      # refused unless the user confirms: another process fills a selected GPU
+    pre.busy                      # refused unless the user confirms: other processes hold most of a selected GPU
+                                  # (BUSY_SHARE) or leave less than the estimate
     pre.lines()                   # (level, text) for a terminal or a form
 
 The estimate (`estimate()`) is arithmetic on the model's own files (safetensors headers, else config.json) and the
@@ -40,7 +41,7 @@ DTYPE_BYTES = {"float32": 4, "fp32": 4, "float": 4, "float16": 2, "fp16": 2, "ha
 _ST_BYTES = {"F64": 8, "F32": 4, "F16": 2, "BF16": 2, "F8_E4M3": 1, "F8_E5M2": 1, "I64": 8, "I32": 4, "I16": 2,
              "I8": 1, "U8": 1, "BOOL": 1}
 DEEPSPEED_PRESETS = ("zero0", "zero1", "zero2", "zero3", "zero2_offload", "zero3_offload")
-BUSY_FREE_SHARE = 0.5  # without an estimate, a GPU with another process and less than this share free is "full"
+BUSY_SHARE = 0.5  # a GPU where other processes hold more than this share, or leave less than the estimate, is "full"
 # Linear modules of a decoder layer that ms-swift's `all-linear` adapts: every 2-D weight inside the layers.
 _LAYER = re.compile(r"(?:^|\.)layers\.\d+\.")
 
@@ -101,6 +102,7 @@ def model_shape(model_dir: str | Path) -> ModelShape:
             kinds = [d for d, _ in tensors.values()]
             dtype = {"BF16": "bfloat16", "F16": "float16", "F32": "float32"}.get(max(set(kinds), key=kinds.count))
         return ModelShape(params, dtype, hidden, layers, inter, vocab, linears, "safetensors")
+    qkv_bias = cfg.get("attention_bias", cfg.get("model_type") in ("qwen2", "qwen2_moe", "qwen2_vl", "qwen2_5_vl"))
     heads = int(cfg.get("num_attention_heads") or 1)
     head_dim = int(cfg.get("head_dim") or hidden // heads)
     kv = int(cfg.get("num_key_value_heads") or heads) * head_dim
@@ -111,7 +113,7 @@ def model_shape(model_dir: str | Path) -> ModelShape:
     linears = tuple((f"model.layers.{i}.{n}", a, b) for i in range(layers) for n, a, b in per_layer)
     embed = vocab * hidden
     params = sum(a * b for _, a, b in linears) + layers * 2 * hidden + hidden + embed * (
-        1 if cfg.get("tie_word_embeddings") else 2)
+        1 if cfg.get("tie_word_embeddings") else 2) + (layers * (q + 2 * kv) if qkv_bias else 0)
     return ModelShape(params, dtype, hidden, layers, inter, vocab, linears, "config.json")
 
 
@@ -192,9 +194,7 @@ def estimate(args: dict, env: dict[str, str] | None = None, *, visible_gpus: int
         assumptions.append(f"dtype {dtype!r} counted as 2 bytes")
     layout = ranks.distributed(env) or {"nproc_per_node": 1, "nnodes": 1}
     nproc, world = layout["nproc_per_node"], layout["nproc_per_node"] * layout["nnodes"]
-    deepspeed = str(_flag(args, "deepspeed", "") or "")
-    zero = next((int(m[1]) for m in [re.search(r"zero([0-3])", Path(deepspeed).name)] if m), None) if deepspeed \
-        else None
+    zero, ds_bucket = _deepspeed(_flag(args, "deepspeed"), Path(str(_flag(args, "cwd", "."))))
     quant = _flag(args, "quant_bits")
     weight_bytes = shape.params * wb if quant in (None, "", "None") else shape.params * (
         1 if quant == "float8" else _int(quant, 16) / 8)
@@ -215,12 +215,17 @@ def estimate(args: dict, env: dict[str, str] | None = None, *, visible_gpus: int
         if zero == 3:
             weight_bytes /= world
         how = f"DeepSpeed ZeRO-{zero} over {world} processes"
+    elif zero is not None and world > 1:
+        state = own + grads + moments
+        how = f"DeepSpeed ZeRO-{zero} over {world} processes"
     elif world > 1:
         state = own + grads * 2 + moments  # DDP keeps a bucket copy of the gradients
         how = f"DDP, {world} processes, one GPU each" + (f" ({layout['nnodes']} nodes)" if layout["nnodes"] > 1 else "")
     else:
         state = own + grads + moments
         how = "one process"
+    if zero is not None and zero < 3 and ds_bucket:
+        state += ds_bucket * wb  # the gradient bucket DeepSpeed allocates whole (2e8 elements in ms-swift's presets)
     batch = _int(_flag(args, "per_device_train_batch_size"), 1)
     cfg_max = _int(_config(Path(model)).get("max_position_embeddings"), 2048)
     max_length = _int(_flag(args, "max_length"), cfg_max)
@@ -241,6 +246,37 @@ def estimate(args: dict, env: dict[str, str] | None = None, *, visible_gpus: int
                           int(state), int(activations), int(logits), per_gpu, how, tokens, assumptions)
 
 
+def _deepspeed(value, cwd: Path) -> tuple[int | None, int]:
+    """(ZeRO stage, reduce bucket in elements) of a --deepspeed value: a preset name, a json file, or the dict
+    ms-swift writes into args.json. (None, 0) without DeepSpeed."""
+    if value in (None, "", "None"):
+        return None, 0
+    config = value if isinstance(value, dict) else None
+    if config is None:
+        name = str(value)
+        path = Path(name) if name.endswith(".json") else None
+        if path is None:
+            import importlib.util
+
+            spec = importlib.util.find_spec("swift")
+            root = Path(spec.origin).parent if spec and spec.origin else None
+            path = root / "config" / f"{name}.json" if root else None
+        elif not path.is_absolute():
+            path = cwd / path
+        try:
+            config = json.loads(path.read_text()) if path else None
+        except (OSError, ValueError):
+            config = None
+        if config is None:
+            m = re.search(r"zero([0-3])", name)
+            return (int(m[1]) if m else None), 0
+    zero = config.get("zero_optimization") or {}
+    stage = zero.get("stage")
+    bucket = zero.get("reduce_bucket_size")
+    return (int(stage) if isinstance(stage, (int, float)) else None,
+            int(bucket) if isinstance(bucket, (int, float)) else 0)
+
+
 def estimate_for(cmd, *, visible_gpus: int | None = None, env: dict[str, str] | None = None) -> MemoryEstimate:
     """estimate() for an engine.command.Command (`env`: what the run inherits, default this process's)."""
     args = {}
@@ -252,6 +288,7 @@ def estimate_for(cmd, *, visible_gpus: int | None = None, env: dict[str, str] | 
     targets = cmd.flags("--target_modules")
     if targets:
         args["target_modules"] = targets
+    args["cwd"] = cmd.cwd
     if args.get("model") and not Path(args["model"]).is_absolute():
         args["model"] = str(Path(cmd.cwd) / args["model"])
     return estimate(args, {**(os.environ if env is None else env), **cmd.env}, visible_gpus=visible_gpus)
@@ -419,7 +456,8 @@ def check(cmd, *, snapshot=None, env: dict[str, str] | None = None) -> Preflight
         others = [{"pid": p.pid, "name": p.name, "bytes": p.used_mem or 0} for p in g.processes]
         state = GpuState(g.index, g.name, g.mem_total, g.mem_used, others)
         if others and g.mem_total:
-            state.full = state.free < per_gpu if per_gpu is not None else state.free < g.mem_total * BUSY_FREE_SHARE
+            held = sum(o["bytes"] for o in others)
+            state.full = held > g.mem_total * BUSY_SHARE or (per_gpu is not None and state.free < per_gpu)
         if state.full:
             held = sum(o["bytes"] for o in others)
             busy.append(f"GPU {g.index} is taken: {len(others)} other process(es) hold {gib(held)} and "

@@ -131,7 +131,10 @@ def run_preflight(cmd: Command, *, snapshot=None) -> preflight.Preflight:
 
 
 def _port_free(port: int) -> bool:
+    """Nothing listens on `port` here (SO_REUSEADDR, like torchrun's store: connections of an earlier run that are
+    still in TIME_WAIT do not count; on an H200 a resume right after a stop was refused without it)."""
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         try:
             sock.bind(("", port))
             return True
