@@ -21,6 +21,21 @@ RANK_PY = Path(__file__).parent / "data" / "torchrun" / "rank.py"
 START_TIMEOUT = 120  # torchrun imports torch: seconds on a loaded 2-core machine
 
 
+_launched: list[str] = []
+
+
+@pytest.fixture(autouse=True)
+def _stop_what_was_launched():
+    """A failing test leaves no torchrun behind: every run it launched is force-stopped afterwards."""
+    yield
+    while _launched:
+        run_id = _launched.pop()
+        try:
+            supervisor.stop(runs.load(run_id), force=True, timeout_s=5)
+        except (runs.UnknownRun, OSError, ValueError):
+            pass
+
+
 def wait_for(predicate, timeout: float, what: str):
     deadline = time.time() + timeout
     while time.time() < deadline:
@@ -45,7 +60,9 @@ def launch_torchrun(out: Path, mode: str, env: dict[str, str]) -> runs.RunRecord
                if k in ("NPROC_PER_NODE", "NNODES", "NODE_RANK", "MASTER_ADDR", "MASTER_PORT")]
     argv = [sys.executable, "-m", "torch.distributed.run", *options, str(RANK_PY), str(out), mode,
             "--callbacks", "graceful_exit"]
-    return supervisor.launch_argv("sft", argv, cwd=out, env=env)
+    rec = supervisor.launch_argv("sft", argv, cwd=out, env=env)
+    _launched.append(rec.id)
+    return rec
 
 
 def wait_ranks(rec: runs.RunRecord, out: Path, expected: list[int]) -> runs.RunRecord:

@@ -42,7 +42,12 @@ def training_with_two_ranks(run_id: str, steps: int) -> runs.RunRecord:
         rec = runs.load(run_id)
         return rec if len(logged_steps(rec)) >= steps and len(ranks.recorded(rec)) == 2 else None
 
-    return wait_for(ready, TIMEOUT, f"{steps} logged steps with two ranks recorded")
+    try:
+        return wait_for(ready, TIMEOUT, f"{steps} logged steps with two ranks recorded")
+    except AssertionError as exc:
+        rec = runs.load(run_id)
+        raise AssertionError(f"{exc}: {rec.status}, steps {logged_steps(rec)}, ranks {rec.meta.get('ranks')}, "
+                             f"console: {rec.console_log.read_text(errors='replace')[-3000:]}") from None
 
 
 def test_two_ranks_on_cpu_graceful_stop_resume_force_stop(home, demo_assets, tmp_path):
@@ -55,6 +60,15 @@ def test_two_ranks_on_cpu_graceful_stop_resume_force_stop(home, demo_assets, tmp
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "environment: NPROC_PER_NODE=2" in proc.stdout and "(DDP, 2 processes" in proc.stdout
     run_id = re.search(r"started run (\S+)", proc.stdout).group(1)
+    try:
+        _stop_resume_force(run_id, out)
+    finally:  # a failing check leaves no rank behind
+        for rec in runs.all_runs():
+            if rec.active:
+                supervisor.stop(rec, force=True, timeout_s=5)
+
+
+def _stop_resume_force(run_id: str, out: Path) -> None:
     rec = training_with_two_ranks(run_id, 3)
     found = ranks.recorded(rec)
     assert [(r.rank, r.local_rank, r.world_size, r.gpu) for r in found] == [(0, 0, 2, "0"), (1, 1, 2, "1")]
