@@ -98,3 +98,17 @@ def introspected_home(home, swift_introspection) -> Path:
 
     shutil.copytree(swift_introspection, home / "cache" / swift_introspection.name)
     return home
+
+
+@pytest.fixture
+def _snapshot_dir(monkeypatch):
+    """SVG snapshots live in tests/snapshots/<test file>/ (one place for every snapshot test)."""
+    import pytest_textual_snapshot
+    from syrupy.location import PyTestLocation
+
+    class SnapshotsDir(pytest_textual_snapshot.SVGImageExtension):
+        @classmethod
+        def dirname(cls, *, test_location: PyTestLocation) -> str:
+            return str(REPO / "tests" / "snapshots" / test_location.basename)
+
+    monkeypatch.setattr(pytest_textual_snapshot, "SVGImageExtension", SnapshotsDir)

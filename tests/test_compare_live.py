@@ -32,13 +32,7 @@ def swiftdeck(*args: str, home: Path, cwd: Path, timeout: float = 120) -> subpro
                           timeout=timeout, cwd=cwd, stdin=subprocess.DEVNULL)
 
 
-def wait_for(predicate, timeout: float, what: str, interval: float = 0.3):
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        if value := predicate():
-            return value
-        time.sleep(interval)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+from test_engine_e2e import wait_for  # noqa: E402  (waits for a condition, names what it waited for)
 
 
 def sweep_args(assets, out: Path, **kw) -> list[str]:

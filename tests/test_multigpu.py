@@ -13,6 +13,7 @@ from pathlib import Path
 
 import psutil
 import pytest
+from test_engine_e2e import wait_for as e2e_wait_for
 
 from engine import ranks, runs, supervisor
 from engine.diagnose import diagnose_run
@@ -37,13 +38,7 @@ def _stop_what_was_launched():
 
 
 def wait_for(predicate, timeout: float, what: str):
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.1)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+    return e2e_wait_for(predicate, timeout, what, interval=0.1)
 
 
 def free_port() -> int:

@@ -12,6 +12,7 @@ import time
 from pathlib import Path
 
 import pytest
+from test_engine_e2e import wait_for as e2e_wait_for
 
 from engine import checkpoints, demo, ranks, runs, supervisor
 from engine.ops import launch
@@ -27,13 +28,7 @@ TIMEOUT = 600
 
 
 def wait_for(predicate, timeout: float, what: str):
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        value = predicate()
-        if value:
-            return value
-        time.sleep(0.5)
-    raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+    return e2e_wait_for(predicate, timeout, what, interval=0.5)
 
 
 def logged_steps(rec: runs.RunRecord) -> list[int]:

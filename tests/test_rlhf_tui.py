@@ -10,8 +10,6 @@ import shutil
 from pathlib import Path
 
 import pytest
-import pytest_textual_snapshot
-from syrupy.location import PyTestLocation
 
 from engine import runs
 from engine.completions import Completion
@@ -24,18 +22,9 @@ from tui.model import RunSource
 from tui.widgets.loss import Chart, LossPane
 
 DATA = Path(__file__).parent / "data" / "rlhf"
-SNAPSHOTS = Path(__file__).parent / "snapshots"
 
 
-class SnapshotsDir(pytest_textual_snapshot.SVGImageExtension):
-    @classmethod
-    def dirname(cls, *, test_location: PyTestLocation) -> str:
-        return str(SNAPSHOTS / test_location.basename)
-
-
-@pytest.fixture(autouse=True)
-def _snapshot_dir(monkeypatch):
-    monkeypatch.setattr(pytest_textual_snapshot, "SVGImageExtension", SnapshotsDir)
+pytestmark = pytest.mark.usefixtures("_snapshot_dir")
 
 
 class NoGpu:

@@ -15,7 +15,6 @@ from pathlib import Path
 import pytest
 
 from engine import paths, runs
-from test_tui_snapshots import SnapshotsDir
 from test_tui_support import fixed_clock, make_run, settled, text_of, until
 from tui.app import SwiftdeckApp
 from tui.chat import transcript
@@ -348,13 +347,6 @@ def test_merge_asks_first_and_refuses_a_merged_model(home, tmp_path, swift_fixtu
 
 
 # ---------------------------------------------------------------- snapshot
-
-
-@pytest.fixture
-def _snapshot_dir(monkeypatch):
-    import pytest_textual_snapshot
-
-    monkeypatch.setattr(pytest_textual_snapshot, "SVGImageExtension", SnapshotsDir)
 
 
 def test_chat_pane_snapshot(_snapshot_dir, snap_compare, home, tmp_path, swift_fixtures):

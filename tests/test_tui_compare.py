@@ -135,9 +135,7 @@ def test_compare_draws_each_run_joined_at_the_resume_step_and_lists_differing_ar
     asyncio.run(go())
 
 
-def test_compare_snapshot(snap_compare, home, tmp_path):
-    from test_tui_snapshots import SnapshotsDir  # noqa: F401 (the snapshot folder fixture below)
-
+def test_compare_snapshot(_snapshot_dir, snap_compare, home, tmp_path):
     out = tmp_path / "output"
     a, b = two_runs(out)
 
@@ -151,9 +149,3 @@ def test_compare_snapshot(snap_compare, home, tmp_path):
     assert snap_compare(app_on(a, out), terminal_size=(160, 48), run_before=to_compare)
 
 
-@pytest.fixture(autouse=True)
-def _snapshot_dir(monkeypatch):
-    import pytest_textual_snapshot
-
-    from test_tui_snapshots import SnapshotsDir
-    monkeypatch.setattr(pytest_textual_snapshot, "SVGImageExtension", SnapshotsDir)

@@ -20,7 +20,7 @@ from rich.cells import cell_len
 from engine import demo, diagnose, leftovers, runs, supervisor
 from engine.relaunch import remedy_flags
 from engine.swift_args import set_flag
-from test_tui_snapshots import FixedSampler, SnapshotsDir
+from test_tui_snapshots import FixedSampler
 from test_tui_support import FIXED_START, fixed_clock, make_run, pid_alive, settled, text_of, until, wait_for
 from tui.app import SwiftdeckApp
 from tui.gpufeed import GpuFeed
@@ -466,13 +466,6 @@ def test_launch_form_runs_the_dataset_check_before_launching(home, tmp_path, dem
 
 
 # ---------------------------------------------------------------- snapshots of the card
-
-
-@pytest.fixture
-def _snapshot_dir(monkeypatch):
-    import pytest_textual_snapshot
-
-    monkeypatch.setattr(pytest_textual_snapshot, "SVGImageExtension", SnapshotsDir)
 
 
 @pytest.mark.parametrize("size", [(80, 24), (160, 48)], ids=["80x24", "160x48"])

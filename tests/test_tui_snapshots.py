@@ -10,8 +10,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-import pytest_textual_snapshot
-from syrupy.location import PyTestLocation
 
 from engine.gpu import NO_GPU, GpuInfo, GpuProcess, GpuSnapshot
 from test_tui_support import FIXED_START, fixed_clock, make_run, settled
@@ -19,19 +17,10 @@ from tui.app import SwiftdeckApp
 from tui.gpufeed import GpuFeed
 from tui.model import RunSource
 
-SNAPSHOTS = Path(__file__).parent / "snapshots"
 GIB = 1024 ** 3
 
 
-class SnapshotsDir(pytest_textual_snapshot.SVGImageExtension):
-    @classmethod
-    def dirname(cls, *, test_location: PyTestLocation) -> str:
-        return str(SNAPSHOTS / test_location.basename)
-
-
-@pytest.fixture(autouse=True)
-def _snapshot_dir(monkeypatch):
-    monkeypatch.setattr(pytest_textual_snapshot, "SVGImageExtension", SnapshotsDir)
+pytestmark = pytest.mark.usefixtures("_snapshot_dir")
 
 
 class FixedSampler:
