@@ -157,12 +157,19 @@ def demo_sft_args(assets: DemoAssets, output_dir: Path, *, epochs: int = DEMO_EP
                   save_steps: int = 50, logging_steps: int = 5) -> list[str]:
     """argv after `swift sft`: the tutorial's command shape, tuned so that the LoRA memorises the
     answers at temperature 0 on 2 CPU cores (bs 10 -> 5 steps per epoch). Lower `epochs` for a short run."""
+    return _lora_args(assets, assets.dataset, output_dir, epochs=epochs, batch=10, learning_rate="3e-3",
+                      save_steps=save_steps, logging_steps=logging_steps)
+
+
+def _lora_args(assets: DemoAssets, dataset: Path, output_dir: Path, *, epochs: int, batch: int, learning_rate: str,
+               save_steps: int, logging_steps: int) -> list[str]:
+    """The demo's LoRA settings on the tiny model, shared by its SFT and DPO commands."""
     return [
         "--model", str(assets.model), "--model_type", "qwen2", "--template", "qwen2_5",
-        "--tuner_type", "lora", "--dataset", str(assets.dataset),
+        "--tuner_type", "lora", "--dataset", str(dataset),
         "--torch_dtype", "float32", "--check_model", "false",
-        "--num_train_epochs", str(epochs), "--per_device_train_batch_size", "10",
-        "--gradient_accumulation_steps", "1", "--learning_rate", "3e-3",
+        "--num_train_epochs", str(epochs), "--per_device_train_batch_size", str(batch),
+        "--gradient_accumulation_steps", "1", "--learning_rate", learning_rate,
         "--lora_rank", "8", "--lora_alpha", "32", "--target_modules", "all-linear",
         "--logging_steps", str(logging_steps), "--save_steps", str(save_steps), "--save_total_limit", "2",
         "--max_length", "512", "--output_dir", str(Path(output_dir).expanduser().resolve()),
@@ -176,19 +183,9 @@ def demo_dpo_args(assets: DemoAssets, output_dir: Path, *, adapter: Path | None 
     """argv after `swift rlhf`: DPO with LoRA on the identity pairs, from the base model or, with `adapter`, from
     an SFT LoRA checkpoint (which is then also the reference: --adapters and --ref_adapters, as ms-swift's docs
     say for DPO after SFT). Batch 13: 2 steps per epoch."""
-    args = [
-        "--rlhf_type", "dpo", "--beta", "0.1",
-        "--model", str(assets.model), "--model_type", "qwen2", "--template", "qwen2_5",
-        "--tuner_type", "lora", "--dataset", str(assets.dpo_dataset),
-        "--torch_dtype", "float32", "--check_model", "false",
-        "--num_train_epochs", str(epochs), "--per_device_train_batch_size", "13",
-        "--gradient_accumulation_steps", "1", "--learning_rate", "1e-3",
-        "--lora_rank", "8", "--lora_alpha", "32", "--target_modules", "all-linear",
-        "--logging_steps", str(logging_steps), "--save_steps", str(save_steps), "--save_total_limit", "2",
-        "--max_length", "512", "--output_dir", str(Path(output_dir).expanduser().resolve()),
-        "--system", DEFAULT_SYSTEM, "--warmup_ratio", "0.05",
-        "--dataloader_num_workers", "1", "--report_to", "none",
-    ]
+    args = ["--rlhf_type", "dpo", "--beta", "0.1",
+            *_lora_args(assets, assets.dpo_dataset, output_dir, epochs=epochs, batch=13, learning_rate="1e-3",
+                        save_steps=save_steps, logging_steps=logging_steps)]
     if adapter is not None:
         adapter = str(Path(adapter).expanduser().resolve())
         args += ["--adapters", adapter, "--ref_adapters", adapter]
