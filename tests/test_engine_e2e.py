@@ -240,8 +240,11 @@ def test_graceful_stop_ends_a_slow_teardown_within_5s(home, demo_assets, tmp_pat
     """On an H200 a graceful stop took 24.8 s: after the checkpoint and the end of main, ms-swift's dataloader
     workers left one at a time. Here the 4 workers are frozen (SIGSTOP) so that they cannot leave by themselves;
     the tree must still be gone within 5 s of the end of main, the run stopped, its checkpoint whole."""
-    args = short_args(demo_assets, tmp_path / "output", epochs=60, save_steps=1000)
+    args = short_args(demo_assets, tmp_path / "output", epochs=2, save_steps=1000)
     args[args.index("--dataloader_num_workers") + 1] = "4"
+    # batch 1: 50 steps per epoch, so that the stop lands inside an epoch. At an epoch's end PyTorch joins the
+    # (here frozen) workers for 5 s each before it starts the next epoch's.
+    args[args.index("--per_device_train_batch_size") + 1] = "1"
     run_id = started_id(swiftdeck("train", "--", *args, home=home, cwd=tmp_path).stdout)
     reader = RunReader(console_log=runs.load(run_id).console_log)
     wait_for(lambda: reader.poll() is not None and reader.state.metrics and reader.state.metrics[-1].step >= 3,
@@ -249,6 +252,9 @@ def test_graceful_stop_ends_a_slow_teardown_within_5s(home, demo_assets, tmp_pat
     rec = runs.load(run_id)
     workers = [w for t in supervisor.trainer_processes(rec) for w in t.children()]
     assert len(workers) == 4, workers
+    # The stop is asked first, then the workers freeze: the step in progress has its batch, so ms-swift saves at
+    # its end; frozen before the ask, the trainer could wait for a batch that never comes.
+    supervisor.ask_to_stop(rec)
     for worker in workers:
         worker.suspend()
     asked = time.time()
