@@ -307,9 +307,7 @@ class LossPane(Vertical):
             if best:
                 lines.append(Line([best[0]], [best[1]], f"best eval {best[1]:.4g} @ {best[0]:g}", "success",
                                   marker="★", scatter=True))
-        main = self.query_one("#loss-chart", Chart)
-        main.empty_note = "waiting for the first logged step" if self.waiting else "no step was logged"
-        main.set_lines(lines)
+        self._set_main(lines)
 
     def _draw_reward(self) -> None:
         """GRPO: the mean reward with its EMA, and each reward function's mean."""
@@ -319,9 +317,22 @@ class LossPane(Vertical):
             s = self.minis[f"rewards/{name}/mean"]
             lines.append(Line(s.xs, s.ys, printable(name, newlines=False), FUNC_COLORS[n % len(FUNC_COLORS)],
                               marker="dot"))
+        self._set_main(lines)
+
+    def _set_main(self, lines: list[Line]) -> None:
+        """The main chart's legend goes in the pane's bottom border, not over the curve (a falling loss starts in
+        the top-left corner, where plotext puts its legend)."""
+        from dataclasses import replace
+
+        from textual.markup import escape
+
+        marks = {"braille": "━", "dot": "•"}
+        self.border_subtitle = "  ".join(
+            f"[${ {'muted': 'foreground-muted', 'text': 'foreground'}.get(x.color, x.color)}]"
+            f"{marks.get(x.marker, x.marker)}[/] {escape(x.label)}" for x in lines if x.label and x.xs)
         main = self.query_one("#loss-chart", Chart)
         main.empty_note = "waiting for the first logged step" if self.waiting else "no step was logged"
-        main.set_lines(lines)
+        main.set_lines([replace(x, label=None) for x in lines])
 
     def _draw_minis(self) -> None:
         empty = Series()
