@@ -352,4 +352,4 @@ class LossPane(Vertical):
         label = self.query_one("#loss-hint", Static)
         if hint != getattr(label, "shown", None):
             label.shown = hint
-            label.update(hint, layout=False)
+            label.update(hint)  # its height follows (it wraps)
