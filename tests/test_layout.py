@@ -176,3 +176,22 @@ async def test_120x40_loss_hint_wraps_at_word_boundaries(home, tmp_path, swift_f
         assert hint.size.height == 2, hint.size
         rows = [strip.text.strip() for strip in hint.render_lines(Region(0, 0, hint.size.width, hint.size.height))]
         assert " ".join(rows).split() == text.split(), rows  # every word, none cut ("…" nowhere)
+
+
+@pilot_test
+async def test_200x56_each_ab_side_gets_room_while_chatting(home, tmp_path, swift_fixtures):
+    """An A/B answer row (as ChatPane mounts one: two ChatMessages in a Horizontal .ab-row) in the chat log: each
+    side is over 55 columns at 200×56 while the chat has the focus (it was ~26)."""
+    from textual.containers import Horizontal
+
+    from tui.widgets.chat.message import ChatMessage
+
+    app = _app(tmp_path, swift_fixtures)
+    async with app.run_test(size=(200, 56)) as pilot:
+        await settled(pilot)
+        sides = [ChatMessage("assistant", "A checkpoint-20", "an answer"),
+                 ChatMessage("assistant", "B base model", "another answer")]
+        await app.query_one("#chat-log").mount(Horizontal(*sides, classes="ab-row"))
+        app.query_one("#chat-input", Input).focus()
+        assert await until(pilot, lambda: all(s.outer_size.width >= 55 for s in sides)), \
+            [s.outer_size.width for s in sides]
