@@ -195,3 +195,34 @@ async def test_200x56_each_ab_side_gets_room_while_chatting(home, tmp_path, swif
         app.query_one("#chat-input", Input).focus()
         assert await until(pilot, lambda: all(s.outer_size.width >= 55 for s in sides)), \
             [s.outer_size.width for s in sides]
+
+
+def test_fit_leaves_out_whole_parts_least_needed_first():
+    from rich.text import Text
+
+    from tui.widgets.style import fit
+
+    parts = [(0, Text("checkpoint-24")), (0, Text("  loss 6.104")), (2, Text("  last")), (3, Text("  62.2 KB")),
+             (5, Text("  r8"))]
+    assert fit(parts, 100).plain == "checkpoint-24  loss 6.104  last  62.2 KB  r8"
+    assert fit(parts, 40).plain == "checkpoint-24  loss 6.104  last  62.2 KB"  # r8 first
+    assert fit(parts, 32).plain == "checkpoint-24  loss 6.104  last"
+    assert fit(parts, 10).plain == "checkpoint-24  loss 6.104"  # rank 0 always stays (the widget cuts it)
+
+
+@pilot_test
+async def test_120x40_checkpoint_rows_fit_by_leaving_out_whole_parts(home, tmp_path, swift_fixtures):
+    """The checkpoint picked for chat ("◀ chat") in the 56-column left column: its row leaves out "r8" instead of
+    being cut; the name, the mark, the loss and "last" show."""
+    app = _app(tmp_path, swift_fixtures, "finished")
+    async with app.run_test(size=(120, 40)) as pilot:
+        await settled(pilot)
+        pane, tree = app.query_one(CheckpointsPane), app.query_one(CheckpointTree)
+        last = pane.folders[0].checkpoints[-1]
+        pane.mark_chosen(str(last.path))
+        await settled(pilot)
+        rows = [str(tree.get_node_at_line(n).label) for n in range(tree.last_line + 1)]
+        chosen = next(r for r in rows if "◀ chat" in r)
+        assert chosen.startswith("checkpoint-24 ◀ chat  loss 6.104  last"), chosen
+        assert "r8" not in chosen and len(chosen) + 2 * tree.guide_depth <= tree.content_size.width, (
+            chosen, tree.content_size.width)
