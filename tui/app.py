@@ -245,9 +245,9 @@ class SwiftdeckApp(ChatJobs, App):
 
     def _focus_moved(self, focused) -> None:
         """The left column widens while the chat has the focus (themes/app.tcss: #left.-chatting)."""
-        chat = self.main.query_one(ChatPane)
-        self.main.query_one("#left").set_class(focused is not None and chat in focused.ancestors_with_self,
-                                               "-chatting")
+        left, chat = self.main.query("#left"), self.main.query(ChatPane)
+        if left and chat:  # (not while the app closes)
+            left.first().set_class(focused is not None and chat.first() in focused.ancestors_with_self, "-chatting")
 
     def action_log(self, action: str) -> None:
         if self.narrow and self.view_name != "train":

@@ -53,8 +53,8 @@ def fit(parts: list[tuple[int, Text]], width: int) -> Text:
     mid-word."""
     kept = list(parts)
     while sum(t.cell_len for _, t in kept) > width:
-        droppable = [p for p in kept if p[0] > 0]
+        droppable = [n for n, (rank, _) in enumerate(kept) if rank > 0]
         if not droppable:
             break
-        kept.remove(max(reversed(droppable), key=lambda p: p[0]))  # of equal ranks, the later goes first
+        del kept[max(reversed(droppable), key=lambda n: kept[n][0])]  # of equal ranks, the later goes first
     return Text("").join(t for _, t in kept)
