@@ -212,6 +212,7 @@ class SwiftdeckApp(ChatJobs, App):
         self.set_interval(self.poll_s, self._ends_tick)
         self._ends_tick()
         self.main.query_one(LogView).focus()
+        self.main.watch(self.main, "focused", self._focus_moved)  # (self.watch is the RunWatch)
         self._adopt_deploy()
         if self.check_leftovers:
             self._startup_leftovers()
@@ -241,6 +242,12 @@ class SwiftdeckApp(ChatJobs, App):
         bar = self.main.query_one("#viewbar", Static)
         bar.update("  ".join(f"[reverse] {i} {title} [/]" if key == v else f" {i} {title} "
                              for i, (key, title) in enumerate(VIEWS, 1)) + ("   read-only" if self.readonly else ""))
+
+    def _focus_moved(self, focused) -> None:
+        """The left column widens while the chat has the focus (themes/app.tcss: #left.-chatting)."""
+        left, chat = self.main.query("#left"), self.main.query(ChatPane)
+        if left and chat:  # (not while the app closes)
+            left.first().set_class(focused is not None and chat.first() in focused.ancestors_with_self, "-chatting")
 
     def action_log(self, action: str) -> None:
         if self.narrow and self.view_name != "train":

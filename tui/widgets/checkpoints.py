@@ -12,7 +12,7 @@ from textual.widgets import Static, Tree
 from tui.actions import fmt_bytes
 from tui.model import fmt_num
 from tui.widgets.policy import ActionPolicy
-from tui.widgets.style import BOLD, INK, ink, redraw_on_theme_change
+from tui.widgets.style import BOLD, INK, fit, ink, redraw_on_theme_change
 
 
 class CheckpointTree(Tree):
@@ -105,25 +105,34 @@ class CheckpointsPane(ActionPolicy, Vertical):
         return Text.assemble((folder.name, "bold"), f"  {folder.label}")  # e.g. "stopped step 22/900"
 
     def _label(self, c) -> Text:
+        """One checkpoint's row, fitted to the tree's width by leaving out whole parts, the least needed first
+        (r8, resumable, size, last, eval): name, loss and ★best always show."""
         ok, acc, muted = (ink(self, role) for role in ("success", "accent", "muted"))
-        text = Text.assemble((c.name, BOLD if str(c.path) == self.chosen else ""))
-        if str(c.path) == self.chosen:
-            text.append(" ◀ chat", acc)
+        chosen = str(c.path) == self.chosen
+        parts = [(0, Text(c.name, BOLD if chosen else ""))]
+        if chosen:
+            parts.append((0, Text(" ◀ chat", acc)))
         if c.kind != "lora":
-            text.append(f"  {c.kind}: full model", acc)
-        text.append(f"  loss {fmt_num(c.loss)}", "")
+            parts.append((0, Text(f"  {c.kind}: full model", acc)))
+        parts.append((0, Text(f"  loss {fmt_num(c.loss)}")))
         if c.eval_loss is not None:
-            text.append(f"  eval {fmt_num(c.eval_loss)}")
+            parts.append((1, Text(f"  eval {fmt_num(c.eval_loss)}")))
         if c.is_best:
-            text.append("  ★best", ok)
+            parts.append((0, Text("  ★best", ok)))
         if c.is_last:
-            text.append("  last", acc)
-        text.append(f"  {fmt_bytes(c.size_bytes)}", muted)
+            parts.append((2, Text("  last", acc)))
+        parts.append((3, Text(f"  {fmt_bytes(c.size_bytes)}", muted)))
         if c.resumable:
-            text.append("  resumable", muted)
+            parts.append((4, Text("  resumable", muted)))
         if c.lora_rank is not None:
-            text.append(f"  r{c.lora_rank}", muted)
-        return text
+            parts.append((5, Text(f"  r{c.lora_rank}", muted)))
+        tree = self.query_one(CheckpointTree)
+        room = tree.content_size.width - 2 * tree.guide_depth if tree.content_size.width else 10 ** 6
+        return fit(parts, room)
+
+    def on_resize(self) -> None:
+        if self.folders:
+            self.show(self.folders)  # the rows are fitted to the width
 
     def current(self):
         """The checkpoint under the cursor (engine.checkpoints.CheckpointInfo), or None."""

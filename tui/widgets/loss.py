@@ -94,9 +94,10 @@ class Chart(PlotextPlot):
 
     COMPONENT_CLASSES = INK
 
-    def __init__(self, title: str = "", **kwargs):
+    def __init__(self, title: str = "", legend: bool = True, **kwargs):
         super().__init__(**kwargs)
         self.title = title
+        self.legend = legend  # False: the owner shows the legend elsewhere (the main chart: its pane's border)
         self.lines: list[Line] = []
         self.empty_note = "waiting for the first logged step"
 
@@ -121,7 +122,7 @@ class Chart(PlotextPlot):
                 continue
             drawn = True
             draw = plt.scatter if line.scatter else plt.plot
-            draw(xs, ys, label=line.label, color=self._rgb(line.color), marker=line.marker)
+            draw(xs, ys, label=line.label if self.legend else None, color=self._rgb(line.color), marker=line.marker)
         if not drawn:
             plt.text(self.empty_note, 0.5, 0.5, alignment="center", color=self._rgb("muted"))
             plt.xlim(0, 1)
@@ -164,7 +165,7 @@ class LossPane(Vertical):
         self.remove_class("-completions")
 
     def compose(self):
-        yield Chart(id="loss-chart")
+        yield Chart(id="loss-chart", legend=False)
         yield Static("", id="loss-hint")
         with Horizontal(id="loss-minis"):
             for chart_id, panel in zip(MINI_IDS, PANELS["sft"]):
@@ -307,9 +308,7 @@ class LossPane(Vertical):
             if best:
                 lines.append(Line([best[0]], [best[1]], f"best eval {best[1]:.4g} @ {best[0]:g}", "success",
                                   marker="★", scatter=True))
-        main = self.query_one("#loss-chart", Chart)
-        main.empty_note = "waiting for the first logged step" if self.waiting else "no step was logged"
-        main.set_lines(lines)
+        self._set_main(lines)
 
     def _draw_reward(self) -> None:
         """GRPO: the mean reward with its EMA, and each reward function's mean."""
@@ -319,6 +318,17 @@ class LossPane(Vertical):
             s = self.minis[f"rewards/{name}/mean"]
             lines.append(Line(s.xs, s.ys, printable(name, newlines=False), FUNC_COLORS[n % len(FUNC_COLORS)],
                               marker="dot"))
+        self._set_main(lines)
+
+    def _set_main(self, lines: list[Line]) -> None:
+        """The main chart's legend goes in the pane's bottom border, not over the curve (a falling loss starts in
+        the top-left corner, where plotext puts its legend)."""
+        from textual.markup import escape
+
+        marks = {"braille": "━", "dot": "•"}
+        self.border_subtitle = "  ".join(
+            f"[${ {'muted': 'foreground-muted', 'text': 'foreground'}.get(x.color, x.color)}]"
+            f"{marks.get(x.marker, x.marker)}[/] {escape(x.label)}" for x in lines if x.label and x.xs)
         main = self.query_one("#loss-chart", Chart)
         main.empty_note = "waiting for the first logged step" if self.waiting else "no step was logged"
         main.set_lines(lines)
@@ -341,4 +351,4 @@ class LossPane(Vertical):
         label = self.query_one("#loss-hint", Static)
         if hint != getattr(label, "shown", None):
             label.shown = hint
-            label.update(hint, layout=False)
+            label.update(hint)  # its height follows (it wraps)

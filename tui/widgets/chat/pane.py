@@ -27,7 +27,7 @@ from tui.chat.target import ChatTarget, TargetError, for_base, for_checkpoint
 from tui.chat.turn import Leg
 from tui.widgets.chat.message import ChatMessage
 from tui.widgets.policy import ActionPolicy
-from tui.widgets.style import BOLD, INK, ink, redraw_on_theme_change
+from tui.widgets.style import BOLD, INK, fit, ink, redraw_on_theme_change
 
 
 class Feed:
@@ -168,6 +168,13 @@ class ChatPane(ActionPolicy, Vertical):
         self.set_interval(1.0, self._tick)
         redraw_on_theme_change(self, self._show)
         self._show()
+
+    def on_resize(self) -> None:
+        """The input's hint, shortened by whole parts to its width (ranks: tui.widgets.style.fit)."""
+        parts = ((0, "message (Enter sends)"), (2, " · Esc cancels"), (3, " · ctrl+o target"), (4, " · ctrl+b A/B"),
+                 (1, " · ? keys"))
+        self.query_one("#chat-input", Input).placeholder = fit([(r, Text(t)) for r, t in parts],
+                                                               self.content_size.width - 3).plain
 
     def focus(self, scroll_visible: bool = True):
         self.query_one("#chat-input", Input).focus(scroll_visible)
