@@ -6,13 +6,13 @@ Python-repr dicts on the console are read by a small regex tokenizer, never `eva
 """
 from __future__ import annotations
 
-import bisect
 import functools
 import json
 import math
 import os
 import re
 from array import array
+from operator import itemgetter
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Callable, Iterator
@@ -20,6 +20,7 @@ from typing import Callable, Iterator
 import orjson
 
 from engine.events import CheckpointSaved, Event, Finished, Metrics, Progress, RunDirFound
+from engine.metric_columns import Columns, MetricsView
 
 SEGMENT_CAP = 64 * 1024  # only the last 64 KiB of a console segment (line or \r-update) is looked at
 JSONL_LINE_CAP = 256 * 1024 * 1024  # a logging.jsonl line longer than this is skipped
@@ -363,14 +364,105 @@ def loads_json(line: bytes | str):
         return json.loads(line)
 
 
+_BAD = object()
+
+
+class _Durations(dict):
+    """'1m 49s' -> seconds, remembered (the same few strings repeat all run long); nan when not a duration."""
+
+    def __missing__(self, text):
+        v = _duration(text) if isinstance(text, str) else None
+        v = math.nan if v is None else v
+        if len(self) < 4096:
+            self[text] = v
+        return v
+
+
+_DURATIONS = _Durations()
+
+
+@dataclass
+class MetricsBlock:
+    """Consecutive train steps of logging.jsonl in one layout, by column (JsonlParser's fast path; RunReader
+    stores it in RunState.train). Not an engine.events event: it never leaves the reader."""
+
+    steps: array
+    maxes: array
+    cols: dict[str, array]
+    progress: Progress
+
+    def __len__(self) -> int:
+        return len(self.steps)
+
+    def metrics(self) -> Iterator[Metrics]:
+        cols = self.cols.items()
+        for i, step in enumerate(self.steps):
+            yield Metrics(step, {k: c[i] for k, c in cols}, self.maxes[i] or None)
+
+
+class _Layout:
+    """The keys of a train record as ms-swift writes it each logging step: numbers, 'N/M' steps and time strings.
+    `columns` turns many records of exactly these keys into arrays without a Python step per value."""
+
+    def __init__(self, keys: frozenset, numbers: tuple, times: tuple):
+        self.keys, self.numbers, self.times = keys, numbers, times
+
+    @classmethod
+    def of(cls, rec: dict) -> "_Layout | None":
+        if "loss" not in rec or not isinstance(rec.get("global_step/max_steps"), str) or _is_final(rec) \
+                or "train_runtime" in rec or any(k.startswith("eval_") for k in rec):
+            return None
+        numbers, times = [], []
+        for k, v in rec.items():
+            if k == "global_step/max_steps":
+                continue
+            if type(v) in (float, int):
+                numbers.append(k)
+            elif isinstance(v, str) and k in TIME_KEYS:
+                times.append(k)
+            else:
+                return None
+        return cls(frozenset(rec), tuple(numbers), tuple(times))
+
+    def columns(self, recs: list[dict]) -> MetricsBlock | None:
+        """None when some value does not fit (a string number, a bool, a bad step): the caller takes the slow path."""
+        try:
+            parts = "/".join(map(itemgetter("global_step/max_steps"), recs)).split("/")
+            if len(parts) != 2 * len(recs):
+                return None
+            steps = array("q", map(int, parts[0::2]))
+            maxes = array("q", map(int, parts[1::2]))
+            cols = {k: array("d", map(itemgetter(k), recs)) for k in self.numbers}
+            for k in self.times:
+                cols[k] = array("d", map(_DURATIONS.__getitem__, map(itemgetter(k), recs)))
+        except (TypeError, ValueError, OverflowError):
+            return None
+        for k in self.times:
+            if not math.isfinite(sum(cols[k])):  # a time string that is no duration: ms-swift never writes one
+                return None
+        if min(maxes) <= 0:
+            maxes = array("q", (m if m > 0 else 0 for m in maxes))
+        last = {k: c[-1] for k, c in cols.items()}
+        speed = last.get("train_speed(s/it)")
+        if speed is None and last.get("train_speed(iter/s)"):
+            speed = 1.0 / last["train_speed(iter/s)"]
+        progress = Progress(steps[-1], maxes[-1] or None, last.get("epoch"), last.get("elapsed_time"),
+                            last.get("remaining_time"), speed)
+        return MetricsBlock(steps, maxes, cols, progress)
+
+
 class JsonlParser:
     """`<run>/logging.jsonl` -> events. Bad or oversized lines are skipped (counted in `skipped`)."""
 
-    def __init__(self):
+    def __init__(self, blocks: bool = False):
+        """`blocks`: runs of ordinary train records come as one MetricsBlock instead of a Metrics and a Progress
+        each (RunReader)."""
+        self.blocks = blocks
         self._pending: list[bytes] = []  # parts of the unterminated last line
         self._pending_len = 0
         self._skipping = False  # the current line passed JSONL_LINE_CAP: drop it up to its newline
         self._rec = _RecordInterpreter()
+        self._layout: _Layout | None = None
         self.skipped = 0
         self.final_record: dict | None = None
 
@@ -380,6 +472,13 @@ class JsonlParser:
 
     def feed(self, data: bytes) -> list[Event]:
         events: list[Event] = []
+        cut = data.rfind(b"\n")
+        if cut >= 0 and not self._skipping and self._pending_len + cut <= JSONL_LINE_CAP:
+            # every complete line at once (no line can pass the cap): the columnar fast path
+            body = b"".join((*self._pending, data[:cut])) if self._pending else data[:cut]
+            self._pending, self._pending_len = [], 0
+            self._lines(body.split(b"\n"), events)
+            data = data[cut + 1:]
         *lines, tail = data.split(b"\n")
         for part in lines:
             line = b"".join((*self._pending, part))
@@ -405,6 +504,51 @@ class JsonlParser:
         else:
             self._line(line, events)
         return events
+
+    def _lines(self, lines: list[bytes], events: list[Event]) -> None:
+        """Complete lines, in order. Runs of train records of one layout (what ms-swift writes every logging step)
+        become one MetricsBlock, a column per key made by C-speed passes; any other line goes through `_line`."""
+        try:
+            if not self.blocks:
+                raise orjson.JSONDecodeError("one line at a time", "", 0)
+            recs = list(map(orjson.loads, lines))
+        except (orjson.JSONDecodeError, RecursionError):
+            for line in lines:
+                self._line(line, events)
+            return
+        layout = self._layout
+        start = 0
+        for i, rec in enumerate(recs):
+            if type(rec) is dict and layout is not None and rec.keys() == layout.keys:
+                continue
+            if i > start:
+                self._block(recs[start:i], lines, start, events)
+            start = i + 1
+            if type(rec) is dict and layout is None and (layout := _Layout.of(rec)) is not None:
+                self._layout = layout
+                start = i
+                continue
+            self._record(lines[i], rec, events)
+        if start < len(recs):
+            self._block(recs[start:], lines, start, events)
+
+    def _block(self, recs: list[dict], lines: list[bytes], first: int, events: list[Event]) -> None:
+        block = self._layout.columns(recs)
+        if block is None:  # a value of another type than the layout's: one record at a time
+            for k, rec in enumerate(recs):
+                self._record(lines[first + k], rec, events)
+            return
+        events.append(block)
+        self._rec.last_step = block.steps[-1]
+
+    def _record(self, line: bytes, rec, events: list[Event]) -> None:
+        if rec is _BAD or not isinstance(rec, dict):
+            if line.strip():
+                self.skipped += 1
+            return
+        if _is_final(rec):
+            self.final_record = rec
+        events.extend(self._rec.interpret(rec, strict=True))
 
     def _line(self, line: bytes, events: list[Event]) -> None:
         if not line.strip():
@@ -547,7 +691,8 @@ class ConsoleTail:
 
 @dataclass
 class RunState:
-    """Everything known about one run so far; rebuilt identically by a fresh RunReader over the same files."""
+    """Everything known about one run so far; rebuilt identically by a fresh RunReader over the same files.
+    Logged steps are kept by column (engine.metric_columns): `train` and `eval` apart, each in step order."""
 
     run_dir: str | None = None
     progress: Progress | None = None
@@ -555,36 +700,32 @@ class RunState:
     finished: Finished | None = None
     end_time: str | None = None  # 'End time of running main: ...' was printed
     metrics_source: str | None = None  # "logging.jsonl" | "console"
-    _sorted: list[Metrics] = field(default_factory=list, repr=False)  # by (step, kind)
-    _keys: array = field(default_factory=lambda: array("q"), repr=False, compare=False)  # step * 2 + kind, sorted
+    train: Columns = field(default_factory=Columns, repr=False, compare=False)
+    eval: Columns = field(default_factory=Columns, repr=False, compare=False)
+
+    def __post_init__(self):
+        self._view = MetricsView(self.train, self.eval)
 
     @property
-    def metrics(self) -> list[Metrics]:
-        """Logged steps in step order (train before eval at the same step)."""
-        return self._sorted
+    def metrics(self) -> MetricsView:
+        """Logged steps in step order (train before eval at the same step), as Metrics made on demand."""
+        return self._view
 
     @property
     def max_steps(self) -> int | None:
         if self.progress and self.progress.max_steps:
             return self.progress.max_steps
+        best = None
+        for cols in (self.train, self.eval):
+            if len(cols) and cols.maxes[-1] and (best is None or cols.steps[-1] > best[0]):
+                best = (cols.steps[-1], cols.maxes[-1])
+        if best:
+            return best[1]
         return next((m.max_steps for m in reversed(self.metrics) if m.max_steps), None)
 
     def _put(self, m: Metrics) -> bool:
-        """Store; True when the (step, kind) is new. A step after the last (the usual case) is an append: the cost
-        does not grow with the history, and the index is one int64 per step, not a dict entry."""
-        key = m.step * 2 + metric_kind(m)
-        keys = self._keys
-        if not keys or key > keys[-1]:
-            keys.append(key)
-            self._sorted.append(m)
-            return True
-        i = bisect.bisect_left(keys, key)
-        if i < len(keys) and keys[i] == key:
-            self._sorted[i] = m
-            return False
-        keys.insert(i, key)
-        self._sorted.insert(i, m)
-        return True
+        """Store; True when the (step, kind) is new."""
+        return (self.eval if metric_kind(m) == EVAL else self.train).put(m.step, m.values, m.max_steps)
 
 
 def _merge_progress(old: Progress | None, new: Progress) -> Progress:
@@ -669,6 +810,9 @@ class RunReader:
         self._console = _Source(self.console_log, ConsoleParser, on_console) if self.console_log else None
         self._jsonl: _Source | None = None
         self._dir_announced = False
+        # a Metrics event per new logged step; a reader of `state`'s columns (the dashboard) turns this off and is
+        # spared a Python object per step
+        self.emit_metrics = True
 
     @property
     def console_tail(self) -> FileTail | None:
@@ -711,14 +855,15 @@ class RunReader:
                     self.run_dir = self._resolve(ev.path)
                     st.run_dir = str(self.run_dir)
         if self.run_dir is not None and self._jsonl is None and (self.run_dir / "logging.jsonl").exists():
-            self._jsonl = _Source(self.run_dir / "logging.jsonl", JsonlParser)
+            self._jsonl = _Source(self.run_dir / "logging.jsonl", functools.partial(JsonlParser, blocks=True))
             st.metrics_source = "logging.jsonl"
         jsonl_active = self._jsonl is not None
         for ev in console:
             if isinstance(ev, Metrics):
                 if not jsonl_active and st._put(ev):
                     st.metrics_source = "console"
-                    out.append(ev)
+                    if self.emit_metrics:
+                        out.append(ev)
             elif isinstance(ev, Progress):
                 st.progress = _merge_progress(st.progress, ev)
             elif isinstance(ev, CheckpointSaved):
@@ -731,8 +876,17 @@ class RunReader:
             st.end_time = self._console.parser.end_time
         if self._jsonl is not None:
             for ev in self._jsonl.read(final, max_bytes):
-                if isinstance(ev, Metrics):
-                    if st._put(ev):
+                if isinstance(ev, MetricsBlock):
+                    if st.train.extend(ev.steps, ev.maxes, ev.cols):
+                        if self.emit_metrics:
+                            out.extend(ev.metrics())
+                    else:  # steps out of order or logged again: one at a time
+                        for m in ev.metrics():
+                            if st._put(m) and self.emit_metrics:
+                                out.append(m)
+                    st.progress = _merge_progress(st.progress, ev.progress)
+                elif isinstance(ev, Metrics):
+                    if st._put(ev) and self.emit_metrics:
                         out.append(ev)
                 elif isinstance(ev, Progress):
                     st.progress = _merge_progress(st.progress, ev)
