@@ -6,7 +6,9 @@ Python-repr dicts on the console are read by a small regex tokenizer, never `eva
 """
 from __future__ import annotations
 
+import bisect
 import functools
+import itertools
 import json
 import math
 import os
@@ -15,7 +17,7 @@ from array import array
 from operator import itemgetter
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import Callable, Iterable, Iterator
 
 import orjson
 
@@ -404,25 +406,24 @@ class _Layout:
     """The keys of a train record as ms-swift writes it each logging step: numbers, 'N/M' steps and time strings.
     `columns` turns many records of exactly these keys into arrays without a Python step per value."""
 
-    def __init__(self, keys: frozenset, numbers: tuple, times: tuple):
-        self.keys, self.numbers, self.times = keys, numbers, times
+    def __init__(self, keys: frozenset, order: tuple, times: tuple):
+        self.keys, self.order, self.times = keys, order, times  # order: every value key, as the record has them
 
     @classmethod
     def of(cls, rec: dict) -> "_Layout | None":
         if "loss" not in rec or not isinstance(rec.get("global_step/max_steps"), str) or _is_final(rec) \
                 or "train_runtime" in rec or any(k.startswith("eval_") for k in rec):
             return None
-        numbers, times = [], []
+        order, times = [], []
         for k, v in rec.items():
             if k == "global_step/max_steps":
                 continue
-            if type(v) in (float, int):
-                numbers.append(k)
-            elif isinstance(v, str) and k in TIME_KEYS:
+            if isinstance(v, str) and k in TIME_KEYS:
                 times.append(k)
-            else:
+            elif type(v) not in (float, int):
                 return None
-        return cls(frozenset(rec), tuple(numbers), tuple(times))
+            order.append(k)
+        return cls(frozenset(rec), tuple(order), tuple(times))
 
     def columns(self, recs: list[dict]) -> MetricsBlock | None:
         """None when some value does not fit (a string number, a bool, a bad step): the caller takes the slow path."""
@@ -432,9 +433,8 @@ class _Layout:
                 return None
             steps = array("q", map(int, parts[0::2]))
             maxes = array("q", map(int, parts[1::2]))
-            cols = {k: array("d", map(itemgetter(k), recs)) for k in self.numbers}
-            for k in self.times:
-                cols[k] = array("d", map(_DURATIONS.__getitem__, map(itemgetter(k), recs)))
+            cols = {k: array("d", map(_DURATIONS.__getitem__, map(itemgetter(k), recs))) if k in self.times
+                    else array("d", map(itemgetter(k), recs)) for k in self.order}
         except (TypeError, ValueError, OverflowError):
             return None
         for k in self.times:
@@ -929,30 +929,79 @@ def _json_float(v: float) -> float | None:
     return v if math.isfinite(v) else None
 
 
+ROW_BLOCK = 8192  # rows made at once by metrics_row_blocks
+
+
+def _row(state: RunState, ti: int | None, ei: int | None) -> dict:
+    """One output row: the train row `ti` and/or the eval row `ei` of one step (the first value of a key wins)."""
+    row: dict = {"step": state.train.steps[ti] if ti is not None else state.eval.steps[ei]}
+    for cols, i in ((state.train, ti), (state.eval, ei)):
+        if i is not None:
+            for k, col in cols.cols.items():
+                if k not in row and cols.has(k, i):
+                    row[k] = _json_float(col[i])
+    return row
+
+
+def _segments(state: RunState) -> Iterator[tuple[str, object]]:
+    """The output rows in step order: ('row', dict) one at a time, or ('rows', (a, b)) for train rows a..b that are
+    plain (no eval row at their steps, every key logged, every value finite) and can be made in bulk."""
+    t, e = state.train, state.eval
+    ti = ei = 0
+    nt, ne = len(t), len(e)
+    bulk = not t.absent
+    while ti < nt or ei < ne:
+        if ei < ne and (ti >= nt or e.steps[ei] <= t.steps[ti]):
+            same = ti < nt and e.steps[ei] == t.steps[ti]
+            yield "row", _row(state, ti if same else None, ei)
+            ti, ei = ti + same, ei + 1
+            continue
+        stop = nt if ei >= ne else bisect.bisect_left(t.steps, e.steps[ei], ti)
+        stop = min(stop, ti + ROW_BLOCK)
+        if bulk and all(math.isfinite(sum(c[ti:stop])) for c in t.cols.values()):
+            yield "rows", (ti, stop)
+        else:
+            for i in range(ti, stop):
+                yield "row", _row(state, i, None)
+        ti = stop
+
+
+def metrics_row_blocks(state: RunState) -> Iterator[list[dict]]:
+    """The rows of iter_metrics_rows a block at a time (plain train rows are made by C-speed passes)."""
+    t = state.train
+    keys = ("step", *t.cols)
+    for kind, item in _segments(state):
+        if kind == "row":
+            yield [item]
+        else:
+            a, b = item
+            yield list(map(dict, map(functools.partial(zip, keys),
+                                     zip(t.steps[a:b], *(c[a:b] for c in t.cols.values())))))
+
+
+def metrics_csv_blocks(state: RunState, keys: list[str]) -> Iterator[Iterable]:
+    """CSV rows (a value per key of `keys`, '' where a step did not log it), a block at a time."""
+    t = state.train
+    for kind, item in _segments(state):
+        if kind == "row":
+            yield [["" if item.get(k) is None else item[k] for k in keys]]
+        else:
+            a, b = item
+            yield zip(t.steps[a:b], *(t.cols[k][a:b] if k in t.cols else itertools.repeat("", b - a)
+                                      for k in keys[1:]))
+
+
 def iter_metrics_rows(state: RunState) -> Iterator[dict]:
-    """One dict per logged step, in step order, made one at a time (a million-step run is never a list of
+    """One dict per logged step, in step order, made a block at a time (a million-step run is never a list of
     dicts): {'step': N, 'loss': ..., 'eval_loss': ...}; train and eval rows of the same step are merged (the
     first value of a key wins). Non-finite values become None (JSON-safe)."""
-    row: dict | None = None
-    for m in state.metrics:  # sorted by (step, kind): a step's rows are adjacent
-        if row is not None and row["step"] != m.step:
-            yield row
-            row = None
-        if row is None:
-            row = {"step": m.step}
-        for k, v in m.values.items():
-            row.setdefault(k, _json_float(v))
-    if row is not None:
-        yield row
+    for block in metrics_row_blocks(state):
+        yield from block
 
 
 def metrics_keys(state: RunState) -> list[str]:
-    """Every logged key, in the order first seen ('step' first): the columns of a CSV."""
-    keys: dict[str, None] = {"step": None}
-    for m in state.metrics:
-        if not m.values.keys() <= keys.keys():
-            keys.update(dict.fromkeys(m.values))
-    return list(keys)
+    """Every logged key ('step' first, then the train keys, then the eval ones): the columns of a CSV."""
+    return list(dict.fromkeys(("step", *state.train.cols, *state.eval.cols)))
 
 
 def metrics_table(state: RunState) -> list[dict]:
@@ -960,22 +1009,31 @@ def metrics_table(state: RunState) -> list[dict]:
     return list(iter_metrics_rows(state))
 
 
+def last_value(cols: Columns, key: str) -> tuple[int, float] | None:
+    """(step, value) of the last row of `cols` that logged `key`."""
+    i = cols.last_with(key)
+    return None if i is None else (cols.steps[i], cols.cols[key][i])
+
+
 def metrics_summary(state: RunState) -> dict:
     """Run-level facts for `swiftdeck metrics` (JSON-safe)."""
-    train = [m for m in state.metrics if metric_kind(m) == TRAIN and "loss" in m.values]
-    evals = [m for m in state.metrics if "eval_loss" in m.values]
-    losses = [m.values["loss"] for m in train if math.isfinite(m.values["loss"])]
+    t = state.train
+    last = last_value(t, "loss")
+    loss = t.series("loss")[1] if "loss" in t.cols else array("d")
+    finite = loss if math.isfinite(sum(loss)) else [v for v in loss if math.isfinite(v)]
+    last_eval = last_value(state.eval, "eval_loss")
     fin = state.finished
     p = state.progress
+    steps = [c.steps[-1] for c in (t, state.eval) if len(c)]
     return {
         "run_dir": state.run_dir,
         "metrics_source": state.metrics_source,
         "logged_steps": len(state.metrics),
-        "step": p.step if p else (state.metrics[-1].step if state.metrics else None),
+        "step": p.step if p else (max(steps) if steps else None),
         "max_steps": state.max_steps,
-        "last_loss": _json_float(train[-1].values["loss"]) if train else None,
-        "min_loss": min(losses) if losses else None,
-        "last_eval_loss": _json_float(evals[-1].values["eval_loss"]) if evals else None,
+        "last_loss": _json_float(last[1]) if last else None,
+        "min_loss": min(finite) if len(finite) else None,
+        "last_eval_loss": _json_float(last_eval[1]) if last_eval else None,
         "checkpoints": [state.checkpoints[s] for s in sorted(state.checkpoints)],
         "finished": fin is not None and bool(fin.summary or fin.last_checkpoint),
         "last_checkpoint": fin.last_checkpoint if fin else None,

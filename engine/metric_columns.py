@@ -63,8 +63,9 @@ class Columns:
         steps = self.steps
         if not steps or step > steps[-1]:
             i = len(steps)
-            for key in values.keys() - self.cols.keys():
-                self._new_col(key)
+            for key in values:
+                if key not in self.cols:
+                    self._new_col(key)
             steps.append(step)
             self.maxes.append(max_steps or 0)
             for key, col in self.cols.items():
@@ -78,8 +79,9 @@ class Columns:
             return True
         i = bisect.bisect_left(steps, step)
         new = not (i < len(steps) and steps[i] == step)
-        for key in values.keys() - self.cols.keys():
-            self._new_col(key)
+        for key in values:
+            if key not in self.cols:
+                self._new_col(key)
         if new:
             steps.insert(i, step)
             self.maxes.insert(i, max_steps or 0)
@@ -107,8 +109,9 @@ class Columns:
         if n > 1 and any(a >= b for a, b in zip(steps, steps[1:])):
             return False
         before = len(self.steps)
-        for key in cols.keys() - self.cols.keys():
-            self._new_col(key)
+        for key in cols:
+            if key not in self.cols:
+                self._new_col(key)
         for key, col in self.cols.items():
             block = cols.get(key)
             if block is None:
