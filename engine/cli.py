@@ -290,7 +290,7 @@ def cmd_metrics(ns) -> int:
     src = resolve(ns.run)
     kind = src.kind
     reader.emit_metrics = False  # the steps are read from the state's columns
-    reader.poll()
+    reader.poll_all()
     state = reader.state
     summary = state.finished.summary if state.finished else {}
     if not state.metrics and not summary:

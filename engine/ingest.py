@@ -11,6 +11,7 @@ import functools
 import itertools
 import json
 import math
+import operator
 import os
 import re
 from array import array
@@ -26,7 +27,7 @@ from engine.metric_columns import Columns, MetricsView
 
 SEGMENT_CAP = 64 * 1024  # only the last 64 KiB of a console segment (line or \r-update) is looked at
 JSONL_LINE_CAP = 256 * 1024 * 1024  # a logging.jsonl line longer than this is skipped
-READ_CHUNK = 8 * 1024 * 1024
+READ_CHUNK = 2 * 1024 * 1024
 
 TRAIN, EVAL = 0, 1  # metric kinds; a step is unique per (step, kind)
 STEP_KEYS = {"global_step/max_steps", "global_step", "step", "percentage"}
@@ -516,21 +517,30 @@ class JsonlParser:
             for line in lines:
                 self._line(line, events)
             return
+        if self._layout is None:
+            self._layout = next((lay for rec in recs if type(rec) is dict and (lay := _Layout.of(rec))), None)
         layout = self._layout
-        start = 0
-        for i, rec in enumerate(recs):
-            if type(rec) is dict and layout is not None and rec.keys() == layout.keys:
-                continue
-            if i > start:
-                self._block(recs[start:i], lines, start, events)
-            start = i + 1
-            if type(rec) is dict and layout is None and (layout := _Layout.of(rec)) is not None:
-                self._layout = layout
-                start = i
-                continue
-            self._record(lines[i], rec, events)
-        if start < len(recs):
-            self._block(recs[start:], lines, start, events)
+        same = None
+        if layout is not None:
+            try:
+                same = list(map(operator.eq, map(dict.keys, recs), itertools.repeat(layout.keys)))
+            except TypeError:  # a line that is no object
+                same = [type(rec) is dict and rec.keys() == layout.keys for rec in recs]
+        start, n = 0, len(recs)
+        while start < n:
+            stop = n
+            if same is not None:
+                try:
+                    stop = same.index(False, start)
+                except ValueError:
+                    pass
+            else:
+                stop = start
+            if stop > start:
+                self._block(recs[start:stop], lines, start, events)
+            if stop < n:
+                self._record(lines[stop], recs[stop], events)
+            start = stop + 1
 
     def _block(self, recs: list[dict], lines: list[bytes], first: int, events: list[Event]) -> None:
         block = self._layout.columns(recs)
@@ -916,9 +926,23 @@ class RunReader:
             self.state.checkpoints[ev.step] = ev.path
         return found
 
+    def poll_all(self, final: bool = False) -> list[Event]:
+        """poll() to the end of the files, READ_CHUNK at a time (the blocks of one chunk are stored before the next
+        is read: a long history is never in memory twice)."""
+        out: list[Event] = []
+        while True:
+            out += self.poll(final=final, max_bytes=READ_CHUNK)
+            if self.caught_up:
+                return out
+
     def read_all(self) -> RunState:
-        """One-shot: read both files to their end (unterminated last lines included) and return the state."""
-        self.poll(final=True)
+        """One-shot: read both files to their end (unterminated last lines included) and return the state (no
+        Metrics events are made: the steps are in its columns)."""
+        emit, self.emit_metrics = self.emit_metrics, False
+        try:
+            self.poll_all(final=True)
+        finally:
+            self.emit_metrics = emit
         return self.state
 
 

@@ -6,7 +6,9 @@ usual case) is an append; a late one is inserted; a step logged again replaces i
 from __future__ import annotations
 
 import bisect
+import itertools
 import math
+import operator
 from array import array
 from collections.abc import Sequence
 from typing import Iterator
@@ -106,7 +108,7 @@ class Columns:
             return True
         if self.steps and steps[0] <= self.steps[-1]:
             return False
-        if n > 1 and any(a >= b for a, b in zip(steps, steps[1:])):
+        if n > 1 and not all(map(operator.lt, steps, itertools.islice(steps, 1, None))):
             return False
         before = len(self.steps)
         for key in cols:
