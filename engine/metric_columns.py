@@ -212,3 +212,47 @@ class MetricsView(Sequence):
 
     def __repr__(self) -> str:
         return f"MetricsView({len(self.train)} train, {len(self.eval)} eval)"
+
+
+class NewRows(Sequence):
+    """The rows a poll added: train rows `t0:t1` and eval rows `e0:e1` of the state's columns, as Metrics made on
+    demand (in step order). `rebuilt`: rows were inserted or replaced since the last mark, so the range is every
+    row and a reader that keeps derived data starts over. A dashboard reads the columns directly (`train`,
+    `eval`, up to `t1` / `e1`) and never makes a Metrics per step."""
+
+    def __init__(self, train: Columns, eval_: Columns, t0: int, e0: int, rebuilt: bool = False):
+        self.train, self.eval = train, eval_
+        self.t0, self.t1, self.e0, self.e1 = t0, len(train), e0, len(eval_)
+        self.rebuilt = rebuilt
+
+    @classmethod
+    def since(cls, train: Columns, eval_: Columns, mark: tuple | None) -> "NewRows":
+        """The rows added since `mark` (a previous `mark()`; None: every row)."""
+        if mark is None or mark[0] is not train or mark[3] != (train.edits, eval_.edits):
+            return cls(train, eval_, 0, 0, rebuilt=mark is not None)
+        return cls(train, eval_, mark[1], mark[2])
+
+    def mark(self) -> tuple:
+        return self.train, self.t1, self.e1, (self.train.edits, self.eval.edits)
+
+    def __len__(self) -> int:
+        return self.t1 - self.t0 + self.e1 - self.e0
+
+    def __iter__(self) -> Iterator[Metrics]:
+        t, e = self.train, self.eval
+        i, j = self.t0, self.e0
+        while i < self.t1 or j < self.e1:
+            if j >= self.e1 or (i < self.t1 and t.steps[i] <= e.steps[j]):
+                yield t.metrics_at(i)
+                i += 1
+            else:
+                yield e.metrics_at(j)
+                j += 1
+
+    def __getitem__(self, index):
+        return list(self)[index]
+
+    def __eq__(self, other) -> bool:
+        if isinstance(other, (NewRows, list, tuple)):
+            return len(self) == len(other) and all(a == b for a, b in zip(self, other))
+        return NotImplemented

@@ -1,7 +1,11 @@
-"""Chart data helpers (no Textual): TensorBoard's debiased EMA and min/max downsampling."""
+"""Chart data helpers (no Textual): TensorBoard's debiased EMA, series read from a run's columns, and min/max
+per pixel column downsampling."""
 from __future__ import annotations
 
+import bisect
 import math
+from array import array
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 SMOOTHING_STEPS = (0.0, 0.3, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.97, 0.99)
@@ -63,30 +67,138 @@ class Series:
         return len(self.xs)
 
 
-def downsample(xs: list[float], ys: list[float], max_points: int) -> tuple[list[float], list[float]]:
-    """At most ~max_points points: per bucket keep the min and the max (in x order), so spikes survive.
-    Non-finite y values are dropped (a chart cannot place them). A frame costs a few C-speed passes over the
-    points (min, max, index per bucket slice), not a Python object per point."""
-    if not math.isfinite(sum(ys)):  # some value is nan/inf (or the sum overflows): drop the non-finite ones
-        keep = [i for i, y in enumerate(ys) if math.isfinite(y)]
-        xs, ys = [xs[i] for i in keep], [ys[i] for i in keep]
-    n = len(ys)
+class Floats(Sequence):
+    """The first `n` values of a growing array (a column of engine.metric_columns.Columns), without a copy; compares
+    equal to a list of the same values."""
+
+    def __init__(self, arr, n: int):
+        self.arr, self.n = arr, n
+
+    def __len__(self) -> int:
+        return self.n
+
+    def __getitem__(self, index):
+        if isinstance(index, slice):
+            return self.arr[:self.n][index].tolist()
+        if index < 0:
+            index += self.n
+        if not 0 <= index < self.n:
+            raise IndexError("index out of range")
+        return self.arr[index]
+
+    def __iter__(self):
+        return iter(self.arr[:self.n])
+
+    def __eq__(self, other) -> bool:
+        if isinstance(other, (list, tuple, Floats)):
+            return len(other) == self.n and self.arr[:self.n].tolist() == list(other)
+        return NotImplemented
+
+    def __repr__(self) -> str:
+        return f"Floats({self.arr[:min(self.n, 8)].tolist()}{'…' if self.n > 8 else ''}, n={self.n})"
+
+
+class ColumnSeries:
+    """One metric read from a run's columns (engine.metric_columns.Columns) up to the rows handed out so far
+    (`update`): no copy of the history; the debiased EMA is kept incrementally in an array, made when asked for. A
+    key that some rows lack is read as the rows that logged it (a copy, remade per update)."""
+
+    def __init__(self, cols, key: str, weight: float = 0.6):
+        self.cols, self.key, self.weight = cols, key, weight
+        self.n = 0
+        self._xs = self._ys = None
+        self._ema = array("d")
+        self._last, self._count = 0.0, 0
+
+    def update(self, n: int) -> None:
+        cols, key = self.cols, self.key
+        col = cols.cols.get(key)
+        if col is None:
+            self._xs, self._ys, self.n = array("q"), array("d"), 0
+        elif key in cols.absent:
+            xs, ys = cols.series(key)
+            keep = bisect.bisect_right(xs, cols.steps[n - 1]) if n else 0
+            self._xs, self._ys, self.n = xs, ys, keep
+        else:
+            self._xs, self._ys, self.n = cols.steps, col, n
+        if len(self._ema) > self.n or (self._ys is not col and self._ema):  # rows went away, or read as a copy
+            self.set_weight(self.weight)
+
+    @property
+    def xs(self) -> Floats:
+        return Floats(self._xs if self._xs is not None else array("q"), self.n)
+
+    @property
+    def ys(self) -> Floats:
+        return Floats(self._ys if self._ys is not None else array("d"), self.n)
+
+    def set_weight(self, weight: float) -> None:
+        self.weight = weight
+        self._ema, self._last, self._count = array("d"), 0.0, 0
+
+    @property
+    def ema(self) -> Floats:
+        w, ys, ema = self.weight, self._ys, self._ema
+        last, count = self._last, self._count
+        isfinite = math.isfinite
+        for i in range(len(ema), self.n):
+            v = ys[i]
+            if not isfinite(v):
+                ema.append(v)
+                continue
+            last = last * w + (1 - w) * v
+            count += 1
+            debias = 1 - w ** count
+            ema.append(last / debias if debias else v)
+        self._last, self._count = last, count
+        return Floats(ema, self.n)
+
+    def __len__(self) -> int:
+        return self.n
+
+
+def _raw(values) -> tuple[Sequence, int]:
+    """(indexable values, how many) of a list or a Floats view, without a copy."""
+    if isinstance(values, Floats):
+        return values.arr, values.n
+    return values, len(values)
+
+
+def downsample(xs, ys, max_points: int) -> tuple[list[float], list[float]]:
+    """At most ~max_points points: the x range is cut into max_points // 2 equal columns (xs rise), and each column
+    keeps its lowest and its highest point (in x order), so spikes survive; the latest point is always kept.
+    Non-finite y values are dropped (a chart cannot place them). A frame costs a bisect and a C-speed min/max per
+    column, not a Python step per point; `xs`/`ys` may be lists or Floats views of a run's columns."""
+    xs, n = _raw(xs)
+    ys, ny = _raw(ys)
+    n = min(n, ny)
     if n <= max_points:
-        return list(xs), list(ys)
-    buckets = max(1, max_points // 2)
-    size = n / buckets
+        pts = [(xs[i], ys[i]) for i in range(n) if math.isfinite(ys[i])]
+        return [p[0] for p in pts], [p[1] for p in pts]
+    columns = max(1, max_points // 2)
+    x0, x1 = xs[0], xs[n - 1]
     out_x: list[float] = []
     out_y: list[float] = []
-    for b in range(buckets):
-        a, e = int(b * size), int((b + 1) * size)
+    a = 0
+    for c in range(1, columns + 1):
+        e = n if c == columns else bisect.bisect_left(xs, x0 + (x1 - x0) * c / columns, a, n)
         if e <= a:
-            a, e = n - 1, n
+            continue
         chunk = ys[a:e]
-        lo, hi = a + chunk.index(min(chunk)), a + chunk.index(max(chunk))
-        for i in sorted({lo, hi}, key=lambda i: (xs[i], i)):
+        if math.isfinite(sum(chunk)):
+            lo, hi = a + chunk.index(min(chunk)), a + chunk.index(max(chunk))
+        else:
+            finite = [i for i in range(a, e) if math.isfinite(ys[i])]
+            if not finite:
+                a = e
+                continue
+            lo, hi = min(finite, key=ys.__getitem__), max(finite, key=ys.__getitem__)
+        for i in sorted({lo, hi}):
             out_x.append(xs[i])
             out_y.append(ys[i])
-    if out_x[-1] != xs[-1]:  # the latest point is always shown
-        out_x.append(xs[-1])
-        out_y.append(ys[-1])
+        a = e
+    last = n - 1
+    if math.isfinite(ys[last]) and (not out_x or out_x[-1] != xs[last]):  # the latest point is always shown
+        out_x.append(xs[last])
+        out_y.append(ys[last])
     return out_x, out_y

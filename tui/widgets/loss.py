@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from rich.text import Text
@@ -25,8 +26,9 @@ from textual_plotext import PlotextPlot
 from engine import kinds
 from engine.completions import Completion
 from engine.events import Metrics
+from engine.metric_columns import NewRows
 from engine.textsafe import printable
-from tui.series import SMOOTHING_STEPS, Series, downsample
+from tui.series import SMOOTHING_STEPS, ColumnSeries, Series, downsample
 from tui.widgets.style import INK, ink, redraw_on_theme_change
 
 MINI = (("learning_rate", "learning rate"), ("grad_norm", "grad_norm"), ("token_acc", "token_acc"),
@@ -158,6 +160,7 @@ class LossPane(Vertical):
         self.minis = {key: Series() for key, _ in MINI}  # every other logged key, by name
         self.completions: list[Completion] = []
         self.has_metrics = False
+        self._columns = None  # the run's train columns the series read (engine.metric_columns), once known
         if getattr(self, "family", "sft") != "sft":
             self._set_family("sft")
         self.family = "sft"
@@ -181,7 +184,11 @@ class LossPane(Vertical):
         self.redraw()
         self._last_main = self._last_mini = -1e9  # the first metrics are drawn at once
 
-    def add(self, metrics: list[Metrics]) -> None:
+    def add(self, metrics: Sequence[Metrics]) -> None:
+        """New logged steps: a NewRows view of the run's columns (tui.model.RunWatch; the series read the columns
+        in place, nothing is copied per step), or a list of Metrics."""
+        if isinstance(metrics, NewRows):
+            return self._add_rows(metrics)
         for m in metrics:
             v = m.values
             if self.family == "sft" and (family := kinds.family(v)) != "sft":
@@ -198,6 +205,28 @@ class LossPane(Vertical):
                 if key not in ("loss", "reward") and not key.startswith("eval"):
                     self.minis.setdefault(key, Series()).append(m.step, value)
         if metrics:
+            self._request()
+
+    def _add_rows(self, rows: NewRows) -> None:
+        train, evals = rows.train, rows.eval
+        if rows.rebuilt or self._columns is not train:
+            self.reset()
+            self._columns = train
+        if self.family == "sft" and train.cols and (family := kinds.family(train.cols)) != "sft":
+            self._set_family(family)
+        for name, cols, key in (("loss", train, "loss"), ("eval", evals, "eval_loss"), ("reward", train, "reward")):
+            series = getattr(self, name)
+            if not isinstance(series, ColumnSeries):
+                series = ColumnSeries(cols, key, weight=self.smoothing if name != "eval" else 0.6)
+                setattr(self, name, series)
+            series.update(rows.t1 if cols is train else rows.e1)
+        for key in train.cols:
+            if key not in ("loss", "reward") and not key.startswith("eval"):
+                if not isinstance(self.minis.get(key), ColumnSeries):
+                    self.minis[key] = ColumnSeries(train, key)
+                self.minis[key].update(rows.t1)
+        self.has_metrics = self.has_metrics or bool(len(self.loss) or len(self.eval))
+        if len(rows):
             self._request()
 
     def _set_family(self, family: str) -> None:
