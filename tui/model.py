@@ -165,12 +165,11 @@ class RunWatch:
         first, self._first = self._first, False
         return first
 
-    @staticmethod
-    def _scan(run_dir: Path) -> list:
+    def _scan(self, run_dir: Path) -> list:
         from engine import checkpoints
 
-        try:
-            return [checkpoints.scan_run(run_dir)] if run_dir.is_dir() else []
+        try:  # losses from the observer's columns: logging.jsonl is not read a second time
+            return [checkpoints.scan_run(run_dir, logged=self.observer)] if run_dir.is_dir() else []
         except (checkpoints.CheckpointError, OSError):
             return []
 
