@@ -224,6 +224,7 @@ class NewRows(Sequence):
         self.train, self.eval = train, eval_
         self.t0, self.t1, self.e0, self.e1 = t0, len(train), e0, len(eval_)
         self.rebuilt = rebuilt
+        self._edits = (train.edits, eval_.edits)
 
     @classmethod
     def since(cls, train: Columns, eval_: Columns, mark: tuple | None) -> "NewRows":
@@ -233,7 +234,7 @@ class NewRows(Sequence):
         return cls(train, eval_, mark[1], mark[2])
 
     def mark(self) -> tuple:
-        return self.train, self.t1, self.e1, (self.train.edits, self.eval.edits)
+        return self.train, self.t1, self.e1, self._edits
 
     def __len__(self) -> int:
         return self.t1 - self.t0 + self.e1 - self.e0
