@@ -172,6 +172,7 @@ def case_follow(run_dir: Path) -> dict:
     w = _watch(run_dir)
     pane = _PaneData()
     pane.add(w.poll().new_metrics)
+    pane.frame()  # the first paint
     line = SAMPLE.read_text().splitlines()[0]
     with open(run_dir / "logging.jsonl", "a") as fh:
         for n in range(10):

@@ -179,3 +179,29 @@ def test_downsample_keeps_min_and_max_per_pixel_column_of_the_x_range():
         per_column[int((x - xs[0]) // width)] = per_column.get(int((x - xs[0]) // width), 0) + 1
     assert max(per_column.values()) <= 2 and len(dx) <= 201
     assert 40.0 in dy and -40.0 in dy and dx[-1] == xs[-1] and dx == sorted(dx)
+
+
+def test_column_series_ema_is_tensorboards_over_a_long_history():
+    """The EMA of a long column (the fast stretch after the debias died out) equals the step-by-step one exactly,
+    a nan included, whether it is made at once or as the run grows."""
+    import random
+
+    from engine.metric_columns import Columns
+    from tui.series import ColumnSeries, ema_debiased
+
+    rng = random.Random(3)
+    ys = [rng.random() * 4 for _ in range(30_000)]
+    ys[21_000] = float("nan")
+    cols = Columns()
+    for i, y in enumerate(ys):
+        cols.put(i + 1, {"loss": y})
+    for weight in (0.0, 0.6, 0.99):
+        want = ema_debiased(ys, weight)
+        grown = ColumnSeries(cols, "loss", weight=weight)
+        for n in (7, 5000, 21_000, 30_000):
+            grown.update(n)
+            assert len(grown.ema) == n
+        at_once = ColumnSeries(cols, "loss", weight=weight)
+        at_once.update(30_000)
+        for got in (list(grown.ema), list(at_once.ema)):
+            assert [repr(v) for v in got] == [repr(v) for v in want]

@@ -3,6 +3,7 @@ per pixel column downsampling."""
 from __future__ import annotations
 
 import bisect
+import itertools
 import math
 from array import array
 from collections.abc import Sequence
@@ -138,11 +139,23 @@ class ColumnSeries:
 
     @property
     def ema(self) -> Floats:
-        w, ys, ema = self.weight, self._ys, self._ema
+        w, ys, ema, n = self.weight, self._ys, self._ema, self.n
         last, count = self._last, self._count
         isfinite = math.isfinite
-        for i in range(len(ema), self.n):
+        # after `settled` finite values the debias 1 - w**count is exactly 1.0 in floating point: from there on a
+        # stretch of finite values is the plain EMA, one itertools.accumulate instead of a Python step per value
+        settled = 1 if w <= 0 else math.ceil(math.log(1e-17) / math.log(w))
+        i = len(ema)
+        while i < n:
+            if count >= settled and n - i > 1024 and isfinite(sum(ys[i:n])):
+                a, b = 1 - w, w
+                run = itertools.accumulate(ys[i:n], lambda acc, v: acc * b + a * v, initial=last)
+                next(run)
+                ema.extend(run)
+                last, count, i = ema[-1], count + n - i, n
+                break
             v = ys[i]
+            i += 1
             if not isfinite(v):
                 ema.append(v)
                 continue
@@ -151,7 +164,7 @@ class ColumnSeries:
             debias = 1 - w ** count
             ema.append(last / debias if debias else v)
         self._last, self._count = last, count
-        return Floats(ema, self.n)
+        return Floats(ema, n)
 
     def __len__(self) -> int:
         return self.n
