@@ -205,3 +205,29 @@ def test_column_series_ema_is_tensorboards_over_a_long_history():
         at_once.update(30_000)
         for got in (list(grown.ema), list(at_once.ema)):
             assert [repr(v) for v in got] == [repr(v) for v in want]
+
+
+def test_a_frame_from_block_summaries_keeps_the_same_points():
+    """downsample over a ColumnSeries (min/max per block kept as the run grows) picks exactly the points a full
+    scan picks: nan, ties and spikes included."""
+    import random
+
+    from engine.metric_columns import Columns
+    from tui.series import ColumnSeries
+
+    rng = random.Random(11)
+    cols = Columns()
+    ys = [round(rng.random(), 2) for _ in range(60_000)]
+    ys[100:2000] = [float("nan")] * 1900  # whole blocks without a finite value
+    ys[33_333] = 99.0
+    ys[44_444] = float("inf")
+    for i, y in enumerate(ys):
+        cols.put(i * 3 + 1, {"loss": y})
+    series = ColumnSeries(cols, "loss")
+    for n in (1000, 20_000, 60_000):
+        series.update(n)
+        for points in (50, 400, 1000):
+            fast = downsample(series.xs, series.ys, points)
+            assert fast == downsample(list(series.xs), list(series.ys), points), (n, points)
+            assert downsample(series.xs, series.ema, points) == downsample(list(series.xs), list(series.ema), points)
+    assert 99.0 in downsample(series.xs, series.ys, 50)[1]

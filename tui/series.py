@@ -68,12 +68,44 @@ class Series:
         return len(self.xs)
 
 
+class Extremes:
+    """The lowest and highest finite value (and where) of every whole BLOCK of a growing array, kept as it grows: a
+    chart frame takes a pixel column's min/max from the blocks inside it and scans only the ends, so its cost does
+    not grow with the history."""
+
+    BLOCK = 512
+
+    def __init__(self):
+        self.lo, self.hi = array("d"), array("d")
+        self.lo_at, self.hi_at = array("q"), array("q")  # -1: no finite value in the block
+
+    def update(self, ys, n: int) -> "Extremes":
+        B = self.BLOCK
+        for b in range(len(self.lo), n // B):
+            chunk = ys[b * B:(b + 1) * B]
+            if math.isfinite(sum(chunk)):
+                lo, hi = min(chunk), max(chunk)
+                self.lo.append(lo)
+                self.hi.append(hi)
+                self.lo_at.append(b * B + chunk.index(lo))
+                self.hi_at.append(b * B + chunk.index(hi))
+                continue
+            finite = [i for i in range(b * B, (b + 1) * B) if math.isfinite(ys[i])]
+            lo_i = min(finite, key=ys.__getitem__, default=-1)
+            hi_i = max(finite, key=ys.__getitem__, default=-1)
+            self.lo.append(ys[lo_i] if finite else math.inf)
+            self.hi.append(ys[hi_i] if finite else -math.inf)
+            self.lo_at.append(lo_i)
+            self.hi_at.append(hi_i)
+        return self
+
+
 class Floats(Sequence):
     """The first `n` values of a growing array (a column of engine.metric_columns.Columns), without a copy; compares
-    equal to a list of the same values."""
+    equal to a list of the same values. `extremes`, when given, summarizes the array by blocks (downsample)."""
 
-    def __init__(self, arr, n: int):
-        self.arr, self.n = arr, n
+    def __init__(self, arr, n: int, extremes: Extremes | None = None):
+        self.arr, self.n, self.extremes = arr, n, extremes
 
     def __len__(self) -> int:
         return self.n
@@ -110,6 +142,7 @@ class ColumnSeries:
         self._xs = self._ys = None
         self._ema = array("d")
         self._last, self._count = 0.0, 0
+        self._ys_extremes, self._ema_extremes = Extremes(), Extremes()
 
     def update(self, n: int) -> None:
         cols, key = self.cols, self.key
@@ -124,6 +157,8 @@ class ColumnSeries:
             self._xs, self._ys, self.n = cols.steps, col, n
         if len(self._ema) > self.n or (self._ys is not col and self._ema):  # rows went away, or read as a copy
             self.set_weight(self.weight)
+        if self._ys is not col:  # a copy: no block summary kept across updates
+            self._ys_extremes = Extremes()
 
     @property
     def xs(self) -> Floats:
@@ -131,11 +166,13 @@ class ColumnSeries:
 
     @property
     def ys(self) -> Floats:
-        return Floats(self._ys if self._ys is not None else array("d"), self.n)
+        ys = self._ys if self._ys is not None else array("d")
+        return Floats(ys, self.n, self._ys_extremes.update(ys, self.n))
 
     def set_weight(self, weight: float) -> None:
         self.weight = weight
         self._ema, self._last, self._count = array("d"), 0.0, 0
+        self._ema_extremes = Extremes()
 
     @property
     def ema(self) -> Floats:
@@ -164,7 +201,7 @@ class ColumnSeries:
             debias = 1 - w ** count
             ema.append(last / debias if debias else v)
         self._last, self._count = last, count
-        return Floats(ema, n)
+        return Floats(ema, n, self._ema_extremes.update(ema, n))
 
     def __len__(self) -> int:
         return self.n
@@ -177,11 +214,49 @@ def _raw(values) -> tuple[Sequence, int]:
     return values, len(values)
 
 
+def _scan(ys, a: int, e: int, out: list) -> None:
+    """(value, index) of the lowest and the highest finite value of ys[a:e] onto `out`."""
+    if e <= a:
+        return
+    chunk = ys[a:e]
+    if math.isfinite(sum(chunk)):
+        lo, hi = min(chunk), max(chunk)
+        out.append((lo, a + chunk.index(lo)))
+        out.append((hi, a + chunk.index(hi)))
+        return
+    for i in range(a, e):
+        if math.isfinite(ys[i]):
+            out.append((ys[i], i))
+
+
+def _extremes(ys, a: int, e: int, ext: Extremes | None) -> tuple[int, int] | None:
+    """Indexes of the lowest and the highest finite value in ys[a:e] (the first of equals), None when none is."""
+    found: list[tuple[float, int]] = []
+    B = Extremes.BLOCK
+    fb, lb = -(-a // B), min(e // B, len(ext.lo) if ext is not None else 0)
+    if ext is None or lb - fb < 2:
+        _scan(ys, a, e, found)
+    else:
+        _scan(ys, a, fb * B, found)
+        lo = ext.lo[fb:lb]
+        hi = ext.hi[fb:lb]
+        lo_b, hi_b = fb + lo.index(min(lo)), fb + hi.index(max(hi))
+        if ext.lo_at[lo_b] >= 0:
+            found.append((ext.lo[lo_b], ext.lo_at[lo_b]))
+            found.append((ext.hi[hi_b], ext.hi_at[hi_b]))
+        _scan(ys, lb * B, e, found)
+    if not found:
+        return None
+    return min(found)[1], min(found, key=lambda f: (-f[0], f[1]))[1]
+
+
 def downsample(xs, ys, max_points: int) -> tuple[list[float], list[float]]:
     """At most ~max_points points: the x range is cut into max_points // 2 equal columns (xs rise), and each column
     keeps its lowest and its highest point (in x order), so spikes survive; the latest point is always kept.
-    Non-finite y values are dropped (a chart cannot place them). A frame costs a bisect and a C-speed min/max per
-    column, not a Python step per point; `xs`/`ys` may be lists or Floats views of a run's columns."""
+    Non-finite y values are dropped (a chart cannot place them). `xs`/`ys` may be lists or Floats views of a run's
+    columns; a view with `extremes` (ColumnSeries) costs per column a bisect, the block summaries inside it and a
+    scan of its two ends, so a frame does not grow with the history."""
+    ext = ys.extremes if isinstance(ys, Floats) else None
     xs, n = _raw(xs)
     ys, ny = _raw(ys)
     n = min(n, ny)
@@ -197,16 +272,11 @@ def downsample(xs, ys, max_points: int) -> tuple[list[float], list[float]]:
         e = n if c == columns else bisect.bisect_left(xs, x0 + (x1 - x0) * c / columns, a, n)
         if e <= a:
             continue
-        chunk = ys[a:e]
-        if math.isfinite(sum(chunk)):
-            lo, hi = a + chunk.index(min(chunk)), a + chunk.index(max(chunk))
-        else:
-            finite = [i for i in range(a, e) if math.isfinite(ys[i])]
-            if not finite:
-                a = e
-                continue
-            lo, hi = min(finite, key=ys.__getitem__), max(finite, key=ys.__getitem__)
-        for i in sorted({lo, hi}):
+        found = _extremes(ys, a, e, ext)
+        if found is None:
+            a = e
+            continue
+        for i in sorted(set(found)):
             out_x.append(xs[i])
             out_y.append(ys[i])
         a = e
