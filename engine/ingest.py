@@ -367,8 +367,6 @@ def loads_json(line: bytes | str):
         return json.loads(line)
 
 
-_BAD = object()
-
 
 class _Durations(dict):
     """'1m 49s' -> seconds, remembered (the same few strings repeat all run long); nan when not a duration."""
@@ -430,7 +428,7 @@ class _Layout:
         """None when some value does not fit (a string number, a bool, a bad step): the caller takes the slow path."""
         try:
             parts = "/".join(map(itemgetter("global_step/max_steps"), recs)).split("/")
-            if len(parts) != 2 * len(recs):
+            if len(parts) != 2 * len(recs) or not all(map(str.isdigit, parts[0::2])):
                 return None
             steps = array("q", map(int, parts[0::2]))
             maxes = array("q", map(int, parts[1::2]))
@@ -547,20 +545,21 @@ class JsonlParser:
             if stop > start:
                 self._block(recs[start:stop], lines, start, events)
             if stop < n:
-                self._record(lines[stop], recs[stop], events)
+                self._one(lines[stop], recs[stop], events)
             start = stop + 1
 
     def _block(self, recs: list[dict], lines: list[bytes], first: int, events: list[Event]) -> None:
         block = self._layout.columns(recs)
         if block is None:  # a value of another type than the layout's: one record at a time
             for k, rec in enumerate(recs):
-                self._record(lines[first + k], rec, events)
+                self._one(lines[first + k], rec, events)
             return
         events.append(block)
         self._rec.last_step = block.steps[-1]
 
-    def _record(self, line: bytes, rec, events: list[Event]) -> None:
-        if rec is _BAD or not isinstance(rec, dict):
+    def _one(self, line: bytes, rec, events: list[Event]) -> None:
+        """One parsed line the block path does not take."""
+        if not isinstance(rec, dict):
             if line.strip():
                 self.skipped += 1
             return
