@@ -515,14 +515,14 @@ class JsonlParser:
     def _lines(self, lines: list[bytes], events: list[Event]) -> None:
         """Complete lines, in order. Runs of train records of one layout (what ms-swift writes every logging step)
         become one MetricsBlock, a column per key made by C-speed passes; any other line goes through `_line`."""
-        try:
-            if not self.blocks:
-                raise orjson.JSONDecodeError("one line at a time", "", 0)
-            recs = list(map(orjson.loads, lines))
-        except (orjson.JSONDecodeError, RecursionError):
+        if not self.blocks:
             for line in lines:
                 self._line(line, events)
             return
+        try:
+            recs = list(map(orjson.loads, lines))
+        except (orjson.JSONDecodeError, RecursionError):  # a bad line, or NaN (Python's json writes it): per line
+            recs = [_record(line) if line.strip() else None for line in lines]
         if self._layout is None:
             self._layout = next((lay for rec in recs if type(rec) is dict and (lay := _Layout.of(rec))), None)
         layout = self._layout
