@@ -7,6 +7,7 @@ Every command prints a clear one-line message for bad input (exit 2) instead of 
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import subprocess
 import sys
@@ -288,18 +289,19 @@ def cmd_metrics(ns) -> int:
     _, reader = reader_for(ns.run)
     src = resolve(ns.run)
     kind = src.kind
-    reader.poll()
+    reader.emit_metrics = False  # the steps are read from the state's columns
+    reader.poll_all()
     state = reader.state
-    rows = iter_metrics_rows(state)
     summary = state.finished.summary if state.finished else {}
     if not state.metrics and not summary:
         raise UserError(f"no logged step in {ns.run}: not an ms-swift run folder or console log (or nothing was "
                         "logged yet)")
-    memory = _memory_vs_estimate(src, iter_metrics_rows(state))  # its own pass: `rows` is read once below
+    memory = _memory_vs_estimate(src, state)
     fmt = "json" if ns.json else ns.format
     if fmt != "table":
-        _stream_metrics(fmt, kind, rows, state, metrics_keys(state) if fmt == "csv" else [], memory)
+        _stream_metrics(fmt, kind, state, metrics_keys(state) if fmt == "csv" else [], memory)
         return 0
+    rows = iter_metrics_rows(state)
     logged = set(metrics_keys(state))
     family = kinds.family(logged)
     funcs = [f"rewards/{f}/mean" for f in kinds.reward_functions(sorted(logged))]
@@ -324,27 +326,31 @@ def cmd_metrics(ns) -> int:
     return 0
 
 
-def _stream_metrics(fmt: str, kind: str, rows, state, keys: list[str], memory: dict | None = None) -> None:
-    """`metrics --json|--format jsonl|csv`, written a row at a time (memory flat in the number of steps). json: one
-    object {kind, metrics: [...], summary, finished, memory}, a row per line; jsonl: one row per line; csv: a header of every
-    logged key, empty cells where a step did not log one."""
+def _stream_metrics(fmt: str, kind: str, state, keys: list[str], memory: dict | None = None) -> None:
+    """`metrics --json|--format jsonl|csv`, written a block of rows at a time from the state's columns (no list of
+    every row). json: one object {kind, metrics: [...], summary, finished, memory}, a row per line; jsonl: one row
+    per line; csv: a header of every logged key, empty cells where a step did not log one."""
+    from engine.ingest import metrics_csv_blocks, metrics_row_blocks
+
     out = sys.stdout
     opt = orjson.OPT_SERIALIZE_NUMPY
     if fmt == "csv":
         import csv
 
-        w = csv.DictWriter(out, fieldnames=keys, lineterminator="\n")
-        w.writeheader()
-        w.writerows(rows)
+        w = csv.writer(out, lineterminator="\n")
+        w.writerow(keys)
+        for block in metrics_csv_blocks(state, keys):
+            w.writerows(block)
         return
+    dumps = functools.partial(orjson.dumps, option=opt)
     if fmt == "jsonl":
-        for r in rows:
-            out.write(orjson.dumps(r, option=opt).decode() + "\n")
+        for block in metrics_row_blocks(state):
+            out.write(b"\n".join(map(dumps, block)).decode() + "\n")
         return
     out.write('{"kind": ' + orjson.dumps(kind).decode() + ', "metrics": [')
     sep = "\n"
-    for r in rows:
-        out.write(sep + orjson.dumps(r, option=opt).decode())
+    for block in metrics_row_blocks(state):
+        out.write(sep + b",\n".join(map(dumps, block)).decode())
         sep = ",\n"
     summary = state.finished.summary if state.finished else {}
     out.write('\n], "summary": ' + orjson.dumps(summary, option=opt, default=_json_default).decode()
@@ -352,13 +358,15 @@ def _stream_metrics(fmt: str, kind: str, rows, state, keys: list[str], memory: d
               + ', "memory": ' + orjson.dumps(memory, option=opt, default=_json_default).decode() + "}\n")
 
 
-def _memory_vs_estimate(src, rows) -> dict | None:
+def _memory_vs_estimate(src, state) -> dict | None:
     """The preflight's memory estimate (from the run folder's args.json) beside ms-swift's `memory(GiB)`."""
+    import math
+
     from engine import preflight
 
     if src.run_dir is None:
         return None
-    logged = [r["memory(GiB)"] for r in rows if isinstance(r.get("memory(GiB)"), (int, float))]
+    logged = [v for cols in (state.train, state.eval) for v in cols.series("memory(GiB)")[1] if math.isfinite(v)]
     env = dict(src.record.env) if src.record else None
     return preflight.compare(src.run_dir, max(logged) if logged else None, env)
 

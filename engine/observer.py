@@ -85,6 +85,19 @@ class RunObserver:
     def caught_up(self) -> bool:
         return self.reader.caught_up
 
+    @property
+    def jsonl_read(self) -> bool:
+        """The run folder's logging.jsonl is tailed and was read to its end: `state` stands for the file
+        (engine.checkpoints.scan_run takes its losses from there instead of reading it again)."""
+        src = self.reader._jsonl
+        return src is not None and src.caught_up
+
+    @property
+    def final_record(self) -> dict | None:
+        """ms-swift's final logging.jsonl record (last/best checkpoint), once read."""
+        src = self.reader._jsonl
+        return src.parser.final_record if src is not None else None
+
     # ------------------------------------------------------------ reading
 
     def poll(self, record=None, max_bytes: int | None = None) -> list[Event]:

@@ -11,11 +11,12 @@ import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Sequence
 
 from engine import runs
 from engine.completions import CompletionsTail
 from engine.events import CheckpointSaved, ConsoleAppended, Failed, Finished, Metrics
+from engine.metric_columns import NewRows
 from engine.observer import RunObserver
 from engine.ops.runs import (RunSource, RunSummary, SourceError, discover, newest_run, quick_summary,  # noqa: F401
                              resolve)
@@ -80,7 +81,7 @@ class Update:
     """What changed since the last poll."""
 
     header: HeaderInfo
-    new_metrics: list[Metrics] = field(default_factory=list)
+    new_metrics: Sequence[Metrics] = field(default_factory=list)  # a NewRows view of the state's columns
     reset: bool = False  # the log/metrics started over (file replaced, or another run)
     log_lines: int = 0  # complete log lines that arrived (-1: the log was replaced)
     checkpoints: list | None = None  # list[RunFolder] when rescanned
@@ -110,6 +111,7 @@ class RunWatch:
         self.force_scan = False  # set after a checkpoint was deleted or stripped
         self.completions: CompletionsTail | None = None
         self._has_eval = False  # sticky: logged steps are never taken back
+        self._rows_mark: tuple | None = None  # the state's rows already handed out (engine.metric_columns.NewRows)
         # progress(bytes_read, bytes_total): called after each chunk while a long history is still being read (never
         # for a run read in one chunk), from poll's thread
         self.progress: Callable[[int, int], None] | None = None
@@ -119,7 +121,7 @@ class RunWatch:
             return Update(HeaderInfo(), reset=self._take_first())
         src = self.source = self.source.refreshed()
         first = self._take_first()
-        new_metrics: list[Metrics] = []
+        self.observer.reader.emit_metrics = False  # new steps are read from the state's columns (NewRows)
         saved, lines = False, 0
         while True:  # a long history in steps: one chunk of each file in memory at a time
             for ev in self.observer.poll(src.record, max_bytes=POLL_CHUNK):
@@ -128,8 +130,6 @@ class RunWatch:
                         self.failed = None
                     added = self.log.add(ev)
                     lines = -1 if added < 0 or lines < 0 else lines + added
-                elif isinstance(ev, Metrics):
-                    new_metrics.append(ev)
                 elif isinstance(ev, (CheckpointSaved, Finished)):
                     saved = True
                 elif isinstance(ev, Failed):
@@ -139,6 +139,8 @@ class RunWatch:
             if self.progress is not None:
                 self.progress(*self.observer.reader.read_progress())
         state = self.observer.state
+        new_metrics = NewRows.since(state.train, state.eval, self._rows_mark)
+        self._rows_mark = new_metrics.mark()
         run_dir = state.run_dir or (str(src.run_dir) if src.run_dir else None)
         if run_dir and (self.completions is None or self.completions.path.parent != Path(run_dir)):
             self.completions = CompletionsTail(run_dir)
@@ -153,7 +155,7 @@ class RunWatch:
         elif first:
             checkpoints = []
         self._status = src.status
-        self._has_eval = self._has_eval or any("eval_loss" in m.values for m in new_metrics)
+        self._has_eval = self._has_eval or "eval_loss" in state.eval.cols
         return Update(self._header(src, now), new_metrics, reset=first, log_lines=lines,
                       checkpoints=checkpoints, failure=self._failure(src), source=src,
                       has_eval=self._has_eval, failed=self.failed,
@@ -163,12 +165,11 @@ class RunWatch:
         first, self._first = self._first, False
         return first
 
-    @staticmethod
-    def _scan(run_dir: Path) -> list:
+    def _scan(self, run_dir: Path) -> list:
         from engine import checkpoints
 
-        try:
-            return [checkpoints.scan_run(run_dir)] if run_dir.is_dir() else []
+        try:  # losses from the observer's columns: logging.jsonl is not read a second time
+            return [checkpoints.scan_run(run_dir, logged=self.observer)] if run_dir.is_dir() else []
         except (checkpoints.CheckpointError, OSError):
             return []
 
