@@ -18,20 +18,25 @@ from __future__ import annotations
 import ast
 import os
 import re
-from dataclasses import dataclass, field
 from pathlib import Path
 
+from engine.diagnosis.evidence import (  # noqa: F401 - also re-exported for callers
+    _CHAIN, _EXC_HEAD, _FRAME, _LOG_PREFIX, _WRAPPERS, _Exc, _argv_to_dict, _clean_lines, _fatal_chain, _int,
+    _log_args, _parse_tracebacks, _path_like, _true, _Ctx, _EVIDENCE_CHARS,
+)
+from engine.diagnosis import catalog, evidence, kinds, tools
+from engine.diagnosis.result import Diagnosis
 from engine.textsafe import printable
 
 KINDS = (
     "cuda_oom", "cpu_oom", "dataset_empty_after_filter", "unknown_argument", "model_type_ambiguous",
     "template_ambiguous", "dataset_not_found", "dataset_invalid", "model_not_found", "tokenizer_load_failed",
     "not_an_adapter", "nccl_error", "killed_by_signal", "disk_full", "resume_failed", "cpu_bf16_unsupported",
-    "address_in_use", "unknown", "no_failure", "stopped_by_user",
+    "address_in_use", "invalid_argument", "missing_package", "model_type_unknown", "template_unknown",
+    "reward_function_not_found", "vllm_adapter_failed", "deepspeed_error", "unknown", "no_failure", "stopped_by_user",
 )
 HEAD_BYTES = 256 * 1024  # diagnose_file: the head holds `run sh:`, output_dir and the args block
 TAIL_BYTES = 512 * 1024  # ... and the tail the traceback
-_EVIDENCE_CHARS = 2500
 
 # ---- single-line fatal signs (the live supervisor calls match_line on every console line) --------------
 _SIGNS = {
@@ -69,273 +74,7 @@ def match_line(line: str) -> str | None:
     return None
 
 
-# ---- result ---------------------------------------------------------------------------------------------
-
-@dataclass
-class Diagnosis:
-    kind: str
-    summary: str
-    remedies: list[str] = field(default_factory=list)
-    evidence: str = ""
-    details: dict = field(default_factory=dict)
-
-    def to_json(self) -> dict:
-        return {"kind": self.kind, "summary": self.summary, "remedies": list(self.remedies),
-                "evidence": self.evidence, "details": dict(self.details)}
-
-    def to_event(self):
-        """The engine event for this diagnosis (engine.events.Failed)."""
-        from engine.events import Failed
-
-        return Failed(kind=self.kind, summary=self.summary, evidence=self.evidence)
-
-    def format(self) -> str:
-        """Plain text for a terminal: summary, numbered remedies, evidence."""
-        out = [f"{self.kind}: {self.summary}"]
-        out += [f"  {i}. {r}" for i, r in enumerate(self.remedies, 1)]
-        if self.evidence:
-            out += ["", "evidence:", *("  " + ln for ln in self.evidence.splitlines())]
-        return "\n".join(out)
-
-
-# ---- text normalisation and traceback parsing ------------------------------------------------------------
-
-_ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
-_RANK = re.compile(r"^\[(?:rank|default)\d+\]:\s?")
-# a tqdm bar (known or unknown total) that a later line was glued to: "Train:  0%|   | 0/2 [00:00<?, ?it/s]"
-_TQDM = re.compile(r"^.*?(?:\|\s*\S+/\S+ |\d+ [A-Za-z]+ )\[[0-9:?]+(?:<[0-9:?]*)?, [^\]]*\]")
-_EXC_HEAD = re.compile(r"^(?P<type>(?:[A-Za-z_]\w*\.)*(?:_*[A-Z]\w*(?:Error|Exception|Interrupt|Exit|Failure)"
-                       r"|KeyboardInterrupt|StopIteration))(?::\s?(?P<msg>.*))?$")
-_LOG_PREFIX = re.compile(r"^\[(?:INFO|WARNING|ERROR|DEBUG|CRITICAL):swift\]|^\d{4}-\d\d-\d\d[ T]\d\d:\d\d"
-                         r"|^\[?[WEIF]\d{4} \d\d:\d\d:\d\d")  # swift logger, logging, glog/torchrun
-_LOGGED_TB = re.compile(r"\[(?:INFO|WARNING|ERROR|DEBUG):swift\]\s*$")  # logger.info(traceback.format_exc())
-_CHAIN = ("The above exception was the direct cause", "During handling of the above exception")
-_FRAME = re.compile(r'^\s+File "(?P<file>[^"]+)", line \d+, in (?P<func>\S+)')
-_WRAPPERS = ("ChildFailedError", "CalledProcessError")
-
-
-def _clean_lines(text: str) -> list[str]:
-    text = _ANSI.sub("", text)
-    out = []
-    for raw in text.split("\n"):
-        for part in raw.split("\r"):
-            part = _RANK.sub("", part)
-            for _ in range(4):
-                if "/s]" not in part and "/it]" not in part:
-                    break
-                stripped = _RANK.sub("", _TQDM.sub("", part, count=1))
-                if stripped == part:
-                    break
-                part = stripped
-            part = part.rstrip()
-            if part:
-                out.append(part)
-            elif out and out[-1] != "":
-                out.append("")  # keep one blank line: it ends multi-line exception messages
-    return out
-
-
-@dataclass
-class _Exc:
-    type: str
-    message: str
-    index: int  # line index of the exception line
-    start: int  # line index of its "Traceback" line
-    frames: list[str]  # "file:function" of each frame, and its source line
-    logged: bool  # ms-swift logged this traceback and went on
-
-    @property
-    def short_type(self) -> str:
-        return self.type.rsplit(".", 1)[-1]
-
-    def text(self) -> str:
-        return f"{self.type}: {self.message}" if self.message else self.type
-
-
-def _parse_tracebacks(lines: list[str]) -> list[list[_Exc]]:
-    """Exceptions grouped into chains ("The above exception was the direct cause ...")."""
-    groups: list[list[_Exc]] = []
-    chained = False
-    i, n = 0, len(lines)
-    while i < n:
-        line = lines[i]
-        if any(c in line for c in _CHAIN):
-            chained = True
-            i += 1
-            continue
-        pos = line.find("Traceback (most recent call last):")
-        if pos < 0:
-            i += 1
-            continue
-        start, logged, frames = i, bool(_LOGGED_TB.search(line[:pos])), []
-        i += 1
-        while i < n and (lines[i].startswith((" ", "\t")) or lines[i] == ""):
-            m = _FRAME.match(lines[i])
-            if m:
-                frames.append(f"{m['file']}:{m['func']}")
-            elif lines[i].strip() and not set(lines[i].strip()) <= set("^~ "):
-                frames.append(lines[i].strip())  # the source line: names the argument involved
-            i += 1
-        if i >= n:
-            break
-        m = _EXC_HEAD.match(lines[i])
-        if not m:  # not a Python traceback end we understand; keep scanning from here
-            chained = False
-            continue
-        msg, j = [m["msg"] or ""], i + 1
-        while j < n and len(msg) < 20 and lines[j] and not lines[j].startswith("Traceback") \
-                and not _LOG_PREFIX.match(lines[j]) and not any(c in lines[j] for c in _CHAIN) \
-                and not _FRAME.match(lines[j]) and not set(lines[j].strip()) <= set("^~ "):
-            msg.append(lines[j])
-            j += 1
-        exc = _Exc(m["type"], "\n".join(msg).strip(), i, start, frames, logged)
-        if chained and groups:
-            groups[-1].append(exc)
-        else:
-            groups.append([exc])
-        chained = False
-        i = j
-    return groups
-
-
-def _fatal_chain(groups: list[list[_Exc]]) -> list[_Exc]:
-    """The chain that ended the process: the last one not merely logged, skipping torchrun's wrapper."""
-    real = [g for g in groups if not all(e.logged for e in g)]
-    for g in reversed(real):
-        if not all(e.short_type in _WRAPPERS for e in g):
-            return g
-    return real[-1] if real else []
-
-
-# ---- args: explicit > the printed `args: XxxArguments(` block > the `run sh:` argv ----------------------
-
-_RUN_SH = re.compile(r"run sh: `(?P<cmd>[^`]*)`")
-_ARGS_BLOCK = re.compile(r"args: (?P<cls>\w+)Arguments\($")
-_ARGS_CLASS = {"Sft": "sft", "Pretrain": "pt", "RLHF": "rlhf", "Infer": "infer", "Deploy": "deploy",
-               "Export": "export", "Eval": "eval", "Sampling": "sample"}  # for `python -m swift.cli.X` logs
-_SETTING = re.compile(r"\[INFO:swift\] Setting args\.(?P<k>\w+): (?P<v>.+)$")
-_KV = re.compile(r"^(?P<k>[a-z_][a-z0-9_]*)=(?P<v>.*?),?$")
-
-
-def _argv_to_dict(argv: list[str]) -> dict:
-    out, key = {}, None
-    for tok in argv:
-        if tok.startswith("--"):
-            key = tok[2:].replace("-", "_")
-            if "=" in key:
-                key, val = key.split("=", 1)
-                out[key], key = val, None
-            else:
-                out[key] = True
-        elif key is not None:
-            out[key] = tok if out[key] is True else (
-                [*out[key], tok] if isinstance(out[key], list) else [out[key], tok])
-    return out
-
-
-def _log_args(lines: list[str]) -> tuple[dict, str | None]:
-    """Args from the log, and the swift command named by the `run sh:` line."""
-    found, command = {}, None
-    for line in lines[:4000]:
-        m = _RUN_SH.search(line)
-        if m:
-            parts = m["cmd"].split()
-            for i, p in enumerate(parts):
-                cm = re.search(r"swift[/.]cli[/.](\w+)(?:\.py)?$", p)
-                if cm:
-                    command = cm[1]
-                    found.update(_argv_to_dict(parts[i + 1:]))
-                    break
-            break
-    block = {}
-    for i, line in enumerate(lines[:8000]):
-        if m := _SETTING.search(line):  # "[INFO:swift] Setting args.gradient_accumulation_steps: 16"
-            block[m["k"]] = m["v"]
-        elif bm := _ARGS_BLOCK.search(line):
-            command = command or _ARGS_CLASS.get(bm["cls"])
-            for kv in lines[i + 1:i + 1200]:
-                if kv == ")":
-                    break
-                m = _KV.match(kv)
-                if m and m["v"] != "None":
-                    block[m["k"]] = m["v"]
-            break
-    found.update(block)
-    return found, command
-
-
-def _int(v) -> int | None:
-    try:
-        return int(str(v).strip())
-    except (TypeError, ValueError):
-        return None
-
-
-def _true(v) -> bool | None:
-    if v is None:
-        return None
-    return str(v).strip().lower() in {"true", "1", "yes", "t", "y"}
-
-
-def _path_like(v) -> str | None:
-    if isinstance(v, list):
-        v = v[0] if v else None
-    if v is None:
-        return None
-    v = str(v).strip()
-    if v.startswith("[") and v.endswith("]"):  # the args block prints lists: ['/a/b.json']
-        try:
-            items = ast.literal_eval(v)
-            return str(items[0]) if items else None
-        except (ValueError, SyntaxError):
-            v = v.strip("[]'\"")
-    return v or None
-
-
 # ---- the classifier ---------------------------------------------------------------------------------------
-
-@dataclass
-class _Ctx:
-    lines: list[str]
-    chain: list[_Exc]
-    groups: list[list[_Exc]]
-    args: dict
-    command: str
-    exit_code: int | None
-
-    @property
-    def chain_text(self) -> str:
-        return "\n".join(e.text() for e in self.chain)
-
-    @property
-    def frames(self) -> str:
-        return "\n".join(f for e in self.chain for f in e.frames)
-
-    def find(self, pattern: str) -> re.Match | None:
-        """The last log line matching pattern (searched from the end)."""
-        rx = re.compile(pattern)
-        for line in reversed(self.lines):
-            m = rx.search(line)
-            if m:
-                return m
-        return None
-
-    def evidence(self, *extra: str) -> str:
-        """extra lines, then the innermost frame of the fatal traceback and its exception(s)."""
-        parts = [x for x in extra if x]
-        if self.chain:
-            last = self.chain[-1]
-            frame = [ln.strip() for ln in self.lines[last.start:last.index]
-                     if ln.strip() and not set(ln.strip()) <= set("^~ ")]
-            parts += frame[-2:]
-            parts += [e.text() for e in self.chain]
-        text = "\n".join(dict.fromkeys(ln for p in parts for ln in p.splitlines()  # no repeats, keep order
-                                       if not set(ln.strip()) <= set("^~ ")))
-        return text if len(text) <= _EVIDENCE_CHARS else text[:_EVIDENCE_CHARS - 3] + "..."
-
-    def arg(self, key: str):
-        return self.args.get(key)
-
 
 def _size_gib(text: str | None) -> float | None:
     m = re.match(r"([\d.]+)\s*([KMGT]?i?B)", text or "")
@@ -600,13 +339,15 @@ def _bad_argument_value(ctx: _Ctx, m: re.Match) -> Diagnosis:
         flags = m["extra"].split()
         return Diagnosis("unknown_argument", f"swift {ctx.command} does not accept {m['extra']}",
                          [f"remove {f}" for f in flags if f.startswith("-")], m.string, {"flags": flags})
-    return Diagnosis("unknown_argument", f"swift {ctx.command} refused {m['flag']}: {m['why']}",
-                     [f"give {m['flag']} a valid value ({m['why']})"], m.string,
+    choice = re.search(r"invalid choice: '([^']*)' \(choose from (.+)\)", m["why"])
+    return Diagnosis("invalid_argument", f"swift {ctx.command} refused {m['flag']}: {m['why']}",
+                     [f"{m['flag']}: use one of {choice[2]} (not '{choice[1]}')" if choice
+                      else f"give {m['flag']} a valid value ({m['why']})"], m.string,
                      {"flags": [m["flag"]], "reason": m["why"]})
 
 
 def _candidates(text: str) -> list[str]:
-    m = re.search(r"Multiple possible types found: (\[[^\]]*\])", text)
+    m = re.search(r"(?:Multiple possible types found|Recommended `model_types` include): (\[[^\]]*\])", text)
     try:
         return [str(x) for x in ast.literal_eval(m[1])] if m else []
     except (ValueError, SyntaxError):
@@ -685,31 +426,24 @@ def _signal_of(code: int | None) -> tuple[str, int] | None:
     return None
 
 
-_SIGNAMES = {1: "SIGHUP", 2: "SIGINT", 6: "SIGABRT", 9: "SIGKILL", 11: "SIGSEGV", 15: "SIGTERM"}
-
-
-def _killed(ctx: _Ctx, how: str, sig: int) -> Diagnosis:
-    name = _SIGNAMES.get(sig, f"signal {sig}")
-    summary = f"{how} killed by {name}"
+def _killed(ctx: _Ctx, how: str, sig: int, torchrun: dict | None = None) -> Diagnosis:
+    name = tools.signal_name(sig)
+    cause, advice = tools.SIGNAL_CAUSES.get(sig, ("", []))
+    summary = f"{how} killed by {name}" + (f" {cause}" if cause else "")
     ckpt = ctx.find(r"(?:Saving model checkpoint to|last_model_checkpoint:) (\S+)")
     ckpt_path = ckpt[1] if ckpt and ckpt[1] != "None" else None
-    remedies = []
-    if sig == 9:
-        summary += " with no Python error: most likely the kernel's out-of-memory killer (host RAM)"
-        remedies += ["check `dmesg | grep -i -e oom -e killed` (or journalctl -k)",
-                     "use less host RAM: fewer --dataloader_num_workers, smaller --per_device_train_batch_size, "
-                     "--lazy_tokenize true, close other programs"]
-    elif sig in (2, 15, 1):
-        summary += " (stopped from outside: Ctrl-C, a stop button or kill)"
-    elif sig == 11:
-        summary += " (a crash inside native code)"
+    remedies = list(advice)
     if ckpt_path:
         remedies.append(f"resume with --resume_from_checkpoint {ckpt_path}")
     else:
         remedies.append("no checkpoint was saved before it stopped: rerun (lower --save_steps to save earlier)")
     last = [] if ctx.chain else [ln for ln in ctx.lines[-3:] if ln]  # no traceback: what it was doing
+    if torchrun:
+        last = [f"torchrun: rank {torchrun['rank']} exitcode {torchrun['exit_code']} (pid {torchrun['pid']})"
+                + (f": {torchrun['traceback']}" if torchrun.get("traceback") else "")]
     return Diagnosis("killed_by_signal", summary, remedies, ctx.evidence(*last),
-                     {"signal": sig, "signal_name": name, "exit_code": ctx.exit_code, "checkpoint": ckpt_path})
+                     {"signal": sig, "signal_name": name, "exit_code": ctx.exit_code, "checkpoint": ckpt_path,
+                      **({"rank": torchrun["rank"]} if torchrun else {})})
 
 
 def _quoted_path(text: str) -> str | None:
@@ -778,6 +512,14 @@ def _dataset_invalid(ctx: _Ctx) -> Diagnosis:
     remedies = [f"swiftdeck check-dataset {ds or 'FILE'} shows the line and column of each problem",
                 "a .json file must hold one list of objects; a .jsonl file one object per line, UTF-8 without BOM"]
     d = {"dataset": ds, "reason": reason}
+    if re.search(r"rejected_response|inputs\.rejected", text):
+        rtype = ctx.arg("rlhf_type") or "dpo"
+        summary = f"the dataset {ds or ''} has no usable rejected_response for --rlhf_type {rtype}".replace("  ", " ")
+        remedies = [f"--rlhf_type {rtype} needs preference pairs: each row needs a rejected_response (a worse answer "
+                    "than the response), different from the response",
+                    "KTO instead needs a label (true/false) per row; swiftdeck check-dataset FILE --kind rlhf "
+                    "names the rows without them"]
+        d["missing"] = "rejected_response"
     if m and m[1]:
         d["position"] = int(m[1])
     return Diagnosis("dataset_invalid", summary, remedies, ctx.evidence(), d)
@@ -785,6 +527,8 @@ def _dataset_invalid(ctx: _Ctx) -> Diagnosis:
 
 def _rows_rejected(ctx: _Ctx, rejected: list[_Exc]) -> Diagnosis:
     """ms-swift logged a preprocessing error per row, deleted the rows, then failed on the empty dataset."""
+    if re.search(r"rejected_response|inputs\.rejected", rejected[0].text()):
+        return _dataset_invalid(ctx)  # a preference dataset without its rejected answers
     m = ctx.find(r"Dataset filtered, origin length: (\d+), filtered dataset length: 0")
     ds = _path_like(ctx.arg("dataset"))
     reason = rejected[0].text().splitlines()[0]
@@ -888,8 +632,10 @@ def _classify(ctx: _Ctx) -> Diagnosis:
     sig = _signal_of(ctx.exit_code)
     if sig and ctx.chain and (ctx.chain[-1].index < len(ctx.lines) - 40 or _aftermath(ctx.chain)):
         return _killed(ctx, *sig)  # the traceback is old news, or a helper's: the process was signalled
-    if ctx.chain and ctx.find(_EMPTY_AFTER_FILTER):
-        rejected = [g[-1] for g in ctx.groups if g[-1].logged and _in("\n".join(g[-1].frames), "preprocess")]
+    if ctx.find(_EMPTY_AFTER_FILTER) and (ctx.chain or ctx.cut is not None or ctx.exit_code not in (None, 0)):
+        # the decisive line, even when the traceback after it was cut off
+        rejected = [g[-1] for g in ctx.groups if g[-1].logged and _in("\n".join(g[-1].frames), "preprocess")
+                    and g[-1].short_type != "MaxLengthError"]  # 3.x logs each row that is too long
         return _rows_rejected(ctx, rejected) if rejected else _empty_after_filter(ctx)
     if re.search(_SIGNS["unknown_argument"], text):
         return _unknown_argument(ctx)
@@ -904,6 +650,11 @@ def _classify(ctx: _Ctx) -> Diagnosis:
     if re.search(_SIGNS["not_an_adapter"], text) or (_in(frames, "_init_adapters") and "not found" in text) \
             or re.search(r"Can't find 'adapter_config\.json'", text):
         return _not_an_adapter(ctx, _quoted_path(text))
+    rule = catalog.match(text)
+    if rule and rule.kind in kinds.BUILDERS:  # kinds found by ms-swift's (or a tool's) own message
+        return kinds.BUILDERS[rule.kind](ctx)
+    if rule and rule.kind in _BY_MESSAGE and not ctx.frames:  # a message alone: no frames for the checks below
+        return _BY_MESSAGE[rule.kind](ctx)
     inner = "\n".join(ctx.chain[-1].frames[-8:]) if ctx.chain else ""  # the innermost frames + source lines
     if _in(frames, "_load_from_checkpoint", "_load_optimizer_and_scheduler", "_load_rng_state") \
             or "resume_from_checkpoint" in inner:
@@ -926,18 +677,31 @@ def _classify(ctx: _Ctx) -> Diagnosis:
         return _killed(ctx, *sig)
     if not ctx.chain or all(e.short_type in _WRAPPERS for e in ctx.chain):
         tail = "\n".join(ctx.lines[-60:])
-        root = tail[tail.rfind("Root Cause"):] if "Root Cause" in tail else tail  # torchrun's failure summary
-        m = re.search(r"Signal (\d+) \(SIG\w+\) received by PID", root)
+        root = tools.torchrun_root("\n".join(ctx.lines[-200:]))  # torchrun's failure summary
+        if root and root["signal_number"]:
+            return _killed(ctx, f"rank {root['rank']} was", root["signal_number"], root)
+        m = re.search(r"Signal (\d+) \(SIG\w+\) received by PID",
+                      tail[tail.rfind("Root Cause"):] if "Root Cause" in tail else tail)
         if m:
             return _killed(ctx, "a rank was", int(m[1]))
         if not ctx.chain and re.search(r"^Killed\b|\bSignals\.SIGKILL\b", tail, re.M):  # a shell's report
             return _killed(ctx, "the process was", 9)
     if ctx.chain and ctx.chain[-1].short_type == "KeyboardInterrupt":
         return _killed(ctx, "the trainer was", 2)
-    if not ctx.chain and ctx.exit_code == 0:
-        return Diagnosis("no_failure", "the process exited 0 and the log shows no failure", [], "",
-                         {"exit_code": 0})
+    if rule and rule.kind in _BY_MESSAGE:  # a message alone, without the frames the checks above look at
+        return _BY_MESSAGE[rule.kind](ctx)
+    if not ctx.chain and ctx.cut is None and ctx.exit_code in (None, 0):
+        return Diagnosis("no_failure", "the process ended without a recognisable error"
+                         + (" (exit code 0)" if ctx.exit_code == 0 else ""), [], "", {"exit_code": ctx.exit_code})
     return _unknown(ctx)
+
+
+_BY_MESSAGE = {
+    "dataset_not_found": _dataset_not_found, "dataset_invalid": _dataset_invalid,
+    "dataset_empty_after_filter": _empty_after_filter, "model_not_found": _model_not_found,
+    "tokenizer_load_failed": _tokenizer, "not_an_adapter": lambda ctx: _not_an_adapter(ctx, _quoted_path(
+        ctx.chain_text)),
+}
 
 
 def diagnose(text: str, *, exit_code: int | None = None, command: str | None = "sft",
@@ -952,7 +716,10 @@ def diagnose(text: str, *, exit_code: int | None = None, command: str | None = "
         args = _argv_to_dict([str(a) for a in args])
     merged = {**log_args, **{str(k).lstrip("-"): v for k, v in (args or {}).items()}}
     groups = _parse_tracebacks(lines)
-    ctx = _Ctx(lines, _fatal_chain(groups), groups, merged, command or log_command or "sft", exit_code)
+    # evidence order: the last exception of a traceback; else an error line of the tail without one
+    chain = _fatal_chain(groups) or evidence.bare_errors(lines, groups)[-1:]
+    ctx = _Ctx(lines, chain, groups, merged, command or log_command or "sft", exit_code,
+               evidence.cut_off(lines, groups))
     if command == "sft" and log_command and log_command != "sft":  # the default must not hide the real command
         ctx.command = log_command
     diag = _classify(ctx)
