@@ -315,9 +315,13 @@ def _unknown_argument(ctx: _Ctx) -> Diagnosis:
     flags = [t for t in remaining if t.startswith("-")] or remaining
     renames, known = _renames(), None
     remedies = []
+    older = {"--tuner_type": "--train_type"}  # a 4.x name refused: the swift is 3.x
     for flag in flags:
         if flag in renames:
             remedies.append(f"use {renames[flag]} instead of {flag} (renamed in ms-swift 4.x)")
+            continue
+        if flag in older:
+            remedies.append(f"use {older[flag]} instead of {flag} (ms-swift 3.x: {flag} is the 4.x name)")
             continue
         if known is None:
             known = _known_flags(ctx.command)
@@ -439,7 +443,7 @@ def _killed(ctx: _Ctx, how: str, sig: int, torchrun: dict | None = None) -> Diag
         remedies.append("no checkpoint was saved before it stopped: rerun (lower --save_steps to save earlier)")
     last = [] if ctx.chain else [ln for ln in ctx.lines[-3:] if ln]  # no traceback: what it was doing
     if torchrun:
-        last = [f"torchrun: rank {torchrun['rank']} exitcode {torchrun['exit_code']} (pid {torchrun['pid']})"
+        last = [f"torchrun: rank {torchrun['rank'] if torchrun['rank'] is not None else '?'} exitcode {torchrun['exit_code']} (pid {torchrun['pid']})"
                 + (f": {torchrun['traceback']}" if torchrun.get("traceback") else "")]
     return Diagnosis("killed_by_signal", summary, remedies, ctx.evidence(*last),
                      {"signal": sig, "signal_name": name, "exit_code": ctx.exit_code, "checkpoint": ckpt_path,
@@ -502,9 +506,9 @@ def _dataset_not_found(ctx: _Ctx) -> Diagnosis:
     return Diagnosis("dataset_not_found", summary, remedies, ctx.evidence(), {"dataset": ds, "network": network})
 
 
-def _dataset_invalid(ctx: _Ctx) -> Diagnosis:
+def _dataset_invalid(ctx: _Ctx, row_error: str = "") -> Diagnosis:
     ds = _path_like(ctx.arg("dataset"))
-    text = ctx.chain_text
+    text = ctx.chain_text + "\n" + row_error
     m = re.search(r"at position (\d+)|line (\d+) column (\d+)", text)
     reason = next((e.message.splitlines()[0] for e in ctx.chain
                    if e.message and "An error occurred while generating" not in e.message), "")
@@ -528,7 +532,7 @@ def _dataset_invalid(ctx: _Ctx) -> Diagnosis:
 def _rows_rejected(ctx: _Ctx, rejected: list[_Exc]) -> Diagnosis:
     """ms-swift logged a preprocessing error per row, deleted the rows, then failed on the empty dataset."""
     if re.search(r"rejected_response|inputs\.rejected", rejected[0].text()):
-        return _dataset_invalid(ctx)  # a preference dataset without its rejected answers
+        return _dataset_invalid(ctx, rejected[0].text())  # a preference dataset without its rejected answers
     m = ctx.find(r"Dataset filtered, origin length: (\d+), filtered dataset length: 0")
     ds = _path_like(ctx.arg("dataset"))
     reason = rejected[0].text().splitlines()[0]
@@ -590,6 +594,12 @@ def _unknown(ctx: _Ctx) -> Diagnosis:
         summary = f"{last.short_type}: {first}"[:300]
         block = ctx.lines[last.start:last.index + 1 + last.message.count("\n")]
         evidence = "\n".join(block[:1] + block[-30:]) if len(block) > 31 else "\n".join(block)
+    elif ctx.cut is not None:  # a traceback whose exception line is not in the log: its frames say where
+        frames = [ln.strip() for ln in ctx.lines[ctx.cut + 1:] if _FRAME.match(ln)]
+        where = _FRAME.match(" " + frames[-1]) if frames else None
+        summary = ("the log ends inside a traceback, before its exception line"
+                   + (f" (last frame: {Path(where['file']).name}, in {where['func']})" if where else ""))
+        evidence = "\n".join(ctx.lines[ctx.cut:][-20:])
     else:
         code = f" with exit code {ctx.exit_code}" if ctx.exit_code is not None else ""
         summary = f"the process ended{code} without a recognisable error"
@@ -679,7 +689,8 @@ def _classify(ctx: _Ctx) -> Diagnosis:
         tail = "\n".join(ctx.lines[-60:])
         root = tools.torchrun_root("\n".join(ctx.lines[-200:]))  # torchrun's failure summary
         if root and root["signal_number"]:
-            return _killed(ctx, f"rank {root['rank']} was", root["signal_number"], root)
+            who = f"rank {root['rank']} was" if root["rank"] is not None else "a rank (torchrun's child) was"
+            return _killed(ctx, who, root["signal_number"], root)
         m = re.search(r"Signal (\d+) \(SIG\w+\) received by PID",
                       tail[tail.rfind("Root Cause"):] if "Root Cause" in tail else tail)
         if m:

@@ -128,6 +128,7 @@ RULES: tuple[Rule, ...] = (
                             r"install|Your current version of `trl` is outdated", _B, "arguments/*, model/register.py"),
     Rule("missing_package", r"The '[^']+' distribution was not found and is required", "transformers",
          "transformers/utils/versions.py (require_version)"),
+    Rule("missing_package", r"No package metadata was found for \w", "Python", "importlib.metadata"),
     Rule("missing_package", r"requires the following packages that were not found in your environment", "transformers",
          "transformers/dynamic_module_utils.py"),
     # ---- DeepSpeed ----
@@ -158,8 +159,9 @@ def match(text: str) -> Rule | None:
 def package_of(text: str) -> str | None:
     """The package a missing_package message names: the top module of "No module named 'x.y'", or the name after
     `pip install` (flags and version pins left out)."""
-    m = re.search(r"No module named '([^'.]+)|The '([^']+)' distribution was not found", text)
+    m = re.search(r"No module named '([^'.]+)|The '([^']+)' distribution was not found"
+                  r"|No package metadata was found for ([\w\-]+)$", text, re.M)
     if m:
-        return m[1] or m[2]
+        return m[1] or m[2] or m[3]
     m = re.search(r"pip install (?:-U |--upgrade )?['\"]?([A-Za-z0-9_.\-\[\],]+)", text)
     return m[1].rstrip(".,`'\"") if m else None

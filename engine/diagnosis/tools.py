@@ -2,10 +2,13 @@
 of each rank) and the likely cause of each signal."""
 from __future__ import annotations
 
+import re
+
 from engine.ranks import child_failures
 
 SIGNAL_NAMES = {1: "SIGHUP", 2: "SIGINT", 6: "SIGABRT", 7: "SIGBUS", 9: "SIGKILL", 11: "SIGSEGV", 15: "SIGTERM"}
 _NUMBERS = {v: k for k, v in SIGNAL_NAMES.items()}
+_EXITCODE = re.compile(r"^\s*exitcode\s*: (-\d+) \(pid: (\d+)\)", re.M)
 
 # (likely cause, what to do) per signal
 SIGNAL_CAUSES: dict[int, tuple[str, list[str]]] = {
@@ -39,8 +42,12 @@ def torchrun_root(text: str) -> dict | None:
     """The rank torchrun names as the root cause in its last ChildFailedError summary (engine.ranks.child_failures),
     with `signal` as a number when the rank died of one (a negative exit code), else None."""
     failures = child_failures(text)
-    if not failures:
-        return None
+    if not failures:  # a pasted line of the summary: "exitcode  : -9 (pid: 977)"
+        m = _EXITCODE.search(text)
+        if not m:
+            return None
+        failures = [{"rank": None, "local_rank": None, "exit_code": int(m[1]), "pid": int(m[2]), "signal": None,
+                     "traceback": "", "root_cause": True}]
     root = dict(next((f for f in failures if f["root_cause"]), failures[0]))
     sig = -root["exit_code"] if root["exit_code"] < 0 else _NUMBERS.get(root.get("signal") or "")
     root["signal_number"] = sig

@@ -1,0 +1,197 @@
+"""engine.diagnose across ms-swift versions and the tools around it: real failures recorded on the CPU machine with
+ms-swift 3.12.6 and 4.6 (tests/data/failures/<version>/, made by tests/data/failures/record.py), the same failures
+pasted as one line, logs cut off mid-traceback, and logs with no failure. No ms-swift runs here."""
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from engine import diagnose as dg
+
+DATA = Path(__file__).parent / "data"
+FAILURES = DATA / "failures"
+BY_VERSION = sorted(FAILURES.glob("*/*.json"))
+
+
+@pytest.fixture(autouse=True)
+def _isolated_home(home):
+    """diagnose may read engine.swift_args' cache under the data dir: never the real user's."""
+
+
+def _meta(rel: str) -> dict:
+    return json.loads((FAILURES / f"{rel}.json").read_text(encoding="utf-8"))
+
+
+def _diag(rel: str, **kw) -> dg.Diagnosis:
+    kw.setdefault("exit_code", _meta(rel)["exit_code"])
+    return dg.diagnose_file(FAILURES / f"{rel}.log", **kw)
+
+
+def _log(rel: str) -> str:
+    return (FAILURES / f"{rel}.log").read_text(encoding="utf-8")
+
+
+# ---- every recording of each version ------------------------------------------------------------------------
+
+def test_each_version_has_its_recordings():
+    kinds = {}
+    for p in BY_VERSION:
+        meta = json.loads(p.read_text())
+        assert meta["version"] == p.parent.name and meta["kind"] in dg.KINDS
+        kinds.setdefault(p.parent.name, set()).add(meta["kind"])
+    assert kinds["3.12.6"] >= {"unknown_argument", "invalid_argument", "dataset_not_found", "model_not_found",
+                               "dataset_invalid", "dataset_empty_after_filter", "not_an_adapter", "resume_failed",
+                               "missing_package", "killed_by_signal", "model_type_unknown", "template_unknown"}
+    assert kinds["4.6"] >= {"invalid_argument", "dataset_invalid", "reward_function_not_found", "missing_package",
+                            "killed_by_signal", "model_type_unknown", "template_unknown"}
+    assert sum(p.stat().st_size for d in FAILURES.iterdir() if d.is_dir() for p in d.iterdir()) < 3_000_000
+
+
+@pytest.mark.parametrize("sidecar", BY_VERSION, ids=lambda p: f"{p.parent.name}/{p.stem}")
+def test_recorded_failure_is_classified(sidecar):
+    meta = json.loads(sidecar.read_text(encoding="utf-8"))
+    d = dg.diagnose_file(sidecar.with_suffix(".log"), exit_code=meta["exit_code"])
+    assert d.kind == meta["kind"], d.format()
+    assert d.summary and "\n" not in d.summary and d.remedies and d.evidence
+    # the live supervisor may diagnose before it knows the exit code: the log alone must suffice (torchrun's
+    # summary names the signal)
+    assert dg.diagnose_file(sidecar.with_suffix(".log")).kind == meta["kind"]
+
+
+# ---- what each recording says ----------------------------------------------------------------------------------
+
+def test_3x_refuses_the_4x_flag_name():
+    d = _diag("3.12.6/unknown_argument")
+    assert d.details["flags"] == ["--lora_ranks", "--tuner_type"]
+    assert "use --train_type instead of --tuner_type (ms-swift 3.x: --tuner_type is the 4.x name)" in d.remedies
+
+
+@pytest.mark.parametrize("version", ["3.12.6", "4.6"])
+def test_bad_rlhf_type_lists_the_choices(version):
+    d = _diag(f"{version}/invalid_argument-rlhf_type")
+    assert d.details["flags"] == ["--rlhf_type"] and "'dpoo'" in d.summary
+    assert d.remedies[0].startswith("--rlhf_type: use one of 'dpo', 'orpo'") and "(not 'dpoo')" in d.remedies[0]
+
+
+@pytest.mark.parametrize("version", ["3.12.6", "4.6"])
+def test_dpo_dataset_without_rejected_response(version):
+    d = _diag(f"{version}/dataset_invalid-dpo_no_rejected")
+    assert d.details["missing"] == "rejected_response" and "--rlhf_type dpo" in d.summary
+    assert "rejected_response" in d.remedies[0]
+
+
+@pytest.mark.parametrize("version, sig, name, cause", [
+    ("3.12.6", 9, "SIGKILL", "out-of-memory killer"), ("3.12.6", 6, "SIGABRT", "abort in native code"),
+    ("3.12.6", 11, "SIGSEGV", "segmentation fault"), ("4.6", 9, "SIGKILL", "out-of-memory killer"),
+    ("4.6", 6, "SIGABRT", "abort in native code"), ("4.6", 11, "SIGSEGV", "segmentation fault"),
+])
+def test_torchrun_child_failed_names_signal_and_cause(version, sig, name, cause):
+    """torchrun exits 1 and prints its ChildFailedError summary: the rank's exitcode -N is the evidence."""
+    rel = f"{version}/killed_by_signal-torchrun-{sig}"
+    assert _meta(rel)["exit_code"] == 1
+    d = _diag(rel)
+    assert (d.details["signal"], d.details["signal_name"], d.details["rank"]) == (sig, name, 0)
+    assert d.summary.startswith(f"rank 0 was killed by {name}") and cause in d.summary
+    assert f"exitcode -{sig}" in d.evidence
+    assert "--resume_from_checkpoint" in d.remedies[-1] and "checkpoint-" in d.remedies[-1]
+
+
+def test_3x_rows_too_long_are_not_rows_it_could_not_convert():
+    """3.x logs a MaxLengthError traceback per row before the dataset is found empty."""
+    d = _diag("3.12.6/dataset_empty_after_filter")
+    assert d.details["rows_before"] == 50 and "--max_length 16" in d.summary
+
+
+def test_3x_paths():
+    assert _diag("3.12.6/model_not_found").details["model"].endswith("/no-such-model")
+    assert _diag("3.12.6/dataset_not_found").details["dataset"].endswith("/nope/train.json")
+    assert _diag("3.12.6/resume_failed").details["missing"]
+    assert _diag("3.12.6/not_an_adapter").details["path"].endswith("/tiny-qwen2")
+
+
+def test_missing_packages_are_named():
+    assert _diag("3.12.6/missing_package-grpo-msgspec").details["package"] == "msgspec"
+    assert _diag("3.12.6/missing_package-deepspeed").details["package"] == "deepspeed"
+    assert "pip install deepspeed" in _diag("4.6/missing_package-deepspeed").remedies[0]
+
+
+@pytest.mark.parametrize("version", ["3.12.6", "4.6"])
+def test_unknown_model_type_and_template(version):
+    assert _diag(f"{version}/model_type_unknown").details["model_type"] == "no_such_type"
+    assert _diag(f"{version}/template_unknown").details["template"] == "no_such_template"
+
+
+def test_grpo_reward_functions():
+    named = _diag("4.6/reward_function_not_found")
+    assert named.details["reward_function"] == "no_such_reward" and "--external_plugins" in named.remedies[0]
+    none = _diag("4.6/reward_function_not_found-none")
+    assert none.details["reward_function"] is None and "--reward_funcs" in none.remedies[0]
+
+
+# ---- one pasted line ---------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("line, kind", [
+    ("ValueError: The local path does not exist, dataset_id: `/d/train.json`. os.path.exists(dataset_id): False",
+     "dataset_not_found"),
+    ("[rank0]: ValueError: remaining_argv: ['--tuner_type', 'lora']", "unknown_argument"),
+    ("\x1b[31m[ERROR:swift] ModuleNotFoundError: No module named 'deepspeed'\x1b[0m", "missing_package"),
+    ("torch.OutOfMemoryError: CUDA out of memory. Tried to allocate 2.00 GiB. GPU 0 has a total capacity of "
+     "79.10 GiB of which 1.2 GiB is free.", "cuda_oom"),
+    ("ValueError: path: '/ckpt/checkpoint-9' not found", "unknown"),  # a missing model, adapter or checkpoint?
+    ("[INFO:swift] Dataset filtered, origin length: 50, filtered dataset length: 0", "dataset_empty_after_filter"),
+    ("  exitcode  : -9 (pid: 977)", "killed_by_signal"),  # one line of torchrun's summary
+    ("  exitcode  : 1 (pid: 977)", "no_failure"),  # a rank's own error is elsewhere: nothing here says which
+])
+def test_one_pasted_line(line, kind):
+    exit_code = 1 if "filtered dataset length" in line else None
+    d = dg.diagnose(line, exit_code=exit_code)
+    assert d.kind == kind, d.format()
+
+
+@pytest.mark.parametrize("rel", ["3.12.6/dataset_not_found", "3.12.6/unknown_argument", "4.6/reward_function_not_found",
+                                 "3.12.6/invalid_argument-rlhf_type", "dataset_not_found", "model_type_ambiguous"])
+def test_the_last_error_line_of_a_recording_alone(rel):
+    """What a user pastes: only the exception line (or argparse's error line) of a real failure."""
+    line = [ln for ln in _log(rel).splitlines() if ln.strip()][-1]
+    assert dg.diagnose(line).kind == _meta(rel)["kind"]
+
+
+# ---- cut off mid-traceback ---------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("rel", ["3.12.6/dataset_empty_after_filter", "dataset_empty_after_filter"])
+def test_cut_before_the_exception_the_filter_line_decides(rel):
+    text = _log(rel)
+    cut = text[:text.rfind("Traceback (most recent call last):")] + "Traceback (most recent call last):\n" \
+        '  File "/venv/lib/python3.11/site-packages/swift/cli/sft.py", line 10, in <module>\n'
+    for code in (None, 1):
+        d = dg.diagnose(cut, exit_code=code)
+        assert d.kind == "dataset_empty_after_filter" and "filtered dataset length: 0" in d.evidence
+
+
+@pytest.mark.parametrize("sidecar", [p for p in BY_VERSION if "killed" not in p.stem], ids=lambda p: p.stem)
+def test_any_recording_cut_mid_traceback_is_a_failure(sidecar):
+    """Cut inside its last traceback: never no_failure; unknown says the log ends inside a traceback."""
+    text = sidecar.with_suffix(".log").read_text(encoding="utf-8")
+    at = text.rfind("Traceback (most recent call last):")
+    if at < 0:
+        pytest.skip("argparse refusals print no traceback")
+    cut = text[:at] + "\n".join(text[at:].splitlines()[:3])
+    d = dg.diagnose(cut)
+    assert d.kind != "no_failure", d.format()
+    if d.kind == "unknown" and "exception" not in d.details:
+        assert d.summary.startswith("the log ends inside a traceback, before its exception line")
+
+
+# ---- no failure -------------------------------------------------------------------------------------------------
+
+@pytest.mark.parametrize("names", [("ms-swift-3.12", "sft-demo"), ("ms-swift-4.6", "sft-tiny-h200"),
+                                   ("ms-swift-4.6", "infer-tiny")], ids=lambda n: "/".join(n))
+def test_a_log_without_error_is_no_failure_even_without_exit_code(names):
+    folder, stem = DATA / names[0], names[1]
+    text = (folder / f"{stem}.stdout").read_text() + (folder / f"{stem}.stderr").read_text()
+    d = dg.diagnose(text)
+    assert (d.kind, d.summary) == ("no_failure", "the process ended without a recognisable error")
+    assert dg.diagnose(text, exit_code=0).kind == "no_failure"
+    assert dg.diagnose(text, exit_code=1).kind == "unknown"  # the exit code points to a failure
