@@ -97,7 +97,7 @@ def template_unknown(ctx: _Ctx) -> Diagnosis:
                       "the model type's default"], ctx.evidence(), {"template": bad})
 
 
-_BUILTIN_REWARDS = "accuracy, format, react_format, cosine, repetition, soft_overlong"
+_BUILTIN_REWARDS = "accuracy, math, format, react_format, toolbench, cosine, repetition, soft_overlong"
 
 
 def reward_function_not_found(ctx: _Ctx) -> Diagnosis:
