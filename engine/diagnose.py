@@ -107,8 +107,28 @@ def _training_memory_remedies(ctx: _Ctx) -> list[str]:
     ml = _int(ctx.arg("max_length"))
     out.append(f"--max_length {max(ml // 2, 1)} (was {ml}; longer rows are dropped, see swiftdeck check-dataset)"
                if ml else "a shorter --max_length")
+    out += _rlhf_memory_remedies(ctx)
     rank = _int(ctx.arg("lora_rank"))
     out.append(f"--lora_rank {rank // 2} (was {rank})" if rank and rank > 1 else "a smaller --lora_rank")
+    return out
+
+
+def _rlhf_memory_remedies(ctx: _Ctx) -> list[str]:
+    """What `swift rlhf` holds on top of SFT: GRPO's completions, DPO's pairs and reference model (issue 11)."""
+    if ctx.command != "rlhf":
+        return []
+    rtype = str(ctx.arg("rlhf_type") or "dpo")
+    if rtype == "grpo":
+        gens, comp = _int(ctx.arg("num_generations")), _int(ctx.arg("max_completion_length"))
+        return [f"--num_generations {gens // 2} (was {gens}; each prompt's completions are in memory together)"
+                if gens and gens > 2 else "fewer --num_generations",
+                f"--max_completion_length {max(comp // 2, 1)} (was {comp})" if comp
+                else "a shorter --max_completion_length"]
+    out = [f"--rlhf_type {rtype} runs chosen and rejected answers through the model in one step: a shorter "
+           "--max_length halves both"]
+    if not ctx.arg("adapters") and str(ctx.arg("tuner_type") or ctx.arg("train_type") or "lora") != "lora":
+        out.append("train a LoRA (--tuner_type lora): the reference model is then the base with the adapter off, "
+                   "not a second copy")
     return out
 
 
@@ -660,6 +680,8 @@ def _classify(ctx: _Ctx) -> Diagnosis:
     if re.search(_SIGNS["not_an_adapter"], text) or (_in(frames, "_init_adapters") and "not found" in text) \
             or re.search(r"Can't find 'adapter_config\.json'", text):
         return _not_an_adapter(ctx, _quoted_path(text))
+    if ctx.chain and ctx.chain[-1].short_type == "KeyError" and _in(frames, "template/register.py:get_template"):
+        return kinds.template_unknown(ctx)  # 3.x: TEMPLATE_MAPPING[template_type] without a check
     rule = catalog.match(text)
     if rule and rule.kind in kinds.BUILDERS:  # kinds found by ms-swift's (or a tool's) own message
         return kinds.BUILDERS[rule.kind](ctx)

@@ -200,3 +200,20 @@ def test_a_log_without_error_is_no_failure_even_without_exit_code(names):
     assert (d.kind, d.summary) == ("no_failure", "the process ended without a recognisable error")
     assert dg.diagnose(text, exit_code=0).kind == "no_failure"
     assert dg.diagnose(text, exit_code=1).kind == "unknown"  # the exit code points to a failure
+
+
+# ---- OOM in swift rlhf (issue 11: OOM handling and diagnosis as for sft) -----------------------------------------
+
+def test_cuda_oom_of_grpo_names_its_own_memory_knobs(swift_fixtures):
+    """The real H200 OOM console, diagnosed as the console of a GRPO run: the remedies add GRPO's knobs, with the
+    run's numbers; the SFT remedies stay."""
+    text = (swift_fixtures / "oom-h200.stdout").read_text() + (swift_fixtures / "oom-h200.stderr").read_text()
+    grpo = dg.diagnose(text, exit_code=1, command="rlhf",
+                       args=["--rlhf_type", "grpo", "--num_generations", "8", "--max_completion_length", "1024"])
+    assert grpo.kind == "cuda_oom"
+    assert "--num_generations 4 (was 8" in "\n".join(grpo.remedies)
+    assert "--max_completion_length 512 (was 1024)" in grpo.remedies
+    dpo = dg.diagnose(text, exit_code=1, command="rlhf", args=["--rlhf_type", "dpo"])
+    assert any("chosen and rejected" in r for r in dpo.remedies)
+    sft = dg.diagnose(text, exit_code=1)
+    assert not any("num_generations" in r or "chosen" in r for r in sft.remedies)

@@ -89,8 +89,8 @@ def model_type_unknown(ctx: _Ctx) -> Diagnosis:
 
 
 def template_unknown(ctx: _Ctx) -> Diagnosis:
-    m = re.search(r"template_type: '([^']*)' not in", ctx.chain_text)
-    bad = m[1] if m else None
+    m = re.search(r"template_type: '([^']*)' not in|^KeyError: '([^']*)'", ctx.chain_text, re.M)
+    bad = (m[1] or m[2]) if m else None
     summary = f"--template {bad} is not a template of this ms-swift" if bad else "the template is not registered"
     return Diagnosis("template_unknown", summary,
                      ["pass a registered --template (e.g. qwen2_5, llama3, chatml) or leave --template out to use "
