@@ -8,10 +8,16 @@
 Every text of a Diagnosis (summary, remedies, evidence, details) is made printable (engine.textsafe): a log may
 hold escape sequences or binary junk, and none of it may act on the terminal that shows the diagnosis.
 
-Built from real ms-swift 4.6 output (tests/data/failures/*.log, recorded on CPU, and the recorded H200 OOM in
-tests/data/ms-swift-4.6). Console text is normalised first: `\\r`-glued tqdm redraws are split, ANSI colours and
-torchrun's `[rankN]:` prefixes are removed. Tracebacks that ms-swift only logs and survives (`[INFO:swift]
-Traceback ...` followed by "the data will be deleted") are not taken for the fatal error.
+Built from real ms-swift 4.6 and 3.12.6 output (tests/data/failures/, recorded on CPU, and the recorded H200 OOM in
+tests/data/ms-swift-4.6) and from the error texts in both versions' source (engine.diagnosis.catalog, shown as a
+table in docs/DIAGNOSIS.md). The parts live in engine.diagnosis: evidence (reading the log), catalog (messages ->
+kinds), kinds and tools (the newer kinds, torchrun's signals).
+
+Console text is normalised first: `\\r`-glued tqdm redraws are split, ANSI colours and torchrun's `[rankN]:` prefixes
+are removed. Tracebacks that ms-swift only logs and survives (`[INFO:swift] Traceback ...` followed by "the data will
+be deleted") are not taken for the fatal error. Evidence order: the last exception of a traceback; else an error line
+of the tail without one; else an earlier decisive line (a filtered dataset length of 0, an OOM line, torchrun's
+summary); else the exit code; `no_failure` when nothing points to a failure.
 """
 from __future__ import annotations
 
@@ -20,9 +26,9 @@ import os
 import re
 from pathlib import Path
 
-from engine.diagnosis.evidence import (  # noqa: F401 - also re-exported for callers
-    _CHAIN, _EXC_HEAD, _FRAME, _LOG_PREFIX, _WRAPPERS, _Exc, _argv_to_dict, _clean_lines, _fatal_chain, _int,
-    _log_args, _parse_tracebacks, _path_like, _true, _Ctx, _EVIDENCE_CHARS,
+from engine.diagnosis.evidence import (
+    _EVIDENCE_CHARS, _FRAME, _WRAPPERS, _Ctx, _Exc, _argv_to_dict, _clean_lines, _fatal_chain, _int, _log_args,
+    _parse_tracebacks, _path_like, _true,
 )
 from engine.diagnosis import catalog, evidence, kinds, tools
 from engine.diagnosis.result import Diagnosis

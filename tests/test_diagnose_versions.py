@@ -175,7 +175,8 @@ def test_cut_before_the_exception_the_filter_line_decides(rel):
         assert d.kind == "dataset_empty_after_filter" and "filtered dataset length: 0" in d.evidence
 
 
-@pytest.mark.parametrize("sidecar", [p for p in BY_VERSION if "killed" not in p.stem], ids=lambda p: p.stem)
+@pytest.mark.parametrize("sidecar", [p for p in BY_VERSION if "killed" not in p.stem],
+                         ids=lambda p: f"{p.parent.name}/{p.stem}")
 def test_any_recording_cut_mid_traceback_is_a_failure(sidecar):
     """Cut inside its last traceback: never no_failure; unknown says the log ends inside a traceback."""
     text = sidecar.with_suffix(".log").read_text(encoding="utf-8")

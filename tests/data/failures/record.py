@@ -38,6 +38,9 @@ def scenarios(v3: bool, demo: Path, work: Path) -> dict:
     bad_json = work / "bad.json"
     bad_json.write_text('[{"messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "x"}]},'
                         '\n {"messages": [{"role": "user" "content": "oops"}]}]\n', encoding="utf-8")
+    mixed = work / "mixed.jsonl"  # one column, two types: a list of messages, then a string
+    mixed.write_text('{"messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "x"}]}\n'
+                     '{"messages": "user: hi / assistant: x"}\n', encoding="utf-8")
     plugin = work / "plugin.py"
     plugin.write_text("raise RuntimeError('the plugin of this run failed on purpose')\n", encoding="utf-8")
     long_train = ["--num_train_epochs", "100", "--max_steps", "-1", "--save_steps", "2", "--logging_steps", "1",
@@ -73,6 +76,10 @@ def scenarios(v3: bool, demo: Path, work: Path) -> dict:
                                             "--per_device_train_batch_size", "2", "--max_completion_length", "8",
                                             *out("grpo_none")], {}, None),
         "unknown": (sft("unknown", "--external_plugins", str(plugin)), {}, None),
+        "dataset_invalid-schema": (sft("schema", dataset=str(mixed)), {}, None),
+        "dataset_invalid-kto_no_label": (["rlhf", "--rlhf_type", "kto", *base, "--dataset", data,
+                                          "--per_device_train_batch_size", "2", *out("kto_no_label")], {}, None),
+        "cpu_bf16_unsupported": (sft("bf16") + ["--torch_dtype", "bfloat16"], {}, None),
         "killed_by_signal-torchrun-9": (sft("tr9", *long_train), {"NPROC_PER_NODE": "1"}, 9),
         "killed_by_signal-torchrun-6": (sft("tr6", *long_train), {"NPROC_PER_NODE": "1"}, 6),
         "killed_by_signal-torchrun-11": (sft("tr11", *long_train), {"NPROC_PER_NODE": "1"}, 11),
