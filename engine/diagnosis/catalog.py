@@ -73,7 +73,7 @@ RULES: tuple[Rule, ...] = (
     Rule("model_type_unknown", r"model_type: '[^']*' not in \[", _B, "model/model_meta.py"),
     Rule("model_type_unknown", r"is not supported because no suitable `model_type` was found", _B,
          "model/model_meta.py"),
-    Rule("template_unknown", r"template_type: '[^']*' not in \[", _B, "template/register.py"),
+    Rule("template_unknown", r"template_type: '[^']*' not in \[", "4.x", "template/register.py"),
     Rule("cpu_bf16_unsupported", r"doesn't support bf16/gpu", _B, "transformers TrainingArguments"),
     # ---- adapters ----
     Rule("not_an_adapter", r"is not an adapter, please try using `--model`", _B, "arguments/base_args/base_args.py"),
