@@ -686,6 +686,9 @@ def _classify(ctx: _Ctx) -> Diagnosis:
     if re.search(_SIGNS["not_an_adapter"], text) or (_in(frames, "_init_adapters") and "not found" in text) \
             or re.search(r"Can't find 'adapter_config\.json'", text):
         return _not_an_adapter(ctx, _quoted_path(text))
+    if ctx.chain and ctx.chain[-1].short_type == "TypeError" and "NoneType" in text \
+            and _in(frames, "kto.py:prepare_kto_dataset"):
+        return kinds.invalid_argument(ctx)  # 4.6: KTO multiplies by a --gradient_accumulation_steps left None
     if ctx.chain and ctx.chain[-1].short_type == "KeyError" and _in(frames, "template/register.py:get_template"):
         return kinds.template_unknown(ctx)  # 3.x: TEMPLATE_MAPPING[template_type] without a check
     rule = catalog.match(text)

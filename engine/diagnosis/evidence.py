@@ -99,7 +99,8 @@ def _parse_tracebacks(lines: list[str]) -> list[list[_Exc]]:
                 and not _FRAME.match(lines[j]) and not set(lines[j].strip()) <= set("^~ "):
             msg.append(lines[j])
             j += 1
-        exc = _Exc(m["type"], "\n".join(msg).strip(), i, start, frames, logged)
+        exc = _Exc(m["type"], "\n".join(msg).strip(), i, start, frames,
+                   logged or bool(chained and groups and groups[-1][0].logged))  # a logged chain is logged
         if chained and groups:
             groups[-1].append(exc)
         else:

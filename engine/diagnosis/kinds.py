@@ -48,6 +48,10 @@ def invalid_argument(ctx: _Ctx) -> Diagnosis:
         remedies.append("pass an --output_dir that does not exist yet (swift export never overwrites)")
     elif "num_generations" in text:
         remedies.append("--num_generations 2 or more (GRPO compares completions of the same prompt)")
+    elif "prepare_kto_dataset" in ctx.frames and "NoneType" in text:
+        flag = "--gradient_accumulation_steps"
+        reason = "KTO needs it given (ms-swift 4.6 multiplies the batch size by it before setting its default)"
+        remedies.append("--gradient_accumulation_steps 1 (or the value you want): give it explicitly for KTO")
     elif "Batch size is 1" in text:
         remedies.append("--per_device_train_batch_size 2 or more for KTO")
     elif re.search(r"(?:tuner|train)_type", text):
