@@ -542,13 +542,22 @@ def _dataset_invalid(ctx: _Ctx, row_error: str = "") -> Diagnosis:
     remedies = [f"swiftdeck check-dataset {ds or 'FILE'} shows the line and column of each problem",
                 "a .json file must hold one list of objects; a .jsonl file one object per line, UTF-8 without BOM"]
     d = {"dataset": ds, "reason": reason}
-    if re.search(r"rejected_response|inputs\.rejected", text):
+    if col := re.search(r"Column '?(\w+)'? not in the dataset", text):
+        rtype = ctx.arg("rlhf_type")
+        summary = (f"the dataset {ds or ''} has no {col[1]} column".replace("  ", " ")
+                   + (f", which --rlhf_type {rtype} needs" if rtype else ""))
+        remedies = ["KTO needs a label per row (true: a good response, false: a bad one)" if col[1] == "label"
+                    else f"add a {col[1]} field to every row",
+                    f"swiftdeck check-dataset {ds or 'FILE'}" + (f" --rlhf-type {rtype}" if rtype else "")
+                    + " names the rows without it"]
+        d["missing"] = col[1]
+    elif re.search(r"rejected_response|inputs\.rejected", text):
         rtype = ctx.arg("rlhf_type") or "dpo"
         summary = f"the dataset {ds or ''} has no usable rejected_response for --rlhf_type {rtype}".replace("  ", " ")
         remedies = [f"--rlhf_type {rtype} needs preference pairs: each row needs a rejected_response (a worse answer "
                     "than the response), different from the response",
-                    "KTO instead needs a label (true/false) per row; swiftdeck check-dataset FILE --kind rlhf "
-                    "names the rows without them"]
+                    f"swiftdeck check-dataset {ds or 'FILE'} --rlhf-type {rtype} names the rows without it "
+                    "(KTO instead needs a label, true/false, per row)"]
         d["missing"] = "rejected_response"
     if m and m[1]:
         d["position"] = int(m[1])

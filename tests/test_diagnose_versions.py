@@ -218,3 +218,27 @@ def test_cuda_oom_of_grpo_names_its_own_memory_knobs(swift_fixtures):
     assert any("chosen and rejected" in r for r in dpo.remedies)
     sft = dg.diagnose(text, exit_code=1)
     assert not any("num_generations" in r or "chosen" in r for r in sft.remedies)
+
+
+# ---- KTO and rows of another type ---------------------------------------------------------------------------------
+
+def test_kto_without_label_3x():
+    d = _diag("3.12.6/dataset_invalid-kto_no_label")
+    assert d.details["missing"] == "label" and "--rlhf_type kto" in d.summary
+    assert d.remedies[0].startswith("KTO needs a label per row")
+    assert "--rlhf-type kto" in d.remedies[1]
+
+
+def test_kto_without_gradient_accumulation_4x():
+    """ms-swift 4.6 multiplies by --gradient_accumulation_steps before giving it its default: a TypeError."""
+    d = _diag("4.6/invalid_argument-kto_no_accumulation")
+    assert d.details["flag"] == "--gradient_accumulation_steps"
+    assert d.remedies[0].startswith("--gradient_accumulation_steps 1")
+
+
+def test_a_row_dropped_by_ms_swift_is_not_the_failure():
+    """4.6 logs the traceback of a row whose messages is a string (a chain: JSONDecodeError, then SyntaxError),
+    deletes it and trains on: exit 0, no failure; the chained part is not taken for a fatal error."""
+    rel = "4.6/no_failure-row_of_another_type"
+    assert "SyntaxError: invalid syntax" in _log(rel) and "the data will be deleted" in _log(rel)
+    assert _diag(rel).kind == "no_failure" and dg.diagnose_file(FAILURES / f"{rel}.log").kind == "no_failure"
