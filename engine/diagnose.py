@@ -542,7 +542,7 @@ def _dataset_invalid(ctx: _Ctx, row_error: str = "") -> Diagnosis:
     remedies = [f"swiftdeck check-dataset {ds or 'FILE'} shows the line and column of each problem",
                 "a .json file must hold one list of objects; a .jsonl file one object per line, UTF-8 without BOM"]
     d = {"dataset": ds, "reason": reason}
-    if col := re.search(r"Column '?(\w+)'? not in the dataset", text):
+    if col := re.search(r"Column '?(\w+)'? (?:not in the dataset|doesn't exist)", text):
         rtype = ctx.arg("rlhf_type")
         summary = (f"the dataset {ds or ''} has no {col[1]} column".replace("  ", " ")
                    + (f", which --rlhf_type {rtype} needs" if rtype else ""))

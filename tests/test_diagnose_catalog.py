@@ -64,3 +64,22 @@ def test_every_rule_has_a_row():
 def test_the_kinds_table_names_every_kind():
     named = {r[0] for r in _section("Kinds")}
     assert named == set(dg.KINDS)
+
+
+def test_the_recordings_table_lists_every_recording_under_its_kind():
+    """docs/DIAGNOSIS.md's 'Recorded failures' table names each recorded log (tests/data/failures) in its kind's row
+    and version's column."""
+    failures = Path(__file__).parent / "data" / "failures"
+    listed = {}
+    for kind, v3, v4 in _section("Recorded failures"):
+        for version, cell in (("3.12.6", v3), ("4.6", v4)):
+            for name in re.findall(r"`([^`]+)`", cell):
+                listed[name] = (kind, version)
+    import json
+
+    found = {}
+    for sidecar in [*failures.glob("*.json"), *failures.glob("*/*.json")]:
+        name = str(sidecar.relative_to(failures).with_suffix(""))
+        version = sidecar.parent.name if sidecar.parent != failures else "4.6"
+        found[name] = (json.loads(sidecar.read_text())["kind"], version)
+    assert listed == found

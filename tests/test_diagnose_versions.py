@@ -222,8 +222,10 @@ def test_cuda_oom_of_grpo_names_its_own_memory_knobs(swift_fixtures):
 
 # ---- KTO and rows of another type ---------------------------------------------------------------------------------
 
-def test_kto_without_label_3x():
-    d = _diag("3.12.6/dataset_invalid-kto_no_label")
+@pytest.mark.parametrize("version", ["3.12.6", "4.6"])
+def test_kto_without_label(version):
+    """3.x: KeyError "Column label not in the dataset"; 4.6: ValueError "Column 'label' doesn't exist."."""
+    d = _diag(f"{version}/dataset_invalid-kto_no_label")
     assert d.details["missing"] == "label" and "--rlhf_type kto" in d.summary
     assert d.remedies[0].startswith("KTO needs a label per row")
     assert "--rlhf-type kto" in d.remedies[1]
@@ -242,3 +244,6 @@ def test_a_row_dropped_by_ms_swift_is_not_the_failure():
     rel = "4.6/no_failure-row_of_another_type"
     assert "SyntaxError: invalid syntax" in _log(rel) and "the data will be deleted" in _log(rel)
     assert _diag(rel).kind == "no_failure" and dg.diagnose_file(FAILURES / f"{rel}.log").kind == "no_failure"
+    # the same file in 3.12.6 (datasets 3.6): the file cannot be read at all
+    d = _diag("3.12.6/dataset_invalid-schema")
+    assert d.kind == "dataset_invalid" and "Trailing data" in d.summary and d.details["dataset"].endswith("mixed.jsonl")

@@ -103,7 +103,7 @@ RULES: tuple[Rule, ...] = (
     Rule("dataset_invalid", r"rejected_response must be a str or list|^ValueError: rejected_response: |inputs\.rejected "
                             r"is None|The 'user' role is not allowed in 'rejected_response'", _B,
          "template/template_inputs.py, dataset/preprocessor/core.py"),
-    Rule("dataset_invalid", r"Column '?\w+'? not in the dataset", "datasets (3.x KTO without label)",
+    Rule("dataset_invalid", r"Column '?\w+'? (?:not in the dataset|doesn't exist)", "datasets (KTO without label)",
          "datasets/formatting/formatting.py"),
     Rule("dataset_invalid", r"A standalone tool message must follow a user message", "4.x", "template/base.py"),
     Rule("dataset_empty_after_filter", r"Failed to retrieve the dataset\. You can avoid this issue by increasing "

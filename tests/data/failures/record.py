@@ -75,6 +75,8 @@ def scenarios(v3: bool, demo: Path, work: Path) -> dict:
                                             "--dataset", str(demo / "identity_prompts.json"), "--num_generations", "2",
                                             "--per_device_train_batch_size", "2", "--max_completion_length", "8",
                                             *out("grpo_none")], {}, None),
+        "model_type_ambiguous": (["sft", "--model", model, *tuner, "--dataset", data, "--torch_dtype", "float32",
+                                  "--max_steps", "1", *out("mt_ambiguous")], {}, None),
         "unknown": (sft("unknown", "--external_plugins", str(plugin)), {}, None),
         "no_failure-row_of_another_type": (sft("schema", dataset=str(mixed)), {}, None),
         "dataset_invalid-kto_no_label": (["rlhf", "--rlhf_type", "kto", *base, "--dataset", data,
