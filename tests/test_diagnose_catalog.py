@@ -3,6 +3,7 @@ pasted alone as one line, is diagnosed as the row's kind; every rule of engine.d
 named in the doc is a kind of engine.diagnose."""
 from __future__ import annotations
 
+import json
 import re
 from pathlib import Path
 
@@ -75,8 +76,6 @@ def test_the_recordings_table_lists_every_recording_under_its_kind():
         for version, cell in (("3.12.6", v3), ("4.6", v4)):
             for name in re.findall(r"`([^`]+)`", cell):
                 listed[name] = (kind, version)
-    import json
-
     found = {}
     for sidecar in [*failures.glob("*.json"), *failures.glob("*/*.json")]:
         name = str(sidecar.relative_to(failures).with_suffix(""))

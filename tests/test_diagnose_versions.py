@@ -4,6 +4,9 @@ pasted as one line, logs cut off mid-traceback, and logs with no failure. No ms-
 from __future__ import annotations
 
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import pytest
@@ -247,3 +250,23 @@ def test_a_row_dropped_by_ms_swift_is_not_the_failure():
     # the same file in 3.12.6 (datasets 3.6): the file cannot be read at all
     d = _diag("3.12.6/dataset_invalid-schema")
     assert d.kind == "dataset_invalid" and "Trailing data" in d.summary and d.details["dataset"].endswith("mixed.jsonl")
+
+
+# ---- the CLI: a pasted line on stdin --------------------------------------------------------------------------------
+
+def test_cli_diagnoses_pasted_text_from_stdin(home):
+    """`swiftdeck diagnose -` reads what the user pastes: one error line, or nothing recognisable."""
+    def cli(text: str, *args: str) -> subprocess.CompletedProcess:
+        env = {**os.environ, "SWIFTDECK_HOME": str(home)}
+        return subprocess.run([sys.executable, "-m", "tui.cli", "diagnose", "-", *args], input=text, env=env,
+                              capture_output=True, text=True, timeout=120, cwd=Path(__file__).resolve().parents[1])
+
+    line = [ln for ln in _log("3.12.6/model_type_unknown").splitlines() if ln.strip()][-1]
+    out = cli(line + "\n")
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.startswith("model_type_unknown: --model_type no_such_type is not a model type")
+    js = json.loads(cli("ValueError: LoRA rank 64 is greater than max_lora_rank 16.\n", "--json").stdout)
+    assert js["kind"] == "vllm_adapter_failed" and js["remedies"][0].startswith("--vllm_max_lora_rank 64")
+    assert cli("[INFO:swift] Start time of running main\n").stdout.startswith(
+        "no_failure: the process ended without a recognisable error")
+    assert cli("[INFO:swift] Start time of running main\n", "--exit-code", "1").stdout.startswith("unknown:")
