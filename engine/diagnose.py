@@ -513,8 +513,8 @@ def _classify(ctx: _Ctx) -> Diagnosis:
     sig = _signal_of(ctx.exit_code)
     if sig and ctx.chain and (ctx.chain[-1].index < len(ctx.lines) - 40 or _aftermath(ctx.chain)):
         return _killed(ctx, *sig)  # the traceback is old news, or a helper's: the process was signalled
-    if ctx.find(_EMPTY_AFTER_FILTER) and (ctx.chain or ctx.cut is not None or ctx.exit_code not in (None, 0)):
-        # the decisive line, even when the traceback after it was cut off
+    if ctx.find(_EMPTY_AFTER_FILTER) and (ctx.chain or ctx.exit_code != 0):
+        # the decisive line, even when the traceback after it was cut off (or is not in the text at all)
         rejected = [g[-1] for g in ctx.groups if g[-1].logged and _in("\n".join(g[-1].frames), "preprocess")
                     and g[-1].short_type != "MaxLengthError"]  # 3.x logs each row that is too long
         return _rows_rejected(ctx, rejected) if rejected else _empty_after_filter(ctx)
