@@ -41,6 +41,12 @@ def scenarios(v3: bool, demo: Path, work: Path) -> dict:
     mixed = work / "mixed.jsonl"  # one column, two types: a list of messages, then a string
     mixed.write_text('{"messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "x"}]}\n'
                      '{"messages": "user: hi / assistant: x"}\n', encoding="utf-8")
+    broken = work / "broken-tok"  # the demo model with a tokenizer.json cut in the middle
+    if not broken.exists():
+        import shutil
+        shutil.copytree(model, broken)
+        tok = broken / "tokenizer.json"
+        tok.write_text(tok.read_text(encoding="utf-8")[:500], encoding="utf-8")
     plugin = work / "plugin.py"
     plugin.write_text("raise RuntimeError('the plugin of this run failed on purpose')\n", encoding="utf-8")
     long_train = ["--num_train_epochs", "100", "--max_steps", "-1", "--save_steps", "2", "--logging_steps", "1",
@@ -77,6 +83,7 @@ def scenarios(v3: bool, demo: Path, work: Path) -> dict:
                                             *out("grpo_none")], {}, None),
         "model_type_ambiguous": (["sft", "--model", model, *tuner, "--dataset", data, "--torch_dtype", "float32",
                                   "--max_steps", "1", *out("mt_ambiguous")], {}, None),
+        "tokenizer_load_failed": (["sft", "--model", str(broken), *base[2:], "--dataset", data, *out("tok")], {}, None),
         "unknown": (sft("unknown", "--external_plugins", str(plugin)), {}, None),
         "no_failure-row_of_another_type": (sft("schema", dataset=str(mixed)), {}, None),
         "dataset_invalid-kto_no_label": (["rlhf", "--rlhf_type", "kto", *base, "--dataset", data,
