@@ -269,3 +269,11 @@ def test_cli_diagnoses_pasted_text_from_stdin(home):
     assert cli("[INFO:swift] Start time of running main\n").stdout.startswith(
         "no_failure: the process ended without a recognisable error")
     assert cli("[INFO:swift] Start time of running main\n", "--exit-code", "1").stdout.startswith("unknown:")
+
+
+def test_3x_model_type_wording_lists_its_recommended_types():
+    """3.x: "Failed to automatically match `model_type`. Please explicitly pass the `model_type` for `DIR`.
+    Recommended `model_types` include: [...]" (4.x: "... for `DIR`. Multiple possible types found: [...]")."""
+    d = _diag("3.12.6/model_type_ambiguous")
+    assert d.details["candidates"][:2] == ["qwen2", "qwen2_5"] and len(d.details["candidates"]) == 8
+    assert d.details["model"].endswith("/tiny-qwen2") and d.remedies[0].startswith("add --model_type qwen2 ")
