@@ -113,6 +113,7 @@ def test_3x_paths():
     assert _diag("3.12.6/dataset_not_found").details["dataset"].endswith("/nope/train.json")
     assert _diag("3.12.6/resume_failed").details["missing"]
     assert _diag("3.12.6/not_an_adapter").details["path"].endswith("/tiny-qwen2")
+    assert _diag("3.12.6/tokenizer_load_failed").details["model"].endswith("/broken-tok")
 
 
 def test_missing_packages_are_named():
