@@ -555,10 +555,12 @@ def cmd_diagnose(ns) -> int:
     from engine import diagnose
 
     try:
-        rec = runs.resolve(ns.target)
+        rec = None if ns.target == "-" else runs.resolve(ns.target)
     except runs.UnknownRun:
         rec = None
-    if rec is not None:
+    if ns.target == "-":  # pasted text: one error line, or a piece of a console
+        result = diagnose.diagnose(sys.stdin.read(), exit_code=ns.exit_code)
+    elif rec is not None:
         if not rec.console_log.exists():
             raise UserError(f"run {rec.id} has no console log")
         result = diagnose.diagnose_run(rec)  # stopped by the user, finished, or why it failed
@@ -962,7 +964,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--json", action="store_true")
 
     s = command("diagnose", "why a run (or any ms-swift console log) failed, with remedies", cmd_diagnose)
-    s.add_argument("target", metavar="RUN|LOGFILE")
+    s.add_argument("target", metavar="RUN|LOGFILE|-", help="-: read pasted text from stdin")
     s.add_argument("--exit-code", type=int, help="the process exit code, for a bare log file")
     s.add_argument("--json", action="store_true")
 
