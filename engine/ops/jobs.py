@@ -32,7 +32,22 @@ def stop_words(rec: RunRecord, force: bool = False) -> str:
             return "interrupts the trainer: this ms-swift has no graceful stop, so no checkpoint is saved at the " \
                    "next step (the last saved one stays)"
         return "saves a checkpoint at the next step, then exits"
-    return "asks it to exit, then ends its processes"
+    return JOB_STOP_WORDS.get(rec.kind, "asks it to exit, then ends its processes")
+
+
+JOB_STOP_WORDS = {
+    "deploy": "stops serving: the server is asked to exit (SIGINT), then its processes are ended; the adapters "
+              "it served stay on disk",
+    "export": "ends the merge: its output folder is left incomplete (delete it, or merge again)",
+    "chat": "ends the chat worker (the dashboard starts a new one when asked)",
+}
+
+
+def named(rec: RunRecord) -> str:
+    """How a message names a run or job: "run sft-…" for training; a job's id already says its kind ("deploy-…")."""
+    if rec.kind in ("sft", "pt", "rlhf"):
+        return f"run {rec.id}"
+    return rec.id if rec.id.startswith(f"{rec.kind}-") else f"{rec.kind} {rec.id}"
 
 
 # ---------------------------------------------------------------- deploy
