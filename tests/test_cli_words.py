@@ -80,3 +80,27 @@ def test_check_dataset_hint_names_the_runs_model():
     assert "--model MODEL" not in hint and "--model /tmp/diagrec/home/demo/tiny-qwen2" in hint
     bare = dg.diagnose_file(FAILURES / "dataset_empty_after_filter.log", exit_code=meta["exit_code"])
     assert all("MODEL" not in r for r in bare.remedies)
+
+
+def _serving_job(kind: str, home: Path) -> runs.RunRecord:
+    """A real detached process recorded as a `kind` job (a stand-in for `swift deploy`: the words are swiftdeck's)."""
+    from engine import supervisor
+
+    code = "import time\nprint('INFO:     Uvicorn running on http://127.0.0.1:8000', flush=True)\ntime.sleep(120)\n"
+    return supervisor.launch_argv(kind, [sys.executable, "-c", code], cwd=home)
+
+
+def test_stop_of_a_deploy_speaks_of_serving_not_checkpoints(home):
+    rec = _serving_job("deploy", home)
+    try:
+        proc = swiftdeck("stop", rec.id, "--timeout", "20", home=home)
+        assert proc.returncode == 0, proc.stdout + proc.stderr
+        assert "checkpoint" not in proc.stdout and "stops serving" in proc.stdout
+        assert f"stopping {rec.id}:" in proc.stdout and f"run {rec.id}" not in proc.stdout
+        assert f"deploy {rec.id}" not in proc.stdout  # "deploy deploy-…"
+        assert runs.load(rec.id).status == "stopped"
+    finally:
+        if runs.load(rec.id).active:
+            from engine import supervisor
+
+            supervisor.stop(runs.load(rec.id), force=True, timeout_s=10)

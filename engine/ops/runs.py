@@ -150,16 +150,20 @@ def _tail_bytes(path: Path, n: int = SUMMARY_TAIL) -> bytes:
 
 
 def quick_summary(src: RunSource) -> RunSummary:
-    """Step, max steps and last loss from the last 256 KiB of logging.jsonl (or the console): cheap for the
-    run switcher even for a week-long run."""
+    """Step, max steps and last loss from the last 256 KiB of logging.jsonl and of the console: cheap for the
+    run switcher even for a week-long run. The step is the furthest either file shows (a logged step, or the
+    progress bar between two logged steps), as the dashboard's header counts it (engine.ingest's RunState.progress):
+    `swiftdeck runs`, the run switcher and the header say the same step."""
     out = RunSummary()
     events = []
     if src.run_dir and (src.run_dir / "logging.jsonl").exists():
         parser = JsonlParser()
         events = parser.feed(_tail_bytes(src.run_dir / "logging.jsonl")) + parser.flush()
-    if not events and src.console_log:
+    if src.console_log:
         parser = ConsoleParser()
-        events = parser.feed(_tail_bytes(src.console_log)) + parser.flush()
+        console = parser.feed(_tail_bytes(src.console_log))
+        console += [] if src.active else parser.flush()  # a live bar's unfinished update counts when complete
+        events += console if not events else [ev for ev in console if not isinstance(ev, Metrics)]
     for ev in events:
         step = getattr(ev, "step", None)
         if step is not None and (out.step is None or step >= out.step):

@@ -38,11 +38,20 @@ class RunHeader(Static):
         status = ink(self, STATUS_STYLE.get(i.status, "secondary"))
         accent, dim = ink(self, "accent"), ink(self, "muted")
         line1 = Text.assemble(("swiftdeck ", accent + BOLD), (printable(i.name, newlines=False), BOLD), "  ",
-                              (f"{STATUS_ICON.get(i.status, '·')} {i.status}", status + BOLD))
-        if i.exit_code not in (None, 0) and i.status in ("failed", "stopped", "lost"):
-            line1.append(f" (exit {i.exit_code})", status)
+                              no_wrap=True, overflow="ellipsis")
+        if i.kind:
+            line1.append(f"{i.kind}  ", dim)
+        # how it ended, in words ("stopped by you (SIGINT)", "failed (exit code 1)"): never a bare "exit -2"
+        said = i.ended if i.ended.startswith(i.status) else f"{i.status} ({i.ended})" if i.ended else i.status
+        line1.append(f"{STATUS_ICON.get(i.status, '·')} {said}", status + BOLD)
+        if i.errors:  # error lines of a running run, as they come
+            line1.append(f"  ⚠ {i.errors} error line{'s' if i.errors > 1 else ''}: ", ink(self, "error") + BOLD)
+            line1.append(printable(i.last_error, newlines=False), ink(self, "error"))
         if i.status == "none":
             return Text.assemble(line1, "\n", (self.hint, dim))
+        if i.job:  # a deploy, merge or chat worker: what it serves or writes, not training numbers
+            return Text.assemble(line1, "\n", (printable(i.job, newlines=False), ""), ("  elapsed ", dim),
+                                 (fmt_duration(i.elapsed_s), ""), no_wrap=True, overflow="ellipsis")
         step = "-" if i.step is None else f"{i.step}/{i.max_steps}" if i.max_steps else str(i.step)
         pct = f" {100 * i.step / i.max_steps:.0f}%" if i.step is not None and i.max_steps else ""
         parts = [("step ", dim), (step + pct, BOLD), ("  epoch ", dim), (fmt_num(i.epoch, 3), ""),
