@@ -118,7 +118,7 @@ def test_header_shows_the_kind_and_how_a_run_ended_in_words(home, tmp_path, swif
         app = app_for(rec)
         async with app.run_test(size=(160, 48)) as pilot:
             await settled(pilot)
-            assert " sft " in header_text(app)
+            assert header_text(app).splitlines()[0].endswith("finished  sft")
             app.attach(RunSource.of_record(runs.load(dpo.id)))
             assert await until(pilot, lambda: "rlhf/dpo" in header_text(app))
             text = header_text(app)
@@ -143,7 +143,9 @@ def test_error_lines_of_a_running_run_surface_in_the_header(home, tmp_path, swif
             assert "error line" not in header_text(app)
             with open(rec.console_log, "ab") as fh:
                 fh.write(("\n" + line + "\n").encode())
-            assert await until(pilot, lambda: "1 error line: " + line in header_text(app))
+            assert await until(pilot, lambda: "1 error line: " + line[:20] in header_text(app))
+            assert header_text(app).splitlines()[1].startswith("⚠ 1 error line: [ERROR:swift] Dataset")
+            assert "step 2" in header_text(app).splitlines()[1]  # the step stays in view
             with open(rec.console_log, "ab") as fh:
                 fh.write((line.replace("no-such", "other") + "\n").encode())
             assert await until(pilot, lambda: "2 error lines: [ERROR:swift] Dataset swift/other-dataset"

@@ -39,14 +39,19 @@ class RunHeader(Static):
         accent, dim = ink(self, "accent"), ink(self, "muted")
         line1 = Text.assemble(("swiftdeck ", accent + BOLD), (printable(i.name, newlines=False), BOLD), "  ",
                               no_wrap=True, overflow="ellipsis")
-        if i.kind:
-            line1.append(f"{i.kind}  ", dim)
         # how it ended, in words ("stopped by you (SIGINT)", "failed (exit code 1)"): never a bare "exit -2"
         said = i.ended if i.ended.startswith(i.status) else f"{i.status} ({i.ended})" if i.ended else i.status
         line1.append(f"{STATUS_ICON.get(i.status, '·')} {said}", status + BOLD)
-        if i.errors:  # error lines of a running run, as they come
-            line1.append(f"  ⚠ {i.errors} error line{'s' if i.errors > 1 else ''}: ", ink(self, "error") + BOLD)
-            line1.append(printable(i.last_error, newlines=False), ink(self, "error"))
+        if i.kind:
+            line1.append(f"  {i.kind}", dim)
+        if i.errors:  # error lines of a running run, as they come: first on the second line, cut to half the width
+            err = ink(self, "error")
+            alert = Text.assemble((f"⚠ {i.errors} error line{'s' if i.errors > 1 else ''}: ", err + BOLD),
+                                  (printable(i.last_error, newlines=False), err), no_wrap=True)
+            alert.truncate(max(40, (self.size.width or 80) // 2), overflow="ellipsis")
+            alert.append("  ")
+        else:
+            alert = Text()
         if i.status == "none":
             return Text.assemble(line1, "\n", (self.hint, dim))
         if i.job:  # a deploy, merge or chat worker: what it serves or writes, not training numbers
@@ -58,7 +63,7 @@ class RunHeader(Static):
                  ("  elapsed ", dim), (fmt_duration(i.elapsed_s), ""), ("  ETA ", dim), (fmt_duration(i.eta_s), ""),
                  ("  ", ""), (fmt_num(i.seconds_per_it, 3), ""), (" s/it", dim), ("  loss ", dim),
                  (fmt_num(i.last_loss), accent + BOLD)]
-        return Text.assemble(line1, "\n", *parts, no_wrap=True, overflow="ellipsis")
+        return Text.assemble(line1, "\n", alert, *parts, no_wrap=True, overflow="ellipsis")
 
 
 class FailureCard(Static):
