@@ -249,3 +249,56 @@ def test_a_merge_job_shows_its_output_folder(home, tmp_path):
             assert job.display and job.border_title == "Merge"
             assert dict(job.rows)["writes"] == f"{ckpt}-merged  (written)"
     run(go())
+
+
+# ---------------------------------------------------------------- 12: the run switcher
+
+
+def test_switcher_sorts_by_time_marks_the_run_shown_jumps_filters_and_follows_new_runs(home, tmp_path,
+                                                                                        swift_fixtures):
+    from textual.widgets import Input
+
+    from tui.screens.runs import RunsScreen
+
+    shown = make_run(swift_fixtures, tmp_path / "a", "finished", label="alpha")
+    other = make_run(swift_fixtures, tmp_path / "b", "failed", label="beta")
+    runs.update(other.id, lambda r: setattr(r, "started_at", shown.started_at - 600))  # older
+    deploy = runs.create("deploy", ["swift", "deploy", "--model", "/tmp/tiny"], str(tmp_path), label="serve")
+    runs.update(deploy.id, lambda r: (setattr(r, "status", "stopped"), setattr(r, "exit_code", 0),
+                                      setattr(r, "started_at", shown.started_at - 300)))  # between the two
+
+    async def go():
+        app = app_for(shown, poll_s=3600, gpu_s=3600)
+        async with app.run_test(size=(160, 48)) as pilot:
+            await settled(pilot)
+            await pilot.press("w")
+            assert await until(pilot, lambda: isinstance(app.screen, RunsScreen) and app.screen.sources)
+            screen = app.screen
+            table = screen.query_one("#runs-table")
+            assert [s.key for s in screen.sources] == [shown.id, other.id]
+            assert table.get_row_at(0)[0].startswith("▶") and table.cursor_row == 0
+            await pilot.press("j")  # jobs take their place in time, not a group at the end
+            assert [s.key for s in screen.sources] == [shown.id, deploy.id, other.id]
+            await pilot.press("end")
+            assert table.cursor_row == 2
+            await pilot.press("home")
+            assert table.cursor_row == 0
+            # typing filters
+            await pilot.press("b", "e", "t")
+            box = screen.query_one("#runs-filter", Input)
+            assert box.display and box.value == "bet"
+            assert await until(pilot, lambda: [s.key for s in screen.sources] == [other.id])
+            await pilot.press("escape")  # clears the filter, the switcher stays
+            assert isinstance(app.screen, RunsScreen) and not box.display
+            assert len(screen.sources) == 3
+            await pilot.press("slash", "q", "j", "c")  # in the filter, the switcher's letters type
+            assert isinstance(app.screen, RunsScreen) and box.value == "qjc" and screen.show_jobs
+            await pilot.press("escape")
+            assert not box.display and len(screen.sources) == 3
+            # a run started elsewhere (the CLI) appears while the switcher is open
+            new = runs.create("sft", ["swift", "sft", "--model", "/tmp/tiny"], str(tmp_path), label="from the cli")
+            assert await until(pilot, lambda: new.id in [s.key for s in screen.sources], timeout=20)
+            assert [s.key for s in screen.sources][0] == new.id  # the newest
+            await pilot.press("escape")
+            assert not isinstance(app.screen, RunsScreen)
+    run(go())
