@@ -104,3 +104,28 @@ def test_stop_of_a_deploy_speaks_of_serving_not_checkpoints(home):
             from engine import supervisor
 
             supervisor.stop(runs.load(rec.id), force=True, timeout_s=10)
+
+
+def test_serve_banner_and_page_say_swiftdeck_not_the_python_command(home):
+    import signal
+    import socket
+    import urllib.request
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    env = {**os.environ, "PYTHONPATH": str(REPO), "SWIFTDECK_HOME": str(home)}
+    proc = subprocess.Popen([sys.executable, "-m", "tui.cli", "serve", "--port", str(port)], cwd=REPO, env=env,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    try:
+        banner = [proc.stdout.readline(), proc.stdout.readline()]  # blocks until printed (or the process ends)
+        assert banner[0].startswith("swiftdeck serve: open http://127.0.0.1:"), banner
+        url = banner[0].split("open ", 1)[1].strip()
+        with urllib.request.urlopen(url, timeout=20) as r:
+            page = r.read().decode()
+        for text in (*banner, page):
+            assert "python" not in text and "tui.cli" not in text and ".venv" not in text, text
+        assert "<title>swiftdeck</title>" in page
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)
+        proc.wait(timeout=20)

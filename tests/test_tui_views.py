@@ -302,3 +302,27 @@ def test_switcher_sorts_by_time_marks_the_run_shown_jumps_filters_and_follows_ne
             await pilot.press("escape")
             assert not isinstance(app.screen, RunsScreen)
     run(go())
+
+
+def test_stopping_a_live_deploy_from_the_dashboard_speaks_of_serving(home, tmp_path):
+    """A real detached process recorded as a deploy job (a stand-in for `swift deploy`: the words are swiftdeck's)."""
+    from engine import supervisor
+    from tui.screens.confirm import ConfirmScreen
+
+    code = ("import time\nprint('INFO:     Uvicorn running on http://127.0.0.1:8123 (Press CTRL+C to quit)', "
+            "flush=True)\ntime.sleep(120)\n")
+    rec = supervisor.launch_argv("deploy", [sys.executable, "-c", code, "--port", "8123"], cwd=tmp_path)
+    try:
+        async def go():
+            app = app_for(runs.load(rec.id), poll_s=3600, gpu_s=3600)
+            async with app.run_test(size=(160, 48)) as pilot:
+                await settled(pilot)
+                assert app.query_one(JobPane).display
+                await pilot.press("S")
+                assert await until(pilot, lambda: isinstance(app.screen, ConfirmScreen))
+                title, details = app.screen.title_text, app.screen.details
+                assert title == f"Stop {rec.id}?" and "run " not in title
+                assert "stops serving" in details and "checkpoint" not in details
+        run(go())
+    finally:
+        supervisor.stop(runs.load(rec.id), force=True, timeout_s=10)

@@ -463,10 +463,10 @@ class SwiftdeckApp(ChatJobs, App):
 
         def answered(yes: bool | None) -> None:
             if yes:
-                self.notify(f"stopping {rec.id}: {jobs.stop_words(rec)}")
+                self.notify(f"stopping {jobs.named(rec)}: {jobs.stop_words(rec)}")
                 self._stop(rec)
 
-        self.push_screen(ConfirmScreen(f"Stop run {rec.id}?",
+        self.push_screen(ConfirmScreen(f"Stop {jobs.named(rec)}?",
                                        f"It {jobs.stop_words(rec)}; after 120 s the process tree is killed.",
                                        yes="Stop"), answered)
 
@@ -477,8 +477,8 @@ class SwiftdeckApp(ChatJobs, App):
         except (SwiftdeckError, OSError) as exc:
             self.call_from_thread(self.notify, f"stop failed: {exc}", severity="error", timeout=10)
             return
-        msg = (f"run {rec.id} stopped in {report.seconds:.0f}s" if report.clean
-               else f"run {rec.id}: processes still alive: {report.left}")
+        msg = (f"{jobs.named(rec)} stopped in {report.seconds:.0f}s" if report.clean
+               else f"{jobs.named(rec)}: processes still alive: {report.left}")
         self.call_from_thread(self.notify, msg, severity="information" if report.clean else "error")
 
     async def action_quit(self) -> None:
