@@ -101,6 +101,12 @@ def test_a_run_stopped_short_of_its_end_is_stopped_not_finished(home, tmp_path, 
     assert status.decide(rec, alive=False, files=status.observe(rec)) == "stopped"
     finished = make_run(swift_fixtures, tmp_path / "f", "finished")  # the whole recording stays finished
     assert status.decide(finished, alive=False, files=status.observe(finished)) == "finished"
+    # the same folders without a record: the switcher says what the checkpoint tree says
+    from engine.checkpoints import scan_run
+
+    bare = RunSource(run_dir=Path(rec.run_dir))
+    assert bare.status == "ended" and scan_run(bare.run_dir, registry=False).label == "ended at step 20/24"
+    assert RunSource(run_dir=Path(finished.run_dir)).status == "finished"
 
 
 # ---------------------------------------------------------------- issue 11: the run's kind; 18: words of an end

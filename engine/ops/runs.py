@@ -64,9 +64,15 @@ class RunSource:
 
     @property
     def status(self) -> str:
+        """The record's status; for a bare run folder what its files show, in the words of the checkpoint tree
+        (engine.status.folder_status): "finished" only when ms-swift's end record follows the last of max_steps,
+        "ended" when it ended short of them (stopped, interrupted), else "unknown"."""
         if self.record:
             return self.record.status
-        return "finished" if self.run_dir and _folder_finished(self.run_dir) else "unknown"
+        if not (self.run_dir and _folder_finished(self.run_dir)):
+            return "unknown"
+        s = quick_summary(self)
+        return "ended" if s.step is not None and s.max_steps and s.step < s.max_steps else "finished"
 
     @property
     def active(self) -> bool:

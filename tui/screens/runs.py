@@ -60,7 +60,7 @@ def _stamp(s: RunSource) -> tuple:
             return st.st_size, st.st_mtime_ns
         except (OSError, TypeError):
             return None
-    return (s.status, s.record.label if s.record else None, stat(s.console_log),
+    return (s.record.status if s.record else None, s.record.label if s.record else None, stat(s.console_log),
             stat(s.run_dir / "logging.jsonl") if s.run_dir else None)
 
 
