@@ -129,3 +129,10 @@ def test_serve_banner_and_page_say_swiftdeck_not_the_python_command(home):
     finally:
         os.killpg(proc.pid, signal.SIGTERM)
         proc.wait(timeout=20)
+
+
+def test_chat_settings_say_where_the_system_prompt_comes_from():
+    from tui.chat.settings import ChatSettings
+
+    words = ChatSettings().describe()
+    assert "system: from the checkpoint" in words and "checkpoint's" not in words

@@ -140,7 +140,9 @@ def test_header_shows_the_kind_and_how_a_run_ended_in_words(home, tmp_path, swif
 
 def test_error_lines_of_a_running_run_surface_in_the_header(home, tmp_path, swift_fixtures):
     rec = make_run(swift_fixtures, tmp_path, "running")
-    line = "[ERROR:swift] Dataset swift/no-such-dataset load failed: subset_name=default, split=train"
+    recorded = (REPO / "tests/data/failures/dataset_not_found-hub.log").read_text(encoding="utf-8").splitlines()
+    line = next(x for x in recorded if x.startswith("[ERROR:swift]"))  # a real hub dataset that does not load
+    assert "load failed" in line
 
     async def go():
         app = app_for(rec, poll_s=0.1, gpu_s=60)
@@ -150,11 +152,11 @@ def test_error_lines_of_a_running_run_surface_in_the_header(home, tmp_path, swif
             with open(rec.console_log, "ab") as fh:
                 fh.write(("\n" + line + "\n").encode())
             assert await until(pilot, lambda: "1 error line: " + line[:20] in header_text(app))
-            assert header_text(app).splitlines()[1].startswith("⚠ 1 error line: [ERROR:swift] Dataset")
+            assert header_text(app).splitlines()[1].startswith("⚠ 1 error line: [ERROR:swift] Dataset data/train")
             assert "step 2" in header_text(app).splitlines()[1]  # the step stays in view
             with open(rec.console_log, "ab") as fh:
-                fh.write((line.replace("no-such", "other") + "\n").encode())
-            assert await until(pilot, lambda: "2 error lines: [ERROR:swift] Dataset swift/other-dataset"
+                fh.write((line.replace("data/train.json", "data/other.json") + "\n").encode())
+            assert await until(pilot, lambda: "2 error lines: [ERROR:swift] Dataset data/other.json"
                                in header_text(app))
     run(go())
 
@@ -332,3 +334,17 @@ def test_stopping_a_live_deploy_from_the_dashboard_speaks_of_serving(home, tmp_p
         run(go())
     finally:
         supervisor.stop(runs.load(rec.id), force=True, timeout_s=10)
+
+
+def test_the_observer_counts_error_lines_from_its_one_tail(swift_fixtures, tmp_path):
+    from engine.events import ErrorLine
+    from engine.observer import RunObserver
+
+    hub = RunObserver(console_log=REPO / "tests/data/failures/dataset_not_found-hub.log")
+    got = [ev for ev in hub.poll() if isinstance(ev, ErrorLine)]
+    assert got and got[-1].count == 2 and got[-1].line.startswith("[ERROR:swift] Dataset data/train.json load failed")
+    clean = tmp_path / "console.log"
+    clean.write_bytes((swift_fixtures / "sft-tiny-h200.stdout").read_bytes()
+                      + (swift_fixtures / "sft-tiny-h200.stderr").read_bytes())
+    healthy = RunObserver(console_log=clean)
+    assert not [ev for ev in healthy.poll() if isinstance(ev, ErrorLine)] and healthy.error_lines == 0
