@@ -161,6 +161,14 @@ def _launch_and_report(check, *, wait: bool) -> int:
     print(f"  console: {rec.console_log}")
     print(f"  follow:  swiftdeck attach {rec.id}    stop: swiftdeck stop {rec.id}")
     return follow(rec.id) if wait else 0
+def ended_words(rec: runs.RunRecord) -> str:
+    """"finished", "failed (exit code 1)", "stopped by you (SIGINT)": never a bare "exit code -2"."""
+    from engine.status import exit_words
+
+    words = exit_words(rec.status, rec.exit_code, bool(rec.stop_requested))
+    return words if words.startswith(rec.status) else f"{rec.status} ({words})" if words else rec.status
+
+
 def follow(run_id: str, *, out=print) -> int:
     """Print each new logged step until the run ends; exit code = the run's."""
     from engine import kinds
@@ -187,7 +195,7 @@ def follow(run_id: str, *, out=print) -> int:
     for event in reader.poll():
         if isinstance(event, CheckpointSaved):
             out(f"saved {printable(event.path, newlines=False)}")
-    out(f"run {rec.id} {rec.status} (exit code {rec.exit_code})")
+    out(f"run {rec.id} {ended_words(rec)}")
     from engine.ops.wait import exit_status
 
     return exit_status(rec)
@@ -519,7 +527,7 @@ def cmd_merge(ns) -> int:
                      started=lambda r: print(f"merging as run {r.id} (pid {r.pid}): {r.notes[-1]}"))
     if not ns.wait:
         return 0
-    print(f"merge {rec.status} (exit code {rec.exit_code})")
+    print(f"merge {ended_words(rec)}")
     return 0 if rec.status == "finished" else 1
 
 
@@ -567,7 +575,7 @@ def cmd_diagnose(ns) -> int:
         _dump(redact_data(result.to_json()))
     else:
         if rec is not None:
-            print(f"run {rec.id}: {rec.status} (exit code {rec.exit_code})")
+            print(f"run {rec.id}: {ended_words(rec)}")
         print("\n".join(redact_text(line) for line in result.format().splitlines()))
     return 0
 

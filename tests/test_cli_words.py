@@ -99,6 +99,9 @@ def test_stop_of_a_deploy_speaks_of_serving_not_checkpoints(home):
         assert f"stopping {rec.id}:" in proc.stdout and f"run {rec.id}" not in proc.stdout
         assert f"deploy {rec.id}" not in proc.stdout  # "deploy deploy-…"
         assert runs.load(rec.id).status == "stopped"
+        followed = swiftdeck("attach", rec.id, home=home)  # no terminal: the plain follow output
+        assert followed.stdout.strip().splitlines()[-1] == f"run {rec.id} stopped by you (SIGINT)", followed.stdout
+        assert "exit code -2" not in followed.stdout and "exit -2" not in followed.stdout
     finally:
         if runs.load(rec.id).active:
             from engine import supervisor
