@@ -40,8 +40,9 @@ class RunHeader(Static):
         line1 = Text.assemble(("swiftdeck ", accent + BOLD), (printable(i.name, newlines=False), BOLD), "  ",
                               no_wrap=True, overflow="ellipsis")
         # how it ended, in words ("stopped by you (SIGINT)", "failed (exit code 1)"): never a bare "exit -2"
-        said = i.ended if i.ended.startswith(i.status) else f"{i.status} ({i.ended})" if i.ended else i.status
-        line1.append(f"{STATUS_ICON.get(i.status, '·')} {said}", status + BOLD)
+        line1.append(f"{STATUS_ICON.get(i.status, '·')} {i.status}", status + BOLD)
+        if i.ended:
+            line1.append(i.ended.removeprefix(i.status) if i.ended.startswith(i.status) else f" ({i.ended})", status)
         if i.kind:
             line1.append(f"  {i.kind}", dim)
         if i.errors:  # error lines of a running run, as they come: first on the second line, cut to half the width
