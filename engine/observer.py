@@ -73,7 +73,7 @@ class RunObserver:
         self._size = 0
         self._carry = b""  # the unterminated last line, for the fatal-line watch
         self._fatal: tuple[str, str] | None = None
-        self.error_lines = 0  # console lines that are errors (ERROR_LINE), and the last one
+        self.error_lines = 0  # console lines with an error mark (ERROR_MARK), and the last one
         self.last_error: str | None = None
         self._watch_fatal = False
         self._verdict_for: tuple | None = None  # the record state the verdict was made for

@@ -135,6 +135,7 @@ class RunWatch:
         # a deploy's API requests so far (uvicorn's access lines), (total, failed); None for anything else
         self.requests: tuple[int, int] | None = (0, 0) if rec is not None and rec.kind == "deploy" else None
         self._first = True
+        self._kind: str | None = None
         self._last_scan = -math.inf
         self._scan_run_dir: str | None = None
         self._status: str | None = None
@@ -233,8 +234,10 @@ class RunWatch:
         from engine.status import exit_words
 
         err = self.error if src.active or src.record is None else None
+        if self._kind in (None, "?"):
+            self._kind = src.kind  # reads args.json for a bare folder: once it is there
         return HeaderInfo(
-            kind=src.kind, ended=exit_words(src.status, rec.exit_code, bool(rec.stop_requested)) if rec else "",
+            kind=self._kind, ended=exit_words(src.status, rec.exit_code, bool(rec.stop_requested)) if rec else "",
             errors=err.count if err else 0, last_error=err.line if err else "",
             name=src.name, status=src.status, step=p.step if p else (last.step if last else None),
             max_steps=state.max_steps, epoch=p.epoch if p and p.epoch is not None else (

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from engine import runs
@@ -28,6 +28,7 @@ class RunSource:
     record: runs.RunRecord | None = None
     run_dir: Path | None = None
     console_log: Path | None = None
+    _status: str | None = field(default=None, init=False, repr=False, compare=False)  # a bare folder's, once read
 
     @classmethod
     def of_record(cls, rec: runs.RunRecord) -> "RunSource":
@@ -69,10 +70,13 @@ class RunSource:
         "ended" when it ended short of them (stopped, interrupted), else "unknown"."""
         if self.record:
             return self.record.status
-        if not (self.run_dir and _folder_finished(self.run_dir)):
-            return "unknown"
-        s = quick_summary(self)
-        return "ended" if s.step is not None and s.max_steps and s.step < s.max_steps else "finished"
+        if self._status is None:  # read once per RunSource: `refreshed()` gives a new one
+            if not (self.run_dir and _folder_finished(self.run_dir)):
+                self._status = "unknown"
+            else:
+                s = quick_summary(self)
+                self._status = "ended" if s.step is not None and s.max_steps and s.step < s.max_steps else "finished"
+        return self._status
 
     @property
     def active(self) -> bool:
@@ -80,7 +84,7 @@ class RunSource:
 
     def refreshed(self) -> "RunSource":
         if not self.record:
-            return self
+            return RunSource(run_dir=self.run_dir, console_log=self.console_log)  # its files may have moved on
         try:
             rec = runs.load(self.record.id)
         except (OSError, ValueError, TypeError):
