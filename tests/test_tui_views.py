@@ -234,7 +234,8 @@ def test_a_stopped_deploy_has_its_own_view_not_a_crashed_training(home, tmp_path
             assert rows["URL"].startswith("http://127.0.0.1:8123/v1") and "not serving" in rows["URL"]
             assert rows["serves"] == "checkpoint-24" and rows["requests"] == "3 (1 failed)"
             head = header_text(app)
-            assert "deploy" in head and "stopped by you (SIGINT)" in head and "exit -2" not in head
+            assert head.splitlines()[0] == f"swiftdeck {rec.id}  ■ stopped by you (SIGINT)"  # no "deploy deploy-…"
+            assert "exit -2" not in head
             assert "step" not in head.splitlines()[1]
             assert "no checkpoints of its own" in str(app.query_one(CheckpointTree).root.children[0].label)
             assert "KeyboardInterrupt" in str(job.render())  # said to be its normal way out

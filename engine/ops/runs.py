@@ -41,7 +41,8 @@ class RunSource:
     @property
     def name(self) -> str:
         if self.record:
-            return f"{self.record.label} {self.record.id}".strip() if self.record.label else self.record.id
+            label, run_id = self.record.label, self.record.id
+            return f"{label} {run_id}" if label and not run_id.startswith(f"{label}-") else run_id  # not "deploy deploy-…"
         return (self.run_dir or self.console_log).name
 
     @property

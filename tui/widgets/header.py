@@ -43,7 +43,7 @@ class RunHeader(Static):
         line1.append(f"{STATUS_ICON.get(i.status, '·')} {i.status}", status + BOLD)
         if i.ended:
             line1.append(i.ended.removeprefix(i.status) if i.ended.startswith(i.status) else f" ({i.ended})", status)
-        if i.kind:
+        if i.kind and not (i.job and i.name.startswith(f"{i.kind}-")):  # a job's id says its kind already
             line1.append(f"  {i.kind}", dim)
         if i.errors:  # error lines of a running run, as they come: first on the second line, cut to half the width
             err = ink(self, "error")
