@@ -181,6 +181,10 @@ def test_checkpoints_of_a_finished_run_follow_the_folder_and_f5(home, tmp_path, 
             assert await until(pilot, lambda: "checkpoint-22" in names())
             shutil.rmtree(run_dir / "checkpoint-22")
             assert await until(pilot, lambda: "checkpoint-22" not in names())
+            merged = run_dir / "checkpoint-24-merged"  # what `swiftdeck merge` from the CLI writes
+            merged.mkdir()
+            (merged / "config.json").write_text(json.dumps({"model_type": "qwen2"}))
+            assert await until(pilot, lambda: "checkpoint-24-merged" in names())
             # a change no folder entry shows (a file grows in place): F5 reads the folder again
             with open(run_dir / "checkpoint-24" / "adapter_model.safetensors", "ab") as fh:
                 fh.write(b"\0" * 3 * 2**20)
