@@ -213,9 +213,11 @@ def _job_what(rec: runs.RunRecord) -> str:
     return rec.notes[-1] if rec.notes else " ".join(Command.of_record(rec).args)[:80]
 
 
-def _warn_unreadable(bad: list[runs.Unreadable]) -> None:
+def _warn_unreadable(bad: list[runs.Unreadable], as_json: bool = False) -> None:
     note = runs.describe_unreadable(bad)
-    if note:
+    if note and as_json:  # stderr stays JSON for a --json caller
+        sys.stderr.write(orjson.dumps({"warning": note}).decode() + "\n")
+    elif note:
         print(f"swiftdeck: {note}", file=sys.stderr)
 
 
@@ -225,7 +227,7 @@ def cmd_runs(ns) -> int:
     from engine.ops.runs import RunSource, quick_summary
 
     records, bad = runs.scan()
-    _warn_unreadable(bad)
+    _warn_unreadable(bad, as_json=ns.json)
     training = [r for r in records if r.kind in TRAINING_KINDS]
     jobs = [r for r in records if r.kind not in TRAINING_KINDS]
     rows = []
@@ -534,7 +536,7 @@ def cmd_merge(ns) -> int:
 def cmd_leftovers(ns) -> int:
     from engine.ops import jobs
 
-    _warn_unreadable(runs.scan()[1])
+    _warn_unreadable(runs.scan()[1], as_json=ns.json)
     found = jobs.find_leftovers()
     if ns.json:
         _dump([f.to_json() for f in found])

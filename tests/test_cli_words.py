@@ -139,3 +139,13 @@ def test_chat_settings_say_where_the_system_prompt_comes_from():
 
     words = ChatSettings().describe()
     assert "system: from the checkpoint" in words and "checkpoint's" not in words
+
+
+def test_json_callers_get_warnings_as_json_too(home):
+    from test_registry_bad_records import _bad_records
+
+    good, _, _ = _bad_records()
+    proc = swiftdeck("runs", "--json", home=home)
+    assert proc.returncode == 0 and [r["id"] for r in json.loads(proc.stdout)] == [good.id]
+    (warning,) = [json.loads(line) for line in proc.stderr.splitlines()]
+    assert "2 unreadable run records" in warning["warning"]
