@@ -353,3 +353,22 @@ def test_the_observer_counts_error_lines_from_its_one_tail(swift_fixtures, tmp_p
                       + (swift_fixtures / "sft-tiny-h200.stderr").read_bytes())
     healthy = RunObserver(console_log=clean)
     assert not [ev for ev in healthy.poll() if isinstance(ev, ErrorLine)] and healthy.error_lines == 0
+
+
+def test_switcher_rows_follow_a_running_run_in_place(home, tmp_path, swift_fixtures):
+    from tui.screens.runs import RunsScreen
+
+    rec = make_run(swift_fixtures, tmp_path, "running")
+
+    async def go():
+        app = app_for(rec, poll_s=3600, gpu_s=3600)
+        async with app.run_test(size=(160, 48)) as pilot:
+            await settled(pilot)
+            await pilot.press("w")
+            assert await until(pilot, lambda: isinstance(app.screen, RunsScreen) and app.screen.sources)
+            table = app.screen.query_one("#runs-table")
+            assert table.get_row(rec.id)[3] == "20/24"
+            with open(rec.console_log, "ab") as fh:
+                fh.write(b"\rTrain:  92%|#########1| 22/24 [00:05<00:00,  7.16it/s]\r")
+            assert await until(pilot, lambda: table.get_row(rec.id)[3] == "22/24", timeout=20)
+    run(go())

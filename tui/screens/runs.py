@@ -147,11 +147,21 @@ class RunsScreen(ModalScreen[RunSource | None]):
     def _fill(self, sources: list[RunSource], rows: dict[str, tuple]) -> None:
         if not self.is_attached:
             return
-        changed = [s.key for s in sources] != [s.key for s in self._all] or rows != self._rows
+        same_runs = [s.key for s in sources] == [s.key for s in self._all] and set(rows) == set(self._rows)
         first = not self._rows and not self._all
-        self._all, self._rows = sources, rows
-        if changed or first:
+        old, self._all, self._rows = self._rows, sources, rows
+        if first or not same_runs:
             self._relist()
+        elif rows != old:  # the same runs, moved on: their cells change in place (no redraw of the list)
+            if self.filter and any(self._shown(s) != (s in self.sources) for s in sources):
+                self._relist()
+                return
+            table = self.query_one(DataTable)
+            columns = table.ordered_columns[1:]
+            for s in self.sources:
+                for column, before, after in zip(columns, old[s.key], rows[s.key]):
+                    if before != after:
+                        table.update_cell(s.key, column.key, after)
 
     def _shown(self, src: RunSource) -> bool:
         if not self.filter:
