@@ -162,6 +162,14 @@ def _launch_and_report(check, *, wait: bool) -> int:
     print(f"  console: {rec.console_log}")
     print(f"  follow:  swiftdeck attach {rec.id}    stop: swiftdeck stop {rec.id}")
     return follow(rec.id) if wait else 0
+def ended_words(rec: runs.RunRecord) -> str:
+    """"finished", "failed (exit code 1)", "stopped by you (SIGINT)": never a bare "exit code -2"."""
+    from engine.status import exit_words
+
+    words = exit_words(rec.status, rec.exit_code, bool(rec.stop_requested))
+    return words if words.startswith(rec.status) else f"{rec.status} ({words})" if words else rec.status
+
+
 def follow(run_id: str, *, out=print) -> int:
     """Print each new logged step until the run ends; exit code = the run's."""
     from engine import kinds
@@ -188,7 +196,7 @@ def follow(run_id: str, *, out=print) -> int:
     for event in reader.poll():
         if isinstance(event, CheckpointSaved):
             out(f"saved {printable(event.path, newlines=False)}")
-    out(f"run {rec.id} {rec.status} (exit code {rec.exit_code})")
+    out(f"run {rec.id} {ended_words(rec)}")
     from engine.ops.wait import exit_status
 
     return exit_status(rec)
@@ -206,9 +214,11 @@ def _job_what(rec: runs.RunRecord) -> str:
     return rec.notes[-1] if rec.notes else " ".join(Command.of_record(rec).args)[:80]
 
 
-def _warn_unreadable(bad: list[runs.Unreadable]) -> None:
+def _warn_unreadable(bad: list[runs.Unreadable], as_json: bool = False) -> None:
     note = runs.describe_unreadable(bad)
-    if note:
+    if note and as_json:  # stderr stays JSON for a --json caller
+        sys.stderr.write(orjson.dumps({"warning": note}).decode() + "\n")
+    elif note:
         print(f"swiftdeck: {note}", file=sys.stderr)
 
 
@@ -218,7 +228,7 @@ def cmd_runs(ns) -> int:
     from engine.ops.runs import RunSource, quick_summary
 
     records, bad = runs.scan()
-    _warn_unreadable(bad)
+    _warn_unreadable(bad, as_json=ns.json)
     training = [r for r in records if r.kind in TRAINING_KINDS]
     jobs = [r for r in records if r.kind not in TRAINING_KINDS]
     rows = []
@@ -261,22 +271,23 @@ def cmd_stop(ns) -> int:
     from engine.ops import jobs
 
     rec = record(ns.run)
+    name = jobs.named(rec)
     if not rec.active:
-        print(f"run {rec.id} is not running ({rec.status})")
+        print(f"{name} is not running ({rec.status})")
         return 0
-    print(f"{'force-stopping' if ns.force else 'stopping'} ({jobs.stop_words(rec, ns.force)}) run {rec.id} ...")
+    print(f"{'force-stopping' if ns.force else 'stopping'} {name}: {jobs.stop_words(rec, ns.force)} ...")
     report = jobs.stop(rec, force=ns.force, timeout_s=ns.timeout)
     for step in report.steps:
         print(f"  {step}")
     rec = runs.load(rec.id)
     if report.clean:
-        print(f"run {rec.id} {rec.status} in {report.seconds:.1f}s; no process of its tree is left"
+        print(f"{name} {rec.status} in {report.seconds:.1f}s; no process of its tree is left"
               + ("" if not report.gpu_checked else " and NVML lists no GPU memory of it"))
         return 0
     if report.left:
-        print(f"run {rec.id}: processes still alive: {report.left}")
+        print(f"{name}: processes still alive: {report.left}")
     if report.gpu_mem_left:
-        print(f"run {rec.id}: NVML still lists {report.gpu_mem_left / 2**20:.0f} MiB of GPU memory for its processes")
+        print(f"{name}: NVML still lists {report.gpu_mem_left / 2**20:.0f} MiB of GPU memory for its processes")
     return 1
 
 
@@ -526,14 +537,14 @@ def cmd_merge(ns) -> int:
                      started=lambda r: print(f"merging as run {r.id} (pid {r.pid}): {r.notes[-1]}"))
     if not ns.wait:
         return 0
-    print(f"merge {rec.status} (exit code {rec.exit_code})")
+    print(f"merge {ended_words(rec)}")
     return 0 if rec.status == "finished" else 1
 
 
 def cmd_leftovers(ns) -> int:
     from engine.ops import jobs
 
-    _warn_unreadable(runs.scan()[1])
+    _warn_unreadable(runs.scan()[1], as_json=ns.json)
     found = jobs.find_leftovers()
     if ns.json:
         _dump([f.to_json() for f in found])
@@ -568,14 +579,46 @@ def cmd_diagnose(ns) -> int:
         path = Path(ns.target).expanduser()
         if not path.is_file():
             raise UserError(f"'{ns.target}' is neither a swiftdeck run nor a log file")
+        why = not_a_console_log(path)
+        if why:
+            raise UserError(why)
         result = diagnose.diagnose_file(path, exit_code=ns.exit_code)
     if ns.json:  # log text is shown with its secrets masked (engine.redact)
         _dump(redact_data(result.to_json()))
     else:
         if rec is not None:
-            print(f"run {rec.id}: {rec.status} (exit code {rec.exit_code})")
+            print(f"run {rec.id}: {ended_words(rec)}")
         print("\n".join(redact_text(line) for line in result.format().splitlines()))
     return 0
+
+
+LOG_SIGNS = (b"[INFO:swift]", b"[WARNING:swift]", b"[ERROR:swift]", b"Traceback (most recent call last)", b"Error",
+             b"error", b"it/s]", b"s/it]", b"torch", b"swift")
+
+
+def not_a_console_log(path: Path, head: int = 64 * 1024) -> str | None:
+    """Why `path` is not an ms-swift console log (a dataset of JSON rows, or text without a sign of a Python
+    program), else None."""
+    try:
+        with open(path, "rb") as fh:
+            data = fh.read(head)
+    except OSError as exc:
+        return f"cannot read {path}: {exc.strerror or exc}"
+    first = next((line.strip() for line in data.splitlines() if line.strip()), b"")
+    if first[:1] in (b"{", b"["):
+        try:
+            json.loads(first)
+            rows = True
+        except ValueError:
+            rows = first[:1] == b"[" and path.suffix == ".json"  # a JSON array over several lines
+        if rows:
+            return (f"{path} holds JSON rows (a dataset?), not a console log: `swiftdeck check-dataset {path}` checks "
+                    "a dataset; `swiftdeck diagnose` takes a run or its console.log")
+    if not data.strip():
+        return f"{path} is empty: not a console log"
+    if not any(sign in data for sign in LOG_SIGNS):
+        return f"{path} shows no sign of an ms-swift or Python run: not a console log"
+    return None
 
 
 def cmd_check_dataset(ns) -> int:
@@ -1033,13 +1076,30 @@ def parse(argv: list[str]) -> argparse.Namespace:
     return ns
 
 
+def wants_json(argv_or_ns) -> bool:
+    """The command asked for JSON output (`--json`, `--format json|jsonl`): its errors are JSON too."""
+    if isinstance(argv_or_ns, argparse.Namespace):
+        return bool(getattr(argv_or_ns, "json", False)) or getattr(argv_or_ns, "format", None) in ("json", "jsonl")
+    argv = list(argv_or_ns)
+    return "--json" in argv or any(a in ("--format=json", "--format=jsonl") for a in argv) or any(
+        a == "--format" and b in ("json", "jsonl") for a, b in zip(argv, argv[1:]))
+
+
+def report_error(message: str, *, as_json: bool, code: int = EXIT_USAGE) -> int:
+    """One line on stderr: `swiftdeck: MESSAGE`, or with --json `{"error": MESSAGE, "exit_code": N}`; returns N."""
+    if as_json:
+        sys.stderr.write(orjson.dumps({"error": message, "exit_code": code}).decode() + "\n")
+    else:
+        print(f"swiftdeck: {message}", file=sys.stderr)
+    return code
+
+
 def run(ns: argparse.Namespace) -> int:
-    """Run a parsed plain command; every SwiftdeckError is one line on stderr, exit code 2."""
+    """Run a parsed plain command; every SwiftdeckError is one line on stderr (JSON with --json), exit code 2."""
     try:
         return ns.func(ns)
     except SwiftdeckError as exc:
-        print(f"swiftdeck: {exc}", file=sys.stderr)
-        return EXIT_USAGE
+        return report_error(str(exc), as_json=wants_json(ns))
     except KeyboardInterrupt:
         return 130
     except BrokenPipeError:  # `swiftdeck ... | head`
@@ -1052,8 +1112,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         ns = parse(argv)
     except SwiftdeckError as exc:
-        print(f"swiftdeck: {exc}", file=sys.stderr)
-        return EXIT_USAGE
+        return report_error(str(exc), as_json=wants_json(argv))
     if ns.face == "dashboard" and ns.cmd is None:
         ns.func = cmd_runs
         ns.json = ns.all = False

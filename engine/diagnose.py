@@ -267,7 +267,8 @@ def _empty_after_filter(ctx: _Ctx) -> Diagnosis:
         remedies.append(f"--max_length {longest} (the longest row has {longest} tokens)")
     elif ml:
         remedies.append(f"a larger --max_length, e.g. --max_length {max(2048, ml * 4)} "
-                        f"(see each row's token count with: swiftdeck check-dataset {dataset or 'FILE'} --model MODEL)")
+                        f"(see each row's token count with: swiftdeck check-dataset {dataset or 'FILE'}"
+                        + (f" --model {ctx.arg('model')})" if ctx.arg("model") else ")"))
     else:
         remedies.append("a larger --max_length")
     remedies.append("or --truncation_strategy right (truncate long rows instead of dropping them)")

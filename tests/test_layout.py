@@ -104,7 +104,7 @@ async def test_labelled_run_status_is_never_cut(home, tmp_path, swift_fixtures, 
         await settled(pilot)
         header = app.query_one(RunHeader)
         line1, line2 = _lines(header)
-        assert line1.rstrip().endswith("● running"), line1
+        assert line1.rstrip().endswith("● running  sft"), line1  # the status and the kind, whole
         assert "…" in line1 and len(line1) <= header.content_size.width
         assert "step 20/24" in line2 and line2.rstrip().endswith("loss 6.083"), line2
         assert len(line2) <= header.content_size.width
@@ -118,7 +118,7 @@ async def test_header_keeps_status_when_resized_narrower(home, tmp_path, swift_f
         header = app.query_one(RunHeader)
         assert LONG_LABEL in _lines(header)[0] and "swiftdeck" in _lines(header)[0]
         await pilot.resize_terminal(60, 24)
-        assert await until(pilot, lambda: _lines(header)[0].rstrip().endswith("● running")
+        assert await until(pilot, lambda: _lines(header)[0].rstrip().endswith("● running  sft")
                            and len(_lines(header)[0]) <= header.content_size.width)
 
 

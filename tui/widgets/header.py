@@ -48,8 +48,11 @@ class RunHeader(Static):
         status = ink(self, STATUS_STYLE.get(i.status, "secondary"))
         accent, dim = ink(self, "accent"), ink(self, "muted")
         state = Text(f"{STATUS_ICON.get(i.status, '·')} {i.status}", status + BOLD)
-        if i.exit_code not in (None, 0) and i.status in ("failed", "stopped", "lost"):
-            state.append(f" (exit {i.exit_code})", status)
+        # how it ended, in words ("stopped by you (SIGINT)", "failed (exit code 1)"): never a bare "exit -2"
+        if i.ended:
+            state.append(i.ended.removeprefix(i.status) if i.ended.startswith(i.status) else f" ({i.ended})", status)
+        if i.kind and not (i.job and i.name.startswith(f"{i.kind}-")):  # a job's id says its kind already
+            state.append(f"  {i.kind}", dim)
         brand = Text("swiftdeck ", accent + BOLD)
         name = Text(printable(i.name, newlines=False), BOLD)
         room = width - state.cell_len - 2
@@ -57,8 +60,19 @@ class RunHeader(Static):
             brand = Text("")  # a narrow screen: the run's name before the product's
         name.truncate(max(1, room - brand.cell_len), overflow="ellipsis")
         line1 = Text.assemble(brand, name, "  ", state)
+        if i.errors:  # error lines of a running run, as they come: first on the second line, cut to half the width
+            err = ink(self, "error")
+            alert = Text.assemble((f"⚠ {i.errors} error line{'s' if i.errors > 1 else ''}: ", err + BOLD),
+                                  (printable(i.last_error, newlines=False), err), no_wrap=True)
+            alert.truncate(max(40, min(width, self.size.width or 80) // 2), overflow="ellipsis")
+            alert.append("  ")
+        else:
+            alert = Text()
         if i.status == "none":
             return Text.assemble(line1, "\n", (self.hint, dim))
+        if i.job:  # a deploy, merge or chat worker: what it serves or writes, not training numbers
+            return Text.assemble(line1, "\n", (printable(i.job, newlines=False), ""), ("  elapsed ", dim),
+                                 (fmt_duration(i.elapsed_s), ""), no_wrap=True, overflow="ellipsis")
         step = "-" if i.step is None else f"{i.step}/{i.max_steps}" if i.max_steps else str(i.step)
         pct = f" {100 * i.step / i.max_steps:.0f}%" if i.step is not None and i.max_steps else ""
         parts = [(0, Text.assemble(("step ", dim), (step + pct, BOLD))),
@@ -67,7 +81,8 @@ class RunHeader(Static):
                  (1, Text.assemble(("  ETA ", dim), fmt_duration(i.eta_s))),
                  (4, Text.assemble("  ", fmt_num(i.seconds_per_it, 3), (" s/it", dim))),
                  (0, Text.assemble(("  loss ", dim), (fmt_num(i.last_loss), accent + BOLD)))]
-        return Text.assemble(line1, "\n", fit(parts, width), no_wrap=True, overflow="ellipsis")
+        return Text.assemble(line1, "\n", alert, fit(parts, max(1, width - alert.cell_len)), no_wrap=True,
+                             overflow="ellipsis")
 
 
 class FailureCard(Static):
