@@ -467,7 +467,7 @@ class LossPane(Vertical):
                              for t in panel.traces])
 
     def _hint(self) -> None:
-        hint = f"EMA smoothing {self.smoothing:g} ([ ])"
+        hint = f"EMA smoothing {self.smoothing:g} ([ and ] change it)"
         if self.family == "grpo":
             hint = f"loss {self.loss.ys[-1]:.4g}  {hint}" if len(self.loss) else hint
         elif self.has_metrics and not len(self.eval):
