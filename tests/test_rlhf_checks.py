@@ -258,3 +258,28 @@ def test_check_dataset_takes_the_rlhf_type(home, tmp_path):
     assert swiftdeck("check-dataset", str(plain), home=home, cwd=tmp_path).returncode == 0
     bad = swiftdeck("check-dataset", str(plain), "--rlhf-type", "dpoo", home=home, cwd=tmp_path)
     assert bad.returncode == 2 and "invalid choice: 'dpoo'" in bad.stderr
+
+
+def test_adapters_must_be_a_checkpoint_not_its_run_folder(rlhf_home, demo_assets, tmp_path):
+    """DPO after SFT takes the SFT checkpoint (--adapters and --ref_adapters); its run folder, or a folder that is
+    no adapter, stops ms-swift ("is not an adapter"): refused before the launch, with the checkpoint to take."""
+    pairs = write(tmp_path / "pairs.json", [{**r, "rejected_response": "no"} for r in sft_rows()])
+    run = tmp_path / "sft" / "v0-20261130-000000"
+    for step in (50, 100):
+        (run / f"checkpoint-{step}").mkdir(parents=True)
+        (run / f"checkpoint-{step}" / "adapter_config.json").write_text("{}")
+    line = f"swift rlhf --rlhf_type dpo {model_args(demo_assets)} --dataset {pairs}"
+    check = rlhf(f"{line} --adapters {run} --ref_adapters {run}", tmp_path)
+    messages = {p.flag: p.message for p in check.args.problems}
+    for flag in ("--adapters", "--ref_adapters"):
+        assert messages[flag] == (f"{run} is a run folder, not a LoRA checkpoint: pick one of its checkpoint-N "
+                                  f"folders (the last: {run / 'checkpoint-100'})")
+    assert not check.ok
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    assert "is not a LoRA checkpoint (no adapter_config.json)" in \
+        rlhf(f"{line} --adapters {empty}", tmp_path).args.problems[0].message
+    ok = rlhf(f"{line} --adapters sft/v0-20261130-000000/checkpoint-100 --ref_adapters {run / 'checkpoint-100'}",
+              tmp_path)
+    assert ok.ok, ok.blocker
+    assert ok.command.flag("--adapters") == str(run / "checkpoint-100")  # made absolute
