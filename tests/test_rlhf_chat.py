@@ -144,3 +144,18 @@ def test_chat_cli_both_adapters_on_one_worker(home, dpo_from_sft):
     assert len(said) == 2 and said[0], proc.stdout  # the DPO adapter (the first: the target), then the SFT one
     assert said[1] == dict(demo.SELF_COGNITION)[QUESTION]
     assert "adapters: dpo, sft" in proc.stderr
+
+
+def test_identity_check_reads_the_answers_of_a_preference_dataset(demo_assets):
+    """check-identity (and the chat pane's ctrl+g) of a DPO checkpoint: its dataset is the pairs file in messages
+    format; the chosen answers are the expected ones, so 你是谁? asks for the maker only, as the SFT dataset does."""
+    from engine.identity import judge, questions
+
+    asked, identity = questions(demo_assets.dpo_dataset, sample=5)
+    expected = dict(asked)
+    answers = dict(demo.SELF_COGNITION)
+    assert len(asked) == 8 and [q for q, a in asked if a is None] == ["你能联网吗?"]  # no identity: not a pair
+    assert all(expected[q] == answers[q] for q in expected if expected[q] is not None)
+    assert set(identity) == {"CSDN 迪菲赫尔曼", "Swift-Robot"}
+    assert judge(answers[QUESTION], expected[QUESTION], identity) == (True, "")
+    assert questions(demo_assets.dataset, sample=5)[0][0] == asked[0]  # the same first question, same answer
