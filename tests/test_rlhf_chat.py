@@ -159,3 +159,21 @@ def test_identity_check_reads_the_answers_of_a_preference_dataset(demo_assets):
     assert set(identity) == {"CSDN 迪菲赫尔曼", "Swift-Robot"}
     assert judge(answers[QUESTION], expected[QUESTION], identity) == (True, "")
     assert questions(demo_assets.dataset, sample=5)[0][0] == asked[0]  # the same first question, same answer
+
+
+def test_a_run_from_an_adapter_says_what_it_started_from(tmp_path):
+    """`swiftdeck checkpoints` (and its JSON) name the --adapters a run trained further; engine.lineage gives the
+    checkpoints the chat picker offers (the adapter and the reference, each once, only existing LoRA folders)."""
+    sft = tmp_path / "sft" / "v0-20261130-000000" / "checkpoint-250"
+    sft.mkdir(parents=True)
+    (sft / "adapter_config.json").write_text(json.dumps({"r": 8, "lora_alpha": 32}))
+    run = tmp_path / "dpo" / "v0-20261130-000001"
+    (run / "checkpoint-20").mkdir(parents=True)
+    (run / "checkpoint-20" / "adapter_config.json").write_text("{}")
+    (run / "args.json").write_text(json.dumps({"rlhf_type": "dpo", "adapters": [str(sft)],
+                                               "ref_adapters": [str(sft), str(tmp_path / "gone")]}))
+    (folder,) = checkpoints.scan(tmp_path / "dpo")
+    assert folder.adapters == [str(sft)] and folder.to_json()["adapters"] == [str(sft)]
+    assert f"  started from {sft} (--adapters" in checkpoints.format_table([folder])
+    assert [(c.path, c.lora_rank) for c in lineage.started_from(run)] == [(sft, 8)]
+    assert lineage.started_from(tmp_path / "sft" / "v0-20261130-000000") == []  # no args.json: from nothing known
