@@ -726,6 +726,11 @@ def check_args(argv: list[str], *, command: str = "sft", cwd: Path, cuda: bool |
 
     if command == "rlhf":
         _rlhf_problems(given, data[command], problems, notes)
+    if command == "pt" and "system" in given and not _truthy(given.get("use_chat_template")):
+        problems.append(ArgProblem(given["system"].flag, (
+            f"`swift pt` trains on plain text (--use_chat_template false), whose template takes no system prompt: "
+            f"ms-swift stops with \"The template does not support `system`\"; drop {given['system'].flag} (or "
+            f"add --use_chat_template true to pretrain on chat-formatted rows)"), ["--use_chat_template true"]))
 
     dests = {info["dest"] for info in opts.values()}
     if {"bf16", "use_cpu", "torch_dtype"} <= dests:  # a training command

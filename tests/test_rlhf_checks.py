@@ -283,3 +283,18 @@ def test_adapters_must_be_a_checkpoint_not_its_run_folder(rlhf_home, demo_assets
               tmp_path)
     assert ok.ok, ok.blocker
     assert ok.command.flag("--adapters") == str(run / "checkpoint-100")  # made absolute
+
+
+def test_pt_with_a_system_prompt_is_refused(rlhf_home, demo_assets, tmp_path):
+    """`swift pt` uses the template without its chat format: a --system there stops ms-swift at the template
+    ("The template does not support `system`", seen on a real `swift pt` of the demo); refused before the launch."""
+    data = write(tmp_path / "rows.json", sft_rows())
+    line = f"{model_args(demo_assets)} --dataset {data}"
+    check = check_launch(Command.parse(f"{line} --system 'You are a helpful assistant.'", kind="pt", cwd=tmp_path))
+    (problem,) = check.args.problems
+    assert problem.flag == "--system" and "The template does not support `system`" in problem.message
+    assert not check.ok
+    chat = check_launch(Command.parse(f"{line} --system hi --use_chat_template true", kind="pt", cwd=tmp_path))
+    assert chat.ok, chat.blocker
+    sft = check_launch(Command.parse(f"{line} --system hi", kind="sft", cwd=tmp_path))
+    assert sft.ok, sft.blocker
