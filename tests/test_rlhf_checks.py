@@ -298,3 +298,16 @@ def test_pt_with_a_system_prompt_is_refused(rlhf_home, demo_assets, tmp_path):
     assert chat.ok, chat.blocker
     sft = check_launch(Command.parse(f"{line} --system hi", kind="sft", cwd=tmp_path))
     assert sft.ok, sft.blocker
+
+
+def test_launch_form_pt_has_no_system_prompt(rlhf_home, demo_assets, tmp_path):
+    """The new-run form's preset adds the tutorial's --system; for kind pt it would be refused (see above)."""
+    from tui.actions import LaunchForm, build_launch
+
+    data = write(tmp_path / "rows.json", sft_rows())
+    form = LaunchForm(kind="pt", model=str(demo_assets.model), dataset=str(data))
+    pt = build_launch(form, gpu=False, cwd=tmp_path)
+    assert "--system" not in pt.args and "--warmup_ratio" in pt.args
+    assert "--system" in build_launch(LaunchForm(kind="sft", model="/m", dataset="/d.json"), gpu=False).args
+    check = check_launch(pt)
+    assert not [p for p in check.args.problems if p.flag == "--system"], check.blocker
