@@ -18,7 +18,7 @@ import pytest
 from engine import checkpoints, demo, lineage
 from engine.ingest import RunReader
 from test_tui_chat import answers, loaded, turn_over
-from test_tui_support import until
+from test_tui_support import text_of, until
 
 REPO = Path(__file__).resolve().parents[1]
 QUESTION = "你是谁?"
@@ -107,6 +107,16 @@ def test_ab_dpo_adapter_against_the_sft_adapter_it_started_from(home, dpo_from_s
             pane = app.query_one(ChatPane)
             pane.focus()
             pane.set_settings(replace(pane.settings, max_new_tokens=48))
+            # by default, A/B on a checkpoint of this run compares it with the adapter the run started from
+            await pick(pilot, dpo_from_sft)
+            await pilot.press("ctrl+b")
+            (_, a, _), (_, b, _) = pane.legs_targets()
+            assert (a.adapter, b.adapter) == (str(sft), str(dpo_from_sft))
+            assert await until(pilot, lambda: f"A/B {sft.name} ⟷ {dpo_from_sft.name}" in text_of(
+                app.query_one("#chat-target")), 10)
+            await pilot.press("ctrl+b")  # back to one chat
+
+            # DPO as A, the SFT adapter as B, each picked with ctrl+o
             await pick(pilot, sft)  # the chat (side B): the SFT adapter, not in this run's folder
             assert pane.checkpoint is not None and pane.checkpoint.path == sft
             await pilot.press("ctrl+b")
