@@ -76,6 +76,7 @@ class RunFolder:
     template: str | None = None
     tuner_type: str | None = None
     kind: str | None = None  # sft | pt | rlhf/dpo | rlhf/grpo | … (engine.kinds, from args.json)
+    adapters: list[str] = field(default_factory=list)  # --adapters it started from: trained further (engine.lineage)
     empty: bool = False  # a launch that failed before training leaves an empty folder behind
     ended: bool = False  # logging.jsonl has ms-swift's final record (also written after an interrupt or a crash)
     state: str = "not finished"  # engine.status.folder_status: the registry status, or what the files show
@@ -108,7 +109,7 @@ class RunFolder:
             "path": str(self.path), "name": self.name, "version": self.version,
             "created": self.created.isoformat() if self.created else None,
             "model": self.model, "model_type": self.model_type, "template": self.template,
-            "tuner_type": self.tuner_type, "kind": self.kind, "empty": self.empty, "ended": self.ended,
+            "tuner_type": self.tuner_type, "kind": self.kind, "adapters": list(self.adapters), "empty": self.empty, "ended": self.ended,
             "state": self.state, "finished": self.finished, "final": self.final,
             "last_step": self.last_step, "max_steps": self.max_steps,
             "checkpoints": [c.to_json() for c in self.checkpoints], "notes": list(self.notes),
@@ -329,6 +330,7 @@ def scan_run(path: Path, *, registry: bool | dict[str, str] = True, logged=None)
     run.model, run.model_type, run.template = args.get("model"), args.get("model_type"), args.get("template")
     run.tuner_type = args.get("tuner_type") or args.get("train_type")
     run.kind = label_of_args_json(args)
+    run.adapters = [a for a in args.get("adapters") or [] if isinstance(a, str)]
 
     if logged is not None and logged.jsonl_read and Path(logged.state.run_dir or "") == path:
         return _scan_rest(run, path, names, args, registry, _from_columns(run, logged))
@@ -491,6 +493,9 @@ def format_table(runs: list[RunFolder], base: Path | None = None) -> str:
         where = str(r.path.relative_to(base)) if base and r.path.is_relative_to(base) else str(r.path)
         what = " ".join(x for x in (r.kind, r.tuner_type, r.model_type, r.template) if x)
         lines.append(f"{where}  [{r.label}]  {what}  {r.model or ''}".rstrip())
+        if r.adapters:
+            lines.append(f"  started from {', '.join(r.adapters)} (--adapters: its checkpoints hold that LoRA, trained "
+                         "further)")
         for note in r.notes:
             lines.append(f"  ! {note}")
         if r.checkpoints:
