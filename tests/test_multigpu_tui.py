@@ -24,6 +24,7 @@ from tui.app import SwiftdeckApp
 from tui.gpufeed import GpuFeed
 from tui.model import RunSource
 from tui.widgets.gpu import GpuPane
+from tui.widgets.log import LogPane
 
 DATA = Path(__file__).parent / "data" / "multigpu"
 MiB = 1024 ** 2
@@ -168,4 +169,99 @@ def test_without_nvml_the_pane_says_so_and_lists_the_ranks(home, tmp_path, swift
             assert f"rank 0  GPU 0   running  pid {rank_procs[0].pid}" in text, text
             assert f"rank 1  GPU 1   running  pid {rank_procs[1].pid}" in text, text
             assert "GiB" not in text and "Traceback" not in text
+    asyncio.run(go())
+
+
+# ---------------------------------------------------------------- the log pane
+
+def log_shown(app) -> list[str]:
+    pane = app.query_one(LogPane)
+    view = pane.view
+    return [pane.store.line(view.line_number(i)) for i in range(view.total)]
+
+
+def ranks_text(app) -> str:
+    return text_of(app.query_one("#log-ranks"))
+
+
+async def scanned(pilot, app, rank) -> bool:
+    """The log pane shows the lines of `rank` (None: every line) and its scan is done."""
+    pane = app.query_one(LogPane)
+    return await until(pilot, lambda: pane.filter.rank == rank and "filtering" not in text_of(
+        pane.query_one("#log-status")) and (rank is None or pane.view.view is not None))
+
+
+def oom_run(swift_fixtures, tmp_path, ranks_kept=(0, 1)) -> runs.RunRecord:
+    """The 2-rank H200 run that ran out of memory on rank 1 (its console and its record's ranks and environment)."""
+    rec = make_run(swift_fixtures, tmp_path, "failed")
+    data = json.loads((DATA / "h200x2-gpu-pane.json").read_text())["oom_run"]
+
+    def fill(r: runs.RunRecord) -> None:
+        r.env = dict(data["env"])
+        r.meta["ranks"] = [x for x in data["ranks"] if x["rank"] in ranks_kept]
+        r.exit_code = data["exit_code"]
+
+    rec = runs.update(rec.id, fill)
+    rec.console_log.write_bytes((DATA / "oom-rank1-h200x2.log").read_bytes())
+    return rec
+
+
+def app_on(rec, size=(200, 56)) -> SwiftdeckApp:
+    none = GpuSnapshot(False, f"{NO_GPU}: NVML Shared Library Not Found", (), FIXED_START)
+    return SwiftdeckApp(RunSource.of_record(rec), clock=fixed_clock, gpu_feed=GpuFeed(Replay(none)), poll_s=3600,
+                        gpu_s=3600, remember_theme=False, check_leftovers=False)
+
+
+def test_log_shows_the_master_ranks_lines_and_each_rank_on_request(home, tmp_path, swift_fixtures):
+    rec = oom_run(swift_fixtures, tmp_path)
+    console = (DATA / "oom-rank1-h200x2.log").read_text().splitlines()
+    rank1 = [line for line in console if line.startswith("[rank1]:")]
+    assert len(rank1) > 100 and any(line.startswith("[rank0]:") for line in console)
+
+    async def go():
+        app = app_on(rec)
+        async with app.run_test(size=(200, 56)) as pilot:
+            assert await scanned(pilot, app, 0)
+            shown = log_shown(app)
+            assert not any(line.startswith("[rank1]:") for line in shown)
+            assert len(shown) == len(console) - len(rank1)
+            assert any(line.startswith("[rank0]:[W1130") for line in shown)
+            assert any(line.startswith("[INFO:swift]") for line in shown)
+            bar = ranks_text(app)
+            assert "0 ■ ended: pid 3237" in bar and "1 ■ ended: pid 3238, 1 error line" in bar, bar
+            assert "showing rank 0 (master)" in bar
+
+            await pilot.press("greater_than_sign")  # rank 1's lines: its OOM traceback
+            assert await scanned(pilot, app, 1)
+            assert log_shown(app) == [line.rstrip() for line in rank1]
+            assert "showing rank 1" in ranks_text(app)
+            assert app.query_one("#log-filter-rank").value == "1"
+
+            await pilot.press("greater_than_sign")  # every line
+            assert await scanned(pilot, app, None)
+            assert len(log_shown(app)) == len(console) and "showing all ranks" in ranks_text(app)
+    asyncio.run(go())
+
+
+def test_a_rank_that_never_started_shows_as_such(home, tmp_path, swift_fixtures):
+    rec = oom_run(swift_fixtures, tmp_path, ranks_kept=(0,))
+
+    async def go():
+        app = app_on(rec)
+        async with app.run_test(size=(200, 56)) as pilot:
+            assert await until(pilot, lambda: "never started" in ranks_text(app)), ranks_text(app)
+            assert "1 ✖ never started" in ranks_text(app) and "0 ■ ended" in ranks_text(app)
+    asyncio.run(go())
+
+
+def test_a_single_process_run_has_no_rank_line_and_every_line_shows(home, tmp_path, swift_fixtures):
+    rec = make_run(swift_fixtures, tmp_path, "finished")
+
+    async def go():
+        app = app_on(rec)
+        async with app.run_test(size=(200, 56)) as pilot:
+            pane = app.query_one(LogPane)
+            assert await until(pilot, lambda: pane.store is not None and pane.store.count > 50)
+            assert pane.filter.rank is None and pane.view.view is None
+            assert not app.query_one("#log-ranks").display and not app.query_one("#log-filter-rank").display
     asyncio.run(go())

@@ -295,6 +295,7 @@ class SwiftdeckApp(ChatJobs, App):
         loss.set_waiting(bool(u.source and u.source.active))
         if u.log_lines:
             log.lines_added(u.log_lines)
+        log.show_run(u.source.record if u.source else None)
         if u.checkpoints is not None:
             self.main.query_one(CheckpointsPane).show(u.checkpoints)
         self.chat_pane.show_run(u.source.record if u.source else None, u.checkpoints)
