@@ -265,3 +265,30 @@ def test_a_single_process_run_has_no_rank_line_and_every_line_shows(home, tmp_pa
             assert pane.filter.rank is None and pane.view.view is None
             assert not app.query_one("#log-ranks").display and not app.query_one("#log-filter-rank").display
     asyncio.run(go())
+
+
+def test_ranks_that_died_show_torchruns_exit_code_and_signal(home, tmp_path):
+    """A real torchrun run whose rank 1 exits with code 3: torchrun ends rank 0 with SIGTERM and prints its
+    ChildFailedError summary; the log pane names both from it."""
+    from test_multigpu import START_TIMEOUT, start_torchrun, wait_for
+
+    from engine import supervisor
+
+    out = tmp_path / "out"
+    rec = start_torchrun(out, "fail1")
+    try:
+        (out / "fail").touch()
+        rec = wait_for(lambda: (r := runs.load(rec.id)) and not r.active and r, START_TIMEOUT, "the run to end")
+    finally:
+        supervisor.stop(runs.load(rec.id), force=True, timeout_s=5)
+    assert "ChildFailedError" in rec.console_log.read_text()
+
+    async def go():
+        app = app_on(rec)
+        async with app.run_test(size=(200, 56)) as pilot:
+            assert await until(pilot, lambda: "exited with code 3" in ranks_text(app)), ranks_text(app)
+            bar = ranks_text(app)
+            assert "1 ✖ died: exited with code 3 (first failure)" in bar, bar
+            # torchrun's SIGTERM to rank 0 is in its summary when rank 0 had not exited by itself yet
+            assert "0 ✖ died: killed by SIGTERM" in bar or "0 ■ ended" in bar, bar
+    asyncio.run(go())
