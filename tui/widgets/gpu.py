@@ -152,8 +152,9 @@ class GpuPane(VerticalScroll):
             if u is None:
                 out.append("not started yet" if v.run_active else "never started", warn)
                 continue
-            gpus = ",".join(map(str, u.gpus)) if u.gpus else u.rank.gpu
-            out.append(f"GPU {gpus:<3} ", "")
+            if nvml:  # without NVML the recorded GPU may be none at all (a CPU run)
+                gpus = ",".join(map(str, u.gpus)) if u.gpus else u.rank.gpu
+                out.append(f"GPU {gpus:<3} ", "")
             if not u.alive:
                 out.append("ended" if not v.run_active else "gone (its process exited)", dim if not v.run_active
                            else warn)
