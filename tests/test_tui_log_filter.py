@@ -107,3 +107,40 @@ def test_a_horizontal_scroll_does_not_carry_over_to_the_next_run(home, tmp_path,
             await pilot.pause()
             assert view.scroll_x == 0
     asyncio.run(go())
+
+
+def test_wrap_shows_a_long_line_whole_on_several_rows_and_back(home, tmp_path, swift_fixtures):
+    rec = make_run(swift_fixtures, tmp_path, "finished")
+
+    async def go():
+        app = app_for(rec)
+        async with app.run_test(size=(200, 56)) as pilot:
+            pane = await loaded(pilot, app)
+            view = app.query_one(LogView)
+            await pilot.pause()
+            width, height = view.scrollable_content_region.width, view.scrollable_content_region.height
+            long_rows = [i for i in range(pane.store.count) if len(pane.store.line(i)) > 2 * width]
+            assert long_rows, "the recorded console has lines wider than the pane"
+            last = pane.store.line(pane.store.count - 1)
+
+            def screen() -> list[str]:
+                return [view.render_line(y).text for y in range(height)]
+
+            assert screen()[-1].rstrip() == last[:width].rstrip()  # one row per line
+            pane.action_toggle_wrap()
+            await pilot.pause()
+            assert view.wrap and view.virtual_size.width == 1 and "wrapped" in str(
+                pane.query_one("#log-status").render())
+            rows = screen()
+            pieces = -(-len(last) // width)
+            assert "".join(rows[-pieces:]).rstrip() == last.rstrip()  # the end of the log, whole
+            await pilot.press("home")  # the top of the log: the first wide line is whole too
+            await pilot.pause()
+            first = long_rows[0]
+            assert first < height and len(pane.store.line(first)) < (height - first) * width  # on screen whole
+            text = "".join(screen()).rstrip()
+            assert pane.store.line(first).rstrip() in text
+            pane.action_toggle_wrap()
+            await pilot.pause()
+            assert not view.wrap and screen()[first].rstrip() == pane.store.line(first)[:width].rstrip()
+    asyncio.run(go())

@@ -48,6 +48,8 @@ class LogView(ScrollView, can_focus=True):
         self.unseen = 0  # lines that arrived while not following
         self._width = 0
         self._styles: dict[str, Style] = {}
+        self.wrap = False  # long lines continue on the next rows (no horizontal scroll)
+        self._rows: tuple | None = None  # (key, [(row, first cell)] per screen row) while wrapping
 
     # ------------------------------------------------------------ data
 
@@ -74,7 +76,8 @@ class LogView(ScrollView, can_focus=True):
         if self.store is not None and added:
             for i in range(max(0, total - min(added, 200)), total):
                 self._width = max(self._width, cell_len(self.store.line(self.line_number(i))))
-        self.virtual_size = Size(min(MAX_WIDTH, self._width + 1), total)
+        self._rows = None
+        self.virtual_size = Size(1 if self.wrap else min(MAX_WIDTH, self._width + 1), total)
         if self.follow:
             self._stick()
         elif added > 0:
@@ -124,6 +127,14 @@ class LogView(ScrollView, can_focus=True):
         self.scroll_end(animate=False, immediate=True)
         self.post_message(LogView.FollowChanged())
 
+    def action_toggle_wrap(self) -> None:
+        """Wrap long lines onto the next rows, or back to one row per line with a horizontal scroll."""
+        self.wrap = not self.wrap
+        if self.wrap:
+            self.scroll_to(x=0, animate=False, immediate=True)
+        self.sync(0)
+        self.post_message(LogView.FollowChanged())  # the pane's status line says which
+
     def action_top(self) -> None:
         self.follow = False
         self.scroll_home(animate=False, immediate=True)
@@ -146,14 +157,48 @@ class LogView(ScrollView, can_focus=True):
 
     def render_line(self, y: int) -> Strip:
         scroll_x, scroll_y = self.scroll_offset
-        row = scroll_y + y
         width = self.scrollable_content_region.width
+        if self.wrap:
+            rows = self._wrapped_rows(scroll_y, width, self.scrollable_content_region.height)
+            if self.store is None or y >= len(rows):
+                return Strip.blank(width, self.rich_style)
+            row, scroll_x = rows[y]
+        else:
+            row = scroll_y + y
         if self.store is None or row >= self.total:
             return Strip.blank(width, self.rich_style)
         text = self.store.line(self.line_number(row))
         level = "metrics" if text.startswith("{'") else level_of(text)
         strip = Strip([Segment(text, self._style(level))])
         return strip.crop_extend(scroll_x, scroll_x + width, self.rich_style)
+
+    def _wrapped_rows(self, top: int, width: int, height: int) -> list[tuple[int, int]]:
+        """While wrapping: (row of the view, first cell) of each screen row. From the row at the scroll position
+        down; when following, from the last line up, so that the end of the log is on screen."""
+        key = (top, width, height, self.total, self.follow)
+        if self._rows is not None and self._rows[0] == key:
+            return self._rows[1]
+        out: list[tuple[int, int]] = []
+        width = max(1, width)
+
+        def pieces(row: int) -> list[tuple[int, int]]:
+            cells = cell_len(self.store.line(self.line_number(row)))
+            return [(row, start) for start in range(0, max(cells, 1), width)]
+
+        if self.store is not None and self.follow:
+            row = self.total - 1
+            while row >= 0 and len(out) < height:
+                out[:0] = pieces(row)
+                row -= 1
+            out = out[-height:]
+        elif self.store is not None:
+            row = top
+            while row < self.total and len(out) < height:
+                out += pieces(row)
+                row += 1
+            out = out[:height]
+        self._rows = (key, out)
+        return out
 
 
 class LogPane(Vertical):
@@ -374,6 +419,11 @@ class LogPane(Vertical):
         self.view.focus()
         self._status()
 
+    def action_toggle_wrap(self) -> None:
+        """Long lines on several rows, or one row each with a horizontal scroll (the log wrap key)."""
+        self.view.action_toggle_wrap()
+        self._status()
+
     def action_toggle_follow(self) -> None:
         view = self.view
         if view.follow:
@@ -400,6 +450,8 @@ class LogPane(Vertical):
         text.append(f"  {shown}", muted)
         if self.filter.active:
             text.append(f"  filter: {self.filter.describe()}", ink(self, "accent"))
+        if self.view.wrap:
+            text.append("  wrapped", muted)
         if note:
             text.append(f"  {note}", muted)
         text.append("  / filter  t traceback  f follow", muted)
