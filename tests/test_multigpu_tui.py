@@ -292,3 +292,21 @@ def test_ranks_that_died_show_torchruns_exit_code_and_signal(home, tmp_path):
             # torchrun's SIGTERM to rank 0 is in its summary when rank 0 had not exited by itself yet
             assert "0 ✖ died: killed by SIGTERM" in bar or "0 ■ ended" in bar, bar
     asyncio.run(go())
+
+
+def test_the_filter_bar_picks_a_rank(home, tmp_path, swift_fixtures):
+    rec = oom_run(swift_fixtures, tmp_path)
+
+    async def go():
+        app = app_on(rec)
+        async with app.run_test(size=(200, 56)) as pilot:
+            assert await scanned(pilot, app, 0)
+            await pilot.press("slash", "tab", "tab")  # text, level, rank
+            select = app.query_one("#log-filter-rank")
+            assert await until(pilot, lambda: select.has_focus)
+            assert select.value == "0"  # the master rank, as shown
+            await pilot.press("enter", "down", "enter")  # from "Rank 0 (master)" to "Rank 1"
+            assert await scanned(pilot, app, 1)
+            assert log_shown(app) and all(line.startswith("[rank1]:") for line in log_shown(app))
+            assert "showing rank 1" in ranks_text(app)
+    asyncio.run(go())

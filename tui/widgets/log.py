@@ -365,7 +365,9 @@ class LogPane(Vertical):
         shown = "all ranks" if self.filter.rank is None else \
             "rank 0 (master)" if self.filter.rank == 0 else f"rank {self.filter.rank}"
         text.append(f"   showing {shown}  > next rank", ink(self, "muted"))
-        bar.update(text)
+        if (text.plain, self.ranks) != getattr(self, "_ranks_shown", None):  # once a poll: repaint on a change only
+            self._ranks_shown = (text.plain, self.ranks)
+            bar.update(text)
 
     def set_filter(self, flt: LogFilter) -> None:
         self.filter = flt
