@@ -129,7 +129,7 @@ async def drive_dashboard(rec, out: Path, check: Checks, timeout: float) -> None
         for line in view.ranks if view else []:
             u = line.usage
             check(f"GPU pane: rank {line.rank} on its recorded GPU {u.rank.gpu if u else '?'}",
-                  bool(u and [str(g) for g in u.gpus][:1] == [u.rank.gpu]),
+                  bool(u and u.rank.gpu in [str(g) for g in u.gpus]),  # a resumed rank may hold a context elsewhere too
                   {"nvml_gpus": list(u.gpus) if u else None, "mem_bytes": u.mem_bytes if u else None,
                    "util": u.util_gpu if u else None})
         ours = text.partition("This run")[2].partition("Other processes on these GPUs")[0]
