@@ -305,6 +305,7 @@ class SwiftdeckApp(ChatJobs, App):
         self._show_job(u)
         if u.log_lines:
             log.lines_added(u.log_lines)
+        log.show_run(u.source.record if u.source else None)
         ckpts = self.main.query_one(CheckpointsPane)
         if u.checkpoints is not None:
             ckpts.show(u.checkpoints, f"a {u.header.kind} job has no checkpoints of its own" if u.job is not None
