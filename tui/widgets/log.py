@@ -221,10 +221,13 @@ class LogPane(Vertical):
     def compose(self):
         # the filter bar sits on top: its drop-downs open over the log, not over the footer below the pane
         with Horizontal(id="log-filter-bar"):
-            yield Input(placeholder="filter text (Enter or Esc: apply and close)", id="log-filter-text")
+            # compact (one row): the bar and a drop-down below it fit a 5-row log pane at 80×24
+            yield Input(placeholder="filter text (Enter or Esc: apply and close)", id="log-filter-text", compact=True)
             yield Select([(name.capitalize() if name == "all" else f"{name}s+" if name == "warning" else "errors",
-                           name) for name in LEVELS], value="all", allow_blank=False, id="log-filter-level")
-            yield Select([("All ranks", self.RANK_ALL)], value=self.RANK_ALL, allow_blank=False, id="log-filter-rank")
+                           name) for name in LEVELS], value="all", allow_blank=False, id="log-filter-level",
+                         compact=True)
+            yield Select([("All ranks", self.RANK_ALL)], value=self.RANK_ALL, allow_blank=False, id="log-filter-rank",
+                         compact=True)
         yield LogView(id="log-view")
         yield Static("", id="log-ranks")
         yield Static("", id="log-status")
