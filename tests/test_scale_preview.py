@@ -1,0 +1,66 @@
+"""Long runs at scale (issue 9): a long logging.jsonl is first shown from a sample of the file (the whole
+history's shape, the last step and ETA) while the whole file is read; the exact rows then replace it."""
+from __future__ import annotations
+
+import json
+
+from engine.ingest import RunReader, sample_jsonl
+from tests.test_scale import SAMPLE, write_run
+
+
+def test_a_sample_spans_the_history_and_ends_at_the_last_step(tmp_path):
+    run = write_run(tmp_path / "run", steps=6000)  # ~1.7 MB: far more lines than the sample takes
+    full = RunReader(run_dir=run).read_all()
+    sample = sample_jsonl(run / "logging.jsonl", points=200)
+    steps = list(sample.train.steps)
+    assert steps == sorted(set(steps)) and set(steps) <= set(full.train.steps)  # real steps, once, in order
+    assert steps[0] <= 40 and steps[-1] == 6000 and 200 <= len(steps) < 800  # the start, the end, not every one
+    assert max(b - a for a, b in zip(steps, steps[1:])) < 6000 // 50  # no big hole (~30 apart, an eval line hit: 60)
+    for i, step in enumerate(steps):  # each value is the one logged at that step
+        j = full.train.steps.index(step)
+        assert sample.train.cols["loss"][i] == full.train.cols["loss"][j]
+    assert sample.progress.step == full.progress.step == 6000
+    assert sample.progress.remaining_s == full.progress.remaining_s and sample.max_steps == 6000
+
+
+def test_a_small_file_is_sampled_whole_and_a_cut_last_line_is_left_out(tmp_path):
+    run = write_run(tmp_path / "run", steps=40)
+    line = json.loads(SAMPLE.read_text().splitlines()[0])
+    with open(run / "logging.jsonl", "a") as fh:
+        fh.write(json.dumps({**line, "global_step/max_steps": "41/40"})[:30])  # still being written
+    sample = sample_jsonl(run / "logging.jsonl")
+    assert list(sample.train.steps) == list(range(1, 41)) and list(sample.eval.steps) == list(range(7, 41, 7))
+    assert list(sample_jsonl(tmp_path / "missing.jsonl").train.steps) == []
+
+
+def test_the_dashboard_shows_a_sample_first_then_every_step(tmp_path, monkeypatch):
+    """RunWatch's first poll of a long logging.jsonl hands a preview Update (header at the last step, the chart
+    from a sample) before it reads the whole file; its own Update then has every step once, in order, and later
+    polls make no preview."""
+    from engine.ops.runs import resolve
+    from tui import model
+
+    monkeypatch.setenv("SWIFTDECK_HOME", str(tmp_path / "home"))
+    monkeypatch.setattr(model, "PREVIEW_BYTES", 256 * 1024)
+    monkeypatch.setattr(model, "PREVIEW_POINTS", 100)
+    run = write_run(tmp_path / "v0-20260101-000000", steps=5000)
+    watch = model.RunWatch(resolve(str(run)), clock=lambda: 0.0)
+    seen = []
+    watch.preview = lambda u: seen.append((u, len(watch.observer.state.train)))
+    u = watch.poll()
+    assert len(seen) == 1
+    preview, rows_read = seen[0]
+    assert rows_read == 0  # made before the history was read
+    assert preview.reset and preview.header.step == 5000 and preview.header.last_loss == 5.0 - 5000 / 5000
+    assert preview.header.eta_s == u.header.eta_s and 100 <= len(preview.new_metrics.train.steps) < 600
+    assert u.reset and list(u.new_metrics.train.steps) == list(range(1, 5001))
+    assert list(u.new_metrics.eval.steps) == list(range(7, 5001, 7))
+    assert u.header == preview.header
+    watch.poll()
+    assert len(seen) == 1
+
+    small = write_run(tmp_path / "small" / "v0-20260101-000000", steps=50)  # under PREVIEW_BYTES: no preview
+    watch = model.RunWatch(resolve(str(small)), clock=lambda: 0.0)
+    watch.preview = seen.append
+    watch.poll()
+    assert len(seen) == 1
