@@ -290,15 +290,16 @@ def cmd_metrics(ns) -> int:
     src = resolve(ns.run)
     kind = src.kind
     reader.emit_metrics = False  # the steps are read from the state's columns
+    fmt = "json" if ns.json else ns.format
+    if fmt in ("json", "jsonl"):
+        return _stream_rows(fmt, kind, src, reader, ns.run)
     reader.poll_all()
     state = reader.state
     summary = state.finished.summary if state.finished else {}
     if not state.metrics and not summary:
-        raise UserError(f"no logged step in {ns.run}: not an ms-swift run folder or console log (or nothing was "
-                        "logged yet)")
-    memory = _memory_vs_estimate(src, state)
-    fmt = "json" if ns.json else ns.format
-    if fmt != "table":
+        raise UserError(_no_step(ns.run))
+    memory = _memory_vs_estimate(src, _peak_memory(state))
+    if fmt != "table":  # csv: its header names every key, so every row is read before the first is written
         _stream_metrics(fmt, kind, state, metrics_keys(state) if fmt == "csv" else [], memory)
         return 0
     rows = iter_metrics_rows(state)
@@ -358,17 +359,67 @@ def _stream_metrics(fmt: str, kind: str, state, keys: list[str], memory: dict | 
               + ', "memory": ' + orjson.dumps(memory, option=opt, default=_json_default).decode() + "}\n")
 
 
-def _memory_vs_estimate(src, state) -> dict | None:
-    """The preflight's memory estimate (from the run folder's args.json) beside ms-swift's `memory(GiB)`."""
+def _no_step(run: str) -> str:
+    return f"no logged step in {run}: not an ms-swift run folder or console log (or nothing was logged yet)"
+
+
+def _stream_rows(fmt: str, kind: str, src, reader, run: str) -> int:
+    """`metrics --json|--format jsonl` written while the file is read (engine.ingest.stream_states): memory flat in
+    the number of steps. A step logged again or late within the last 65,536 steps is placed (the later line wins);
+    a line later than that is left out, and stderr says which steps."""
+    from engine.ingest import STREAM_WINDOW, metrics_row_blocks, stream_states
+
+    out = sys.stdout
+    dumps = functools.partial(orjson.dumps, option=orjson.OPT_SERIALIZE_NUMPY)
+    head = '{"kind": ' + orjson.dumps(kind).decode() + ', "metrics": ['
+    late: list[int] = []
+    rows, peak, sep = 0, None, "\n"
+    for part in stream_states(reader, late=late):
+        part_peak = _peak_memory(part)
+        peak = part_peak if peak is None or (part_peak is not None and part_peak > peak) else peak
+        for block in metrics_row_blocks(part):
+            if fmt == "jsonl":
+                out.write(b"\n".join(map(dumps, block)).decode() + "\n")
+            else:
+                out.write((head if not rows else "") + sep + b",\n".join(map(dumps, block)).decode())
+                sep = ",\n"
+            rows += len(block)
+    state = reader.state
+    summary = state.finished.summary if state.finished else {}
+    if not rows and not summary:
+        raise UserError(_no_step(run))
+    if fmt == "json":
+        memory = _memory_vs_estimate(src, peak)
+        out.write((head if not rows else "") + '\n], "summary": '
+                  + orjson.dumps(summary, option=orjson.OPT_SERIALIZE_NUMPY, default=_json_default).decode()
+                  + ', "finished": ' + orjson.dumps(state.finished, option=orjson.OPT_SERIALIZE_NUMPY,
+                                                    default=_json_default).decode()
+                  + ', "memory": ' + orjson.dumps(memory, option=orjson.OPT_SERIALIZE_NUMPY,
+                                                  default=_json_default).decode() + "}\n")
+    if late:
+        shown = ", ".join(map(str, late[:5])) + (f" and {len(late) - 5} more" if len(late) > 5 else "")
+        print(f"swiftdeck: {len(late)} line(s) for steps already written came more than {STREAM_WINDOW:,} steps late "
+              f"and were left out (step {shown})", file=sys.stderr)
+    return 0
+
+
+def _peak_memory(state) -> float | None:
+    """The largest finite `memory(GiB)` ms-swift logged in `state`."""
     import math
 
+    return max((v for cols in (state.train, state.eval) for v in cols.series("memory(GiB)")[1] if math.isfinite(v)),
+               default=None)
+
+
+def _memory_vs_estimate(src, peak: float | None) -> dict | None:
+    """The preflight's memory estimate (from the run folder's args.json) beside ms-swift's `memory(GiB)` (its
+    largest value, `peak`)."""
     from engine import preflight
 
     if src.run_dir is None:
         return None
-    logged = [v for cols in (state.train, state.eval) for v in cols.series("memory(GiB)")[1] if math.isfinite(v)]
     env = dict(src.record.env) if src.record else None
-    return preflight.compare(src.run_dir, max(logged) if logged else None, env)
+    return preflight.compare(src.run_dir, peak, env)
 
 
 def cmd_checkpoints(ns) -> int:

@@ -1057,6 +1057,48 @@ def _segments(state: RunState) -> Iterator[tuple[str, object]]:
         ti = stop
 
 
+STREAM_WINDOW = 65536  # train rows a streaming read keeps back: a step logged again or late within these is placed
+
+
+def stream_states(reader: RunReader, window: int = STREAM_WINDOW, late: list | None = None,
+                  chunk: int = READ_CHUNK) -> Iterator[RunState]:
+    """Read `reader`'s files to their end a chunk at a time and yield RunStates that together hold every logged
+    row once, in step order: each holds the rows older than the newest `window` train rows, taken out of
+    `reader.state` (so memory stays flat in the number of steps), the last one the rest. A step logged again
+    replaces its row (the later line wins) and a late step is put in its place as long as it is within the window;
+    a line for a step older than that comes after its rows were handed on and is left out, its step appended to
+    `late` (the caller says so). `reader.state` keeps the run-level facts (progress, checkpoints, final record)."""
+    st = reader.state
+    reader.emit_metrics = False
+    frontier = None  # every row with a step below this was handed on
+    while True:
+        reader.poll(max_bytes=chunk)
+        done = reader.caught_up
+        if done:
+            reader.poll(final=True)  # an unterminated last line
+        if frontier is not None:
+            for cols in (st.train, st.eval):
+                n = bisect.bisect_left(cols.steps, frontier)
+                if n:
+                    gone = cols.take_front(n)
+                    if late is not None:
+                        late.extend(gone.steps)
+        if done:
+            cut = None
+        elif len(st.train) > window:
+            cut = st.train.steps[len(st.train) - window]
+        else:
+            continue
+        nt = len(st.train) if cut is None else bisect.bisect_left(st.train.steps, cut)
+        ne = len(st.eval) if cut is None else bisect.bisect_left(st.eval.steps, cut)
+        front = RunState(run_dir=st.run_dir, metrics_source=st.metrics_source,
+                         train=st.train.take_front(nt), eval=st.eval.take_front(ne))
+        yield front
+        if done:
+            return
+        frontier = cut
+
+
 def metrics_row_blocks(state: RunState) -> Iterator[list[dict]]:
     """The rows of iter_metrics_rows a block at a time (plain train rows are made by C-speed passes)."""
     t = state.train

@@ -64,3 +64,30 @@ def test_the_dashboard_shows_a_sample_first_then_every_step(tmp_path, monkeypatc
     watch.preview = seen.append
     watch.poll()
     assert len(seen) == 1
+
+
+def test_streamed_rows_are_every_step_once_in_order_with_the_later_line_winning(tmp_path):
+    """engine.ingest.stream_states hands rows on as the file is read, holding back only the newest `window` train
+    rows: a step logged again within them is written once with the later values, a late step lands in its place;
+    a line later than the window is left out and reported."""
+    from engine.ingest import metrics_table, stream_states
+
+    run = write_run(tmp_path / "run", steps=3000)
+    line = json.loads(SAMPLE.read_text().splitlines()[0])
+    with open(run / "logging.jsonl", "a") as fh:  # a resume that logs steps 2991.. again, and a late step 5
+        for n in range(2991, 3001):
+            fh.write(json.dumps({**line, "loss": 0.5, "global_step/max_steps": f"{n}/3000"}) + "\n")
+        fh.write(json.dumps({**line, "loss": 0.25, "global_step/max_steps": "5/3000"}) + "\n")
+    whole = metrics_table(RunReader(run_dir=run).read_all())
+    late: list[int] = []
+    reader = RunReader(run_dir=run)
+    parts = list(stream_states(reader, window=100, late=late, chunk=16 * 1024))
+    streamed = [row for part in parts for row in metrics_table(part)]
+    assert len(parts) > 1 and max(len(p.train) for p in parts) < 3000  # never the whole history at once
+    assert [r["step"] for r in streamed] == list(range(1, 3001))
+    assert [r["loss"] for r in streamed[2990:]] == [0.5] * 10 and late == [5]  # step 5 came 2995 steps late
+    assert streamed[:4] + streamed[5:] == whole[:4] + whole[5:] and whole[4]["loss"] == 0.25
+
+    late = []
+    parts = list(stream_states(RunReader(run_dir=run), window=10_000, late=late, chunk=16 * 1024))  # holds it all
+    assert late == [] and [row for part in parts for row in metrics_table(part)] == whole
