@@ -91,3 +91,49 @@ def test_streamed_rows_are_every_step_once_in_order_with_the_later_line_winning(
     late = []
     parts = list(stream_states(RunReader(run_dir=run), window=10_000, late=late, chunk=16 * 1024))  # holds it all
     assert late == [] and [row for part in parts for row in metrics_table(part)] == whole
+
+
+def test_the_app_paints_a_sample_first_and_says_how_far_the_read_is(tmp_path, monkeypatch):
+    """In the real dashboard the loss pane gets the sample first, its hint says "reading N MB… P % (a sample of K
+    steps shown)" while the rest is read, and then holds every step with the note gone."""
+    import asyncio
+
+    from engine.ops.runs import resolve
+    from tests.test_tui_support import until
+    from tui import model
+    from tui.app import SwiftdeckApp
+    from tui.widgets.loss import LossPane
+
+    monkeypatch.setenv("SWIFTDECK_HOME", str(tmp_path / "home"))
+    monkeypatch.setattr(model, "PREVIEW_BYTES", 256 * 1024)
+    monkeypatch.setattr(model, "PREVIEW_POINTS", 100)
+    monkeypatch.setattr(model, "POLL_CHUNK", 128 * 1024)  # a long read in steps, each reporting progress
+    run = write_run(tmp_path / "v0-20260101-000000", steps=5000)
+    seen: list[tuple[str, object]] = []
+    add, set_loading = LossPane.add, LossPane.set_loading
+
+    def spy_add(self, metrics):
+        add(self, metrics)
+        seen.append(("rows", len(self.loss)))
+
+    def spy_loading(self, done, total):
+        set_loading(self, done, total)
+        seen.append(("hint", self.query_one("#loss-hint").shown))
+
+    monkeypatch.setattr(LossPane, "add", spy_add)
+    monkeypatch.setattr(LossPane, "set_loading", spy_loading)
+
+    async def go():
+        app = SwiftdeckApp(resolve(str(run)), remember_theme=False, check_leftovers=False)
+        async with app.run_test(size=(200, 56)) as pilot:
+            pane = app.query_one(LossPane)
+            assert await until(pilot, lambda: len(pane.loss) == 5000)
+            await pilot.pause()
+            return pane.query_one("#loss-hint").shown
+
+    final_hint = asyncio.run(go())
+    rows = [n for kind, n in seen if kind == "rows" and n]
+    hints = [h for kind, h in seen if kind == "hint"]
+    assert 100 <= rows[0] < 600 and rows[-1] == 5000
+    assert hints and all("reading 1 MB…" in h and f"a sample of {rows[0]:,} steps" in h for h in hints)
+    assert "reading" not in final_hint
