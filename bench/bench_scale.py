@@ -8,8 +8,9 @@ RSS (ru_maxrss) is its own; prints wall s, CPU s and peak RSS MB per case:
 - reader:    engine.ingest.RunReader(run_dir).read_all()  (the engine's whole-history read)
 - attach:    tui.model.RunWatch(source).poll() + what the loss pane keeps and computes for a frame, i.e. the
              dashboard's first paint minus Textual's own rendering
-- app:       the real dashboard (SwiftdeckApp, headless at 200x56) until the loss chart holds the whole history
-             and a frame is drawn: first paint, Textual included
+- app:       the real dashboard (SwiftdeckApp, headless at 200x56): first_paint_s when the loss chart first shows
+             data (a sample of a long file, where the code has one) and a frame is drawn, Textual included; wall_s
+             until the chart holds the whole history
 - follow:    one poll of a caught-up RunWatch after 10 more steps were appended (per-poll cost of a live run), and
              one chart frame
 - metrics:   `swiftdeck metrics RUN --json > /dev/null`   (and --format jsonl, csv where the CLI has them)
