@@ -830,6 +830,10 @@ class RunReader:
         # a Metrics event per new logged step; a reader of `state`'s columns (the dashboard) turns this off and is
         # spared a Python object per step
         self.emit_metrics = True
+        # column_cache: a long logging.jsonl's columns are taken from engine.column_cache's copy when one fits, and
+        # only the bytes after it are parsed (save_column_cache writes the copy); the dashboard turns this on
+        self.column_cache = False
+        self.cached_offset = 0  # the bytes of logging.jsonl that came from the copy
 
     @property
     def console_tail(self) -> FileTail | None:
@@ -874,6 +878,8 @@ class RunReader:
         if self.run_dir is not None and self._jsonl is None and (self.run_dir / "logging.jsonl").exists():
             self._jsonl = _Source(self.run_dir / "logging.jsonl", functools.partial(JsonlParser, blocks=True))
             st.metrics_source = "logging.jsonl"
+            if self.column_cache:
+                self._load_column_cache()
         jsonl_active = self._jsonl is not None
         for ev in console:
             if isinstance(ev, Metrics):
@@ -916,6 +922,47 @@ class RunReader:
         if st.finished is not None and st.finished != finished0:
             out.append(st.finished)
         return out
+
+    def _load_column_cache(self) -> None:
+        from engine import column_cache
+
+        src = self._jsonl
+        try:
+            if os.stat(src.tail.path).st_size < column_cache.MIN_BYTES:
+                return
+        except OSError:
+            return
+        hit = column_cache.load(src.tail.path)
+        if hit is None:
+            return
+        st = self.state
+        st.train.__dict__.update(hit.train.__dict__)  # in place: views of the state's columns stay valid
+        st.eval.__dict__.update(hit.eval.__dict__)
+        if hit.progress is not None:
+            st.progress = _merge_progress(st.progress, hit.progress)
+        if hit.finished is not None:
+            st.finished = _merge_finished(st.finished, hit.finished)
+        src.tail.offset, src.tail._ident = hit.offset, hit.ident
+        src.parser._rec.finished, src.parser.final_record = hit.finished, hit.final_record
+        self.cached_offset = hit.offset
+
+    def save_column_cache(self) -> bool:
+        """Write engine.column_cache's copy of logging.jsonl's columns as read so far (complete lines), when the
+        file is long and more of it was parsed than the copy held. True when written."""
+        from engine import column_cache
+
+        src = self._jsonl
+        if src is None or src.parser._skipping or not self.caught_up:
+            return False
+        offset = src.tail.offset - src.parser._pending_len
+        if offset < column_cache.MIN_BYTES or offset == self.cached_offset:
+            return False
+        st = self.state
+        if column_cache.save(src.tail.path, offset, src.tail._ident, st.train, st.eval, st.progress,
+                             src.parser.finished, src.parser.final_record):
+            self.cached_offset = offset
+            return True
+        return False
 
     def _scan_checkpoints(self) -> list[Event]:
         """Without a console log, checkpoints are found on disk."""

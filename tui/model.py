@@ -105,6 +105,8 @@ class RunWatch:
         cwd = Path(source.record.cwd) if source and source.record else None
         self.observer = RunObserver(console_log=source.console_log, run_dir=source.run_dir, cwd=cwd) \
             if source else None
+        if self.observer is not None:  # a long history's columns are kept in a binary copy (engine.column_cache)
+            self.observer.reader.column_cache = True
         self.failed: Failed | None = None
         self._first = True
         self._last_scan = -math.inf
@@ -146,6 +148,8 @@ class RunWatch:
                 break
             if self.progress is not None:
                 self.progress(*self.observer.reader.read_progress())
+        if first:
+            self.observer.reader.save_column_cache()  # the next open reads only what is appended after this
         state = self.observer.state
         new_metrics = NewRows.since(state.train, state.eval, self._rows_mark)
         self._rows_mark = new_metrics.mark()
@@ -178,6 +182,10 @@ class RunWatch:
             if path is None or path.stat().st_size < PREVIEW_BYTES:
                 return
         except OSError:
+            return
+        from engine import column_cache
+
+        if column_cache.fits(path):  # read in a moment from the copy of its columns: no sample needed
             return
         sample = sample_jsonl(path, PREVIEW_POINTS, run_dir=str(run_dir))
         self.preview(Update(self._header(src, self.clock(), sample), NewRows.since(sample.train, sample.eval, None),
