@@ -11,6 +11,8 @@ RSS (ru_maxrss) is its own; prints wall s, CPU s and peak RSS MB per case:
 - app:       the real dashboard (SwiftdeckApp, headless at 200x56): first_paint_s when the loss chart first shows
              data (a sample of a long file, where the code has one) and a frame is drawn, Textual included; wall_s
              until the chart holds the whole history
+- reopen:    the app case again on the same run folder, after a first open (engine.column_cache's copy, where
+             the code has one)
 - follow:    one poll of a caught-up RunWatch after 10 more steps were appended (per-poll cost of a live run), and
              one chart frame
 - metrics:   `swiftdeck metrics RUN --json > /dev/null`   (and --format jsonl, csv where the CLI has them)
@@ -243,7 +245,7 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=1_000_000)
     ap.add_argument("--runs", type=int, default=200)
     ap.add_argument("--before", type=Path, help="a checkout of older code to measure beside this tree")
-    ap.add_argument("--cases", default="reader,attach,app,follow,metrics,runs")
+    ap.add_argument("--cases", default="reader,attach,app,reopen,follow,metrics,runs")
     ap.add_argument("--case", help=argparse.SUPPRESS)
     ap.add_argument("--dir", help=argparse.SUPPRESS)
     ns = ap.parse_args()
@@ -264,13 +266,16 @@ def main() -> None:
         print(f"# {steps:,} steps, logging.jsonl {size / 1e6:.0f} MB (written in {time.perf_counter() - t0:.1f} s)",
               flush=True)
         run_dir = Path(tmp) / "case" / "v0-20260101-000000"  # a fresh copy per case: follow appends to it
-        for case in (c for c in ("reader", "attach", "app", "follow") if c in cases):
+        for case in (c for c in ("reader", "attach", "app", "reopen", "follow") if c in cases):
             for name, tree in trees:
                 shutil.rmtree(run_dir.parent, ignore_errors=True)
                 run_dir.mkdir(parents=True)
                 shutil.copyfile(source / "logging.jsonl", run_dir / "logging.jsonl")
                 env = {"PYTHONPATH": str(tree), "BENCH_TREE": str(tree), "SWIFTDECK_HOME": str(home / name)}
-                _, _, info = run_child([py, __file__, "--case", case, "--dir", str(run_dir)], env, cwd=tree)
+                argv = [py, __file__, "--case", "app" if case == "reopen" else case, "--dir", str(run_dir)]
+                if case == "reopen":  # the same run opened a second time (a copy of its columns may be there)
+                    run_child(argv, env, cwd=tree)
+                _, _, info = run_child(argv, env, cwd=tree)
                 print(f"{case:<8} {name:<6} {json.dumps(info)}", flush=True)
         for fmt in ("--json", "--format=jsonl", "--format=csv") if "metrics" in cases else ():
             for name, tree in trees:
