@@ -69,8 +69,11 @@ def save(jsonl: Path, offset: int, ident: tuple[int, int] | None, train: Columns
                     "progress": dataclasses.asdict(progress) if progress else None,
                     "finished": dataclasses.asdict(finished) if finished else None,
                     "final_record": final_record, "train": _kind(train), "eval": _kind(eval_)}
+        from engine.paths import private_dir
+
         target = cache_file(jsonl)
-        target.parent.mkdir(parents=True, exist_ok=True)
+        private_dir(target.parent, "the copies of long runs' columns")
+        prune(target.parent)
         tmp = target.with_name(f"{target.name}.{os.getpid()}.tmp")
         with open(tmp, "wb") as out:
             out.write(orjson.dumps(meta) + b"\n")
@@ -85,6 +88,21 @@ def save(jsonl: Path, offset: int, ident: tuple[int, int] | None, train: Columns
         if tmp is not None:
             tmp.unlink(missing_ok=True)
         return False
+
+
+def prune(folder: Path) -> int:
+    """Delete the copies whose logging.jsonl is gone (the run folder was deleted or moved); how many."""
+    gone = 0
+    for copy in folder.glob("*.bin"):
+        try:
+            with open(copy, "rb") as fh:
+                path = orjson.loads(fh.readline()).get("path")
+            if not isinstance(path, str) or not os.path.exists(path):
+                copy.unlink()
+                gone += 1
+        except (OSError, ValueError, AttributeError):
+            continue
+    return gone
 
 
 def _read_kind(fh, kind: dict) -> Columns:

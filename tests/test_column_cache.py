@@ -87,3 +87,18 @@ def test_a_copy_that_no_longer_fits_the_file_is_not_used(tmp_path, monkeypatch):
     watch, _, _ = _open(run, monkeypatch)
     _same(watch.observer.state, _fresh(run))
     assert watch.observer.state.train.steps[-1] < 2000
+
+
+def test_copies_of_runs_whose_file_is_gone_are_pruned_on_the_next_save(tmp_path, monkeypatch):
+    import shutil
+
+    monkeypatch.setenv("SWIFTDECK_HOME", str(tmp_path / "home"))
+    monkeypatch.setattr(column_cache, "MIN_BYTES", 64 * 1024)
+    old = write_run(tmp_path / "a" / "v0-20260101-000000", steps=3000)
+    _open(old, monkeypatch)
+    old_copy = column_cache.cache_file(old / "logging.jsonl")
+    assert old_copy.is_file() and oct(old_copy.parent.stat().st_mode & 0o777) == "0o700"
+    shutil.rmtree(old)
+    new = write_run(tmp_path / "b" / "v0-20260101-000000", steps=3000)
+    _open(new, monkeypatch)
+    assert not old_copy.exists() and column_cache.cache_file(new / "logging.jsonl").is_file()
