@@ -48,8 +48,17 @@ def _check(fd: int, offset: int) -> str:
     return os.pread(fd, offset - start, start).hex()
 
 
-def _kind(cols: Columns) -> dict:
+def columns_meta(cols: Columns) -> dict:
+    """What read_columns needs to know of `cols` (JSON-safe)."""
     return {"n": len(cols), "keys": list(cols.cols), "absent": list(cols.absent)}
+
+
+def write_columns(out, cols: Columns) -> None:
+    """`cols` as raw bytes (read back by read_columns with columns_meta(cols))."""
+    for arr in (cols.steps, cols.maxes, *cols.cols.values()):
+        arr.tofile(out)
+    for flags in cols.absent.values():
+        out.write(flags)
 
 
 def save(jsonl: Path, offset: int, ident: tuple[int, int] | None, train: Columns, eval_: Columns,
@@ -68,7 +77,7 @@ def save(jsonl: Path, offset: int, ident: tuple[int, int] | None, train: Columns
                     "ident": [st.st_dev, st.st_ino], "mtime_ns": st.st_mtime_ns, "check": _check(fh.fileno(), offset),
                     "progress": dataclasses.asdict(progress) if progress else None,
                     "finished": dataclasses.asdict(finished) if finished else None,
-                    "final_record": final_record, "train": _kind(train), "eval": _kind(eval_)}
+                    "final_record": final_record, "train": columns_meta(train), "eval": columns_meta(eval_)}
         from engine.paths import private_dir
 
         target = cache_file(jsonl)
@@ -77,11 +86,8 @@ def save(jsonl: Path, offset: int, ident: tuple[int, int] | None, train: Columns
         tmp = target.with_name(f"{target.name}.{os.getpid()}.tmp")
         with open(tmp, "wb") as out:
             out.write(orjson.dumps(meta) + b"\n")
-            for cols in (train, eval_):
-                for arr in (cols.steps, cols.maxes, *cols.cols.values()):
-                    arr.tofile(out)
-                for flags in cols.absent.values():
-                    out.write(flags)
+            write_columns(out, train)
+            write_columns(out, eval_)
         os.replace(tmp, target)
         return True
     except (OSError, TypeError, ValueError):
@@ -105,7 +111,8 @@ def prune(folder: Path) -> int:
     return gone
 
 
-def _read_kind(fh, kind: dict) -> Columns:
+def read_columns(fh, kind: dict) -> Columns:
+    """Columns written by write_columns, `kind` being their columns_meta."""
     n = kind["n"]
     cols = Columns()
 
@@ -165,7 +172,7 @@ def load(jsonl: Path) -> Cached | None:
             if meta is None:
                 return None
             offset = meta["offset"]
-            train, eval_ = _read_kind(fh, meta["train"]), _read_kind(fh, meta["eval"])
+            train, eval_ = read_columns(fh, meta["train"]), read_columns(fh, meta["eval"])
             if fh.read(1):
                 return None
     except (OSError, ValueError, KeyError, TypeError, EOFError):

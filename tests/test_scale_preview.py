@@ -137,3 +137,35 @@ def test_the_app_paints_a_sample_first_and_says_how_far_the_read_is(tmp_path, mo
     assert 100 <= rows[0] < 600 and rows[-1] == 5000
     assert hints and all("reading 1 MB…" in h and f"a sample of {rows[0]:,} steps" in h for h in hints)
     assert "reading" not in final_hint
+
+
+def test_a_streamed_csv_names_a_key_first_logged_at_the_last_line(tmp_path):
+    """`metrics --format csv` streams the parts through a temporary file of raw columns: the header still names
+    every key (one that first appears at the last line too) and the rows are those of the whole-file read."""
+    import csv
+    import io
+
+    from engine.cli import _ColumnSpool
+    from engine.ingest import metrics_csv_blocks, metrics_keys, stream_states
+
+    run = write_run(tmp_path / "run", steps=3000)
+    line = json.loads(SAMPLE.read_text().splitlines()[0])
+    with open(run / "logging.jsonl", "a") as fh:
+        fh.write(json.dumps({**line, "loss": 0.5, "new_key": 7.0, "global_step/max_steps": "3001/3001"}) + "\n")
+    whole = RunReader(run_dir=run).read_all()
+    want = io.StringIO()
+    w = csv.writer(want, lineterminator="\n")
+    w.writerow(metrics_keys(whole))
+    for block in metrics_csv_blocks(whole, metrics_keys(whole)):
+        w.writerows(block)
+
+    spool = _ColumnSpool()
+    parts = 0
+    for part in stream_states(RunReader(run_dir=run), window=100, chunk=16 * 1024):
+        spool.add(part)
+        parts += 1
+    got = io.StringIO()
+    spool.write_csv(got)
+    assert parts > 10 and got.getvalue() == want.getvalue()
+    table = list(csv.DictReader(io.StringIO(got.getvalue())))
+    assert len(table) == 3001 and table[-1]["new_key"] == "7.0" and table[0]["new_key"] == ""
