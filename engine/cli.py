@@ -421,8 +421,13 @@ def _peak_memory(state) -> float | None:
     """The largest finite `memory(GiB)` ms-swift logged in `state`."""
     import math
 
-    return max((v for cols in (state.train, state.eval) for v in cols.series("memory(GiB)")[1] if math.isfinite(v)),
-               default=None)
+    peaks = []
+    for cols in (state.train, state.eval):
+        values = cols.series("memory(GiB)")[1]
+        finite = values if math.isfinite(sum(values)) else [v for v in values if math.isfinite(v)]  # C speed first
+        if len(finite):
+            peaks.append(max(finite))
+    return max(peaks, default=None)
 
 
 def _memory_vs_estimate(src, peak: float | None) -> dict | None:
