@@ -301,17 +301,15 @@ def cmd_metrics(ns) -> int:
     src = resolve(ns.run)
     kind = src.kind
     reader.emit_metrics = False  # the steps are read from the state's columns
+    fmt = "json" if ns.json else ns.format
+    if fmt in ("json", "jsonl", "csv"):
+        return _stream_rows(fmt, kind, src, reader, ns.run)
     reader.poll_all()
     state = reader.state
     summary = state.finished.summary if state.finished else {}
     if not state.metrics and not summary:
-        raise UserError(f"no logged step in {ns.run}: not an ms-swift run folder or console log (or nothing was "
-                        "logged yet)")
-    memory = _memory_vs_estimate(src, state)
-    fmt = "json" if ns.json else ns.format
-    if fmt != "table":
-        _stream_metrics(fmt, kind, state, metrics_keys(state) if fmt == "csv" else [], memory)
-        return 0
+        raise UserError(_no_step(ns.run))
+    memory = _memory_vs_estimate(src, _peak_memory(state))
     rows = iter_metrics_rows(state)
     logged = set(metrics_keys(state))
     family = kinds.family(logged)
@@ -337,49 +335,121 @@ def cmd_metrics(ns) -> int:
     return 0
 
 
-def _stream_metrics(fmt: str, kind: str, state, keys: list[str], memory: dict | None = None) -> None:
-    """`metrics --json|--format jsonl|csv`, written a block of rows at a time from the state's columns (no list of
-    every row). json: one object {kind, metrics: [...], summary, finished, memory}, a row per line; jsonl: one row
-    per line; csv: a header of every logged key, empty cells where a step did not log one."""
-    from engine.ingest import metrics_csv_blocks, metrics_row_blocks
+def _no_step(run: str) -> str:
+    return f"no logged step in {run}: not an ms-swift run folder or console log (or nothing was logged yet)"
 
-    out = sys.stdout
-    opt = orjson.OPT_SERIALIZE_NUMPY
+
+def _stream_rows(fmt: str, kind: str, src, reader, run: str) -> int:
+    """`metrics --json|--format jsonl|csv` written while the file is read (engine.ingest.stream_states): memory flat
+    in the number of steps. json: one object {kind, metrics: [...], summary, finished, memory}, a row per line;
+    jsonl: one row per line; csv: a header of every logged key, empty cells where a step did not log one (a key can
+    first appear at the last line, so the rows wait in a temporary file as raw columns until the header is known).
+    A step logged again or late within the last 65,536 steps is placed (the later line wins); a line later than that
+    is left out, and stderr says which steps."""
+    from engine.ingest import STREAM_WINDOW, metrics_row_blocks, stream_states
+
     if fmt == "csv":
+        spool = _ColumnSpool()
+    out = sys.stdout
+    dumps = functools.partial(orjson.dumps, option=orjson.OPT_SERIALIZE_NUMPY)
+    head = '{"kind": ' + orjson.dumps(kind).decode() + ', "metrics": ['
+    late: list[int] = []
+    rows, peak, sep = 0, None, "\n"
+    for part in stream_states(reader, late=late):
+        part_peak = _peak_memory(part)
+        peak = part_peak if peak is None or (part_peak is not None and part_peak > peak) else peak
+        if fmt == "csv":
+            rows += spool.add(part)
+            continue
+        for block in metrics_row_blocks(part):
+            if fmt == "jsonl":
+                out.write(b"\n".join(map(dumps, block)).decode() + "\n")
+            else:
+                out.write((head if not rows else "") + sep + b",\n".join(map(dumps, block)).decode())
+                sep = ",\n"
+            rows += len(block)
+    state = reader.state
+    summary = state.finished.summary if state.finished else {}
+    if not rows and not summary:
+        raise UserError(_no_step(run))
+    if fmt == "csv":
+        spool.write_csv(out)
+    elif fmt == "json":
+        memory = _memory_vs_estimate(src, peak)
+        out.write((head if not rows else "") + '\n], "summary": '
+                  + orjson.dumps(summary, option=orjson.OPT_SERIALIZE_NUMPY, default=_json_default).decode()
+                  + ', "finished": ' + orjson.dumps(state.finished, option=orjson.OPT_SERIALIZE_NUMPY,
+                                                    default=_json_default).decode()
+                  + ', "memory": ' + orjson.dumps(memory, option=orjson.OPT_SERIALIZE_NUMPY,
+                                                  default=_json_default).decode() + "}\n")
+    if late:
+        shown = ", ".join(map(str, late[:5])) + (f" and {len(late) - 5} more" if len(late) > 5 else "")
+        print(f"swiftdeck: {len(late)} line(s) for steps already written came more than {STREAM_WINDOW:,} steps late "
+              f"and were left out (step {shown})", file=sys.stderr)
+    return 0
+
+
+class _ColumnSpool:
+    """The parts of a streamed read kept in a temporary file as raw columns (engine.column_cache), then written as
+    CSV under a header of every key: memory flat in the number of steps."""
+
+    def __init__(self):
+        import tempfile
+
+        self.file = tempfile.TemporaryFile()
+        self.metas: list[tuple[dict, dict]] = []
+        self.train_keys: dict[str, None] = {}
+        self.eval_keys: dict[str, None] = {}
+
+    def add(self, part) -> int:
+        from engine.column_cache import columns_meta, write_columns
+
+        self.metas.append((columns_meta(part.train), columns_meta(part.eval)))
+        write_columns(self.file, part.train)
+        write_columns(self.file, part.eval)
+        self.train_keys.update(dict.fromkeys(part.train.cols))
+        self.eval_keys.update(dict.fromkeys(part.eval.cols))
+        return len(part.train) + len(part.eval)
+
+    def write_csv(self, out) -> None:
         import csv
 
+        from engine.column_cache import read_columns
+        from engine.ingest import RunState, metrics_csv_blocks
+
+        keys = list(dict.fromkeys(("step", *self.train_keys, *self.eval_keys)))
         w = csv.writer(out, lineterminator="\n")
         w.writerow(keys)
-        for block in metrics_csv_blocks(state, keys):
-            w.writerows(block)
-        return
-    dumps = functools.partial(orjson.dumps, option=opt)
-    if fmt == "jsonl":
-        for block in metrics_row_blocks(state):
-            out.write(b"\n".join(map(dumps, block)).decode() + "\n")
-        return
-    out.write('{"kind": ' + orjson.dumps(kind).decode() + ', "metrics": [')
-    sep = "\n"
-    for block in metrics_row_blocks(state):
-        out.write(sep + b",\n".join(map(dumps, block)).decode())
-        sep = ",\n"
-    summary = state.finished.summary if state.finished else {}
-    out.write('\n], "summary": ' + orjson.dumps(summary, option=opt, default=_json_default).decode()
-              + ', "finished": ' + orjson.dumps(state.finished, option=opt, default=_json_default).decode()
-              + ', "memory": ' + orjson.dumps(memory, option=opt, default=_json_default).decode() + "}\n")
+        self.file.seek(0)
+        with self.file:
+            for train, eval_ in self.metas:
+                part = RunState(train=read_columns(self.file, train), eval=read_columns(self.file, eval_))
+                for block in metrics_csv_blocks(part, keys):
+                    w.writerows(block)
 
 
-def _memory_vs_estimate(src, state) -> dict | None:
-    """The preflight's memory estimate (from the run folder's args.json) beside ms-swift's `memory(GiB)`."""
+def _peak_memory(state) -> float | None:
+    """The largest finite `memory(GiB)` ms-swift logged in `state`."""
     import math
 
+    peaks = []
+    for cols in (state.train, state.eval):
+        values = cols.series("memory(GiB)")[1]
+        finite = values if math.isfinite(sum(values)) else [v for v in values if math.isfinite(v)]  # C speed first
+        if len(finite):
+            peaks.append(max(finite))
+    return max(peaks, default=None)
+
+
+def _memory_vs_estimate(src, peak: float | None) -> dict | None:
+    """The preflight's memory estimate (from the run folder's args.json) beside ms-swift's `memory(GiB)` (its
+    largest value, `peak`)."""
     from engine import preflight
 
     if src.run_dir is None:
         return None
-    logged = [v for cols in (state.train, state.eval) for v in cols.series("memory(GiB)")[1] if math.isfinite(v)]
     env = dict(src.record.env) if src.record else None
-    return preflight.compare(src.run_dir, max(logged) if logged else None, env)
+    return preflight.compare(src.run_dir, peak, env)
 
 
 def cmd_checkpoints(ns) -> int:

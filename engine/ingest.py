@@ -830,6 +830,10 @@ class RunReader:
         # a Metrics event per new logged step; a reader of `state`'s columns (the dashboard) turns this off and is
         # spared a Python object per step
         self.emit_metrics = True
+        # column_cache: a long logging.jsonl's columns are taken from engine.column_cache's copy when one fits, and
+        # only the bytes after it are parsed (save_column_cache writes the copy); the dashboard turns this on
+        self.column_cache = False
+        self.cached_offset = 0  # the bytes of logging.jsonl that came from the copy
 
     @property
     def console_tail(self) -> FileTail | None:
@@ -874,6 +878,8 @@ class RunReader:
         if self.run_dir is not None and self._jsonl is None and (self.run_dir / "logging.jsonl").exists():
             self._jsonl = _Source(self.run_dir / "logging.jsonl", functools.partial(JsonlParser, blocks=True))
             st.metrics_source = "logging.jsonl"
+            if self.column_cache:
+                self._load_column_cache()
         jsonl_active = self._jsonl is not None
         for ev in console:
             if isinstance(ev, Metrics):
@@ -917,6 +923,47 @@ class RunReader:
             out.append(st.finished)
         return out
 
+    def _load_column_cache(self) -> None:
+        from engine import column_cache
+
+        src = self._jsonl
+        try:
+            if os.stat(src.tail.path).st_size < column_cache.MIN_BYTES:
+                return
+        except OSError:
+            return
+        hit = column_cache.load(src.tail.path)
+        if hit is None:
+            return
+        st = self.state
+        st.train.__dict__.update(hit.train.__dict__)  # in place: views of the state's columns stay valid
+        st.eval.__dict__.update(hit.eval.__dict__)
+        if hit.progress is not None:
+            st.progress = _merge_progress(st.progress, hit.progress)
+        if hit.finished is not None:
+            st.finished = _merge_finished(st.finished, hit.finished)
+        src.tail.offset, src.tail._ident = hit.offset, hit.ident
+        src.parser._rec.finished, src.parser.final_record = hit.finished, hit.final_record
+        self.cached_offset = hit.offset
+
+    def save_column_cache(self) -> bool:
+        """Write engine.column_cache's copy of logging.jsonl's columns as read so far (complete lines), when the
+        file is long and more of it was parsed than the copy held. True when written."""
+        from engine import column_cache
+
+        src = self._jsonl
+        if src is None or src.parser._skipping or not self.caught_up:
+            return False
+        offset = src.tail.offset - src.parser._pending_len
+        if offset < column_cache.MIN_BYTES or offset == self.cached_offset:
+            return False
+        st = self.state
+        if column_cache.save(src.tail.path, offset, src.tail._ident, st.train, st.eval, st.progress,
+                             src.parser.finished, src.parser.final_record):
+            self.cached_offset = offset
+            return True
+        return False
+
     def _scan_checkpoints(self) -> list[Event]:
         """Without a console log, checkpoints are found on disk."""
         found = []
@@ -951,6 +998,66 @@ class RunReader:
         finally:
             self.emit_metrics = emit
         return self.state
+
+
+# ---------------------------------------------------------------- a quick look at a long history
+
+
+SAMPLE_LINE_PROBE = 4096  # bytes read at each sampled offset (a logging.jsonl line is ~250 B)
+SAMPLE_TAIL = 64 * 1024  # the end of the file, read whole: the last steps, progress and ETA
+
+
+def sample_jsonl(path: Path | str, points: int = 2000, run_dir: str | None = None) -> RunState:
+    """A RunState from about `points` lines of a logging.jsonl spread evenly over the file (a line from each of
+    `points` evenly spaced byte offsets) plus every complete line of its last 64 KiB: the whole history's shape
+    and the latest step, loss and ETA, read in milliseconds whatever the file's size. A preview only (a step
+    between the samples is absent); RunReader gives the exact state."""
+    state = RunState(run_dir=run_dir, metrics_source="logging.jsonl")
+    try:
+        fd = os.open(path, os.O_RDONLY)
+    except OSError:
+        return state
+    lines: list[bytes] = []
+    try:
+        size = os.fstat(fd).st_size
+        tail_start = max(0, size - SAMPLE_TAIL)
+        last_end = 0  # lines are taken in file order, each once
+        for k in range(points if tail_start > 0 else 0):
+            off = max(last_end, tail_start * k // points)
+            if off >= tail_start:
+                break
+            data = os.pread(fd, SAMPLE_LINE_PROBE, off)
+            start = 0 if off == 0 or (off == last_end and off) else data.find(b"\n") + 1
+            if start == 0 and off and off != last_end:
+                continue  # no line break in the probe (a giant line): nothing here
+            end = data.find(b"\n", start)
+            if end < 0:
+                continue
+            if off + start >= tail_start:
+                break
+            lines.append(data[start:end])
+            last_end = off + end + 1
+        tail = os.pread(fd, size - tail_start, tail_start)
+    except OSError:
+        return state
+    finally:
+        os.close(fd)
+    first = max(last_end, tail_start)
+    cut = tail.rfind(b"\n")
+    if cut >= 0:
+        body = tail[first - tail_start:cut]
+        if last_end < tail_start and tail_start > 0:  # the tail may begin inside a line: skip that part
+            body = body[body.find(b"\n") + 1:] if b"\n" in body else b""
+        lines.extend(body.split(b"\n"))
+    parser = JsonlParser()
+    for ev in parser.feed(b"\n".join(lines) + b"\n"):
+        if isinstance(ev, Metrics):
+            state._put(ev)
+        elif isinstance(ev, Progress):
+            state.progress = _merge_progress(state.progress, ev)
+        elif isinstance(ev, Finished):
+            state.finished = _merge_finished(state.finished, ev)
+    return state
 
 
 # ---------------------------------------------------------------- views
@@ -995,6 +1102,48 @@ def _segments(state: RunState) -> Iterator[tuple[str, object]]:
             for i in range(ti, stop):
                 yield "row", _row(state, i, None)
         ti = stop
+
+
+STREAM_WINDOW = 65536  # train rows a streaming read keeps back: a step logged again or late within these is placed
+
+
+def stream_states(reader: RunReader, window: int = STREAM_WINDOW, late: list | None = None,
+                  chunk: int = READ_CHUNK) -> Iterator[RunState]:
+    """Read `reader`'s files to their end a chunk at a time and yield RunStates that together hold every logged
+    row once, in step order: each holds the rows older than the newest `window` train rows, taken out of
+    `reader.state` (so memory stays flat in the number of steps), the last one the rest. A step logged again
+    replaces its row (the later line wins) and a late step is put in its place as long as it is within the window;
+    a line for a step older than that comes after its rows were handed on and is left out, its step appended to
+    `late` (the caller says so). `reader.state` keeps the run-level facts (progress, checkpoints, final record)."""
+    st = reader.state
+    reader.emit_metrics = False
+    frontier = None  # every row with a step below this was handed on
+    while True:
+        reader.poll(max_bytes=chunk)
+        done = reader.caught_up
+        if done:
+            reader.poll(final=True)  # an unterminated last line
+        if frontier is not None:
+            for cols in (st.train, st.eval):
+                n = bisect.bisect_left(cols.steps, frontier)
+                if n:
+                    gone = cols.take_front(n)
+                    if late is not None:
+                        late.extend(gone.steps)
+        if done:
+            cut = None
+        elif len(st.train) > window:
+            cut = st.train.steps[len(st.train) - window]
+        else:
+            continue
+        nt = len(st.train) if cut is None else bisect.bisect_left(st.train.steps, cut)
+        ne = len(st.eval) if cut is None else bisect.bisect_left(st.eval.steps, cut)
+        front = RunState(run_dir=st.run_dir, metrics_source=st.metrics_source,
+                         train=st.train.take_front(nt), eval=st.eval.take_front(ne))
+        yield front
+        if done:
+            return
+        frontier = cut
 
 
 def metrics_row_blocks(state: RunState) -> Iterator[list[dict]]:

@@ -130,6 +130,22 @@ class Columns:
         self.appended += n
         return True
 
+    def take_front(self, n: int) -> "Columns":
+        """Remove the first `n` rows and return them as Columns of their own (a streaming reader hands rows on and
+        keeps only the rows that a late line could still change)."""
+        out = Columns()
+        out.steps, out.maxes = self.steps[:n], self.maxes[:n]
+        del self.steps[:n], self.maxes[:n]
+        for key, col in self.cols.items():
+            out.cols[key] = col[:n]
+            del col[:n]
+        for key, flags in self.absent.items():
+            out.absent[key] = flags[:n]
+            del flags[:n]
+        out.appended = len(out.steps)
+        self.edits += 1
+        return out
+
     def series(self, key: str, start: int = 0) -> tuple[array, array]:
         """(steps, values) of `key` from row `start` on, only the rows that logged it."""
         col = self.cols.get(key)

@@ -231,3 +231,26 @@ def test_a_frame_from_block_summaries_keeps_the_same_points():
             assert fast == downsample(list(series.xs), list(series.ys), points), (n, points)
             assert downsample(series.xs, series.ema, points) == downsample(list(series.xs), list(series.ema), points)
     assert 99.0 in downsample(series.xs, series.ys, 50)[1]
+
+
+def test_compare_reads_the_loss_curves_from_the_columns(tmp_path, monkeypatch):
+    """`compare` takes a run's train and eval loss from the columns: no Metrics is made per logged step, and the
+    curves are the logged values in step order (a NaN loss left out)."""
+    import json as _json
+
+    from engine.metric_columns import Columns
+    from engine.ops.compare import _curves
+
+    run = tmp_path / "v0-20260101-000000"
+    run.mkdir()
+    lines = [{"loss": 1.0 / n, "global_step/max_steps": f"{n}/40"} for n in range(1, 41)]
+    lines[9]["loss"] = "NaN"
+    lines.insert(20, {"eval_loss": 0.5, "global_step/max_steps": "20/40"})
+    (run / "logging.jsonl").write_text("\n".join(map(_json.dumps, lines)) + "\n")
+
+    def no_metrics(self, i):
+        raise AssertionError("a Metrics made per step")
+
+    monkeypatch.setattr(Columns, "metrics_at", no_metrics)
+    loss, ev, max_steps = _curves(None, run)
+    assert loss == [(n, 1.0 / n) for n in range(1, 41) if n != 10] and ev == [(20, 0.5)] and max_steps == 40

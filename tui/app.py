@@ -275,6 +275,7 @@ class SwiftdeckApp(ChatJobs, App):
     def _poll(self, watch: RunWatch) -> None:
         try:
             watch.progress = lambda done, total: self.call_from_thread(self._loading, watch, done, total)
+            watch.preview = lambda u: self.call_from_thread(self._apply, watch, u, None)  # a long history's sample
             update = watch.poll()  # the run's observer: metrics, console lines and the verdict on a failure
             error = None
         except Exception as exc:  # a file vanished mid-read, a bad record: say so, keep going

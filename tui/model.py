@@ -26,6 +26,8 @@ from tui.logstore import LogStore
 
 CHECKPOINT_RESCAN_S = 60.0  # while running, besides every save: scan_run reads logging.jsonl whole
 POLL_CHUNK = 8 * 1024 * 1024  # bytes read per file and observer step: a long history is taken in steps this big
+PREVIEW_BYTES = 24 * 1024 * 1024  # a logging.jsonl this long is first shown from a sample (RunWatch.preview)
+PREVIEW_POINTS = 2000  # lines sampled for it: about a chart's width in pixels, several times over
 
 
 # ---------------------------------------------------------------- one run, watched
@@ -130,6 +132,8 @@ class RunWatch:
         cwd = Path(source.record.cwd) if source and source.record else None
         self.observer = RunObserver(console_log=source.console_log, run_dir=source.run_dir, cwd=cwd) \
             if source else None
+        if self.observer is not None:  # a long history's columns are kept in a binary copy (engine.column_cache)
+            self.observer.reader.column_cache = True
         self.failed: Failed | None = None
         self.error: ErrorLine | None = None  # the console's last error line so far
         rec = source.record if source else None
@@ -148,6 +152,10 @@ class RunWatch:
         # progress(bytes_read, bytes_total): called after each chunk while a long history is still being read (never
         # for a run read in one chunk), from poll's thread
         self.progress: Callable[[int, int], None] | None = None
+        # preview(update): on the first poll of a long logging.jsonl (PREVIEW_BYTES), called once before the whole
+        # history is read, with a reset Update made from a sample of the file (engine.ingest.sample_jsonl: the
+        # whole history's shape, the last steps and the ETA); the poll's own Update then brings the exact rows
+        self.preview: Callable[[Update], None] | None = None
 
     def poll(self) -> Update:
         if self.source is None:
@@ -155,6 +163,8 @@ class RunWatch:
         src = self.source = self.source.refreshed()
         first = self._take_first()
         self.observer.reader.emit_metrics = False  # new steps are read from the state's columns (NewRows)
+        if first and self.preview is not None:
+            self._preview(src)
         saved, lines = False, 0
         while True:  # a long history in steps: one chunk of each file in memory at a time
             for ev in self.observer.poll(src.record, max_bytes=POLL_CHUNK):
@@ -177,6 +187,8 @@ class RunWatch:
                 break
             if self.progress is not None:
                 self.progress(*self.observer.reader.read_progress())
+        if first:
+            self.observer.reader.save_column_cache()  # the next open reads only what is appended after this
         state = self.observer.state
         new_metrics = NewRows.since(state.train, state.eval, self._rows_mark)
         self._rows_mark = new_metrics.mark()
@@ -211,6 +223,24 @@ class RunWatch:
                       has_eval=self._has_eval, failed=self.failed,
                       completions=completions, job=job, folder_label=label)
 
+    def _preview(self, src: RunSource) -> None:
+        from engine.ingest import sample_jsonl
+
+        run_dir = src.run_dir or self.observer.state.run_dir
+        path = Path(run_dir) / "logging.jsonl" if run_dir else None
+        try:
+            if path is None or path.stat().st_size < PREVIEW_BYTES:
+                return
+        except OSError:
+            return
+        from engine import column_cache
+
+        if column_cache.fits(path):  # read in a moment from the copy of its columns: no sample needed
+            return
+        sample = sample_jsonl(path, PREVIEW_POINTS, run_dir=str(run_dir))
+        self.preview(Update(self._header(src, self.clock(), sample), NewRows.since(sample.train, sample.eval, None),
+                            reset=True, source=src, has_eval="eval_loss" in sample.eval.cols))
+
     def _take_first(self) -> bool:
         first, self._first = self._first, False
         return first
@@ -223,8 +253,8 @@ class RunWatch:
         except (checkpoints.CheckpointError, OSError):
             return []
 
-    def _header(self, src: RunSource, now: float) -> HeaderInfo:
-        state = self.observer.state
+    def _header(self, src: RunSource, now: float, state=None) -> HeaderInfo:
+        state = state or self.observer.state
         p = state.progress
         last = next((m for m in reversed(state.metrics) if "loss" in m.values), None)
         rec = src.record

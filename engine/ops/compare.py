@@ -17,7 +17,7 @@ import orjson
 
 from engine import checkpoints
 from engine.errors import SwiftdeckError
-from engine.ingest import TRAIN, RunReader, loads_json, metric_kind
+from engine.ingest import RunReader, loads_json
 from engine.ops.checkpoints import CKPT_NAME, best_checkpoint
 from engine.ops.runs import RunSource
 
@@ -95,22 +95,20 @@ def _args(run_dir: Path | None) -> dict:
     return data if isinstance(data, dict) else {}
 
 
-def _finite(v) -> bool:
-    return isinstance(v, float) and math.isfinite(v)
-
-
 def _curves(console_log: Path | None, run_dir: Path | None) -> tuple[Series, Series, int | None]:
     """(train loss, eval loss, max steps) of one run, in step order."""
     if console_log is None and (run_dir is None or not run_dir.is_dir()):
         return [], [], None
     state = RunReader(console_log=console_log, run_dir=run_dir).read_all()
-    loss, ev = [], []
-    for m in state.metrics:
-        if metric_kind(m) == TRAIN and _finite(m.values.get("loss")):
-            loss.append((m.step, m.values["loss"]))
-        if _finite(m.values.get("eval_loss")):
-            ev.append((m.step, m.values["eval_loss"]))
-    return loss, ev, state.max_steps
+    return _points(*state.train.series("loss")), _points(*state.eval.series("eval_loss")), state.max_steps
+
+
+def _points(steps, values) -> Series:
+    """(step, value) pairs of a column (engine.metric_columns), its non-finite values left out."""
+    pairs = zip(steps, values)
+    if math.isfinite(sum(values)):  # the usual case: every value finite, one C-level pass
+        return list(pairs)
+    return [p for p in pairs if math.isfinite(p[1])]
 
 
 def _checkpoint_step(ckpt: Path) -> int | None:

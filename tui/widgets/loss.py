@@ -256,6 +256,7 @@ class LossPane(Vertical):
         self.minis = {key: Series() for key, _ in MINI}  # every other logged key, by name
         self.completions: list[Completion] = []
         self.has_metrics = False
+        self.loading_note = ""  # the rest of a long history is still being read (set_loading)
         self._columns = None  # the run's train columns the series read (engine.metric_columns), once known
         if getattr(self, "family", "sft") != "sft":
             self._set_family("sft")
@@ -388,10 +389,13 @@ class LossPane(Vertical):
 
     def set_loading(self, done: int, total: int) -> None:
         """A long history is being read (tui.model.RunWatch.poll's progress): say how far, in the empty chart."""
-        if len(self.loss) or len(self.reward):
-            return
         pct = int(100 * done / total) if total else 0
-        self.query_one("#loss-chart", Chart).empty_note = f"reading {total / 1e6:.0f} MB… {pct} %"
+        note = f"reading {total / 1e6:.0f} MB… {pct} %"
+        if len(self.loss) or len(self.reward):  # a preview from a sample of the file is shown meanwhile
+            self.loading_note = f"{note} (a sample of {len(self.loss) or len(self.reward):,} steps shown)"
+            self._hint()
+            return
+        self.query_one("#loss-chart", Chart).empty_note = note
         self.query_one("#loss-chart", Chart).refresh()
 
     def set_waiting(self, waiting: bool) -> None:
@@ -472,6 +476,7 @@ class LossPane(Vertical):
             hint = f"loss {self.loss.ys[-1]:.4g}  {hint}" if len(self.loss) else hint
         elif self.has_metrics and not len(self.eval):
             hint = f"{NO_EVAL_HINT}  {hint}"
+        hint = f"{self.loading_note}  {hint}" if self.loading_note else hint
         label = self.query_one("#loss-hint", Static)
         if hint != getattr(label, "shown", None):
             label.shown = hint
