@@ -566,7 +566,12 @@ class SwiftdeckApp(ChatJobs, App):
         rec = src.record if src else None
         try:
             if event.action == "resume":
-                cmd, changes = launch_ops.plan_resume(rec, c)
+                try:
+                    cmd, changes = launch_ops.plan_resume(rec, c)
+                except launch_ops.AtMaxSteps as exc:  # trains nothing as it is: offer to raise the end
+                    from tui.screens.relaunch import ResumeScreen
+                    self.push_screen(ResumeScreen(rec, c, exc), lambda new: new and self._resumed(new))
+                    return
                 title = f"Resume training from {c.name}?"
                 body = "\n".join(["what changes:", *(f"  {x}" for x in changes), "", "command: " + cmd.display()])
                 run = lambda: self._resume(cmd, changes)  # noqa: E731
@@ -611,8 +616,11 @@ class SwiftdeckApp(ChatJobs, App):
         except Exception as exc:
             self.call_from_thread(self.notify, str(exc), severity="error", timeout=10)
             return
-        self.call_from_thread(self.notify, f"resumed as run {rec.id}")
-        self.call_from_thread(self.attach, RunSource.of_record(rec))
+        self.call_from_thread(self._resumed, rec)
+
+    def _resumed(self, rec) -> None:
+        self.notify(f"resumed as run {rec.id}")
+        self.attach(RunSource.of_record(rec))
 
     def on_unmount(self) -> None:
         self.chat.close()  # the chat worker is the dashboard's; a deploy is a managed job and outlives it
