@@ -275,8 +275,8 @@ class ChatPane(ActionPolicy, Vertical):
         """Another target: the conversation starts over (a divider in the log, empty histories)."""
         self.histories.clear()
         log = self.query_one("#chat-log")
-        if log.children:
-            label = " vs ".join(t.label for t in self._targets(notify=False)) or "nothing"
+        label = " vs ".join(t.label for t in self._targets(notify=False))
+        if log.children and label:  # nothing to talk to: no divider (the target line says so)
             log.mount(Static(f"── now: {label} ──", classes="chat-divider"))
         if self.turn is None and not self.ab:
             target = next(iter(self._targets(notify=False)), None)
@@ -430,12 +430,24 @@ class ChatPane(ActionPolicy, Vertical):
                 self.notify(f"transcript not saved: {exc}", severity="warning")
 
     def action_ab(self) -> None:
+        """A/B on, when there are two different targets on one base (else it says why and the chat stays as it
+        was, able to send); A/B off: back to the chat's own target (side B), said in a notification."""
         if self._streaming():
             return
-        self.ab = not self.ab
+        if not self.ab:
+            self.ab = True
+            try:
+                self.legs_targets()
+            except SwiftdeckError as exc:
+                self.ab = False
+                self.notify(f"A/B not started: {exc}", severity="warning", timeout=8)
+                return
+            self._retarget()
+            return
+        self.ab = False
         self._retarget()
-        if self.ab:
-            self._targets()
+        label = next((t.label for t in self._targets(notify=False)), None)
+        self.notify(f"A/B off: the chat talks to {label} again" if label else "A/B off")
 
     def action_pick(self) -> None:
         from tui.screens.chat_target import BASE
