@@ -25,6 +25,7 @@ from tui.chat import transcript
 from tui.chat.settings import ChatSettings
 from tui.chat.target import ChatTarget, TargetError, for_base, for_checkpoint
 from tui.chat.turn import Leg
+from tui.widgets.chat.input import ChatInput
 from tui.widgets.chat.message import ChatMessage
 from tui.widgets.policy import ActionPolicy
 from tui.widgets.style import BOLD, INK, ink, redraw_on_theme_change
@@ -68,7 +69,9 @@ class ChatPane(ActionPolicy, Vertical):
         Binding("ctrl+f", "backend", "Chat via worker / deploy", show=False),
         Binding("ctrl+z", "zoom", "Zoom chat"),
     ]
-    HELP_BINDINGS = BINDINGS + ChatMessage.BINDINGS  # c copies a message focused with a click
+    # c copies a message focused with a click; Esc in the input (nothing streaming) leaves it
+    HELP_BINDINGS = BINDINGS + [Binding("escape", "cancel", "Leave the chat input (when no answer streams)")] + \
+        ChatInput.BINDINGS + ChatMessage.BINDINGS
     COMPONENT_CLASSES = INK
 
     # ------------------------------------------------------------ requests: the app acts on them
@@ -160,7 +163,7 @@ class ChatPane(ActionPolicy, Vertical):
         yield Static("", id="chat-status")
         yield Static("", id="chat-deploy")
         yield VerticalScroll(id="chat-log")
-        yield Input(placeholder="message (Enter sends) · Esc cancels · ctrl+o target · ctrl+b A/B · ? keys",
+        yield ChatInput(placeholder="message (Enter sends) · Esc cancels · ctrl+o target · ctrl+b A/B · ? keys",
                     id="chat-input")
 
     def on_mount(self) -> None:
@@ -348,6 +351,7 @@ class ChatPane(ActionPolicy, Vertical):
         if not prompt:
             return
         if await self.send(prompt):
+            event.input.remember(prompt)
             event.input.value = ""
 
     def _streaming(self) -> bool:
@@ -409,6 +413,8 @@ class ChatPane(ActionPolicy, Vertical):
             self.post_message(self.Cancel())
         elif self.is_maximized:
             self.screen.minimize()
+        elif self.app.focused is self.query_one("#chat-input"):  # leave the input: the dashboard's keys act again
+            self.query_one("#chat-log").focus()
         else:
             raise SkipAction()
 
