@@ -156,3 +156,42 @@ def test_o_opens_the_log_in_the_pager_or_says_why_not(home, tmp_path, swift_fixt
                                                   and str(rec.console_log) in n.message for n in app._notifications))
             assert app.is_running
     asyncio.run(go())
+
+
+def test_W_wraps_the_log_and_back(home, tmp_path, swift_fixtures):
+    from tui.widgets.log import LogView
+
+    rec = make_run(swift_fixtures, tmp_path, "finished")
+
+    def shown(view, rows: int) -> list[str]:
+        return ["".join(seg.text for seg in view.render_line(y)).rstrip() for y in range(rows)]
+
+    async def go():
+        app = app_for(rec)
+        async with app.run_test(size=(160, 48)) as pilot:
+            await settled(pilot)
+            view = app.query_one(LogView)
+            assert await until(pilot, lambda: view.total > 10)
+            width = view.scrollable_content_region.width
+            long_row = next(r for r in range(view.total) if len(view.store.line(r)) > 2 * width)
+            text = view.store.line(long_row)
+            view.focus()
+            view.scroll_to_line(long_row)
+            await settled(pilot)
+            assert shown(view, 1)[0] == text[:width].rstrip()  # cut: the rest is to the right
+            assert view.virtual_size.width > width
+            await pilot.press("W")
+            await settled(pilot)
+            assert view.wrap and view.virtual_size.width == 1  # no sideways scrolling
+            pieces = -(-len(text) // width)
+            assert "".join(shown(view, pieces)).replace(" ", "") == text.replace(" ", "")
+            assert shown(view, pieces + 1)[-1] == view.store.line(long_row + 1)[:width].rstrip()
+            await pilot.press("G")  # the end: the last line ends on the bottom row
+            await settled(pilot)
+            bottom = shown(view, view.scrollable_content_region.height)[-1]
+            assert bottom and view.store.line(view.total - 1).rstrip().endswith(bottom)
+            await pilot.press("W")
+            await settled(pilot)
+            assert not view.wrap and view.virtual_size.width > width
+            assert any("long lines wrap" in n.message for n in app._notifications)
+    asyncio.run(go())

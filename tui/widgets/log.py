@@ -42,6 +42,8 @@ class LogView(ScrollView, can_focus=True):
         self.unseen = 0  # lines that arrived while not following
         self._width = 0
         self._styles: dict[str, Style] = {}
+        self.wrap = False  # W: long lines wrap (tui/widgets/logwrap.py) instead of scrolling sideways
+        self._window: tuple[tuple, list] = ((), [])
 
     # ------------------------------------------------------------ data
 
@@ -65,7 +67,7 @@ class LogView(ScrollView, can_focus=True):
         if self.store is not None and added:
             for i in range(max(0, total - min(added, 200)), total):
                 self._width = max(self._width, cell_len(self.store.line(self.line_number(i))))
-        self.virtual_size = Size(min(MAX_WIDTH, self._width + 1), total)
+        self.virtual_size = Size(1 if self.wrap else min(MAX_WIDTH, self._width + 1), total)
         if self.follow:
             self._stick()
         elif added > 0:
@@ -141,15 +143,41 @@ class LogView(ScrollView, can_focus=True):
         width = self.scrollable_content_region.width
         if self.store is None or row >= self.total:
             return Strip.blank(width, self.rich_style)
+        if self.wrap:
+            return self._wrapped(y, width)
         text = self.store.line(self.line_number(row))
         level = "metrics" if text.startswith("{'") else level_of(text)
         strip = Strip([Segment(text, self._style(level))])
         return strip.crop_extend(scroll_x, scroll_x + width, self.rich_style)
 
 
+    def set_wrap(self, wrap: bool) -> None:
+        self.wrap = wrap
+        self.scroll_to(x=0, animate=False, immediate=True)
+        self.sync(0)
+
+    def _wrapped(self, y: int, width: int) -> Strip:
+        from tui.widgets.logwrap import window
+
+        height = self.scrollable_content_region.height
+        key = (int(self.scroll_y), width, height, self.total, self.follow, self.view is not None and len(self.view))
+        if self._window[0] != key:
+            rows = window(lambda r: self.store.line(self.line_number(r)), self.total, int(self.scroll_y), height,
+                          width, self.follow and self.scroll_y >= self.max_scroll_y)
+            self._window = (key, rows)
+        rows = self._window[1]
+        if y >= len(rows):
+            return Strip.blank(width, self.rich_style)
+        row, piece = rows[y]
+        text = self.store.line(self.line_number(row))
+        level = "metrics" if text.startswith("{'") else level_of(text)
+        return Strip([Segment(piece, self._style(level))]).extend_cell_length(width, self.rich_style)
+
+
 class LogPane(Vertical):
     BINDINGS = [  # "/" (filter) and "t" (traceback) are app-wide keys
         Binding("f", "toggle_follow", "Follow"),
+        Binding("W", "wrap", "Wrap long lines", show=False),
         Binding("escape", "close_filter", "Close filter", show=False),
     ]
     COMPONENT_CLASSES = INK
@@ -172,6 +200,10 @@ class LogPane(Vertical):
         self.query_one("#log-filter-bar").display = False
         redraw_on_theme_change(self, self._status)
         self._status()
+
+    def action_wrap(self) -> None:
+        self.view.set_wrap(not self.view.wrap)
+        self.notify("log: long lines wrap" if self.view.wrap else "log: long lines scroll sideways (no wrap)")
 
     @property
     def view(self) -> LogView:
