@@ -77,8 +77,10 @@ def test_the_whole_journey_keyboard_only(tmux, home, demo_assets, tmp_path):
            "HOME": os.environ.get("HOME", "/root"), "PAGER": "less", "PYTHONPATH": os.environ.get("PYTHONPATH", "")}
     tmux.start("one", [SWIFTDECK, "demo", "--epochs", "2"], env)  # 10 steps, one checkpoint at the end
     t = Terminal(tmux, "one")
-    # a detached session keeps tmux's default size whatever -x/-y say: the journey runs at 80×24 (the narrow
-    # layout: one view at a time, switched with 1-4)
+    # 80×24, held there (a detached session otherwise drifts to tmux's default size): the narrow layout, one view
+    # at a time, switched with 1-4
+    tmux("set-option", "-t", "one", "window-size", "manual")
+    tmux("resize-window", "-t", "one", "-x", "80", "-y", "24")
     assert tmux("display-message", "-p", "-t", "one", "#{window_width}x#{window_height}").strip() == "80x24"
 
     # demo, then watch
