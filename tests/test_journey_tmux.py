@@ -109,7 +109,7 @@ def test_the_whole_journey_keyboard_only(tmux, home, demo_assets, tmp_path):
     assert wait_for(lambda: len(answers("checkpoint-10")) == 2 and len(answers("base-*")) == 1, 240), t.screen()
     assert answers("base-*")[0]["side"] == "A" and answers("checkpoint-10")[1]["side"] == "B"
     t.keys("C-b")
-    t.until(lambda s: "A/B off" in s and "now: checkpoint-10" in s, 60, "A/B is not off")  # (a toast wraps)
+    t.until(lambda s: "adapter checkpoint-10" in s and "now: checkpoint-10" in s, 60, "A/B is not off")
 
     # a new run from "clone this run": a bad learning rate is refused, fixed, and launched with --max_length 8
     t.keys("Escape")  # leave the chat input: the dashboard's keys act
