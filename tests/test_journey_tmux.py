@@ -48,10 +48,13 @@ class Terminal:
     def keys(self, *keys: str) -> None:
         for key in keys:
             self.tmux("send-keys", "-t", self.name, key)
-            time.sleep(0.15)  # one key at a time, as typed (Esc is told from Alt+key by the gap after it)
+            time.sleep(0.5 if key == "Escape" else 0.15)  # as typed (Esc is told from Alt+key by the gap after it)
+        print(f"\n--- after {' '.join(keys)} ---\n{self.screen()}")
 
     def type(self, text: str) -> None:
         self.tmux("send-keys", "-t", self.name, "-l", text)
+        time.sleep(0.3)
+        print(f"\n--- after typing {text!r} ---\n{self.screen()}")
 
     def screen(self) -> str:
         self.last = self.tmux.screen(self.name)
@@ -114,7 +117,8 @@ def test_the_whole_journey_keyboard_only(tmux, home, demo_assets, tmp_path):
     # a new run from "clone this run": a bad learning rate is refused, fixed, and launched with --max_length 8
     t.keys("Escape")  # leave the chat input: the dashboard's keys act
     t.keys("C")
-    t.shows("New run")
+    t.shows("New run —")
+    t.until(lambda s: "3e-3" in s, 30, "the form is not filled from the run")
     t.keys(*["Tab"] * 6)  # model, dataset, output dir, LoRA rank, LoRA alpha, target modules -> learning rate
     t.type("3e-3x")
     t.keys("C-l")
