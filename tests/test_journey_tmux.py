@@ -52,7 +52,7 @@ class Terminal:
         print(f"\n--- after {' '.join(keys)} ---\n{self.screen()}")
 
     def type(self, text: str) -> None:
-        self.tmux("send-keys", "-t", self.name, "-l", text)
+        self.tmux("send-keys", "-t", self.name, "-l", "--", text)  # text may start with "--"
         time.sleep(0.3)
         print(f"\n--- after typing {text!r} ---\n{self.screen()}")
 
