@@ -151,7 +151,8 @@ def test_the_whole_journey_keyboard_only(tmux, home, demo_assets, tmp_path):
 
     # the whole log in $PAGER (less), and back
     t.keys("o")
-    t.until(lambda s: s.strip() and "Loss + Log" not in s and not re.search(r"step \d+/400", s), 30, "no pager")
+    t.until(lambda s: "[INFO:swift]" in s and "Loss + Log" not in s and not re.search(r"step \d+/400", s), 30,
+            "no pager")  # the console log, and no dashboard around it
     t.keys("q")
     t.until(lambda s: re.search(r"step \d+/400", s), 30, "the dashboard did not come back")
 
