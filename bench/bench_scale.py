@@ -1,13 +1,18 @@
 """Long runs at scale (issue 9): a logging.jsonl of N steps in ms-swift 4.6's schema and a registry of many runs.
 
-Run: `PYTHONPATH=. .venv/bin/python bench/bench_scale.py [--short | --steps 1000000] [--runs 200]`. Each case runs in
-a fresh subprocess so its peak RSS (ru_maxrss) is its own; prints wall s, CPU s and peak RSS MB per case:
+Run: `PYTHONPATH=. .venv/bin/python bench/bench_scale.py [--short | --steps 1000000] [--runs 200] [--before DIR]`.
+`--before DIR`: a checkout of older code (e.g. `git archive <commit> | tar -x -C DIR`); every case then runs against
+it and against this tree, one after the other, in the same run. Each case runs in a fresh subprocess so its peak
+RSS (ru_maxrss) is its own; prints wall s, CPU s and peak RSS MB per case:
 
 - reader:    engine.ingest.RunReader(run_dir).read_all()  (the engine's whole-history read)
-- attach:    tui.model.RunWatch(source).poll() + the loss chart's data (downsampled), i.e. the dashboard's first paint
-             minus Textual's own rendering
+- attach:    tui.model.RunWatch(source).poll() + what the loss pane keeps and computes for a frame, i.e. the
+             dashboard's first paint minus Textual's own rendering
+- app:       the real dashboard (SwiftdeckApp, headless at 200x56) until the loss chart holds the whole history
+             and a frame is drawn: first paint, Textual included
+- follow:    one poll of a caught-up RunWatch after 10 more steps were appended (per-poll cost of a live run), and
+             one chart frame
 - metrics:   `swiftdeck metrics RUN --json > /dev/null`   (and --format jsonl, csv where the CLI has them)
-- follow:    one poll of a caught-up RunWatch after 10 more steps were appended (per-poll cost of a live run)
 - runs:      `swiftdeck runs --json` with `--runs` registry records, each with a run folder
 
 No assertions (goals: attach < 2 s and < 300 MB, metrics < 3 s, runs < 0.5 s; see docs/BENCHMARKS.md).
@@ -18,6 +23,7 @@ import argparse
 import json
 import os
 import resource
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -25,7 +31,8 @@ import time
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
+TREE = Path(os.environ.get("BENCH_TREE", ROOT))  # the code measured (--before runs the cases against another tree)
+sys.path.insert(0, str(TREE))
 
 SAMPLE = ROOT / "tests" / "data" / "ms-swift-4.6" / "run-v2" / "logging.jsonl"
 
@@ -88,48 +95,96 @@ def _watch(run_dir: Path):
     return RunWatch(resolve(str(run_dir)), clock=lambda: 0.0)
 
 
-def _chart_data(watch) -> int:
-    """What the loss pane computes for a frame: the loss series' points, downsampled to ~200 columns."""
-    from tui.series import Series, downsample
+class _PaneData:
+    """What the loss pane keeps and computes for a frame, for either code: views of the columns (NewRows, this
+    tree) or a Series per key filled from Metrics (before): the loss with its EMA and every other key for the small
+    charts; a frame downsamples the loss EMA to ~200 columns and the four small charts to ~50."""
 
-    s = Series()
-    for m in watch.observer.state.metrics:
-        if "loss" in m.values:
-            s.append(float(m.step), m.values["loss"])
-    xs, ys = downsample(s.xs, s.ema, 400)
-    return len(xs)
+    MINI = ("learning_rate", "grad_norm", "token_acc", "memory(GiB)")
+
+    def __init__(self):
+        self.loss = None
+        self.minis: dict = {}
+
+    def add(self, new) -> None:
+        from tui import series
+
+        if hasattr(new, "train"):  # NewRows
+            if self.loss is None:
+                self.loss = series.ColumnSeries(new.train, "loss")
+                self.minis = {k: series.ColumnSeries(new.train, k) for k in new.train.cols if k != "loss"}
+            for s in (self.loss, *self.minis.values()):
+                s.update(new.t1)
+            return
+        if self.loss is None:
+            self.loss = series.Series()
+        for m in new:
+            for k, v in m.values.items():
+                if k == "loss":
+                    self.loss.append(m.step, v)
+                elif not k.startswith("eval"):
+                    self.minis.setdefault(k, series.Series()).append(m.step, v)
+
+    def frame(self) -> int:
+        from tui.series import downsample
+
+        xs, _ = downsample(self.loss.xs, self.loss.ema, 400)
+        for k in self.MINI:
+            if k in self.minis:
+                downsample(self.minis[k].xs, self.minis[k].ys, 100)
+        return len(xs)
 
 
 def case_attach(run_dir: Path) -> dict:
     w = _watch(run_dir)
     u = w.poll()
-    points = _chart_data(w)
+    pane = _PaneData()
+    pane.add(u.new_metrics)
+    points = pane.frame()
     return {"header_step": u.header.step, "new_metrics": len(u.new_metrics), "chart_points": points}
 
 
-def case_follow(run_dir: Path) -> dict:
-    """A poll of a caught-up run that gained 10 steps, and one chart frame (the loss pane appends the new points
-    to its series and downsamples the whole series to the chart's width)."""
-    from tui.series import Series, downsample
+def case_app(run_dir: Path) -> dict:
+    """The real dashboard, headless: until the loss chart has the whole history and a frame is drawn."""
+    import asyncio
 
+    from engine.ops.runs import resolve
+    from tui.app import SwiftdeckApp
+    from tui.widgets.loss import Chart, LossPane
+
+    async def go() -> dict:
+        app = SwiftdeckApp(resolve(str(run_dir)), remember_theme=False)
+        async with app.run_test(size=(200, 56)) as pilot:
+            deadline = time.monotonic() + 300
+            while time.monotonic() < deadline:
+                if app.query_one(LossPane).has_metrics and app.query_one("#loss-chart", Chart).lines:
+                    break
+                await pilot.pause(0.05)
+            await pilot.pause()
+            return {"loss_points": len(app.query_one(LossPane).loss)}
+
+    return asyncio.run(go())
+
+
+def case_follow(run_dir: Path) -> dict:
+    """A poll of a caught-up run that gained 10 steps, and one chart frame (the loss pane takes the new steps and
+    downsamples the whole series to the chart's width)."""
     w = _watch(run_dir)
-    w.poll()
-    s = Series()
-    for m in w.observer.state.metrics:
-        if "loss" in m.values:
-            s.append(float(m.step), m.values["loss"])
+    pane = _PaneData()
+    pane.add(w.poll().new_metrics)
+    pane.frame()  # the first paint
+    line = SAMPLE.read_text().splitlines()[0]
     with open(run_dir / "logging.jsonl", "a") as fh:
-        line = SAMPLE.read_text().splitlines()[0]
-        for _ in range(10):
-            fh.write(line + "\n")
+        for n in range(10):
+            fh.write(line.replace('"1/24"', f'"{3_000_000 + n}/3000010"') + "\n")  # after the last step
     t0 = time.perf_counter()
     u = w.poll()
     t1 = time.perf_counter()
-    for m in u.new_metrics:
-        s.append(float(m.step), m.values["loss"])
-    downsample(s.xs, s.ema, 400)
+    pane.add(u.new_metrics)
+    pane.frame()
     t2 = time.perf_counter()
-    return {"poll_ms": round((t1 - t0) * 1000, 1), "frame_ms": round((t2 - t1) * 1000, 1)}
+    return {"poll_ms": round((t1 - t0) * 1000, 1), "frame_ms": round((t2 - t1) * 1000, 1),
+            "new": len(u.new_metrics)}
 
 
 # runs a command (stdout to /dev/null) and prints its rc, wall s, CPU s and peak RSS MB as JSON
@@ -138,7 +193,7 @@ WRAP = ("import json,resource,subprocess,sys,time;t=time.perf_counter();"
         "print(json.dumps({'rc':r,'wall_s':round(time.perf_counter()-t,3),'cpu_s':round(u.ru_utime+u.ru_stime,3),"
         "'rss_mb':u.ru_maxrss//1024}))")
 
-CASES = {"reader": case_reader, "attach": case_attach, "follow": case_follow}
+CASES = {"reader": case_reader, "attach": case_attach, "app": case_app, "follow": case_follow}
 
 
 def child(case: str, run_dir: Path) -> None:
@@ -149,11 +204,12 @@ def child(case: str, run_dir: Path) -> None:
     print(json.dumps({"wall_s": round(wall, 3), "cpu_s": round(cpu, 3), "rss_mb": round(rss), **info}))
 
 
-def run_child(argv: list[str], env: dict | None = None, capture: bool = True) -> tuple[float, float, dict | str]:
+def run_child(argv: list[str], env: dict | None = None, capture: bool = True,
+              cwd: Path = ROOT) -> tuple[float, float, dict | str]:
     """(wall s, peak RSS MB, parsed last stdout line or its text) of a subprocess."""
     t0 = time.perf_counter()
     p = subprocess.Popen(argv, stdout=subprocess.PIPE if capture else subprocess.DEVNULL, stderr=subprocess.PIPE,
-                         env={**os.environ, **(env or {})}, cwd=ROOT)
+                         env={**os.environ, **(env or {})}, cwd=cwd)
     out, err = p.communicate()
     wall = time.perf_counter() - t0
     if p.returncode:
@@ -171,6 +227,8 @@ def main() -> None:
     ap.add_argument("--short", action="store_true", help="20,000 steps, 20 runs (CI time)")
     ap.add_argument("--steps", type=int, default=1_000_000)
     ap.add_argument("--runs", type=int, default=200)
+    ap.add_argument("--before", type=Path, help="a checkout of older code to measure beside this tree")
+    ap.add_argument("--cases", default="reader,attach,app,follow,metrics,runs")
     ap.add_argument("--case", help=argparse.SUPPRESS)
     ap.add_argument("--dir", help=argparse.SUPPRESS)
     ns = ap.parse_args()
@@ -178,33 +236,45 @@ def main() -> None:
         child(ns.case, Path(ns.dir))
         return
     steps, nruns = (20_000, 20) if ns.short else (ns.steps, ns.runs)
+    cases = ns.cases.split(",")
     py = sys.executable
-    env = {"PYTHONPATH": str(ROOT)}
+    trees = [("before", ns.before.resolve()), ("after", ROOT)] if ns.before else [("after", ROOT)]
     with tempfile.TemporaryDirectory(prefix="swiftdeck-bench-scale-") as tmp:
-        run_dir = Path(tmp) / "v0-20260101-000000"
-        run_dir.mkdir()
-        t0 = time.perf_counter()
-        write_jsonl(run_dir / "logging.jsonl", steps)
-        size = (run_dir / "logging.jsonl").stat().st_size
-        print(f"# {steps:,} steps, logging.jsonl {size / 1e6:.0f} MB (written in {time.perf_counter() - t0:.1f} s)")
-        for case in ("reader", "attach", "follow"):
-            wall, _, info = run_child([py, __file__, "--case", case, "--dir", str(run_dir)], env)
-            print(f"{case:<8} {json.dumps(info)}")
-        for fmt in ("--json", "--format=jsonl", "--format=csv"):
-            probe = subprocess.run([py, "-m", "tui.cli", "metrics", "--help"], capture_output=True, text=True,
-                                   env={**os.environ, **env}, cwd=ROOT).stdout
-            if fmt.startswith("--format") and "--format" not in probe:
-                continue
-            argv = [py, "-c", WRAP,
-                    py, "-m", "tui.cli", "metrics", str(run_dir), fmt]
-            _, _, info = run_child(argv, env)
-            print(f"metrics {fmt:<15} {json.dumps(info)}")
         home = Path(tmp) / "home"
-        make_registry(home, nruns, run_dir)
-        argv = [py, "-c", WRAP,
-                py, "-m", "tui.cli", "runs", "--json"]
-        _, _, info = run_child(argv, {**env, "SWIFTDECK_HOME": str(home)})
-        print(f"runs     ({nruns} records) {json.dumps(info)}")
+        source = Path(tmp) / "v0-20260101-000000"
+        source.mkdir()
+        t0 = time.perf_counter()
+        write_jsonl(source / "logging.jsonl", steps)
+        size = (source / "logging.jsonl").stat().st_size
+        print(f"# {steps:,} steps, logging.jsonl {size / 1e6:.0f} MB (written in {time.perf_counter() - t0:.1f} s)",
+              flush=True)
+        run_dir = Path(tmp) / "case" / "v0-20260101-000000"  # a fresh copy per case: follow appends to it
+        for case in (c for c in ("reader", "attach", "app", "follow") if c in cases):
+            for name, tree in trees:
+                shutil.rmtree(run_dir.parent, ignore_errors=True)
+                run_dir.mkdir(parents=True)
+                shutil.copyfile(source / "logging.jsonl", run_dir / "logging.jsonl")
+                env = {"PYTHONPATH": str(tree), "BENCH_TREE": str(tree), "SWIFTDECK_HOME": str(home / name)}
+                _, _, info = run_child([py, __file__, "--case", case, "--dir", str(run_dir)], env, cwd=tree)
+                print(f"{case:<8} {name:<6} {json.dumps(info)}", flush=True)
+        for fmt in ("--json", "--format=jsonl", "--format=csv") if "metrics" in cases else ():
+            for name, tree in trees:
+                env = {"PYTHONPATH": str(tree), "SWIFTDECK_HOME": str(home / name)}
+                probe = subprocess.run([py, "-m", "tui.cli", "metrics", "--help"], capture_output=True, text=True,
+                                       env={**os.environ, **env}, cwd=tree).stdout
+                if fmt.startswith("--format") and "--format" not in probe:
+                    print(f"metrics {fmt:<15} {name:<6} (no such option)")
+                    continue
+                argv = [py, "-c", WRAP, py, "-m", "tui.cli", "metrics", str(source), fmt]
+                _, _, info = run_child(argv, env, cwd=tree)
+                print(f"metrics {fmt:<15} {name:<6} {json.dumps(info)}", flush=True)
+        if "runs" in cases:
+            reg = Path(tmp) / "registry"
+            make_registry(reg, nruns, source)
+            for name, tree in trees:
+                argv = [py, "-c", WRAP, py, "-m", "tui.cli", "runs", "--json"]
+                _, _, info = run_child(argv, {"PYTHONPATH": str(tree), "SWIFTDECK_HOME": str(reg)}, cwd=tree)
+                print(f"runs     ({nruns} records) {name:<6} {json.dumps(info)}", flush=True)
 
 
 if __name__ == "__main__":

@@ -9,6 +9,7 @@ record's status when swiftdeck launched it, else what its files show (engine.sta
 from __future__ import annotations
 
 from engine.errors import SwiftdeckError
+import bisect
 import dataclasses
 import os
 import re
@@ -75,6 +76,7 @@ class RunFolder:
     template: str | None = None
     tuner_type: str | None = None
     kind: str | None = None  # sft | pt | rlhf/dpo | rlhf/grpo | … (engine.kinds, from args.json)
+    adapters: list[str] = field(default_factory=list)  # --adapters it started from: trained further (engine.lineage)
     empty: bool = False  # a launch that failed before training leaves an empty folder behind
     ended: bool = False  # logging.jsonl has ms-swift's final record (also written after an interrupt or a crash)
     state: str = "not finished"  # engine.status.folder_status: the registry status, or what the files show
@@ -107,7 +109,7 @@ class RunFolder:
             "path": str(self.path), "name": self.name, "version": self.version,
             "created": self.created.isoformat() if self.created else None,
             "model": self.model, "model_type": self.model_type, "template": self.template,
-            "tuner_type": self.tuner_type, "kind": self.kind, "empty": self.empty, "ended": self.ended,
+            "tuner_type": self.tuner_type, "kind": self.kind, "adapters": list(self.adapters), "empty": self.empty, "ended": self.ended,
             "state": self.state, "finished": self.finished, "final": self.final,
             "last_step": self.last_step, "max_steps": self.max_steps,
             "checkpoints": [c.to_json() for c in self.checkpoints], "notes": list(self.notes),
@@ -187,14 +189,6 @@ def _history(records: list[dict]) -> tuple[dict[int, float], dict[int, float]]:
         if "eval_loss" in values:
             eval_loss[step] = values["eval_loss"]
     return loss, eval_loss
-
-
-def _at_or_before(series: dict[int, float], step: int | None) -> tuple[int | None, float | None]:
-    steps = [s for s in series if step is None or s <= step]
-    if not steps:
-        return None, None
-    s = max(steps)
-    return s, series[s]
 
 
 # ---------------------------------------------------------------- checkpoints
@@ -317,10 +311,11 @@ def is_run_folder(path: Path) -> bool:
     return "logging.jsonl" in names or ("args.json" in names and any(CKPT_RE.fullmatch(n) for n in names))
 
 
-def scan_run(path: Path, *, registry: bool | dict[str, str] = True) -> RunFolder:
+def scan_run(path: Path, *, registry: bool | dict[str, str] = True, logged=None) -> RunFolder:
     """Everything about one run folder. Raises CheckpointError for a missing path. `registry`: look up the
     registry record that points at the folder for its state (a dict: engine.status.registry_index(), read once
-    for many folders); False: the state from the files alone."""
+    for many folders); False: the state from the files alone. `logged`: the folder's logging.jsonl as a caller
+    already read it (an engine.observer.RunObserver, caught up): its columns are used, the file is not read again."""
     path = Path(path)
     if not path.is_dir():
         raise CheckpointError(f"not a folder: {path}")
@@ -335,7 +330,10 @@ def scan_run(path: Path, *, registry: bool | dict[str, str] = True) -> RunFolder
     run.model, run.model_type, run.template = args.get("model"), args.get("model_type"), args.get("template")
     run.tuner_type = args.get("tuner_type") or args.get("train_type")
     run.kind = label_of_args_json(args)
+    run.adapters = [a for a in args.get("adapters") or [] if isinstance(a, str)]
 
+    if logged is not None and logged.jsonl_read and Path(logged.state.run_dir or "") == path:
+        return _scan_rest(run, path, names, args, registry, _from_columns(run, logged))
     records = JsonlRecords(path / "logging.jsonl")  # streamed: a long run is not held as a list of dicts
     for rec in records:
         if "last_model_checkpoint" in rec or "log_history" in rec:
@@ -348,15 +346,60 @@ def scan_run(path: Path, *, registry: bool | dict[str, str] = True) -> RunFolder
         if step is not None and "last_model_checkpoint" not in rec:
             run.last_step = max(run.last_step or 0, step)
             run.max_steps = max_steps or run.max_steps
-    if not records:
-        run.notes.append("no logging.jsonl: training never logged a step (failed early, or still starting)")
 
+    loss, eval_loss = _history(records)
+    return _scan_rest(run, path, names, args, registry, (_Lookup.of(loss), _Lookup.of(eval_loss), bool(records)))
+
+
+def _from_columns(run: RunFolder, logged) -> tuple:
+    """What scan_run reads from logging.jsonl, from an observer's state instead (engine.metric_columns)."""
+    state = logged.state
+    rec = logged.final_record
+    if rec is not None:
+        run.ended = True
+        run.final.update({k: rec.get(k) for k in
+                          ("last_model_checkpoint", "best_model_checkpoint", "best_metric", "global_step")})
+    if state.finished is not None:
+        run.final.update({k: v for k, v in state.finished.summary.items() if k in SUMMARY_KEYS})
+    steps = [c.steps[-1] for c in (state.train, state.eval) if len(c)]
+    if state.progress is not None:
+        steps.append(state.progress.step)
+    if steps:
+        run.last_step = max(steps)
+        run.max_steps = state.max_steps
+    return (_Lookup(*state.train.series("loss")), _Lookup(*state.eval.series("eval_loss")),
+            bool(steps or rec is not None))
+
+
+class _Lookup:
+    """A metric by step (steps rising): the value at or before a step."""
+
+    def __init__(self, steps, values):
+        self.steps, self.values = steps, values
+
+    @classmethod
+    def of(cls, series: dict[int, float]) -> "_Lookup":
+        steps = sorted(series)
+        return cls(steps, [series[s] for s in steps])
+
+    def __bool__(self) -> bool:
+        return len(self.steps) > 0
+
+    def at_or_before(self, step: int | None) -> tuple[int | None, float | None]:
+        i = len(self.steps) if step is None else bisect.bisect_right(self.steps, step)
+        return (self.steps[i - 1], self.values[i - 1]) if i else (None, None)
+
+
+def _scan_rest(run: RunFolder, path: Path, names: list[str], args: dict, registry, logged: tuple) -> RunFolder:
+    loss, eval_loss, any_record = logged
+    if not any_record:
+        run.notes.append("no logging.jsonl: training never logged a step (failed early, or still starting)")
     ckpt_dirs = sorted((p for n in names if CKPT_RE.fullmatch(n) and (p := path / n).is_dir()),
                        key=lambda p: (int(CKPT_RE.fullmatch(p.name).group(1)), p.name))
     run.checkpoints = [scan_checkpoint(p, args) for p in ckpt_dirs]
-    _mark_losses(run, records)
+    _mark_losses(run, loss, eval_loss)
     _mark_last_best(run)
-    if not run.checkpoints and records:
+    if not run.checkpoints and any_record:
         run.notes.append("no checkpoint saved" + ("" if run.ended else " yet"))
     return _with_state(run, registry)
 
@@ -371,15 +414,14 @@ def _with_state(run: RunFolder, registry: bool | dict[str, str]) -> RunFolder:
     return run
 
 
-def _mark_losses(run: RunFolder, records: list[dict]) -> None:
-    loss, eval_loss = _history(records)
+def _mark_losses(run: RunFolder, loss: _Lookup, eval_loss: _Lookup) -> None:
     for c in run.checkpoints:
         lo, ev = loss, eval_loss
         if not lo:  # no logging.jsonl: this checkpoint's own trainer_state.json log_history
             state = _read_json(c.path / "trainer_state.json")
-            lo, ev = _history([h for h in state.get("log_history", []) if isinstance(h, dict)])
-        c.loss_step, c.loss = _at_or_before(lo, c.step)
-        c.eval_loss = _at_or_before(ev, c.step)[1]
+            lo, ev = map(_Lookup.of, _history([h for h in state.get("log_history", []) if isinstance(h, dict)]))
+        c.loss_step, c.loss = lo.at_or_before(c.step)
+        c.eval_loss = ev.at_or_before(c.step)[1]
 
 
 def _mark_last_best(run: RunFolder) -> None:
@@ -451,6 +493,9 @@ def format_table(runs: list[RunFolder], base: Path | None = None) -> str:
         where = str(r.path.relative_to(base)) if base and r.path.is_relative_to(base) else str(r.path)
         what = " ".join(x for x in (r.kind, r.tuner_type, r.model_type, r.template) if x)
         lines.append(f"{where}  [{r.label}]  {what}  {r.model or ''}".rstrip())
+        if r.adapters:
+            lines.append(f"  started from {', '.join(r.adapters)} (--adapters: its checkpoints hold that LoRA, trained "
+                         "further)")
         for note in r.notes:
             lines.append(f"  ! {note}")
         if r.checkpoints:

@@ -7,6 +7,7 @@ Every command prints a clear one-line message for bad input (exit 2) instead of 
 from __future__ import annotations
 
 import argparse
+import functools
 import json
 import subprocess
 import sys
@@ -190,6 +191,14 @@ def _launch_and_report(check, *, wait: bool) -> int:
     print(f"  console: {rec.console_log}")
     print(f"  follow:  swiftdeck attach {rec.id}    stop: swiftdeck stop {rec.id}")
     return follow(rec.id) if wait else 0
+def ended_words(rec: runs.RunRecord) -> str:
+    """"finished", "failed (exit code 1)", "stopped by you (SIGINT)": never a bare "exit code -2"."""
+    from engine.status import exit_words
+
+    words = exit_words(rec.status, rec.exit_code, bool(rec.stop_requested))
+    return words if words.startswith(rec.status) else f"{rec.status} ({words})" if words else rec.status
+
+
 def follow(run_id: str, *, out=print) -> int:
     """Print each new logged step until the run ends; exit code = the run's."""
     from engine import kinds
@@ -216,7 +225,7 @@ def follow(run_id: str, *, out=print) -> int:
     for event in reader.poll():
         if isinstance(event, CheckpointSaved):
             out(f"saved {printable(event.path, newlines=False)}")
-    out(f"run {rec.id} {rec.status} (exit code {rec.exit_code})")
+    out(f"run {rec.id} {ended_words(rec)}")
     from engine.ops.wait import exit_status
 
     return exit_status(rec)
@@ -234,9 +243,11 @@ def _job_what(rec: runs.RunRecord) -> str:
     return rec.notes[-1] if rec.notes else " ".join(Command.of_record(rec).args)[:80]
 
 
-def _warn_unreadable(bad: list[runs.Unreadable]) -> None:
+def _warn_unreadable(bad: list[runs.Unreadable], as_json: bool = False) -> None:
     note = runs.describe_unreadable(bad)
-    if note:
+    if note and as_json:  # stderr stays JSON for a --json caller
+        sys.stderr.write(orjson.dumps({"warning": note}).decode() + "\n")
+    elif note:
         print(f"swiftdeck: {note}", file=sys.stderr)
 
 
@@ -246,7 +257,7 @@ def cmd_runs(ns) -> int:
     from engine.ops.runs import RunSource, quick_summary
 
     records, bad = runs.scan()
-    _warn_unreadable(bad)
+    _warn_unreadable(bad, as_json=ns.json)
     training = [r for r in records if r.kind in TRAINING_KINDS]
     jobs = [r for r in records if r.kind not in TRAINING_KINDS]
     rows = []
@@ -289,22 +300,23 @@ def cmd_stop(ns) -> int:
     from engine.ops import jobs
 
     rec = record(ns.run)
+    name = jobs.named(rec)
     if not rec.active:
-        print(f"run {rec.id} is not running ({rec.status})")
+        print(f"{name} is not running ({rec.status})")
         return 0
-    print(f"{'force-stopping' if ns.force else 'stopping'} ({jobs.stop_words(rec, ns.force)}) run {rec.id} ...")
+    print(f"{'force-stopping' if ns.force else 'stopping'} {name}: {jobs.stop_words(rec, ns.force)} ...")
     report = jobs.stop(rec, force=ns.force, timeout_s=ns.timeout)
     for step in report.steps:
         print(f"  {step}")
     rec = runs.load(rec.id)
     if report.clean:
-        print(f"run {rec.id} {rec.status} in {report.seconds:.1f}s; no process of its tree is left"
+        print(f"{name} {rec.status} in {report.seconds:.1f}s; no process of its tree is left"
               + ("" if not report.gpu_checked else " and NVML lists no GPU memory of it"))
         return 0
     if report.left:
-        print(f"run {rec.id}: processes still alive: {report.left}")
+        print(f"{name}: processes still alive: {report.left}")
     if report.gpu_mem_left:
-        print(f"run {rec.id}: NVML still lists {report.gpu_mem_left / 2**20:.0f} MiB of GPU memory for its processes")
+        print(f"{name}: NVML still lists {report.gpu_mem_left / 2**20:.0f} MiB of GPU memory for its processes")
     return 1
 
 
@@ -317,18 +329,19 @@ def cmd_metrics(ns) -> int:
     _, reader = reader_for(ns.run)
     src = resolve(ns.run)
     kind = src.kind
-    reader.poll()
+    reader.emit_metrics = False  # the steps are read from the state's columns
+    reader.poll_all()
     state = reader.state
-    rows = iter_metrics_rows(state)
     summary = state.finished.summary if state.finished else {}
     if not state.metrics and not summary:
         raise UserError(f"no logged step in {ns.run}: not an ms-swift run folder or console log (or nothing was "
                         "logged yet)")
-    memory = _memory_vs_estimate(src, iter_metrics_rows(state))  # its own pass: `rows` is read once below
+    memory = _memory_vs_estimate(src, state)
     fmt = "json" if ns.json else ns.format
     if fmt != "table":
-        _stream_metrics(fmt, kind, rows, state, metrics_keys(state) if fmt == "csv" else [], memory)
+        _stream_metrics(fmt, kind, state, metrics_keys(state) if fmt == "csv" else [], memory)
         return 0
+    rows = iter_metrics_rows(state)
     logged = set(metrics_keys(state))
     family = kinds.family(logged)
     funcs = [f"rewards/{f}/mean" for f in kinds.reward_functions(sorted(logged))]
@@ -353,27 +366,31 @@ def cmd_metrics(ns) -> int:
     return 0
 
 
-def _stream_metrics(fmt: str, kind: str, rows, state, keys: list[str], memory: dict | None = None) -> None:
-    """`metrics --json|--format jsonl|csv`, written a row at a time (memory flat in the number of steps). json: one
-    object {kind, metrics: [...], summary, finished, memory}, a row per line; jsonl: one row per line; csv: a header of every
-    logged key, empty cells where a step did not log one."""
+def _stream_metrics(fmt: str, kind: str, state, keys: list[str], memory: dict | None = None) -> None:
+    """`metrics --json|--format jsonl|csv`, written a block of rows at a time from the state's columns (no list of
+    every row). json: one object {kind, metrics: [...], summary, finished, memory}, a row per line; jsonl: one row
+    per line; csv: a header of every logged key, empty cells where a step did not log one."""
+    from engine.ingest import metrics_csv_blocks, metrics_row_blocks
+
     out = sys.stdout
     opt = orjson.OPT_SERIALIZE_NUMPY
     if fmt == "csv":
         import csv
 
-        w = csv.DictWriter(out, fieldnames=keys, lineterminator="\n")
-        w.writeheader()
-        w.writerows(rows)
+        w = csv.writer(out, lineterminator="\n")
+        w.writerow(keys)
+        for block in metrics_csv_blocks(state, keys):
+            w.writerows(block)
         return
+    dumps = functools.partial(orjson.dumps, option=opt)
     if fmt == "jsonl":
-        for r in rows:
-            out.write(orjson.dumps(r, option=opt).decode() + "\n")
+        for block in metrics_row_blocks(state):
+            out.write(b"\n".join(map(dumps, block)).decode() + "\n")
         return
     out.write('{"kind": ' + orjson.dumps(kind).decode() + ', "metrics": [')
     sep = "\n"
-    for r in rows:
-        out.write(sep + orjson.dumps(r, option=opt).decode())
+    for block in metrics_row_blocks(state):
+        out.write(sep + b",\n".join(map(dumps, block)).decode())
         sep = ",\n"
     summary = state.finished.summary if state.finished else {}
     out.write('\n], "summary": ' + orjson.dumps(summary, option=opt, default=_json_default).decode()
@@ -381,13 +398,15 @@ def _stream_metrics(fmt: str, kind: str, rows, state, keys: list[str], memory: d
               + ', "memory": ' + orjson.dumps(memory, option=opt, default=_json_default).decode() + "}\n")
 
 
-def _memory_vs_estimate(src, rows) -> dict | None:
+def _memory_vs_estimate(src, state) -> dict | None:
     """The preflight's memory estimate (from the run folder's args.json) beside ms-swift's `memory(GiB)`."""
+    import math
+
     from engine import preflight
 
     if src.run_dir is None:
         return None
-    logged = [r["memory(GiB)"] for r in rows if isinstance(r.get("memory(GiB)"), (int, float))]
+    logged = [v for cols in (state.train, state.eval) for v in cols.series("memory(GiB)")[1] if math.isfinite(v)]
     env = dict(src.record.env) if src.record else None
     return preflight.compare(src.run_dir, max(logged) if logged else None, env)
 
@@ -547,14 +566,14 @@ def cmd_merge(ns) -> int:
                      started=lambda r: print(f"merging as run {r.id} (pid {r.pid}): {r.notes[-1]}"))
     if not ns.wait:
         return 0
-    print(f"merge {rec.status} (exit code {rec.exit_code})")
+    print(f"merge {ended_words(rec)}")
     return 0 if rec.status == "finished" else 1
 
 
 def cmd_leftovers(ns) -> int:
     from engine.ops import jobs
 
-    _warn_unreadable(runs.scan()[1])
+    _warn_unreadable(runs.scan()[1], as_json=ns.json)
     found = jobs.find_leftovers()
     if ns.json:
         _dump([f.to_json() for f in found])
@@ -576,10 +595,12 @@ def cmd_diagnose(ns) -> int:
     from engine import diagnose
 
     try:
-        rec = runs.resolve(ns.target)
+        rec = None if ns.target == "-" else runs.resolve(ns.target)
     except runs.UnknownRun:
         rec = None
-    if rec is not None:
+    if ns.target == "-":  # pasted text: one error line, or a piece of a console
+        result = diagnose.diagnose(sys.stdin.read(), exit_code=ns.exit_code)
+    elif rec is not None:
         if not rec.console_log.exists():
             raise UserError(f"run {rec.id} has no console log")
         result = diagnose.diagnose_run(rec)  # stopped by the user, finished, or why it failed
@@ -587,14 +608,46 @@ def cmd_diagnose(ns) -> int:
         path = Path(ns.target).expanduser()
         if not path.is_file():
             raise UserError(f"'{ns.target}' is neither a swiftdeck run nor a log file")
+        why = not_a_console_log(path)
+        if why:
+            raise UserError(why)
         result = diagnose.diagnose_file(path, exit_code=ns.exit_code)
     if ns.json:  # log text is shown with its secrets masked (engine.redact)
         _dump(redact_data(result.to_json()))
     else:
         if rec is not None:
-            print(f"run {rec.id}: {rec.status} (exit code {rec.exit_code})")
+            print(f"run {rec.id}: {ended_words(rec)}")
         print("\n".join(redact_text(line) for line in result.format().splitlines()))
     return 0
+
+
+LOG_SIGNS = (b"[INFO:swift]", b"[WARNING:swift]", b"[ERROR:swift]", b"Traceback (most recent call last)", b"Error",
+             b"error", b"it/s]", b"s/it]", b"torch", b"swift")
+
+
+def not_a_console_log(path: Path, head: int = 64 * 1024) -> str | None:
+    """Why `path` is not an ms-swift console log (a dataset of JSON rows, or text without a sign of a Python
+    program), else None."""
+    try:
+        with open(path, "rb") as fh:
+            data = fh.read(head)
+    except OSError as exc:
+        return f"cannot read {path}: {exc.strerror or exc}"
+    first = next((line.strip() for line in data.splitlines() if line.strip()), b"")
+    if first[:1] in (b"{", b"["):
+        try:
+            json.loads(first)
+            rows = True
+        except ValueError:
+            rows = first[:1] == b"[" and path.suffix == ".json"  # a JSON array over several lines
+        if rows:
+            return (f"{path} holds JSON rows (a dataset?), not a console log: `swiftdeck check-dataset {path}` checks "
+                    "a dataset; `swiftdeck diagnose` takes a run or its console.log")
+    if not data.strip():
+        return f"{path} is empty: not a console log"
+    if not any(sign in data for sign in LOG_SIGNS):
+        return f"{path} shows no sign of an ms-swift or Python run: not a console log"
+    return None
 
 
 def cmd_check_dataset(ns) -> int:
@@ -991,7 +1044,7 @@ def build_parser() -> argparse.ArgumentParser:
     s.add_argument("--json", action="store_true")
 
     s = command("diagnose", "why a run (or any ms-swift console log) failed, with remedies", cmd_diagnose)
-    s.add_argument("target", metavar="RUN|LOGFILE")
+    s.add_argument("target", metavar="RUN|LOGFILE|-", help="-: read pasted text from stdin")
     s.add_argument("--exit-code", type=int, help="the process exit code, for a bare log file")
     s.add_argument("--json", action="store_true")
 
@@ -1060,13 +1113,30 @@ def parse(argv: list[str]) -> argparse.Namespace:
     return ns
 
 
+def wants_json(argv_or_ns) -> bool:
+    """The command asked for JSON output (`--json`, `--format json|jsonl`): its errors are JSON too."""
+    if isinstance(argv_or_ns, argparse.Namespace):
+        return bool(getattr(argv_or_ns, "json", False)) or getattr(argv_or_ns, "format", None) in ("json", "jsonl")
+    argv = list(argv_or_ns)
+    return "--json" in argv or any(a in ("--format=json", "--format=jsonl") for a in argv) or any(
+        a == "--format" and b in ("json", "jsonl") for a, b in zip(argv, argv[1:]))
+
+
+def report_error(message: str, *, as_json: bool, code: int = EXIT_USAGE) -> int:
+    """One line on stderr: `swiftdeck: MESSAGE`, or with --json `{"error": MESSAGE, "exit_code": N}`; returns N."""
+    if as_json:
+        sys.stderr.write(orjson.dumps({"error": message, "exit_code": code}).decode() + "\n")
+    else:
+        print(f"swiftdeck: {message}", file=sys.stderr)
+    return code
+
+
 def run(ns: argparse.Namespace) -> int:
-    """Run a parsed plain command; every SwiftdeckError is one line on stderr, exit code 2."""
+    """Run a parsed plain command; every SwiftdeckError is one line on stderr (JSON with --json), exit code 2."""
     try:
         return ns.func(ns)
     except SwiftdeckError as exc:
-        print(f"swiftdeck: {exc}", file=sys.stderr)
-        return EXIT_USAGE
+        return report_error(str(exc), as_json=wants_json(ns))
     except KeyboardInterrupt:
         return 130
     except BrokenPipeError:  # `swiftdeck ... | head`
@@ -1079,8 +1149,7 @@ def main(argv: list[str] | None = None) -> int:
     try:
         ns = parse(argv)
     except SwiftdeckError as exc:
-        print(f"swiftdeck: {exc}", file=sys.stderr)
-        return EXIT_USAGE
+        return report_error(str(exc), as_json=wants_json(argv))
     if ns.face == "dashboard" and ns.cmd is None:
         ns.func = cmd_runs
         ns.json = ns.all = False

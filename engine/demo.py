@@ -182,13 +182,17 @@ def demo_dpo_args(assets: DemoAssets, output_dir: Path, *, adapter: Path | None 
                   save_steps: int = 10, logging_steps: int = 1) -> list[str]:
     """argv after `swift rlhf`: DPO with LoRA on the identity pairs, from the base model or, with `adapter`, from
     an SFT LoRA checkpoint (which is then also the reference: --adapters and --ref_adapters, as ms-swift's docs
-    say for DPO after SFT). Batch 13: 2 steps per epoch."""
+    say for DPO after SFT; ms-swift trains that LoRA further and saves it whole). From an adapter, the loss adds
+    the SFT loss on the chosen answers (--rpo_alpha 1): without it, the adapter stops answering before the
+    identity words, the cheapest way to make the rejected answers (which differ only there) unlikely. Measured:
+    greedy answers equal to the chosen ones 26/26 with it, 6/26 without (the SFT adapter: 26/26), with the same
+    margin (7.3 and 7.8). Batch 13: 2 steps per epoch."""
     args = ["--rlhf_type", "dpo", "--beta", "0.1",
             *_lora_args(assets, assets.dpo_dataset, output_dir, epochs=epochs, batch=13, learning_rate="1e-3",
                         save_steps=save_steps, logging_steps=logging_steps)]
     if adapter is not None:
         adapter = str(Path(adapter).expanduser().resolve())
-        args += ["--adapters", adapter, "--ref_adapters", adapter]
+        args += ["--rpo_alpha", "1", "--adapters", adapter, "--ref_adapters", adapter]
     return args
 
 

@@ -8,30 +8,44 @@
 Every text of a Diagnosis (summary, remedies, evidence, details) is made printable (engine.textsafe): a log may
 hold escape sequences or binary junk, and none of it may act on the terminal that shows the diagnosis.
 
-Built from real ms-swift 4.6 output (tests/data/failures/*.log, recorded on CPU, and the recorded H200 OOM in
-tests/data/ms-swift-4.6). Console text is normalised first: `\\r`-glued tqdm redraws are split, ANSI colours and
-torchrun's `[rankN]:` prefixes are removed. Tracebacks that ms-swift only logs and survives (`[INFO:swift]
-Traceback ...` followed by "the data will be deleted") are not taken for the fatal error.
+Built from real ms-swift 4.6 and 3.12.6 output (tests/data/failures/, recorded on CPU, and the recorded H200 OOM in
+tests/data/ms-swift-4.6) and from the error texts in both versions' source (engine.diagnosis.catalog, shown as a
+table in docs/DIAGNOSIS.md). The parts live in engine.diagnosis: evidence (reading the log), catalog (messages ->
+kinds), kinds and tools (the newer kinds, torchrun's signals).
+
+Console text is normalised first: `\\r`-glued tqdm redraws are split, ANSI colours and torchrun's `[rankN]:` prefixes
+are removed. Tracebacks that ms-swift only logs and survives (`[INFO:swift] Traceback ...` followed by "the data will
+be deleted") are not taken for the fatal error. Evidence order: the last exception of a traceback; else an error line
+of the tail without one; else an earlier decisive line (a filtered dataset length of 0, an OOM line, torchrun's
+summary); else the exit code; `no_failure` when nothing points to a failure.
 """
 from __future__ import annotations
 
 import ast
 import os
 import re
-from dataclasses import dataclass, field
 from pathlib import Path
 
+from engine.diagnosis.evidence import (
+    _EVIDENCE_CHARS, _FRAME, _WRAPPERS, _Ctx, _Exc, _argv_to_dict, _clean_lines, _fatal_chain, _int, _log_args,
+    _parse_tracebacks, _path_like,
+)
+from engine.diagnosis import catalog, evidence, kinds, tools
+from engine.diagnosis.memory import (  # noqa: F401 - full_volume and DISK_FULL_FREE_BYTES: engine.diagnose API
+    DISK_FULL_FREE_BYTES, _cpu_oom, _disk_full, _oom, full_volume,
+)
+from engine.diagnosis.result import Diagnosis
 from engine.textsafe import printable
 
 KINDS = (
     "cuda_oom", "cpu_oom", "dataset_empty_after_filter", "unknown_argument", "model_type_ambiguous",
     "template_ambiguous", "dataset_not_found", "dataset_invalid", "model_not_found", "tokenizer_load_failed",
     "not_an_adapter", "nccl_error", "killed_by_signal", "disk_full", "resume_failed", "cpu_bf16_unsupported",
-    "address_in_use", "unknown", "no_failure", "stopped_by_user",
+    "address_in_use", "invalid_argument", "missing_package", "model_type_unknown", "template_unknown",
+    "reward_function_not_found", "vllm_adapter_failed", "deepspeed_error", "unknown", "no_failure", "stopped_by_user",
 )
 HEAD_BYTES = 256 * 1024  # diagnose_file: the head holds `run sh:`, output_dir and the args block
 TAIL_BYTES = 512 * 1024  # ... and the tail the traceback
-_EVIDENCE_CHARS = 2500
 
 # ---- single-line fatal signs (the live supervisor calls match_line on every console line) --------------
 _SIGNS = {
@@ -69,420 +83,7 @@ def match_line(line: str) -> str | None:
     return None
 
 
-# ---- result ---------------------------------------------------------------------------------------------
-
-@dataclass
-class Diagnosis:
-    kind: str
-    summary: str
-    remedies: list[str] = field(default_factory=list)
-    evidence: str = ""
-    details: dict = field(default_factory=dict)
-
-    def to_json(self) -> dict:
-        return {"kind": self.kind, "summary": self.summary, "remedies": list(self.remedies),
-                "evidence": self.evidence, "details": dict(self.details)}
-
-    def to_event(self):
-        """The engine event for this diagnosis (engine.events.Failed)."""
-        from engine.events import Failed
-
-        return Failed(kind=self.kind, summary=self.summary, evidence=self.evidence)
-
-    def format(self) -> str:
-        """Plain text for a terminal: summary, numbered remedies, evidence."""
-        out = [f"{self.kind}: {self.summary}"]
-        out += [f"  {i}. {r}" for i, r in enumerate(self.remedies, 1)]
-        if self.evidence:
-            out += ["", "evidence:", *("  " + ln for ln in self.evidence.splitlines())]
-        return "\n".join(out)
-
-
-# ---- text normalisation and traceback parsing ------------------------------------------------------------
-
-_ANSI = re.compile(r"\x1b\[[0-9;?]*[A-Za-z]")
-_RANK = re.compile(r"^\[(?:rank|default)\d+\]:\s?")
-# a tqdm bar (known or unknown total) that a later line was glued to: "Train:  0%|   | 0/2 [00:00<?, ?it/s]"
-_TQDM = re.compile(r"^.*?(?:\|\s*\S+/\S+ |\d+ [A-Za-z]+ )\[[0-9:?]+(?:<[0-9:?]*)?, [^\]]*\]")
-_EXC_HEAD = re.compile(r"^(?P<type>(?:[A-Za-z_]\w*\.)*(?:_*[A-Z]\w*(?:Error|Exception|Interrupt|Exit|Failure)"
-                       r"|KeyboardInterrupt|StopIteration))(?::\s?(?P<msg>.*))?$")
-_LOG_PREFIX = re.compile(r"^\[(?:INFO|WARNING|ERROR|DEBUG|CRITICAL):swift\]|^\d{4}-\d\d-\d\d[ T]\d\d:\d\d"
-                         r"|^\[?[WEIF]\d{4} \d\d:\d\d:\d\d")  # swift logger, logging, glog/torchrun
-_LOGGED_TB = re.compile(r"\[(?:INFO|WARNING|ERROR|DEBUG):swift\]\s*$")  # logger.info(traceback.format_exc())
-_CHAIN = ("The above exception was the direct cause", "During handling of the above exception")
-_FRAME = re.compile(r'^\s+File "(?P<file>[^"]+)", line \d+, in (?P<func>\S+)')
-_WRAPPERS = ("ChildFailedError", "CalledProcessError")
-
-
-def _clean_lines(text: str) -> list[str]:
-    text = _ANSI.sub("", text)
-    out = []
-    for raw in text.split("\n"):
-        for part in raw.split("\r"):
-            part = _RANK.sub("", part)
-            for _ in range(4):
-                if "/s]" not in part and "/it]" not in part:
-                    break
-                stripped = _RANK.sub("", _TQDM.sub("", part, count=1))
-                if stripped == part:
-                    break
-                part = stripped
-            part = part.rstrip()
-            if part:
-                out.append(part)
-            elif out and out[-1] != "":
-                out.append("")  # keep one blank line: it ends multi-line exception messages
-    return out
-
-
-@dataclass
-class _Exc:
-    type: str
-    message: str
-    index: int  # line index of the exception line
-    start: int  # line index of its "Traceback" line
-    frames: list[str]  # "file:function" of each frame, and its source line
-    logged: bool  # ms-swift logged this traceback and went on
-
-    @property
-    def short_type(self) -> str:
-        return self.type.rsplit(".", 1)[-1]
-
-    def text(self) -> str:
-        return f"{self.type}: {self.message}" if self.message else self.type
-
-
-def _parse_tracebacks(lines: list[str]) -> list[list[_Exc]]:
-    """Exceptions grouped into chains ("The above exception was the direct cause ...")."""
-    groups: list[list[_Exc]] = []
-    chained = False
-    i, n = 0, len(lines)
-    while i < n:
-        line = lines[i]
-        if any(c in line for c in _CHAIN):
-            chained = True
-            i += 1
-            continue
-        pos = line.find("Traceback (most recent call last):")
-        if pos < 0:
-            i += 1
-            continue
-        start, logged, frames = i, bool(_LOGGED_TB.search(line[:pos])), []
-        i += 1
-        while i < n and (lines[i].startswith((" ", "\t")) or lines[i] == ""):
-            m = _FRAME.match(lines[i])
-            if m:
-                frames.append(f"{m['file']}:{m['func']}")
-            elif lines[i].strip() and not set(lines[i].strip()) <= set("^~ "):
-                frames.append(lines[i].strip())  # the source line: names the argument involved
-            i += 1
-        if i >= n:
-            break
-        m = _EXC_HEAD.match(lines[i])
-        if not m:  # not a Python traceback end we understand; keep scanning from here
-            chained = False
-            continue
-        msg, j = [m["msg"] or ""], i + 1
-        while j < n and len(msg) < 20 and lines[j] and not lines[j].startswith("Traceback") \
-                and not _LOG_PREFIX.match(lines[j]) and not any(c in lines[j] for c in _CHAIN) \
-                and not _FRAME.match(lines[j]) and not set(lines[j].strip()) <= set("^~ "):
-            msg.append(lines[j])
-            j += 1
-        exc = _Exc(m["type"], "\n".join(msg).strip(), i, start, frames, logged)
-        if chained and groups:
-            groups[-1].append(exc)
-        else:
-            groups.append([exc])
-        chained = False
-        i = j
-    return groups
-
-
-def _fatal_chain(groups: list[list[_Exc]]) -> list[_Exc]:
-    """The chain that ended the process: the last one not merely logged, skipping torchrun's wrapper."""
-    real = [g for g in groups if not all(e.logged for e in g)]
-    for g in reversed(real):
-        if not all(e.short_type in _WRAPPERS for e in g):
-            return g
-    return real[-1] if real else []
-
-
-# ---- args: explicit > the printed `args: XxxArguments(` block > the `run sh:` argv ----------------------
-
-_RUN_SH = re.compile(r"run sh: `(?P<cmd>[^`]*)`")
-_ARGS_BLOCK = re.compile(r"args: (?P<cls>\w+)Arguments\($")
-_ARGS_CLASS = {"Sft": "sft", "Pretrain": "pt", "RLHF": "rlhf", "Infer": "infer", "Deploy": "deploy",
-               "Export": "export", "Eval": "eval", "Sampling": "sample"}  # for `python -m swift.cli.X` logs
-_SETTING = re.compile(r"\[INFO:swift\] Setting args\.(?P<k>\w+): (?P<v>.+)$")
-_KV = re.compile(r"^(?P<k>[a-z_][a-z0-9_]*)=(?P<v>.*?),?$")
-
-
-def _argv_to_dict(argv: list[str]) -> dict:
-    out, key = {}, None
-    for tok in argv:
-        if tok.startswith("--"):
-            key = tok[2:].replace("-", "_")
-            if "=" in key:
-                key, val = key.split("=", 1)
-                out[key], key = val, None
-            else:
-                out[key] = True
-        elif key is not None:
-            out[key] = tok if out[key] is True else (
-                [*out[key], tok] if isinstance(out[key], list) else [out[key], tok])
-    return out
-
-
-def _log_args(lines: list[str]) -> tuple[dict, str | None]:
-    """Args from the log, and the swift command named by the `run sh:` line."""
-    found, command = {}, None
-    for line in lines[:4000]:
-        m = _RUN_SH.search(line)
-        if m:
-            parts = m["cmd"].split()
-            for i, p in enumerate(parts):
-                cm = re.search(r"swift[/.]cli[/.](\w+)(?:\.py)?$", p)
-                if cm:
-                    command = cm[1]
-                    found.update(_argv_to_dict(parts[i + 1:]))
-                    break
-            break
-    block = {}
-    for i, line in enumerate(lines[:8000]):
-        if m := _SETTING.search(line):  # "[INFO:swift] Setting args.gradient_accumulation_steps: 16"
-            block[m["k"]] = m["v"]
-        elif bm := _ARGS_BLOCK.search(line):
-            command = command or _ARGS_CLASS.get(bm["cls"])
-            for kv in lines[i + 1:i + 1200]:
-                if kv == ")":
-                    break
-                m = _KV.match(kv)
-                if m and m["v"] != "None":
-                    block[m["k"]] = m["v"]
-            break
-    found.update(block)
-    return found, command
-
-
-def _int(v) -> int | None:
-    try:
-        return int(str(v).strip())
-    except (TypeError, ValueError):
-        return None
-
-
-def _true(v) -> bool | None:
-    if v is None:
-        return None
-    return str(v).strip().lower() in {"true", "1", "yes", "t", "y"}
-
-
-def _path_like(v) -> str | None:
-    if isinstance(v, list):
-        v = v[0] if v else None
-    if v is None:
-        return None
-    v = str(v).strip()
-    if v.startswith("[") and v.endswith("]"):  # the args block prints lists: ['/a/b.json']
-        try:
-            items = ast.literal_eval(v)
-            return str(items[0]) if items else None
-        except (ValueError, SyntaxError):
-            v = v.strip("[]'\"")
-    return v or None
-
-
 # ---- the classifier ---------------------------------------------------------------------------------------
-
-@dataclass
-class _Ctx:
-    lines: list[str]
-    chain: list[_Exc]
-    groups: list[list[_Exc]]
-    args: dict
-    command: str
-    exit_code: int | None
-
-    @property
-    def chain_text(self) -> str:
-        return "\n".join(e.text() for e in self.chain)
-
-    @property
-    def frames(self) -> str:
-        return "\n".join(f for e in self.chain for f in e.frames)
-
-    def find(self, pattern: str) -> re.Match | None:
-        """The last log line matching pattern (searched from the end)."""
-        rx = re.compile(pattern)
-        for line in reversed(self.lines):
-            m = rx.search(line)
-            if m:
-                return m
-        return None
-
-    def evidence(self, *extra: str) -> str:
-        """extra lines, then the innermost frame of the fatal traceback and its exception(s)."""
-        parts = [x for x in extra if x]
-        if self.chain:
-            last = self.chain[-1]
-            frame = [ln.strip() for ln in self.lines[last.start:last.index]
-                     if ln.strip() and not set(ln.strip()) <= set("^~ ")]
-            parts += frame[-2:]
-            parts += [e.text() for e in self.chain]
-        text = "\n".join(dict.fromkeys(ln for p in parts for ln in p.splitlines()  # no repeats, keep order
-                                       if not set(ln.strip()) <= set("^~ ")))
-        return text if len(text) <= _EVIDENCE_CHARS else text[:_EVIDENCE_CHARS - 3] + "..."
-
-    def arg(self, key: str):
-        return self.args.get(key)
-
-
-def _size_gib(text: str | None) -> float | None:
-    m = re.match(r"([\d.]+)\s*([KMGT]?i?B)", text or "")
-    if not m:
-        return None
-    scale = {"B": 0, "KiB": 1, "KB": 1, "MiB": 2, "MB": 2, "GiB": 3, "GB": 3, "TiB": 4, "TB": 4}.get(m[2], 0)
-    return float(m[1]) * 1024.0 ** scale / 1024.0 ** 3
-
-
-def _batch_remedy(ctx: _Ctx) -> str | None:
-    """Halve the per-device batch and multiply gradient accumulation so the effective batch stays the same."""
-    bs = _int(ctx.arg("per_device_train_batch_size"))
-    ga = _int(ctx.arg("gradient_accumulation_steps")) or 1
-    if bs is None:
-        return ("halve --per_device_train_batch_size and double --gradient_accumulation_steps "
-                "(same effective batch)")
-    if bs <= 1:
-        return None
-    new_bs = max(d for d in range(1, bs // 2 + 1) if bs % d == 0)
-    new_ga = ga * (bs // new_bs)
-    return (f"--per_device_train_batch_size {new_bs} --gradient_accumulation_steps {new_ga} "
-            f"(was {bs} x {ga}: the effective batch stays {bs * ga} per device)")
-
-
-def _training_memory_remedies(ctx: _Ctx) -> list[str]:
-    """Ways to need less memory per step, with numbers from the run's own args where known."""
-    out = [r for r in (_batch_remedy(ctx),) if r]
-    if _true(ctx.arg("gradient_checkpointing")) is not True:
-        out.append("--gradient_checkpointing true (recompute activations instead of storing them)")
-    ml = _int(ctx.arg("max_length"))
-    out.append(f"--max_length {max(ml // 2, 1)} (was {ml}; longer rows are dropped, see swiftdeck check-dataset)"
-               if ml else "a shorter --max_length")
-    rank = _int(ctx.arg("lora_rank"))
-    out.append(f"--lora_rank {rank // 2} (was {rank})" if rank and rank > 1 else "a smaller --lora_rank")
-    return out
-
-
-def _oom(ctx: _Ctx) -> Diagnosis:
-    text = next((e.message for e in ctx.chain if "out of memory" in e.message.lower()), ctx.chain_text)
-    d: dict = {}
-    if m := re.search(r"Tried to allocate ([\d.]+ \w+)", text):
-        d["requested"] = m[1]
-    if m := re.search(r"GPU (\d+) has a total capacity of ([\d.]+ \w+) of which ([\d.]+ \w+) is free", text):
-        d.update(gpu=int(m[1]), total=m[2], free=m[3])
-    elif m := re.search(r"\(GPU (\d+); ([\d.]+ \w+) total capacity; ([\d.]+ \w+) already allocated; "
-                        r"([\d.]+ \w+) free", text):  # torch < 2.1 wording
-        d.update(gpu=int(m[1]), total=m[2], allocated=m[3], free=m[4])
-    others = [{"pid": int(p), "used": u} for p, u in re.findall(r"Process (\d+) has ([\d.]+ \w+) memory in use", text)]
-    if others:
-        d["other_processes"] = others
-    if m := re.search(r"this process has ([\d.]+ \w+) memory in use", text):
-        d["this_process"] = m[1]
-    if m := re.search(r"([\d.]+ \w+) is allocated by PyTorch, and ([\d.]+ \w+) is reserved by PyTorch but", text):
-        d.update(allocated=m[1], reserved_unallocated=m[2])
-    where = f"GPU {d['gpu']}" if "gpu" in d else "the GPU"
-    summary = f"CUDA out of memory on {where}"
-    if "requested" in d:
-        summary += f": tried to allocate {d['requested']}"
-        if "free" in d:
-            summary += f" with {d['free']} free" + (f" of {d['total']}" if "total" in d else "")
-    if others:
-        summary += "; " + ", ".join(f"process {o['pid']} holds {o['used']}" for o in others)
-    remedies = []
-    if ctx.command == "export":
-        remedies.append("--device_map cpu (merge the LoRA in CPU RAM instead of on the GPU)")
-    if others:
-        held = sum(_size_gib(o["used"]) or 0 for o in others)
-        pids = ", ".join(str(o["pid"]) for o in others)
-        remedies.append(f"free the card: process {pids} holds {held:.1f} GiB; stop it (nvidia-smi shows it) "
-                        "or run on another GPU with CUDA_VISIBLE_DEVICES")
-    if ctx.command in ("infer", "deploy", "app", "eval"):
-        remedies += ["--max_batch_size 1 (fewer requests decoded at once)", "a smaller --max_new_tokens",
-                     "--torch_dtype bfloat16 if it ran in float32 (half the memory)"]
-    elif ctx.command != "export":
-        remedies += _training_memory_remedies(ctx)
-    if (_size_gib(d.get("reserved_unallocated")) or 0) >= 1:
-        remedies.append("PYTORCH_CUDA_ALLOC_CONF=expandable_segments:True (much memory is reserved but unused)")
-    d["args_used"] = {k: ctx.arg(k) for k in ("per_device_train_batch_size", "gradient_accumulation_steps",
-                                               "max_length", "lora_rank", "gradient_checkpointing")
-                      if ctx.arg(k) is not None}
-    return Diagnosis("cuda_oom", summary, remedies, ctx.evidence(), d)
-
-
-def _cpu_oom(ctx: _Ctx) -> Diagnosis:
-    m = re.search(r"you tried to allocate (\d+) bytes", ctx.chain_text)
-    d = {"requested_bytes": int(m[1])} if m else {}
-    summary = "out of host (CPU) memory" + (f": tried to allocate {int(m[1]) / 2**30:.2f} GiB" if m else "")
-    remedies = _training_memory_remedies(ctx)[:-1]  # (LoRA rank barely matters for host RAM)
-    remedies += ["fewer --dataloader_num_workers (each worker is a process)",
-                 "close other programs using RAM (free -h)"]
-    return Diagnosis("cpu_oom", summary, remedies, ctx.evidence(), d)
-
-
-def _disk_full(ctx: _Ctx, full: dict | None = None) -> Diagnosis:
-    """From a "No space left on device" in the log, or (`full`) a volume the runner found full when the run ended
-    without a recognisable error: a console write that fails for space cannot log its own error."""
-    out = _path_like(ctx.arg("output_dir"))
-    m = re.search(r"No space left on device: '([^']+)'", ctx.chain_text)
-    d = {"path": m[1]} if m else {}
-    where = (m[1] if m else None) or out
-    summary = "the disk is full" + (f" (writing {where})" if where else "")
-    remedies = [f"free space on the disk holding {out or where or 'the output folder'} (df -h)"]
-    evidence = ctx.evidence()
-    if full:
-        console = full.get("what") == "console"
-        d["volume"] = full
-        summary = (f"the disk holding {full['path']} was full when the run ended ({_bytes(full['free_bytes'])} free "
-                   f"of {_bytes(full['total_bytes'])}): " + ("writing the console failed, so no error could be logged"
-                                                            if console else "a write there failed"))
-        remedies = [f"free space on the disk holding {full['path']} (df -h)"]
-        seen = (f"swiftdeck's runner at exit: {full['path']} ({full.get('what', 'volume')}) had "
-                f"{full['free_bytes']} bytes free of {full['total_bytes']}")
-        evidence = ctx.evidence(seen) if ctx.chain else "\n".join([seen, *ctx.lines[-5:]])
-        if console:
-            remedies.append("keep SWIFTDECK_HOME (where swiftdeck writes run consoles) on a disk with room to spare")
-            return Diagnosis("disk_full", summary, remedies, evidence, d)
-    remedies += ["--save_total_limit 2 (keep fewer checkpoints)",
-                 "--save_only_model true (no optimizer/scheduler states in checkpoints)",
-                 "put --output_dir on a larger disk"]
-    return Diagnosis("disk_full", summary, remedies, evidence, d)
-
-
-# A volume with at most this much free when a run ended badly was full (ENOSPC leaves a few blocks at most; the
-# share of the total keeps small volumes, such as a test's tmpfs, from always counting as full).
-DISK_FULL_FREE_BYTES = 16 * 2**20
-
-
-def full_volume(disk: list | None) -> dict | None:
-    """The first volume of the runner's exit record (`[{path, free_bytes, total_bytes, what}]`) that was full."""
-    for vol in disk or []:
-        try:
-            free, total = int(vol["free_bytes"]), int(vol["total_bytes"])
-        except (KeyError, TypeError, ValueError):
-            continue
-        if free <= min(DISK_FULL_FREE_BYTES, total // 100):
-            return vol
-    return None
-
-
-def _bytes(n) -> str:
-    n = float(n)
-    for unit in ("bytes", "KiB", "MiB", "GiB"):
-        if n < 1024 or unit == "GiB":
-            return f"{n:.0f} {unit}" if unit == "bytes" else f"{n:.1f} {unit}"
-        n /= 1024
-    return f"{n:.1f} TiB"
-
 
 def _sign_lines(ctx: _Ctx, kind: str, limit: int = 3) -> list[str]:
     rx = re.compile(_SIGNS[kind])
@@ -576,9 +177,13 @@ def _unknown_argument(ctx: _Ctx) -> Diagnosis:
     flags = [t for t in remaining if t.startswith("-")] or remaining
     renames, known = _renames(), None
     remedies = []
+    older = {"--tuner_type": "--train_type"}  # a 4.x name refused: the swift is 3.x
     for flag in flags:
         if flag in renames:
             remedies.append(f"use {renames[flag]} instead of {flag} (renamed in ms-swift 4.x)")
+            continue
+        if flag in older:
+            remedies.append(f"use {older[flag]} instead of {flag} (ms-swift 3.x: {flag} is the 4.x name)")
             continue
         if known is None:
             known = _known_flags(ctx.command)
@@ -600,13 +205,15 @@ def _bad_argument_value(ctx: _Ctx, m: re.Match) -> Diagnosis:
         flags = m["extra"].split()
         return Diagnosis("unknown_argument", f"swift {ctx.command} does not accept {m['extra']}",
                          [f"remove {f}" for f in flags if f.startswith("-")], m.string, {"flags": flags})
-    return Diagnosis("unknown_argument", f"swift {ctx.command} refused {m['flag']}: {m['why']}",
-                     [f"give {m['flag']} a valid value ({m['why']})"], m.string,
+    choice = re.search(r"invalid choice: '([^']*)' \(choose from (.+)\)", m["why"])
+    return Diagnosis("invalid_argument", f"swift {ctx.command} refused {m['flag']}: {m['why']}",
+                     [f"{m['flag']}: use one of {choice[2]} (not '{choice[1]}')" if choice
+                      else f"give {m['flag']} a valid value ({m['why']})"], m.string,
                      {"flags": [m["flag"]], "reason": m["why"]})
 
 
 def _candidates(text: str) -> list[str]:
-    m = re.search(r"Multiple possible types found: (\[[^\]]*\])", text)
+    m = re.search(r"(?:Multiple possible types found|Recommended `model_types` include): (\[[^\]]*\])", text)
     try:
         return [str(x) for x in ast.literal_eval(m[1])] if m else []
     except (ValueError, SyntaxError):
@@ -660,7 +267,8 @@ def _empty_after_filter(ctx: _Ctx) -> Diagnosis:
         remedies.append(f"--max_length {longest} (the longest row has {longest} tokens)")
     elif ml:
         remedies.append(f"a larger --max_length, e.g. --max_length {max(2048, ml * 4)} "
-                        f"(see each row's token count with: swiftdeck check-dataset {dataset or 'FILE'} --model MODEL)")
+                        f"(see each row's token count with: swiftdeck check-dataset {dataset or 'FILE'}"
+                        + (f" --model {ctx.arg('model')})" if ctx.arg("model") else ")"))
     else:
         remedies.append("a larger --max_length")
     remedies.append("or --truncation_strategy right (truncate long rows instead of dropping them)")
@@ -685,31 +293,24 @@ def _signal_of(code: int | None) -> tuple[str, int] | None:
     return None
 
 
-_SIGNAMES = {1: "SIGHUP", 2: "SIGINT", 6: "SIGABRT", 9: "SIGKILL", 11: "SIGSEGV", 15: "SIGTERM"}
-
-
-def _killed(ctx: _Ctx, how: str, sig: int) -> Diagnosis:
-    name = _SIGNAMES.get(sig, f"signal {sig}")
-    summary = f"{how} killed by {name}"
+def _killed(ctx: _Ctx, how: str, sig: int, torchrun: dict | None = None) -> Diagnosis:
+    name = tools.signal_name(sig)
+    cause, advice = tools.SIGNAL_CAUSES.get(sig, ("", []))
+    summary = f"{how} killed by {name}" + (f" {cause}" if cause else "")
     ckpt = ctx.find(r"(?:Saving model checkpoint to|last_model_checkpoint:) (\S+)")
     ckpt_path = ckpt[1] if ckpt and ckpt[1] != "None" else None
-    remedies = []
-    if sig == 9:
-        summary += " with no Python error: most likely the kernel's out-of-memory killer (host RAM)"
-        remedies += ["check `dmesg | grep -i -e oom -e killed` (or journalctl -k)",
-                     "use less host RAM: fewer --dataloader_num_workers, smaller --per_device_train_batch_size, "
-                     "--lazy_tokenize true, close other programs"]
-    elif sig in (2, 15, 1):
-        summary += " (stopped from outside: Ctrl-C, a stop button or kill)"
-    elif sig == 11:
-        summary += " (a crash inside native code)"
+    remedies = list(advice)
     if ckpt_path:
         remedies.append(f"resume with --resume_from_checkpoint {ckpt_path}")
     else:
         remedies.append("no checkpoint was saved before it stopped: rerun (lower --save_steps to save earlier)")
     last = [] if ctx.chain else [ln for ln in ctx.lines[-3:] if ln]  # no traceback: what it was doing
+    if torchrun:
+        last = [f"torchrun: rank {torchrun['rank'] if torchrun['rank'] is not None else '?'} exitcode {torchrun['exit_code']} (pid {torchrun['pid']})"
+                + (f": {torchrun['traceback']}" if torchrun.get("traceback") else "")]
     return Diagnosis("killed_by_signal", summary, remedies, ctx.evidence(*last),
-                     {"signal": sig, "signal_name": name, "exit_code": ctx.exit_code, "checkpoint": ckpt_path})
+                     {"signal": sig, "signal_name": name, "exit_code": ctx.exit_code, "checkpoint": ckpt_path,
+                      **({"rank": torchrun["rank"]} if torchrun else {})})
 
 
 def _quoted_path(text: str) -> str | None:
@@ -768,9 +369,9 @@ def _dataset_not_found(ctx: _Ctx) -> Diagnosis:
     return Diagnosis("dataset_not_found", summary, remedies, ctx.evidence(), {"dataset": ds, "network": network})
 
 
-def _dataset_invalid(ctx: _Ctx) -> Diagnosis:
+def _dataset_invalid(ctx: _Ctx, row_error: str = "") -> Diagnosis:
     ds = _path_like(ctx.arg("dataset"))
-    text = ctx.chain_text
+    text = ctx.chain_text + "\n" + row_error
     m = re.search(r"at position (\d+)|line (\d+) column (\d+)", text)
     reason = next((e.message.splitlines()[0] for e in ctx.chain
                    if e.message and "An error occurred while generating" not in e.message), "")
@@ -778,6 +379,23 @@ def _dataset_invalid(ctx: _Ctx) -> Diagnosis:
     remedies = [f"swiftdeck check-dataset {ds or 'FILE'} shows the line and column of each problem",
                 "a .json file must hold one list of objects; a .jsonl file one object per line, UTF-8 without BOM"]
     d = {"dataset": ds, "reason": reason}
+    if col := re.search(r"Column '?(\w+)'? (?:not in the dataset|doesn't exist)", text):
+        rtype = ctx.arg("rlhf_type")
+        summary = (f"the dataset {ds or ''} has no {col[1]} column".replace("  ", " ")
+                   + (f", which --rlhf_type {rtype} needs" if rtype else ""))
+        remedies = ["KTO needs a label per row (true: a good response, false: a bad one)" if col[1] == "label"
+                    else f"add a {col[1]} field to every row",
+                    f"swiftdeck check-dataset {ds or 'FILE'}" + (f" --rlhf-type {rtype}" if rtype else "")
+                    + " names the rows without it"]
+        d["missing"] = col[1]
+    elif re.search(r"rejected_response|inputs\.rejected", text):
+        rtype = ctx.arg("rlhf_type") or "dpo"
+        summary = f"the dataset {ds or ''} has no usable rejected_response for --rlhf_type {rtype}".replace("  ", " ")
+        remedies = [f"--rlhf_type {rtype} needs preference pairs: each row needs a rejected_response (a worse answer "
+                    "than the response), different from the response",
+                    f"swiftdeck check-dataset {ds or 'FILE'} --rlhf-type {rtype} names the rows without it "
+                    "(KTO instead needs a label, true/false, per row)"]
+        d["missing"] = "rejected_response"
     if m and m[1]:
         d["position"] = int(m[1])
     return Diagnosis("dataset_invalid", summary, remedies, ctx.evidence(), d)
@@ -785,6 +403,8 @@ def _dataset_invalid(ctx: _Ctx) -> Diagnosis:
 
 def _rows_rejected(ctx: _Ctx, rejected: list[_Exc]) -> Diagnosis:
     """ms-swift logged a preprocessing error per row, deleted the rows, then failed on the empty dataset."""
+    if re.search(r"rejected_response|inputs\.rejected", rejected[0].text()):
+        return _dataset_invalid(ctx, rejected[0].text())  # a preference dataset without its rejected answers
     m = ctx.find(r"Dataset filtered, origin length: (\d+), filtered dataset length: 0")
     ds = _path_like(ctx.arg("dataset"))
     reason = rejected[0].text().splitlines()[0]
@@ -846,6 +466,12 @@ def _unknown(ctx: _Ctx) -> Diagnosis:
         summary = f"{last.short_type}: {first}"[:300]
         block = ctx.lines[last.start:last.index + 1 + last.message.count("\n")]
         evidence = "\n".join(block[:1] + block[-30:]) if len(block) > 31 else "\n".join(block)
+    elif ctx.cut is not None:  # a traceback whose exception line is not in the log: its frames say where
+        frames = [ln.strip() for ln in ctx.lines[ctx.cut + 1:] if _FRAME.match(ln)]
+        where = _FRAME.match(" " + frames[-1]) if frames else None
+        summary = ("the log ends inside a traceback, before its exception line"
+                   + (f" (last frame: {Path(where['file']).name}, in {where['func']})" if where else ""))
+        evidence = "\n".join(ctx.lines[ctx.cut:][-20:])
     else:
         code = f" with exit code {ctx.exit_code}" if ctx.exit_code is not None else ""
         summary = f"the process ended{code} without a recognisable error"
@@ -888,8 +514,10 @@ def _classify(ctx: _Ctx) -> Diagnosis:
     sig = _signal_of(ctx.exit_code)
     if sig and ctx.chain and (ctx.chain[-1].index < len(ctx.lines) - 40 or _aftermath(ctx.chain)):
         return _killed(ctx, *sig)  # the traceback is old news, or a helper's: the process was signalled
-    if ctx.chain and ctx.find(_EMPTY_AFTER_FILTER):
-        rejected = [g[-1] for g in ctx.groups if g[-1].logged and _in("\n".join(g[-1].frames), "preprocess")]
+    if ctx.find(_EMPTY_AFTER_FILTER) and (ctx.chain or ctx.exit_code != 0):
+        # the decisive line, even when the traceback after it was cut off (or is not in the text at all)
+        rejected = [g[-1] for g in ctx.groups if g[-1].logged and _in("\n".join(g[-1].frames), "preprocess")
+                    and g[-1].short_type != "MaxLengthError"]  # 3.x logs each row that is too long
         return _rows_rejected(ctx, rejected) if rejected else _empty_after_filter(ctx)
     if re.search(_SIGNS["unknown_argument"], text):
         return _unknown_argument(ctx)
@@ -904,6 +532,16 @@ def _classify(ctx: _Ctx) -> Diagnosis:
     if re.search(_SIGNS["not_an_adapter"], text) or (_in(frames, "_init_adapters") and "not found" in text) \
             or re.search(r"Can't find 'adapter_config\.json'", text):
         return _not_an_adapter(ctx, _quoted_path(text))
+    if ctx.chain and ctx.chain[-1].short_type == "TypeError" and "NoneType" in text \
+            and _in(frames, "kto.py:prepare_kto_dataset"):
+        return kinds.invalid_argument(ctx)  # 4.6: KTO multiplies by a --gradient_accumulation_steps left None
+    if ctx.chain and ctx.chain[-1].short_type == "KeyError" and _in(frames, "template/register.py:get_template"):
+        return kinds.template_unknown(ctx)  # 3.x: TEMPLATE_MAPPING[template_type] without a check
+    rule = catalog.match(text)
+    if rule and rule.kind in kinds.BUILDERS:  # kinds found by ms-swift's (or a tool's) own message
+        return kinds.BUILDERS[rule.kind](ctx)
+    if rule and rule.kind in _BY_MESSAGE and not ctx.frames:  # a message alone: no frames for the checks below
+        return _BY_MESSAGE[rule.kind](ctx)
     inner = "\n".join(ctx.chain[-1].frames[-8:]) if ctx.chain else ""  # the innermost frames + source lines
     if _in(frames, "_load_from_checkpoint", "_load_optimizer_and_scheduler", "_load_rng_state") \
             or "resume_from_checkpoint" in inner:
@@ -926,18 +564,32 @@ def _classify(ctx: _Ctx) -> Diagnosis:
         return _killed(ctx, *sig)
     if not ctx.chain or all(e.short_type in _WRAPPERS for e in ctx.chain):
         tail = "\n".join(ctx.lines[-60:])
-        root = tail[tail.rfind("Root Cause"):] if "Root Cause" in tail else tail  # torchrun's failure summary
-        m = re.search(r"Signal (\d+) \(SIG\w+\) received by PID", root)
+        root = tools.torchrun_root("\n".join(ctx.lines[-200:]))  # torchrun's failure summary
+        if root and root["signal_number"]:
+            who = f"rank {root['rank']} was" if root["rank"] is not None else "a rank (torchrun's child) was"
+            return _killed(ctx, who, root["signal_number"], root)
+        m = re.search(r"Signal (\d+) \(SIG\w+\) received by PID",
+                      tail[tail.rfind("Root Cause"):] if "Root Cause" in tail else tail)
         if m:
             return _killed(ctx, "a rank was", int(m[1]))
         if not ctx.chain and re.search(r"^Killed\b|\bSignals\.SIGKILL\b", tail, re.M):  # a shell's report
             return _killed(ctx, "the process was", 9)
     if ctx.chain and ctx.chain[-1].short_type == "KeyboardInterrupt":
         return _killed(ctx, "the trainer was", 2)
-    if not ctx.chain and ctx.exit_code == 0:
-        return Diagnosis("no_failure", "the process exited 0 and the log shows no failure", [], "",
-                         {"exit_code": 0})
+    if rule and rule.kind in _BY_MESSAGE:  # a message alone, without the frames the checks above look at
+        return _BY_MESSAGE[rule.kind](ctx)
+    if not ctx.chain and ctx.cut is None and ctx.exit_code in (None, 0):
+        return Diagnosis("no_failure", "the process ended without a recognisable error"
+                         + (" (exit code 0)" if ctx.exit_code == 0 else ""), [], "", {"exit_code": ctx.exit_code})
     return _unknown(ctx)
+
+
+_BY_MESSAGE = {
+    "dataset_not_found": _dataset_not_found, "dataset_invalid": _dataset_invalid,
+    "dataset_empty_after_filter": _empty_after_filter, "model_not_found": _model_not_found,
+    "tokenizer_load_failed": _tokenizer, "not_an_adapter": lambda ctx: _not_an_adapter(ctx, _quoted_path(
+        ctx.chain_text)),
+}
 
 
 def diagnose(text: str, *, exit_code: int | None = None, command: str | None = "sft",
@@ -952,7 +604,10 @@ def diagnose(text: str, *, exit_code: int | None = None, command: str | None = "
         args = _argv_to_dict([str(a) for a in args])
     merged = {**log_args, **{str(k).lstrip("-"): v for k, v in (args or {}).items()}}
     groups = _parse_tracebacks(lines)
-    ctx = _Ctx(lines, _fatal_chain(groups), groups, merged, command or log_command or "sft", exit_code)
+    # evidence order: the last exception of a traceback; else an error line of the tail without one
+    chain = _fatal_chain(groups) or evidence.bare_errors(lines, groups)[-1:]
+    ctx = _Ctx(lines, chain, groups, merged, command or log_command or "sft", exit_code,
+               evidence.cut_off(lines, groups))
     if command == "sft" and log_command and log_command != "sft":  # the default must not hide the real command
         ctx.command = log_command
     diag = _classify(ctx)

@@ -91,4 +91,13 @@ class ConsoleAppended:
         return self.offset + len(self.data)
 
 
-Event = RunDirFound | Metrics | Progress | CheckpointSaved | Finished | Failed | ConsoleAppended
+@dataclass(frozen=True, slots=True)
+class ErrorLine:
+    """The console gained error lines (`[ERROR:swift] …`, a logger's ERROR): the last one, and how many so far. A run
+    can log errors for minutes (a hub dataset that does not load) while its process looks healthy."""
+
+    line: str
+    count: int
+
+
+Event = RunDirFound | Metrics | Progress | CheckpointSaved | Finished | Failed | ConsoleAppended | ErrorLine

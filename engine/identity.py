@@ -117,6 +117,10 @@ def questions(dataset: Path | None, sample: int, seed: int = 0) -> tuple[list[tu
             if isinstance(row, dict) and row.get("instruction") and row.get("output"):
                 q = (row["instruction"] + ("\n" + row["input"] if row.get("input") else "")).strip()
                 expected.setdefault(q, row["output"])
+            elif isinstance(row, dict) and isinstance(row.get("messages"), list):
+                turn = [m for m in row["messages"] if isinstance(m, dict) and m.get("role") != "system"]
+                if [m.get("role") for m in turn] == ["user", "assistant"] and all(m.get("content") for m in turn):
+                    expected.setdefault(str(turn[0]["content"]).strip(), str(turn[1]["content"]))  # a DPO pair too
     asked = [(q, expected.get(q)) for q in SEED_QUESTIONS]
     others = [q for q in expected if q not in SEED_QUESTIONS]
     random.Random(seed).shuffle(others)

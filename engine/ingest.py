@@ -8,22 +8,26 @@ from __future__ import annotations
 
 import bisect
 import functools
+import itertools
 import json
 import math
+import operator
 import os
 import re
 from array import array
+from operator import itemgetter
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
-from typing import Callable, Iterator
+from typing import Callable, Iterable, Iterator
 
 import orjson
 
 from engine.events import CheckpointSaved, Event, Finished, Metrics, Progress, RunDirFound
+from engine.metric_columns import Columns, MetricsView
 
 SEGMENT_CAP = 64 * 1024  # only the last 64 KiB of a console segment (line or \r-update) is looked at
 JSONL_LINE_CAP = 256 * 1024 * 1024  # a logging.jsonl line longer than this is skipped
-READ_CHUNK = 8 * 1024 * 1024
+READ_CHUNK = 2 * 1024 * 1024
 
 TRAIN, EVAL = 0, 1  # metric kinds; a step is unique per (step, kind)
 STEP_KEYS = {"global_step/max_steps", "global_step", "step", "percentage"}
@@ -363,14 +367,109 @@ def loads_json(line: bytes | str):
         return json.loads(line)
 
 
+
+class _Durations(dict):
+    """'1m 49s' -> seconds, remembered (the same few strings repeat all run long); nan when not a duration."""
+
+    def __missing__(self, text):
+        v = _duration(text) if isinstance(text, str) else None
+        v = math.nan if v is None else v
+        if len(self) < 4096:
+            self[text] = v
+        return v
+
+
+_DURATIONS = _Durations()
+
+
+@dataclass
+class MetricsBlock:
+    """Consecutive train steps of logging.jsonl in one layout, by column (JsonlParser's fast path; RunReader
+    stores it in RunState.train). Not an engine.events event: it never leaves the reader."""
+
+    steps: array
+    maxes: array
+    cols: dict[str, array]
+    progress: Progress
+
+    def __len__(self) -> int:
+        return len(self.steps)
+
+    def metrics(self) -> Iterator[Metrics]:
+        cols = self.cols.items()
+        for i, step in enumerate(self.steps):
+            yield Metrics(step, {k: c[i] for k, c in cols}, self.maxes[i] or None)
+
+
+class _Layout:
+    """The keys of a train record as ms-swift writes it each logging step: numbers, 'N/M' steps and time strings.
+    `columns` turns many records of exactly these keys into arrays without a Python step per value."""
+
+    def __init__(self, keys: frozenset, order: tuple, times: tuple):
+        self.keys, self.order, self.times = keys, order, times  # order: every value key, as the record has them
+
+    @classmethod
+    def of(cls, rec: dict) -> "_Layout | None":
+        if "loss" not in rec or not isinstance(rec.get("global_step/max_steps"), str) or _is_final(rec) \
+                or "train_runtime" in rec or any(k.startswith("eval_") for k in rec):
+            return None
+        order, times = [], []
+        for k, v in rec.items():
+            if k == "global_step/max_steps":
+                continue
+            if isinstance(v, str) and k in TIME_KEYS:
+                times.append(k)
+            elif type(v) not in (float, int):
+                return None
+            order.append(k)
+        return cls(frozenset(rec), tuple(order), tuple(times))
+
+    def columns(self, recs: list[dict]) -> MetricsBlock | None:
+        """None when some value does not fit (a string number, a bool, a bad step): the caller takes the slow path."""
+        try:
+            parts = "/".join(map(itemgetter("global_step/max_steps"), recs)).split("/")
+            if len(parts) != 2 * len(recs) or not all(map(str.isdigit, parts[0::2])):
+                return None
+            steps = array("q", map(int, parts[0::2]))
+            maxes = array("q", map(int, parts[1::2]))
+            # one pass over the records for all number keys (a flat array, row after row), then a strided slice
+            # per key: C-speed throughout
+            numbers = [k for k in self.order if k not in self.times]
+            width = len(numbers)
+            flat = array("d", itertools.chain.from_iterable(map(itemgetter(*numbers), recs))) if width > 1 else \
+                array("d", map(itemgetter(numbers[0]), recs)) if width else array("d")
+            by_key = {k: flat[i::width] for i, k in enumerate(numbers)}
+            for k in self.times:
+                by_key[k] = array("d", map(_DURATIONS.__getitem__, map(itemgetter(k), recs)))
+            cols = {k: by_key[k] for k in self.order}
+        except (TypeError, ValueError, OverflowError):
+            return None
+        for k in self.times:
+            if not math.isfinite(sum(cols[k])):  # a time string that is no duration: ms-swift never writes one
+                return None
+        if min(maxes) <= 0:
+            maxes = array("q", (m if m > 0 else 0 for m in maxes))
+        last = {k: c[-1] for k, c in cols.items()}
+        speed = last.get("train_speed(s/it)")
+        if speed is None and last.get("train_speed(iter/s)"):
+            speed = 1.0 / last["train_speed(iter/s)"]
+        progress = Progress(steps[-1], maxes[-1] or None, last.get("epoch"), last.get("elapsed_time"),
+                            last.get("remaining_time"), speed)
+        return MetricsBlock(steps, maxes, cols, progress)
+
+
 class JsonlParser:
     """`<run>/logging.jsonl` -> events. Bad or oversized lines are skipped (counted in `skipped`)."""
 
-    def __init__(self):
+    def __init__(self, blocks: bool = False):
+        """`blocks`: runs of ordinary train records come as one MetricsBlock instead of a Metrics and a Progress
+        each (RunReader)."""
+        self.blocks = blocks
         self._pending: list[bytes] = []  # parts of the unterminated last line
         self._pending_len = 0
         self._skipping = False  # the current line passed JSONL_LINE_CAP: drop it up to its newline
         self._rec = _RecordInterpreter()
+        self._layout: _Layout | None = None
         self.skipped = 0
         self.final_record: dict | None = None
 
@@ -380,6 +479,13 @@ class JsonlParser:
 
     def feed(self, data: bytes) -> list[Event]:
         events: list[Event] = []
+        cut = data.rfind(b"\n")
+        if cut >= 0 and not self._skipping and self._pending_len + cut <= JSONL_LINE_CAP:
+            # every complete line at once (no line can pass the cap): the columnar fast path
+            body = b"".join((*self._pending, data[:cut])) if self._pending else data[:cut]
+            self._pending, self._pending_len = [], 0
+            self._lines(body.split(b"\n"), events)
+            data = data[cut + 1:]
         *lines, tail = data.split(b"\n")
         for part in lines:
             line = b"".join((*self._pending, part))
@@ -405,6 +511,61 @@ class JsonlParser:
         else:
             self._line(line, events)
         return events
+
+    def _lines(self, lines: list[bytes], events: list[Event]) -> None:
+        """Complete lines, in order. Runs of train records of one layout (what ms-swift writes every logging step)
+        become one MetricsBlock, a column per key made by C-speed passes; any other line goes through `_line`."""
+        if not self.blocks:
+            for line in lines:
+                self._line(line, events)
+            return
+        try:
+            recs = list(map(orjson.loads, lines))
+        except (orjson.JSONDecodeError, RecursionError):  # a bad line, or NaN (Python's json writes it): per line
+            recs = [_record(line) if line.strip() else None for line in lines]
+        if self._layout is None:
+            self._layout = next((lay for rec in recs if type(rec) is dict and (lay := _Layout.of(rec))), None)
+        layout = self._layout
+        same = None
+        if layout is not None:
+            try:
+                same = list(map(operator.eq, map(dict.keys, recs), itertools.repeat(layout.keys)))
+            except TypeError:  # a line that is no object
+                same = [type(rec) is dict and rec.keys() == layout.keys for rec in recs]
+        start, n = 0, len(recs)
+        while start < n:
+            stop = n
+            if same is not None:
+                try:
+                    stop = same.index(False, start)
+                except ValueError:
+                    pass
+            else:
+                stop = start
+            if stop > start:
+                self._block(recs[start:stop], lines, start, events)
+            if stop < n:
+                self._one(lines[stop], recs[stop], events)
+            start = stop + 1
+
+    def _block(self, recs: list[dict], lines: list[bytes], first: int, events: list[Event]) -> None:
+        block = self._layout.columns(recs)
+        if block is None:  # a value of another type than the layout's: one record at a time
+            for k, rec in enumerate(recs):
+                self._one(lines[first + k], rec, events)
+            return
+        events.append(block)
+        self._rec.last_step = block.steps[-1]
+
+    def _one(self, line: bytes, rec, events: list[Event]) -> None:
+        """One parsed line the block path does not take."""
+        if not isinstance(rec, dict):
+            if line.strip():
+                self.skipped += 1
+            return
+        if _is_final(rec):
+            self.final_record = rec
+        events.extend(self._rec.interpret(rec, strict=True))
 
     def _line(self, line: bytes, events: list[Event]) -> None:
         if not line.strip():
@@ -547,7 +708,8 @@ class ConsoleTail:
 
 @dataclass
 class RunState:
-    """Everything known about one run so far; rebuilt identically by a fresh RunReader over the same files."""
+    """Everything known about one run so far; rebuilt identically by a fresh RunReader over the same files.
+    Logged steps are kept by column (engine.metric_columns): `train` and `eval` apart, each in step order."""
 
     run_dir: str | None = None
     progress: Progress | None = None
@@ -555,36 +717,32 @@ class RunState:
     finished: Finished | None = None
     end_time: str | None = None  # 'End time of running main: ...' was printed
     metrics_source: str | None = None  # "logging.jsonl" | "console"
-    _sorted: list[Metrics] = field(default_factory=list, repr=False)  # by (step, kind)
-    _keys: array = field(default_factory=lambda: array("q"), repr=False, compare=False)  # step * 2 + kind, sorted
+    train: Columns = field(default_factory=Columns, repr=False, compare=False)
+    eval: Columns = field(default_factory=Columns, repr=False, compare=False)
+
+    def __post_init__(self):
+        self._view = MetricsView(self.train, self.eval)
 
     @property
-    def metrics(self) -> list[Metrics]:
-        """Logged steps in step order (train before eval at the same step)."""
-        return self._sorted
+    def metrics(self) -> MetricsView:
+        """Logged steps in step order (train before eval at the same step), as Metrics made on demand."""
+        return self._view
 
     @property
     def max_steps(self) -> int | None:
         if self.progress and self.progress.max_steps:
             return self.progress.max_steps
+        best = None
+        for cols in (self.train, self.eval):
+            if len(cols) and cols.maxes[-1] and (best is None or cols.steps[-1] > best[0]):
+                best = (cols.steps[-1], cols.maxes[-1])
+        if best:
+            return best[1]
         return next((m.max_steps for m in reversed(self.metrics) if m.max_steps), None)
 
     def _put(self, m: Metrics) -> bool:
-        """Store; True when the (step, kind) is new. A step after the last (the usual case) is an append: the cost
-        does not grow with the history, and the index is one int64 per step, not a dict entry."""
-        key = m.step * 2 + metric_kind(m)
-        keys = self._keys
-        if not keys or key > keys[-1]:
-            keys.append(key)
-            self._sorted.append(m)
-            return True
-        i = bisect.bisect_left(keys, key)
-        if i < len(keys) and keys[i] == key:
-            self._sorted[i] = m
-            return False
-        keys.insert(i, key)
-        self._sorted.insert(i, m)
-        return True
+        """Store; True when the (step, kind) is new."""
+        return (self.eval if metric_kind(m) == EVAL else self.train).put(m.step, m.values, m.max_steps)
 
 
 def _merge_progress(old: Progress | None, new: Progress) -> Progress:
@@ -669,6 +827,9 @@ class RunReader:
         self._console = _Source(self.console_log, ConsoleParser, on_console) if self.console_log else None
         self._jsonl: _Source | None = None
         self._dir_announced = False
+        # a Metrics event per new logged step; a reader of `state`'s columns (the dashboard) turns this off and is
+        # spared a Python object per step
+        self.emit_metrics = True
 
     @property
     def console_tail(self) -> FileTail | None:
@@ -711,14 +872,15 @@ class RunReader:
                     self.run_dir = self._resolve(ev.path)
                     st.run_dir = str(self.run_dir)
         if self.run_dir is not None and self._jsonl is None and (self.run_dir / "logging.jsonl").exists():
-            self._jsonl = _Source(self.run_dir / "logging.jsonl", JsonlParser)
+            self._jsonl = _Source(self.run_dir / "logging.jsonl", functools.partial(JsonlParser, blocks=True))
             st.metrics_source = "logging.jsonl"
         jsonl_active = self._jsonl is not None
         for ev in console:
             if isinstance(ev, Metrics):
                 if not jsonl_active and st._put(ev):
                     st.metrics_source = "console"
-                    out.append(ev)
+                    if self.emit_metrics:
+                        out.append(ev)
             elif isinstance(ev, Progress):
                 st.progress = _merge_progress(st.progress, ev)
             elif isinstance(ev, CheckpointSaved):
@@ -731,8 +893,17 @@ class RunReader:
             st.end_time = self._console.parser.end_time
         if self._jsonl is not None:
             for ev in self._jsonl.read(final, max_bytes):
-                if isinstance(ev, Metrics):
-                    if st._put(ev):
+                if isinstance(ev, MetricsBlock):
+                    if st.train.extend(ev.steps, ev.maxes, ev.cols):
+                        if self.emit_metrics:
+                            out.extend(ev.metrics())
+                    else:  # steps out of order or logged again: one at a time
+                        for m in ev.metrics():
+                            if st._put(m) and self.emit_metrics:
+                                out.append(m)
+                    st.progress = _merge_progress(st.progress, ev.progress)
+                elif isinstance(ev, Metrics):
+                    if st._put(ev) and self.emit_metrics:
                         out.append(ev)
                 elif isinstance(ev, Progress):
                     st.progress = _merge_progress(st.progress, ev)
@@ -762,9 +933,23 @@ class RunReader:
             self.state.checkpoints[ev.step] = ev.path
         return found
 
+    def poll_all(self, final: bool = False) -> list[Event]:
+        """poll() to the end of the files, READ_CHUNK at a time (the blocks of one chunk are stored before the next
+        is read: a long history is never in memory twice)."""
+        out: list[Event] = []
+        while True:
+            out += self.poll(final=final, max_bytes=READ_CHUNK)
+            if self.caught_up:
+                return out
+
     def read_all(self) -> RunState:
-        """One-shot: read both files to their end (unterminated last lines included) and return the state."""
-        self.poll(final=True)
+        """One-shot: read both files to their end (unterminated last lines included) and return the state (no
+        Metrics events are made: the steps are in its columns)."""
+        emit, self.emit_metrics = self.emit_metrics, False
+        try:
+            self.poll_all(final=True)
+        finally:
+            self.emit_metrics = emit
         return self.state
 
 
@@ -775,30 +960,79 @@ def _json_float(v: float) -> float | None:
     return v if math.isfinite(v) else None
 
 
+ROW_BLOCK = 8192  # rows made at once by metrics_row_blocks
+
+
+def _row(state: RunState, ti: int | None, ei: int | None) -> dict:
+    """One output row: the train row `ti` and/or the eval row `ei` of one step (the first value of a key wins)."""
+    row: dict = {"step": state.train.steps[ti] if ti is not None else state.eval.steps[ei]}
+    for cols, i in ((state.train, ti), (state.eval, ei)):
+        if i is not None:
+            for k, col in cols.cols.items():
+                if k not in row and cols.has(k, i):
+                    row[k] = _json_float(col[i])
+    return row
+
+
+def _segments(state: RunState) -> Iterator[tuple[str, object]]:
+    """The output rows in step order: ('row', dict) one at a time, or ('rows', (a, b)) for train rows a..b that are
+    plain (no eval row at their steps, every key logged, every value finite) and can be made in bulk."""
+    t, e = state.train, state.eval
+    ti = ei = 0
+    nt, ne = len(t), len(e)
+    bulk = not t.absent
+    while ti < nt or ei < ne:
+        if ei < ne and (ti >= nt or e.steps[ei] <= t.steps[ti]):
+            same = ti < nt and e.steps[ei] == t.steps[ti]
+            yield "row", _row(state, ti if same else None, ei)
+            ti, ei = ti + same, ei + 1
+            continue
+        stop = nt if ei >= ne else bisect.bisect_left(t.steps, e.steps[ei], ti)
+        stop = min(stop, ti + ROW_BLOCK)
+        if bulk and all(math.isfinite(sum(c[ti:stop])) for c in t.cols.values()):
+            yield "rows", (ti, stop)
+        else:
+            for i in range(ti, stop):
+                yield "row", _row(state, i, None)
+        ti = stop
+
+
+def metrics_row_blocks(state: RunState) -> Iterator[list[dict]]:
+    """The rows of iter_metrics_rows a block at a time (plain train rows are made by C-speed passes)."""
+    t = state.train
+    keys = ("step", *t.cols)
+    for kind, item in _segments(state):
+        if kind == "row":
+            yield [item]
+        else:
+            a, b = item
+            yield list(map(dict, map(functools.partial(zip, keys),
+                                     zip(t.steps[a:b], *(c[a:b] for c in t.cols.values())))))
+
+
+def metrics_csv_blocks(state: RunState, keys: list[str]) -> Iterator[Iterable]:
+    """CSV rows (a value per key of `keys`, '' where a step did not log it), a block at a time."""
+    t = state.train
+    for kind, item in _segments(state):
+        if kind == "row":
+            yield [["" if item.get(k) is None else item[k] for k in keys]]
+        else:
+            a, b = item
+            yield zip(t.steps[a:b], *(t.cols[k][a:b] if k in t.cols else itertools.repeat("", b - a)
+                                      for k in keys[1:]))
+
+
 def iter_metrics_rows(state: RunState) -> Iterator[dict]:
-    """One dict per logged step, in step order, made one at a time (a million-step run is never a list of
+    """One dict per logged step, in step order, made a block at a time (a million-step run is never a list of
     dicts): {'step': N, 'loss': ..., 'eval_loss': ...}; train and eval rows of the same step are merged (the
     first value of a key wins). Non-finite values become None (JSON-safe)."""
-    row: dict | None = None
-    for m in state.metrics:  # sorted by (step, kind): a step's rows are adjacent
-        if row is not None and row["step"] != m.step:
-            yield row
-            row = None
-        if row is None:
-            row = {"step": m.step}
-        for k, v in m.values.items():
-            row.setdefault(k, _json_float(v))
-    if row is not None:
-        yield row
+    for block in metrics_row_blocks(state):
+        yield from block
 
 
 def metrics_keys(state: RunState) -> list[str]:
-    """Every logged key, in the order first seen ('step' first): the columns of a CSV."""
-    keys: dict[str, None] = {"step": None}
-    for m in state.metrics:
-        if not m.values.keys() <= keys.keys():
-            keys.update(dict.fromkeys(m.values))
-    return list(keys)
+    """Every logged key ('step' first, then the train keys, then the eval ones): the columns of a CSV."""
+    return list(dict.fromkeys(("step", *state.train.cols, *state.eval.cols)))
 
 
 def metrics_table(state: RunState) -> list[dict]:
@@ -806,22 +1040,31 @@ def metrics_table(state: RunState) -> list[dict]:
     return list(iter_metrics_rows(state))
 
 
+def last_value(cols: Columns, key: str) -> tuple[int, float] | None:
+    """(step, value) of the last row of `cols` that logged `key`."""
+    i = cols.last_with(key)
+    return None if i is None else (cols.steps[i], cols.cols[key][i])
+
+
 def metrics_summary(state: RunState) -> dict:
     """Run-level facts for `swiftdeck metrics` (JSON-safe)."""
-    train = [m for m in state.metrics if metric_kind(m) == TRAIN and "loss" in m.values]
-    evals = [m for m in state.metrics if "eval_loss" in m.values]
-    losses = [m.values["loss"] for m in train if math.isfinite(m.values["loss"])]
+    t = state.train
+    last = last_value(t, "loss")
+    loss = t.series("loss")[1] if "loss" in t.cols else array("d")
+    finite = loss if math.isfinite(sum(loss)) else [v for v in loss if math.isfinite(v)]
+    last_eval = last_value(state.eval, "eval_loss")
     fin = state.finished
     p = state.progress
+    steps = [c.steps[-1] for c in (t, state.eval) if len(c)]
     return {
         "run_dir": state.run_dir,
         "metrics_source": state.metrics_source,
         "logged_steps": len(state.metrics),
-        "step": p.step if p else (state.metrics[-1].step if state.metrics else None),
+        "step": p.step if p else (max(steps) if steps else None),
         "max_steps": state.max_steps,
-        "last_loss": _json_float(train[-1].values["loss"]) if train else None,
-        "min_loss": min(losses) if losses else None,
-        "last_eval_loss": _json_float(evals[-1].values["eval_loss"]) if evals else None,
+        "last_loss": _json_float(last[1]) if last else None,
+        "min_loss": min(finite) if len(finite) else None,
+        "last_eval_loss": _json_float(last_eval[1]) if last_eval else None,
         "checkpoints": [state.checkpoints[s] for s in sorted(state.checkpoints)],
         "finished": fin is not None and bool(fin.summary or fin.last_checkpoint),
         "last_checkpoint": fin.last_checkpoint if fin else None,

@@ -23,7 +23,7 @@ from typing import Callable
 
 from engine import diagnose
 from engine.command import swift_args_of
-from engine.events import ConsoleAppended, Event, Failed
+from engine.events import ConsoleAppended, ErrorLine, Event, Failed
 from engine.ingest import SEGMENT_CAP, RunReader, RunState
 
 LIVE_FATAL = ("cuda_oom",)  # a console line after which the run is stopped while still going (engine.runner)
@@ -32,6 +32,8 @@ REDIAGNOSE_S = 5.0
 HEAD, TAIL = diagnose.HEAD_BYTES, diagnose.TAIL_BYTES
 SKIPPED = b"\n[... swiftdeck: middle of the log skipped ...]\n"  # how diagnose.read_bounded marks the cut
 _LINE_BREAK = re.compile(r"[\r\n]")
+ERROR_LINE_CAP = 1000  # bytes of an error line kept
+ERROR_MARK = re.compile(rb"\[ERROR:[^\]\r\n]{1,40}\]|(?<![^\r\n])ERROR:")  # ms-swift's logger; Python's default
 
 
 def shows_failure(d: diagnose.Diagnosis) -> bool:
@@ -71,6 +73,8 @@ class RunObserver:
         self._size = 0
         self._carry = b""  # the unterminated last line, for the fatal-line watch
         self._fatal: tuple[str, str] | None = None
+        self.error_lines = 0  # console lines with an error mark (ERROR_MARK), and the last one
+        self.last_error: str | None = None
         self._watch_fatal = False
         self._verdict_for: tuple | None = None  # the record state the verdict was made for
         self._dirty = True  # a bare log gained bytes since its last diagnosis
@@ -84,6 +88,19 @@ class RunObserver:
     @property
     def caught_up(self) -> bool:
         return self.reader.caught_up
+
+    @property
+    def jsonl_read(self) -> bool:
+        """The run folder's logging.jsonl is tailed and was read to its end: `state` stands for the file
+        (engine.checkpoints.scan_run takes its losses from there instead of reading it again)."""
+        src = self.reader._jsonl
+        return src is not None and src.caught_up
+
+    @property
+    def final_record(self) -> dict | None:
+        """ms-swift's final logging.jsonl record (last/best checkpoint), once read."""
+        src = self.reader._jsonl
+        return src.parser.final_record if src is not None else None
 
     # ------------------------------------------------------------ reading
 
@@ -128,8 +145,25 @@ class RunObserver:
             self._carry = region[-SEGMENT_CAP:]
             return
         self._carry = region[cut + 1:][-SEGMENT_CAP:]
+        if b"ERROR" in region:
+            self._error_lines(region, cut)
         if self._watch_fatal and self._fatal is None:
             self._fatal = fatal_line(region[max(0, cut - TAIL):cut])  # a first read of a long history: its end
+
+    def _error_lines(self, region: bytes, cut: int) -> None:
+        """Count the error lines among the complete lines of `region` (up to `cut`); an ErrorLine event with the last."""
+        found, end, last = 0, -1, None
+        for m in ERROR_MARK.finditer(region, 0, cut):
+            if m.start() <= end:
+                continue  # the same line
+            start = max(region.rfind(b"\n", 0, m.start()), region.rfind(b"\r", 0, m.start())) + 1
+            nl, cr = region.find(b"\n", m.end(), cut + 1), region.find(b"\r", m.end(), cut + 1)
+            end = min(x for x in (nl, cr, cut) if x >= 0)
+            found, last = found + 1, region[start:end]
+        if found:
+            self.error_lines += found
+            self.last_error = last.strip()[:ERROR_LINE_CAP].decode("utf-8", errors="replace")
+            self._chunks.append(ErrorLine(self.last_error, self.error_lines))
 
     def console_text(self) -> str:
         """The console as engine.diagnose.read_bounded would read the file now: whole when small, else its head and

@@ -3,7 +3,8 @@
 For each pair, the summed log-probability of the chosen and of the rejected answer (with its end-of-turn token)
 after the prompt, rendered with the model's own chat template, under the reference (the base model, plus the
 run's --ref_adapters when it had one) and under the checkpoint. A pair is preferred when log p(chosen) >
-log p(rejected); the DPO reward margin is beta * ((chosen - chosen_ref) - (rejected - rejected_ref)).
+log p(rejected); the DPO reward margin is beta * ((chosen - chosen_ref) - (rejected - rejected_ref)). Besides the
+log-probs, what each one answers (greedy, stateless): the answer is the chosen one, the rejected one, or another.
 
     python -m engine.preference CKPT [--dataset FILE] [--sample N] [--json]
 
@@ -40,6 +41,16 @@ class PairScore:
     rejected_ref: float
     chosen: float
     rejected: float
+    answer_ref: str | None = None  # the reference's greedy answer to the prompt
+    answer: str | None = None  # the checkpoint's
+    said_ref: str | None = None  # which the reference's answer is: "chosen", "rejected" or "other"
+    said: str | None = None
+
+
+def said(answer: str, pair: Pair) -> str:
+    """Whether a greedy answer is the pair's chosen or rejected answer (word for word), or another."""
+    return next((name for name, text in (("chosen", pair.chosen), ("rejected", pair.rejected))
+                 if answer.strip() == text.strip()), "other")
 
 
 @dataclass
@@ -62,6 +73,13 @@ class PreferenceReport:
         """Pairs whose reward margin is positive: the checkpoint moved towards the chosen answer."""
         return sum((p.chosen - p.chosen_ref) > (p.rejected - p.rejected_ref) for p in self.pairs)
 
+    def says_chosen(self, ref: bool = False) -> int:
+        """Pairs whose greedy answer (of the reference, or of the checkpoint) is the chosen answer, word for word."""
+        return sum((p.said_ref if ref else p.said) == "chosen" for p in self.pairs)
+
+    def says_rejected(self, ref: bool = False) -> int:
+        return sum((p.said_ref if ref else p.said) == "rejected" for p in self.pairs)
+
     def mean_gap(self, ref: bool = False) -> float:
         """Mean log p(chosen) - log p(rejected), under the reference or the checkpoint."""
         gaps = [(p.chosen_ref - p.rejected_ref) if ref else (p.chosen - p.rejected) for p in self.pairs]
@@ -78,7 +96,9 @@ class PreferenceReport:
     def to_json(self) -> dict:
         return {**asdict(self), "ref_prefers": self.ref_prefers, "prefers": self.prefers, "moved": self.moved,
                 "mean_gap_ref": self.mean_gap(ref=True), "mean_gap": self.mean_gap(),
-                "mean_reward_margin": self.mean_reward_margin}
+                "mean_reward_margin": self.mean_reward_margin, "says_chosen_ref": self.says_chosen(ref=True),
+                "says_chosen": self.says_chosen(), "says_rejected_ref": self.says_rejected(ref=True),
+                "says_rejected": self.says_rejected()}
 
     @classmethod
     def from_json(cls, data: dict) -> "PreferenceReport":
@@ -93,6 +113,9 @@ class PreferenceReport:
             f"  {name}: {self.mean_gap():+.2f}; prefers the chosen answer in {self.prefers}/{n}",
             f"  {name} moved towards the chosen answer (DPO reward margin > 0) in {self.moved}/{n}; mean margin "
             f"{self.mean_reward_margin:+.3f} (beta {self.beta:g})",
+            f"greedy answers: the reference says the chosen answer in {self.says_chosen(ref=True)}/{n} (the rejected "
+            f"in {self.says_rejected(ref=True)}), {name} in {self.says_chosen()}/{n} (the rejected in "
+            f"{self.says_rejected()})",
         ])
 
 
@@ -160,30 +183,45 @@ def measure(ckpt: Path, *, dataset: Path | None = None, sample: int | None = Non
     system = args.get("system")
     end = tok.eos_token or ""
 
-    def logp(prompt: list[dict], answer: str) -> float:
+    def head_ids(prompt: list[dict]) -> list[int]:
         msgs = prompt if not system or prompt[:1] and prompt[0]["role"] == "system" else \
             [{"role": "system", "content": system}, *prompt]
         head = tok.apply_chat_template(msgs, tokenize=False, add_generation_prompt=True)
-        p_ids = tok(head, add_special_tokens=False)["input_ids"]
+        return tok(head, add_special_tokens=False)["input_ids"]
+
+    def logp(prompt: list[dict], answer: str) -> float:
+        p_ids = head_ids(prompt)
         a_ids = tok(answer + end, add_special_tokens=False)["input_ids"]
         ids = torch.tensor([p_ids + a_ids])
         with torch.no_grad():
             logits = model(ids).logits[0, len(p_ids) - 1:-1].float()
         return float(torch.log_softmax(logits, -1).gather(1, torch.tensor(a_ids)[:, None]).sum())
 
-    def scores(adapter: str | None) -> list[tuple[float, float]]:
+    def answer(prompt: list[dict], longest: int) -> str:
+        ids = torch.tensor([head_ids(prompt)])
+        with torch.no_grad():
+            out = model.generate(input_ids=ids, attention_mask=torch.ones_like(ids), do_sample=False,
+                                 max_new_tokens=longest + 8, eos_token_id=tok.eos_token_id,
+                                 pad_token_id=tok.pad_token_id or tok.eos_token_id)
+        return tok.decode(out[0, ids.shape[1]:], skip_special_tokens=True)
+
+    def score(p: Pair) -> tuple[float, float, str]:
+        longest = max(len(tok(a, add_special_tokens=False)["input_ids"]) for a in (p.chosen, p.rejected))
+        return logp(p.prompt, p.chosen), logp(p.prompt, p.rejected), answer(p.prompt, longest)
+
+    def scores(adapter: str | None) -> list[tuple[float, float, str]]:
         if adapter is None:
             with model.disable_adapter():
-                return [(logp(p.prompt, p.chosen), logp(p.prompt, p.rejected)) for p in pairs]
+                return [score(p) for p in pairs]
         model.set_adapter(adapter)
-        return [(logp(p.prompt, p.chosen), logp(p.prompt, p.rejected)) for p in pairs]
+        return [score(p) for p in pairs]
 
     ref = scores("ref" if refs else None)
     policy = scores("policy")
     report = PreferenceReport(str(ckpt), f"base model + {refs[0]}" if refs else "base model",
                               float(args.get("beta") or 0.1))
-    for p, (cr, rr), (c, r) in zip(pairs, ref, policy):
-        report.pairs.append(PairScore(p.prompt[-1]["content"], cr, rr, c, r))
+    for p, (cr, rr, ar), (c, r, a) in zip(pairs, ref, policy):
+        report.pairs.append(PairScore(p.prompt[-1]["content"], cr, rr, c, r, ar, a, said(ar, p), said(a, p)))
     return report
 
 

@@ -297,7 +297,7 @@ def add_rank_failures(diag, text: str) -> None:
         if rank is not None:
             diag.details["rank"] = rank
             diag.summary = re.sub(r"^CUDA out of memory on ", f"CUDA out of memory on rank {rank}, ", diag.summary)
-    elif failures and diag.kind not in ("no_failure", "stopped_by_user"):
+    elif failures and diag.kind not in ("no_failure", "stopped_by_user") and "rank" not in diag.details:
         first = next((f for f in failures if f["root_cause"]), failures[0])
         diag.summary += f"; torchrun: {describe_failure(first)}"
 

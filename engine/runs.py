@@ -367,10 +367,16 @@ def create(kind: str, argv: list[str], cwd: str, *, env: dict[str, str] | None =
                     output_dir=output_dir, notes=list(notes or []))
     root = runs_dir()
     _check_space(root)
-    try:
-        rec.folder.mkdir(mode=paths.PRIVATE_DIR)
-    except OSError as exc:
-        raise storage_error(exc, rec.folder) from None
+    for attempt in range(8):
+        try:
+            rec.folder.mkdir(mode=paths.PRIVATE_DIR)
+            break
+        except FileExistsError as exc:  # two runs of one kind in one second drew the same suffix
+            if attempt == 7:
+                raise storage_error(exc, rec.folder) from None
+            rec.id = new_id(kind)
+        except OSError as exc:
+            raise storage_error(exc, rec.folder) from None
     try:
         if rec.argv != argv or rec.env != env:
             secret = rec.folder / SECRETS

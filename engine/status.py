@@ -12,6 +12,8 @@ the status says what the files and processes show, not which process happened to
   names complete): finished, whatever the exit code (swiftdeck may end a slow teardown) and even when the runner
   was killed before it could record one;
 - a stop was asked for: stopped, never failed;
+- exit code 0 with ms-swift's final record short of max_steps (the trainer interrupted from outside swiftdeck):
+  stopped, not finished;
 - otherwise the exit code (0: finished, else failed); without one (the runner is gone) a main that returned early
   is stopped, a traceback or fatal sign in the console is failed, and anything else is lost.
 """
@@ -115,6 +117,21 @@ def reached_end(folder: RunFolder | None) -> bool:
     return not any(c.name == named and not c.complete for c in folder.checkpoints)
 
 
+def short_of_end(folder: RunFolder | None) -> bool:
+    """ms-swift's final record is there and names a step short of max_steps (an interrupt it ended on, not the end
+    of training). Unknown steps prove nothing."""
+    if folder is None or not folder.ended:
+        return False
+    step, total = folder.final.get("global_step"), folder.max_steps
+    return isinstance(step, int) and not isinstance(step, bool) and bool(total) and step < total
+
+
+def early_stopping(rec: runs.RunRecord) -> bool:
+    """The command asked for ms-swift's early stop (`--callbacks early_stop`, `--early_stop_interval`): ending short
+    of max_steps is how it finishes."""
+    return any("early_stop" in a for a in swift_args_of(rec))
+
+
 def completed(kind: str, files: Files) -> bool:
     """The files show a run that ended normally and did all it was asked to."""
     if files.main_ended_at is None:
@@ -132,6 +149,9 @@ def decide(rec: runs.RunRecord, *, alive: bool, files: Files | None = None) -> s
         return "finished"
     if rec.stop_requested:
         return "stopped"
+    if rec.exit_code == 0 and rec.kind in TRAINING and files is not None and short_of_end(files.folder) \
+            and not early_stopping(rec):
+        return "stopped"  # exit 0 with ms-swift's final record short of max_steps: stopped from outside swiftdeck
     if rec.exit_code is not None:
         return "finished" if rec.exit_code == 0 else "failed"
     if files is not None and files.main_ended_at is not None:
@@ -185,6 +205,29 @@ def settle(rec: runs.RunRecord) -> runs.RunRecord:
     except runs.StorageError:  # cannot record it (disk full, read-only): the derived status holds all the same
         ended(rec)
         return rec
+
+
+def exit_words(status: str, exit_code: int | None, stop_requested: bool = False) -> str:
+    """How an ended run ended, in words a user follows ("" when the status says it all): "stopped by you (SIGINT)",
+    "killed by SIGKILL", "exit code 1" — never a bare "exit -2"."""
+    import signal
+
+    def signame(n: int) -> str:
+        try:
+            return signal.Signals(n).name
+        except ValueError:
+            return f"signal {n}"
+
+    sig = signame(-exit_code) if isinstance(exit_code, int) and exit_code < 0 else None
+    if stop_requested and status in ("stopped", "stopping"):
+        return f"stopped by you ({sig})" if sig else "stopped by you"
+    if status not in ("failed", "lost", "stopped") or exit_code in (None, 0):
+        return ""
+    if sig:
+        return "interrupted (SIGINT)" if sig == "SIGINT" else f"killed by {sig}"
+    if exit_code > 128 and exit_code - 128 < 65:
+        return f"exit code {exit_code}: killed by {signame(exit_code - 128)}"
+    return f"exit code {exit_code}"
 
 
 def registry_index() -> dict[str, str]:

@@ -38,7 +38,7 @@ PATH_SUFFIXES = (".json", ".jsonl", ".csv")
 DEEPSPEED_PRESETS = {"zero0", "zero1", "zero2", "zero3", "zero2_offload", "zero3_offload"}
 # dest -> how its values are paths (see _resolve_paths)
 PATH_DESTS = {
-    "model": "model", "dataset": "dataset", "val_dataset": "dataset", "adapters": "adapter",
+    "model": "model", "dataset": "dataset", "val_dataset": "dataset", "adapters": "adapter", "ref_adapters": "adapter",
     "output_dir": "output", "logging_dir": "output", "resume_from_checkpoint": "existing",
     "external_plugins": "existing", "custom_dataset_info": "existing", "deepspeed": "deepspeed",
 }
@@ -416,11 +416,25 @@ def _resolve_value(kind: str, dest: str, value: str, cwd: Path) -> tuple[str, st
         return value, None
     full = _abs(value, cwd)
     if os.path.exists(full):
-        return full, None
+        return full, _not_an_adapter(Path(full)) if kind == "adapter" else None
     what = {"model": "model folder", "adapter": "adapter folder", "deepspeed": "deepspeed config"}.get(kind, dest)
     if kind == "existing" or _looks_like_path(value):
         return value, f"{what} not found: {full}"
     return value, None  # a hub id
+
+
+def _not_an_adapter(path: Path) -> str | None:
+    """Why a local --adapters/--ref_adapters folder is not one ms-swift loads (its BaseArguments._check_is_adapter
+    fails with "is not an adapter"), e.g. a run folder instead of one of its checkpoints; None when it is one."""
+    if not path.is_dir() or any((path / sub / "adapter_config.json").is_file() for sub in ("", "default")) \
+            or (path / "reft").exists():
+        return None
+    ckpts = sorted(path.glob("checkpoint-*/adapter_config.json"), key=lambda p: int(p.parent.name.split("-")[-1])
+                   if p.parent.name.split("-")[-1].isdigit() else -1)
+    if ckpts:
+        return f"{path} is a run folder, not a LoRA checkpoint: pick one of its checkpoint-N folders " \
+               f"(the last: {ckpts[-1].parent})"
+    return f"{path} is not a LoRA checkpoint (no adapter_config.json)"
 
 
 def _resolve_paths(items: list[_Item], cwd: Path, problems: list[ArgProblem]) -> list[str]:
@@ -712,6 +726,11 @@ def check_args(argv: list[str], *, command: str = "sft", cwd: Path, cuda: bool |
 
     if command == "rlhf":
         _rlhf_problems(given, data[command], problems, notes)
+    if command == "pt" and "system" in given and not _truthy(given.get("use_chat_template")):
+        problems.append(ArgProblem(given["system"].flag, (
+            f"`swift pt` trains on plain text (--use_chat_template false), whose template takes no system prompt: "
+            f"ms-swift stops with \"The template does not support `system`\"; drop {given['system'].flag} (or "
+            f"add --use_chat_template true to pretrain on chat-formatted rows)"), ["--use_chat_template true"]))
 
     dests = {info["dest"] for info in opts.values()}
     if {"bf16", "use_cpu", "torch_dtype"} <= dests:  # a training command

@@ -150,3 +150,17 @@ def test_runs_lists_training_runs_with_labels_and_jobs_only_with_all(home, tmp_p
         assert chat.id not in "\n".join(text) and merge.id not in "\n".join(text)
         text_all = swiftdeck("runs", "--all", home=home).stdout
         assert "jobs (chat workers, deploys, merges):" in text_all and chat.id in text_all and merge.id in text_all
+
+
+def test_train_type_of_3x_and_tuner_type_of_4x_are_one_setting():
+    """The real args.json of a 3.12.6 run (`train_type`) and of a 4.6 run (`tuner_type`): the same LoRA setting is
+    not a difference; a different value is shown once, under the 4.x name."""
+    data = Path(__file__).parent / "data"
+    v3 = json.loads((data / "ms-swift-3.12" / "run-v0" / "args.json").read_text())
+    v4 = json.loads((data / "ms-swift-4.6" / "run-v2" / "args.json").read_text())
+    assert v3["train_type"] == v4["tuner_type"] == "lora" and "tuner_type" not in v3 and "train_type" not in v4
+    differ = compare.differing_args([v3, v4])
+    assert "train_type" not in differ and "tuner_type" not in differ
+    assert "learning_rate" in differ or "num_train_epochs" in differ  # the other differences are still shown
+    full = {**v4, "tuner_type": "full"}
+    assert compare.differing_args([v3, full])["tuner_type"] == ["lora", "full"]

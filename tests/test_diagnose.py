@@ -327,8 +327,9 @@ def test_torchrun_summary_alone_names_the_signal():
 
 
 def test_argparse_refusal_without_traceback():
-    d = _diag("unknown_argument-value")  # exit 2, usage text, then "sft.py: error: argument --lora_rank/..."
-    assert d.details["flags"] == ["--lora_rank"] and "invalid int value: 'abc'" in d.summary
+    d = _diag("invalid_argument-value")  # exit 2, usage text, then "sft.py: error: argument --lora_rank/..."
+    assert d.kind == "invalid_argument" and "invalid int value: 'abc'" in d.summary
+    assert d.details["flags"] == ["--lora_rank"]
 
 
 def test_deploy_that_lost_its_port_says_address_already_in_use():

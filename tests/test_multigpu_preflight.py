@@ -234,3 +234,17 @@ def test_an_oom_on_one_rank_is_diagnosed_with_that_rank_and_its_gpu(home):
         {"pid": 11, "create_time": 1.0, "rank": 1, "local_rank": 0, "world_size": 2, "node_rank": 1, "gpu": "3"}]))
     d = diagnose.diagnose_run(rec, recorded=False)  # the recorded rank wins: node 1's GPU 3
     assert d.summary.startswith("CUDA out of memory on rank 1 (node 1, GPU 3)"), d.summary
+
+
+def test_a_stop_file_that_would_end_the_run_at_once_refuses_the_launch(demo_assets, tmp_path, monkeypatch):
+    """ms-swift's graceful-exit callback stops any run while /tmp/stop exists; the file here stands in for it (a
+    real /tmp/stop would stop every other ms-swift run on this machine)."""
+    stop_file = tmp_path / "stop"
+    monkeypatch.setattr(launch, "STOP_FILE", stop_file)
+    cmd = demo_cmd(demo_assets, tmp_path)
+    assert launch.check_launch(cmd, datasets=False).ok
+    stop_file.write_text("")
+    check = launch.check_launch(cmd, datasets=False)
+    assert not check.ok and f"{stop_file} exists" in check.blocker, check.blocker
+    with pytest.raises(launch.LaunchRefused, match="graceful-exit"):
+        launch.start(check)

@@ -8,7 +8,6 @@ import os
 import re
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -23,8 +22,29 @@ pytestmark = [
     # demand (SWIFTDECK_TEST_TWO_RANKS=1) until that is understood, so one hang cannot block the whole suite.
     pytest.mark.skipif(os.environ.get("SWIFTDECK_TEST_TWO_RANKS") != "1",
                        reason="two real ranks on CPU: set SWIFTDECK_TEST_TWO_RANKS=1 (hung once in 7 runs)"),
+    # each phase is bounded (below, ~1100 s in all) so that a stall fails inside the test with the run's state and
+    # processes, before pytest-timeout (1200 s here, 900 s for the suite) kills it with nothing but the test's stack
+    pytest.mark.timeout(1200),
 ]
-TIMEOUT = 600
+TIMEOUT = 300  # per wait; 8 runs here took 30-80 s in all (2 cores shared with other test runs)
+STOP_TIMEOUT = 120
+
+
+def processes(rec: runs.RunRecord) -> str:
+    """Each live process of the run: pid, state, where the kernel has it waiting, its command line (what a stall
+    looked like)."""
+    out = []
+    for proc in supervisor.live_tree(rec):
+        try:
+            wchan = Path(f"/proc/{proc.pid}/wchan").read_text()
+        except OSError:
+            wchan = "?"
+        try:
+            out.append(f"{proc.pid} {proc.status()} wchan={wchan} cpu={proc.cpu_times().user:.1f}s "
+                       f"{' '.join(proc.cmdline())[:160]}")
+        except Exception as exc:  # gone meanwhile
+            out.append(f"{proc.pid} {exc!r}")
+    return "\n".join(out) or "no live process"
 
 
 def wait_for(predicate, timeout: float, what: str):
@@ -48,6 +68,7 @@ def training_with_two_ranks(run_id: str, steps: int) -> runs.RunRecord:
     except AssertionError as exc:
         rec = runs.load(run_id)
         raise AssertionError(f"{exc}: {rec.status}, steps {logged_steps(rec)}, ranks {rec.meta.get('ranks')}, "
+                             f"processes:\n{processes(rec)}\n"
                              f"console: {rec.console_log.read_text(errors='replace')[-3000:]}") from None
 
 
@@ -76,8 +97,8 @@ def _stop_resume_force(run_id: str, out: Path) -> None:
     assert all("swift/cli/sft.py" in " ".join(p.cmdline()) for _, p in ranks.live(rec))
     assert [pid for pid, _ in ranks.recorded_agents(rec)] and rec.pid not in [r.pid for r in found]
 
-    report = supervisor.stop(rec, timeout_s=300)
-    assert report.clean, report
+    report = supervisor.stop(rec, timeout_s=STOP_TIMEOUT)
+    assert report.clean, f"{report}\nprocesses:\n{processes(rec)}"
     assert report.steps[0] == f"SIGUSR1 → trainer rank 0 pid {found[0].pid}, rank 1 pid {found[1].pid}"
     rec = runs.load(run_id)
     assert rec.status == "stopped"

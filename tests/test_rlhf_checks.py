@@ -258,3 +258,56 @@ def test_check_dataset_takes_the_rlhf_type(home, tmp_path):
     assert swiftdeck("check-dataset", str(plain), home=home, cwd=tmp_path).returncode == 0
     bad = swiftdeck("check-dataset", str(plain), "--rlhf-type", "dpoo", home=home, cwd=tmp_path)
     assert bad.returncode == 2 and "invalid choice: 'dpoo'" in bad.stderr
+
+
+def test_adapters_must_be_a_checkpoint_not_its_run_folder(rlhf_home, demo_assets, tmp_path):
+    """DPO after SFT takes the SFT checkpoint (--adapters and --ref_adapters); its run folder, or a folder that is
+    no adapter, stops ms-swift ("is not an adapter"): refused before the launch, with the checkpoint to take."""
+    pairs = write(tmp_path / "pairs.json", [{**r, "rejected_response": "no"} for r in sft_rows()])
+    run = tmp_path / "sft" / "v0-20261130-000000"
+    for step in (50, 100):
+        (run / f"checkpoint-{step}").mkdir(parents=True)
+        (run / f"checkpoint-{step}" / "adapter_config.json").write_text("{}")
+    line = f"swift rlhf --rlhf_type dpo {model_args(demo_assets)} --dataset {pairs}"
+    check = rlhf(f"{line} --adapters {run} --ref_adapters {run}", tmp_path)
+    messages = {p.flag: p.message for p in check.args.problems}
+    for flag in ("--adapters", "--ref_adapters"):
+        assert messages[flag] == (f"{run} is a run folder, not a LoRA checkpoint: pick one of its checkpoint-N "
+                                  f"folders (the last: {run / 'checkpoint-100'})")
+    assert not check.ok
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    assert "is not a LoRA checkpoint (no adapter_config.json)" in \
+        rlhf(f"{line} --adapters {empty}", tmp_path).args.problems[0].message
+    ok = rlhf(f"{line} --adapters sft/v0-20261130-000000/checkpoint-100 --ref_adapters {run / 'checkpoint-100'}",
+              tmp_path)
+    assert ok.ok, ok.blocker
+    assert ok.command.flag("--adapters") == str(run / "checkpoint-100")  # made absolute
+
+
+def test_pt_with_a_system_prompt_is_refused(rlhf_home, demo_assets, tmp_path):
+    """`swift pt` uses the template without its chat format: a --system there stops ms-swift at the template
+    ("The template does not support `system`", seen on a real `swift pt` of the demo); refused before the launch."""
+    data = write(tmp_path / "rows.json", sft_rows())
+    line = f"{model_args(demo_assets)} --dataset {data}"
+    check = check_launch(Command.parse(f"{line} --system 'You are a helpful assistant.'", kind="pt", cwd=tmp_path))
+    (problem,) = check.args.problems
+    assert problem.flag == "--system" and "The template does not support `system`" in problem.message
+    assert not check.ok
+    chat = check_launch(Command.parse(f"{line} --system hi --use_chat_template true", kind="pt", cwd=tmp_path))
+    assert chat.ok, chat.blocker
+    sft = check_launch(Command.parse(f"{line} --system hi", kind="sft", cwd=tmp_path))
+    assert sft.ok, sft.blocker
+
+
+def test_launch_form_pt_has_no_system_prompt(rlhf_home, demo_assets, tmp_path):
+    """The new-run form's preset adds the tutorial's --system; for kind pt it would be refused (see above)."""
+    from tui.actions import LaunchForm, build_launch
+
+    data = write(tmp_path / "rows.json", sft_rows())
+    form = LaunchForm(kind="pt", model=str(demo_assets.model), dataset=str(data))
+    pt = build_launch(form, gpu=False, cwd=tmp_path)
+    assert "--system" not in pt.args and "--warmup_ratio" in pt.args
+    assert "--system" in build_launch(LaunchForm(kind="sft", model="/m", dataset="/d.json"), gpu=False).args
+    check = check_launch(pt)
+    assert not [p for p in check.args.problems if p.flag == "--system"], check.blocker

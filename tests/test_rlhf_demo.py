@@ -42,7 +42,9 @@ def test_demo_rlhf_args(demo_assets, tmp_path):
     args = demo.demo_dpo_args(demo_assets, tmp_path / "out", adapter=tmp_path / "ckpt")
     assert args[:4] == ["--rlhf_type", "dpo", "--beta", "0.1"]
     assert args[args.index("--dataset") + 1] == str(demo_assets.dpo_dataset)
-    assert args[-4:] == ["--adapters", str(tmp_path / "ckpt"), "--ref_adapters", str(tmp_path / "ckpt")]
+    assert args[-6:] == ["--rpo_alpha", "1", "--adapters", str(tmp_path / "ckpt"), "--ref_adapters",
+                         str(tmp_path / "ckpt")]  # from an SFT adapter: keep its answers (SFT loss on the chosen)
+    assert "--rpo_alpha" not in demo.demo_dpo_args(demo_assets, tmp_path / "out")
     grpo = demo.demo_grpo_args(demo_assets, tmp_path / "out", steps=3)
     assert grpo[grpo.index("--reward_funcs") + 1:grpo.index("--reward_funcs") + 3] == ["format", "repetition"]
     assert grpo[grpo.index("--max_steps") + 1] == "3" and "--log_completions" in grpo

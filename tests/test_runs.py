@@ -97,3 +97,13 @@ def test_concurrent_updates_lose_nothing(home):
         assert p.wait(60) == 0
     notes = runs.load(rec.id).notes
     assert notes.count("a") == 50 and notes.count("b") == 50
+
+
+def test_two_runs_that_draw_the_same_id_both_get_a_record(home, monkeypatch):
+    """Two launches of one kind in one second can draw the same 4-hex suffix; the second gets another id."""
+    drawn = iter(["sft-20261130-120000-abcd", "sft-20261130-120000-abcd", "sft-20261130-120000-beef"])
+    monkeypatch.setattr(runs, "new_id", lambda kind: next(drawn))
+    a = runs.create("sft", ["swift", "sft"], "/tmp")
+    b = runs.create("sft", ["swift", "sft"], "/tmp")
+    assert (a.id, b.id) == ("sft-20261130-120000-abcd", "sft-20261130-120000-beef")
+    assert runs.load(b.id).id == b.id

@@ -165,6 +165,7 @@ def test_relative_paths_are_recorded_absolute(workdir):
     missing = sa.check_args(["--resume_from_checkpoint", "nope", "--deepspeed", "zero2"], cwd=workdir)
     assert [p.message for p in missing.problems] == [f"resume_from_checkpoint not found: {workdir / 'nope'}"]
 
+    (workdir / "ckpt" / "adapter_config.json").write_text("{}")  # --adapters must be a LoRA checkpoint
     infer = sa.check_args(["--adapters", "robot=ckpt", "--stream", "true"], command="infer", cwd=workdir)
     assert infer.ok and sa.flag_value(infer.argv, "--adapters") == f"robot={workdir / 'ckpt'}"
 

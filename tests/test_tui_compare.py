@@ -82,16 +82,17 @@ def test_switcher_lists_training_runs_newest_first_jobs_behind_a_toggle_and_mark
         async with app.run_test(size=(160, 48)) as pilot:
             screen = await open_switcher(pilot)
             keys = [s.key for s in screen.sources]
-            assert keys == [newer.id, older.id, str(b.resolve()), str(a.resolve())]  # no job; folders last
+            # no job; newest first: the folders' vN-20261130-… are newer than the records' 2026-11-27 starts
+            assert keys == [str(b.resolve()), str(a.resolve()), newer.id, older.id]
             table = screen.query_one("#runs-table")
-            assert table.get_row_at(2)[0].startswith("▶") and not table.get_row_at(0)[0].startswith("▶")
-            assert table.cursor_row == 2  # on the run shown
+            assert table.get_row_at(0)[0].startswith("▶") and not table.get_row_at(2)[0].startswith("▶")
+            assert table.cursor_row == 0  # on the run shown
             await pilot.press("j")
             assert [s.key for s in screen.sources][0] == job.id  # the newest of all now
             await pilot.press("j")
             assert job.id not in [s.key for s in screen.sources]
             await pick(pilot, screen, older.id)
-            assert table.get_row_at(1)[0] == " ✓"
+            assert table.get_row_at(3)[0] == " ✓"
             await pilot.press("c")  # one run picked: not a comparison
             assert not isinstance(app.screen, CompareScreen)
             assert any("pick two or more" in n.message for n in app._notifications)

@@ -8,7 +8,7 @@ import os
 import sys
 
 from test_tui_chat import ReplayBackend, turn_over
-from test_tui_support import fixed_clock, make_run, settled, until
+from test_tui_support import fixed_clock, make_run, settled, text_of, until
 from engine.command import Command
 from tui.app import SwiftdeckApp
 from tui.model import RunSource
@@ -183,6 +183,7 @@ def test_W_wraps_the_log_and_back(home, tmp_path, swift_fixtures):
             await pilot.press("W")
             await settled(pilot)
             assert view.wrap and view.virtual_size.width == 1  # no sideways scrolling
+            assert "wrapped" in text_of(app.query_one("#log-status"))
             pieces = -(-len(text) // width)
             assert "".join(shown(view, pieces)).replace(" ", "") == text.replace(" ", "")
             assert shown(view, pieces + 1)[-1] == view.store.line(long_row + 1)[:width].rstrip()
@@ -193,5 +194,4 @@ def test_W_wraps_the_log_and_back(home, tmp_path, swift_fixtures):
             await pilot.press("W")
             await settled(pilot)
             assert not view.wrap and view.virtual_size.width > width
-            assert any("long lines wrap" in n.message for n in app._notifications)
     asyncio.run(go())

@@ -32,7 +32,7 @@ def remedies_of(name: str) -> list[str]:
     ("resume_failed-corrupt", [[], [("--resume_only_model", "true")]]),
     ("cpu_oom", [[("--max_length", "20000")], [], []]),
     ("unknown_argument", [[], []]),  # "use --tuner_type instead of --train_type", "remove --lora_ranks: …"
-    ("unknown_argument-value", [[]]),  # "give --lora_rank a valid value …"
+    ("invalid_argument-value", [[]]),  # "give --lora_rank a valid value …"
     ("disk_full", [[], [("--save_total_limit", "2")], [("--save_only_model", "true")], []]),
 ])
 def test_remedies_that_name_a_flag_and_a_value_are_applicable(name, expected):

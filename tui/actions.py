@@ -50,6 +50,14 @@ PRESET_TAIL = ["--per_device_eval_batch_size", "1", "--eval_steps", "50", "--sav
                "--warmup_ratio", "0.05", "--dataloader_num_workers", "4"]
 
 
+def _preset_tail(command: str) -> list[str]:
+    """PRESET_TAIL; `swift pt` without the system prompt (its plain-text template takes none: ms-swift stops)."""
+    if command != "pt":
+        return list(PRESET_TAIL)
+    at = PRESET_TAIL.index("--system")
+    return PRESET_TAIL[:at] + PRESET_TAIL[at + 2:]
+
+
 def build_launch(form: LaunchForm, *, gpu: bool, cwd: Path | str = ".") -> Command:
     """The `swift sft|pt|rlhf` command of a filled-in form (before engine.ops.launch's checks)."""
     if form.kind not in KINDS:
@@ -78,7 +86,7 @@ def build_launch(form: LaunchForm, *, gpu: bool, cwd: Path | str = ".") -> Comma
             form.batch_size, "--learning_rate", form.learning_rate, "--lora_rank", form.lora_rank,
             "--lora_alpha", form.lora_alpha, "--target_modules", *form.target_modules.split(),
             "--gradient_accumulation_steps", form.grad_accum, "--max_length", form.max_length,
-            "--output_dir", form.output_dir.strip() or "output", *PRESET_TAIL]
+            "--output_dir", form.output_dir.strip() or "output", *_preset_tail(command)]
     env = {"CUDA_VISIBLE_DEVICES": form.visible_gpus.strip()} if form.visible_gpus.strip() else {}
     swift = os.path.abspath(os.path.expanduser(form.swift.strip())) if form.swift.strip() else ""
     cmd = Command(command, tuple(argv), str(Path(cwd).resolve()), env, form.label.strip(), swift)

@@ -45,6 +45,7 @@ from tui.widgets.checkpoints import CheckpointsPane
 from tui.widgets.gpu import GpuPane
 from tui.widgets.failure import FailureCard
 from tui.widgets.header import RunHeader
+from tui.widgets.job import JobPane
 from tui.widgets.log import LogPane, LogView
 from tui.widgets.loss import LossPane
 from tui.workers import at_work
@@ -197,6 +198,7 @@ class SwiftdeckApp(ChatJobs, App):
                 yield CheckpointsPane(id="checkpoints", classes="pane", refused=refused)
                 yield ChatPane(id="chat", classes="pane", refused=refused)
             with Vertical(id="right"):
+                yield JobPane(id="job", classes="pane")
                 yield LossPane(id="loss", classes="pane")
                 yield LogPane(id="log", classes="pane")
         yield Footer()
@@ -218,6 +220,7 @@ class SwiftdeckApp(ChatJobs, App):
         self.set_interval(self.poll_s, self._ends_tick)
         self._ends_tick()
         self.main.query_one(LogView).focus()
+        self.main.watch(self.main, "focused", self._focus_moved)  # (self.watch is the RunWatch)
         self._adopt_deploy()
         if self.check_leftovers:
             self._startup_leftovers()
@@ -247,6 +250,12 @@ class SwiftdeckApp(ChatJobs, App):
         bar = self.main.query_one("#viewbar", Static)
         bar.update("  ".join(f"[reverse] {i} {title} [/]" if key == v else f" {i} {title} "
                              for i, (key, title) in enumerate(VIEWS, 1)) + ("   read-only" if self.readonly else ""))
+
+    def _focus_moved(self, focused) -> None:
+        """The left column widens while the chat has the focus (themes/app.tcss: #left.-chatting)."""
+        left, chat = self.main.query("#left"), self.main.query(ChatPane)
+        if left and chat:  # (not while the app closes)
+            left.first().set_class(focused is not None and chat.first() in focused.ancestors_with_self, "-chatting")
 
     def action_log(self, action: str) -> None:
         if self.narrow and self.view_name != "train":
@@ -308,11 +317,32 @@ class SwiftdeckApp(ChatJobs, App):
         loss.add(u.new_metrics)
         loss.add_completions(u.completions)
         loss.set_waiting(bool(u.source and u.source.active))
+        self._show_job(u)
         if u.log_lines:
             log.lines_added(u.log_lines)
+        log.show_run(u.source.record if u.source else None)
+        ckpts = self.main.query_one(CheckpointsPane)
         if u.checkpoints is not None:
-            self.main.query_one(CheckpointsPane).show(u.checkpoints)
+            ckpts.show(u.checkpoints, f"a {u.header.kind} job has no checkpoints of its own" if u.job is not None
+                       else None)
+        ckpts.relabel(*(u.folder_label or (None, None)))
         self.chat_pane.show_run(u.source.record if u.source else None, u.checkpoints)
+
+    def _show_job(self, u: Update) -> None:
+        """A deploy/merge/chat job gets its own view in place of the training charts."""
+        job, loss = self.main.query_one(JobPane), self.main.query_one(LossPane)
+        is_job = u.job is not None
+        if job.display != is_job:
+            job.display, loss.display = is_job, not is_job
+        if is_job:
+            job.show(u.source.record.kind, u.job, u.header.status)
+
+    @on(CheckpointsPane.Refresh)
+    def _refresh_checkpoints(self) -> None:
+        """F5 in the checkpoints pane: the run folder is read again with the next poll, which starts now."""
+        self.watch.force_scan = True
+        self._tick()
+        self.notify("reading the run folder again …", timeout=2)
 
     def attach(self, source: RunSource | None) -> None:
         """Show another run (from the run switcher, a launch, a resume)."""
@@ -456,10 +486,10 @@ class SwiftdeckApp(ChatJobs, App):
 
         def answered(yes: bool | None) -> None:
             if yes:
-                self.notify(f"stopping {rec.id}: {jobs.stop_words(rec)}")
+                self.notify(f"stopping {jobs.named(rec)}: {jobs.stop_words(rec)}")
                 self._stop(rec)
 
-        self.push_screen(ConfirmScreen(f"Stop run {rec.id}?",
+        self.push_screen(ConfirmScreen(f"Stop {jobs.named(rec)}?",
                                        f"It {jobs.stop_words(rec)}; after 120 s the process tree is killed.",
                                        yes="Stop"), answered)
 
@@ -470,8 +500,8 @@ class SwiftdeckApp(ChatJobs, App):
         except (SwiftdeckError, OSError) as exc:
             self.call_from_thread(self.notify, f"stop failed: {exc}", severity="error", timeout=10)
             return
-        msg = (f"run {rec.id} stopped in {report.seconds:.0f}s" if report.clean
-               else f"run {rec.id}: processes still alive: {report.left}")
+        msg = (f"{jobs.named(rec)} stopped in {report.seconds:.0f}s" if report.clean
+               else f"{jobs.named(rec)}: processes still alive: {report.left}")
         self.call_from_thread(self.notify, msg, severity="information" if report.clean else "error")
 
     async def action_quit(self) -> None:

@@ -86,8 +86,7 @@ def main(argv: list[str] | None = None) -> int:
             return cli.main(ns)
         return _dashboard(kind, ns)
     except SwiftdeckError as exc:
-        print(f"swiftdeck: {exc}", file=sys.stderr)
-        return EXIT_USAGE
+        return cli.report_error(str(exc), as_json=cli.wants_json(argv), code=EXIT_USAGE)
     except KeyboardInterrupt:
         return 130
 

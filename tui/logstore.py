@@ -29,6 +29,10 @@ _ERROR_RE = re.compile(r"\[(?:ERROR|CRITICAL)|Traceback \(most recent call last\
 _WARNING_RE = re.compile(r"\[WARNING|\bWARNING\b|Warning:|\| WARNING \|")
 
 LEVELS = ("all", "warning", "error")  # the level filter cycles through these
+# torch prefixes what a rank of a torchrun run prints through its own handlers (a rank's traceback, c10 warnings)
+# with `[rankN]:`; ms-swift logs only on local rank 0, so unprefixed lines are the master rank's (or the launcher's)
+_RANK_RE = re.compile(r"^\[rank(\d+)\]:")
+CHILD_FAILED = "ChildFailedError"  # torchrun's summary of the ranks that failed follows this line
 
 
 def collapse(raw: bytes) -> str:
@@ -45,6 +49,12 @@ def collapse(raw: bytes) -> str:
     return ""
 
 
+def rank_of(line: str) -> int | None:
+    """The rank a line names with torch's `[rankN]:` prefix, or None (ms-swift's own lines: the master rank's)."""
+    m = _RANK_RE.match(line)
+    return int(m.group(1)) if m else None
+
+
 def level_of(line: str) -> str:
     """'error' | 'warning' | 'info' for colouring and the level filter."""
     if _ERROR_RE.search(line):
@@ -58,12 +68,17 @@ def level_of(line: str) -> str:
 class LogFilter:
     text: str = ""
     level: str = "all"  # all | warning (warnings and errors) | error
+    rank: int | None = None  # a distributed run's rank: 0 (the master) keeps the unprefixed lines; None: every line
 
     @property
     def active(self) -> bool:
-        return bool(self.text) or self.level != "all"
+        return bool(self.text) or self.level != "all" or self.rank is not None
 
     def matches(self, line: str) -> bool:
+        if self.rank is not None:
+            r = rank_of(line)
+            if r != self.rank and not (r is None and self.rank == 0):
+                return False
         if self.text and self.text.lower() not in line.lower():
             return False
         if self.level == "all":
@@ -77,6 +92,8 @@ class LogFilter:
             parts.append(f"text “{self.text}”")
         if self.level != "all":
             parts.append("errors" if self.level == "error" else "warnings+errors")
+        if self.rank is not None:
+            parts.append("rank 0 (master)" if self.rank == 0 else f"rank {self.rank}")
         return ", ".join(parts) or "none"
 
 
@@ -101,6 +118,9 @@ class LogStore:
         self.first_traceback: int | None = None
         self.last_traceback_line: str | None = None  # the exception line that ends the last traceback
         self._in_traceback = False
+        self.rank_lines: dict[int, int] = {}  # lines with torch's [rankN]: prefix, per rank
+        self.rank_errors: dict[int, int] = {}  # of those, error lines (a rank's traceback)
+        self.child_failed_at: int | None = None  # the line of torchrun's last ChildFailedError summary
 
     # ------------------------------------------------------------ new bytes
 
@@ -143,6 +163,13 @@ class LogStore:
             if ":" in text or text.endswith(("Error", "Exception", "Interrupt")):
                 self.last_traceback_line = text
             self._in_traceback = False
+        r = rank_of(text)
+        if r is not None:
+            self.rank_lines[r] = self.rank_lines.get(r, 0) + 1
+            if level_of(text) == "error":
+                self.rank_errors[r] = self.rank_errors.get(r, 0) + 1
+        elif CHILD_FAILED in text:
+            self.child_failed_at = index
         self._recent.append(text)
         self._ends.append(end)
 
@@ -168,6 +195,13 @@ class LogStore:
             except IndexError:  # the tail moved on meanwhile
                 pass
         return self._block(i // BLOCK)[i % BLOCK]
+
+    def child_failed_text(self, lines: int = 120) -> str:
+        """torchrun's last ChildFailedError summary (the lines from it on), "" if there is none."""
+        at = self.child_failed_at
+        if at is None:
+            return ""
+        return "\n".join(self.line(i) for i in range(at, min(self.complete, at + lines)))
 
     def _block(self, b: int) -> list[str]:
         with self._lock:

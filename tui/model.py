@@ -11,12 +11,15 @@ import math
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Sequence
 
 from engine import runs
 from engine.completions import CompletionsTail
-from engine.events import CheckpointSaved, ConsoleAppended, Failed, Finished, Metrics
+from engine.command import TRAINING_KINDS
+from engine.events import CheckpointSaved, ConsoleAppended, ErrorLine, Failed, Finished, Metrics
+from engine.metric_columns import NewRows
 from engine.observer import RunObserver
+from engine.ops import jobs
 from engine.ops.runs import (RunSource, RunSummary, SourceError, discover, newest_run, quick_summary,  # noqa: F401
                              resolve)
 from tui.logstore import LogStore
@@ -50,6 +53,24 @@ def fmt_num(v: float | None, digits: int = 4) -> str:
     return f"{v:.{digits}g}"
 
 
+def folder_stamp(run_dir: Path) -> tuple | None:
+    """A cheap fingerprint of a run folder: its entries and their change times (one scandir, no file read). It
+    changes when a checkpoint appears, goes, or gains files (a merge from the CLI, a copied checkpoint)."""
+    import os
+
+    try:
+        with os.scandir(run_dir) as it:
+            return tuple(sorted((e.name, e.stat(follow_symlinks=False).st_mtime_ns) for e in it if e.is_dir()))
+    except OSError:
+        return None
+
+
+def step_label(status: str, step: int | None, max_steps: int | None) -> str:
+    """The run folder's line in the checkpoints pane for the run on screen, from the header's own numbers:
+    "running step 25/120", "stopped step 317/500"."""
+    return status if step is None else f"{status} step {step}/{max_steps or '?'}"
+
+
 @dataclass
 class HeaderInfo:
     name: str = "no run"
@@ -62,6 +83,11 @@ class HeaderInfo:
     seconds_per_it: float | None = None
     last_loss: float | None = None
     exit_code: int | None = None
+    kind: str = ""  # sft | pt | rlhf/dpo | rlhf/grpo | deploy | export … (RunSource.kind)
+    ended: str = ""  # how an ended run ended, in words (engine.status.exit_words): "stopped by you (SIGINT)"
+    errors: int = 0  # error lines the console of a running run has shown so far, and the last one
+    last_error: str = ""
+    job: str = ""  # a deploy/merge/chat job: one line on what it serves or writes (engine.ops.jobs.summary)
 
 
 @dataclass
@@ -80,7 +106,7 @@ class Update:
     """What changed since the last poll."""
 
     header: HeaderInfo
-    new_metrics: list[Metrics] = field(default_factory=list)
+    new_metrics: Sequence[Metrics] = field(default_factory=list)  # a NewRows view of the state's columns
     reset: bool = False  # the log/metrics started over (file replaced, or another run)
     log_lines: int = 0  # complete log lines that arrived (-1: the log was replaced)
     checkpoints: list | None = None  # list[RunFolder] when rescanned
@@ -89,6 +115,8 @@ class Update:
     has_eval: bool = False
     failed: Failed | None = None  # the engine's verdict on this run so far (sticky: the latest one)
     completions: list = field(default_factory=list)  # GRPO samples that arrived (engine.completions.Completion)
+    job: list | None = None  # a deploy/merge/chat job: (what, value) rows (engine.ops.jobs.facts); None: training
+    folder_label: tuple[str, str] | None = None  # (run folder, "running step 25/120"): the header's numbers
 
 
 class RunWatch:
@@ -103,13 +131,20 @@ class RunWatch:
         self.observer = RunObserver(console_log=source.console_log, run_dir=source.run_dir, cwd=cwd) \
             if source else None
         self.failed: Failed | None = None
+        self.error: ErrorLine | None = None  # the console's last error line so far
+        rec = source.record if source else None
+        # a deploy's API requests so far (uvicorn's access lines), (total, failed); None for anything else
+        self.requests: tuple[int, int] | None = (0, 0) if rec is not None and rec.kind == "deploy" else None
         self._first = True
+        self._kind: str | None = None
         self._last_scan = -math.inf
         self._scan_run_dir: str | None = None
         self._status: str | None = None
-        self.force_scan = False  # set after a checkpoint was deleted or stripped
+        self.force_scan = False  # set after a checkpoint was deleted or stripped, and by the refresh key
+        self._folder_stamp: tuple | None = None  # folder_stamp of the run folder at the last poll
         self.completions: CompletionsTail | None = None
         self._has_eval = False  # sticky: logged steps are never taken back
+        self._rows_mark: tuple | None = None  # the state's rows already handed out (engine.metric_columns.NewRows)
         # progress(bytes_read, bytes_total): called after each chunk while a long history is still being read (never
         # for a run read in one chunk), from poll's thread
         self.progress: Callable[[int, int], None] | None = None
@@ -119,26 +154,32 @@ class RunWatch:
             return Update(HeaderInfo(), reset=self._take_first())
         src = self.source = self.source.refreshed()
         first = self._take_first()
-        new_metrics: list[Metrics] = []
+        self.observer.reader.emit_metrics = False  # new steps are read from the state's columns (NewRows)
         saved, lines = False, 0
         while True:  # a long history in steps: one chunk of each file in memory at a time
             for ev in self.observer.poll(src.record, max_bytes=POLL_CHUNK):
                 if isinstance(ev, ConsoleAppended):
                     if ev.restarted:
-                        self.failed = None
+                        self.failed = self.error = None
+                    if self.requests is not None:
+                        got = jobs.count_requests(ev.data)
+                        self.requests = (0, 0) if ev.restarted else self.requests
+                        self.requests = (self.requests[0] + got[0], self.requests[1] + got[1])
                     added = self.log.add(ev)
                     lines = -1 if added < 0 or lines < 0 else lines + added
-                elif isinstance(ev, Metrics):
-                    new_metrics.append(ev)
                 elif isinstance(ev, (CheckpointSaved, Finished)):
                     saved = True
                 elif isinstance(ev, Failed):
                     self.failed = ev
+                elif isinstance(ev, ErrorLine):
+                    self.error = ev
             if self.observer.caught_up:
                 break
             if self.progress is not None:
                 self.progress(*self.observer.reader.read_progress())
         state = self.observer.state
+        new_metrics = NewRows.since(state.train, state.eval, self._rows_mark)
+        self._rows_mark = new_metrics.mark()
         run_dir = state.run_dir or (str(src.run_dir) if src.run_dir else None)
         if run_dir and (self.completions is None or self.completions.path.parent != Path(run_dir)):
             self.completions = CompletionsTail(run_dir)
@@ -146,29 +187,39 @@ class RunWatch:
         checkpoints = None
         now = self.clock()
         forced, self.force_scan = self.force_scan, False
-        if run_dir and (first or saved or forced or src.status != self._status or run_dir != self._scan_run_dir
+        changed = False
+        if run_dir and not src.active:  # a live run is rescanned at each save (its folder changes as it trains)
+            stamp = folder_stamp(Path(run_dir))
+            changed, self._folder_stamp = stamp != self._folder_stamp, stamp
+        if run_dir and (first or saved or forced or changed or src.status != self._status
+                        or run_dir != self._scan_run_dir
                         or (src.active and now - self._last_scan >= CHECKPOINT_RESCAN_S)):  # sizes grow
             checkpoints = self._scan(Path(run_dir))
             self._last_scan, self._scan_run_dir = now, run_dir
         elif first:
             checkpoints = []
         self._status = src.status
-        self._has_eval = self._has_eval or any("eval_loss" in m.values for m in new_metrics)
-        return Update(self._header(src, now), new_metrics, reset=first, log_lines=lines,
+        self._has_eval = self._has_eval or "eval_loss" in state.eval.cols
+        header = self._header(src, now)
+        job = None
+        if src.record is not None and src.record.kind not in TRAINING_KINDS:
+            job = jobs.facts(src.record, self.requests)
+            header.job = jobs.summary(src.record) + (f" · {self.requests[0]} requests" if self.requests else "")
+        label = (run_dir, step_label(header.status, header.step, header.max_steps)) if run_dir and not job else None
+        return Update(header, new_metrics, reset=first, log_lines=lines,
                       checkpoints=checkpoints, failure=self._failure(src), source=src,
                       has_eval=self._has_eval, failed=self.failed,
-                      completions=completions)
+                      completions=completions, job=job, folder_label=label)
 
     def _take_first(self) -> bool:
         first, self._first = self._first, False
         return first
 
-    @staticmethod
-    def _scan(run_dir: Path) -> list:
+    def _scan(self, run_dir: Path) -> list:
         from engine import checkpoints
 
-        try:
-            return [checkpoints.scan_run(run_dir)] if run_dir.is_dir() else []
+        try:  # losses from the observer's columns: logging.jsonl is not read a second time
+            return [checkpoints.scan_run(run_dir, logged=self.observer)] if run_dir.is_dir() else []
         except (checkpoints.CheckpointError, OSError):
             return []
 
@@ -181,7 +232,14 @@ class RunWatch:
         if elapsed is None and rec:
             elapsed = (now if rec.active else (rec.ended_at or now)) - rec.started_at
         eta = p.remaining_s if p and src.active else (0.0 if src.status == "finished" else None)
+        from engine.status import exit_words
+
+        err = self.error if src.active or src.record is None else None
+        if self._kind in (None, "?"):
+            self._kind = src.kind  # reads args.json for a bare folder: once it is there
         return HeaderInfo(
+            kind=self._kind, ended=exit_words(src.status, rec.exit_code, bool(rec.stop_requested)) if rec else "",
+            errors=err.count if err else 0, last_error=err.line if err else "",
             name=src.name, status=src.status, step=p.step if p else (last.step if last else None),
             max_steps=state.max_steps, epoch=p.epoch if p and p.epoch is not None else (
                 last.values.get("epoch") if last else None),

@@ -178,9 +178,27 @@ def _short(value) -> str:
     return orjson.dumps(value, option=orjson.OPT_SORT_KEYS).decode()
 
 
+# One setting under two names: ms-swift 3.x's args.json has `train_type`, 4.x renamed it `tuner_type`.
+SAME_SETTING = {"train_type": "tuner_type"}
+
+
+def _one_name(args: dict) -> dict:
+    """args with each older name of a setting replaced by its current one (when the current one is not there)."""
+    if not any(old in args for old in SAME_SETTING):
+        return args
+    out = dict(args)
+    for old, new in SAME_SETTING.items():
+        if old in out:
+            value = out.pop(old)
+            out.setdefault(new, value)
+    return out
+
+
 def differing_args(arg_sets: list[dict]) -> dict[str, list]:
     """The arguments whose values differ between runs (run-specific ones left out, secrets masked); a run without
-    args.json (None values) does not make every argument differ."""
+    args.json (None values) does not make every argument differ. A setting renamed between ms-swift versions
+    (3.x `train_type`, 4.x `tuner_type`) is one setting, under its current name."""
+    arg_sets = [_one_name(a) if a else a for a in arg_sets]
     known = [a for a in arg_sets if a]
     if len(known) < 2:
         return {}

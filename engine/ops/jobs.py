@@ -2,6 +2,7 @@
 runs that outlived them: the same functions behind `swiftdeck stop|deploy|merge|leftovers` and the dashboard."""
 from __future__ import annotations
 
+import re
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,7 +33,88 @@ def stop_words(rec: RunRecord, force: bool = False) -> str:
             return "interrupts the trainer: this ms-swift has no graceful stop, so no checkpoint is saved at the " \
                    "next step (the last saved one stays)"
         return "saves a checkpoint at the next step, then exits"
-    return "asks it to exit, then ends its processes"
+    return JOB_STOP_WORDS.get(rec.kind, "asks it to exit, then ends its processes")
+
+
+JOB_STOP_WORDS = {
+    "deploy": "stops serving: the server is asked to exit (SIGINT), then its processes are ended; the adapters "
+              "it served stay on disk",
+    "export": "ends the merge: its output folder is left incomplete (delete it, or merge again)",
+    "chat": "ends the chat worker (the dashboard starts a new one when asked)",
+}
+
+
+def named(rec: RunRecord) -> str:
+    """How a message names a run or job: "run sft-…" for training; a job's id already says its kind ("deploy-…")."""
+    if rec.kind in ("sft", "pt", "rlhf"):
+        return f"run {rec.id}"
+    return rec.id if rec.id.startswith(f"{rec.kind}-") else f"{rec.kind} {rec.id}"
+
+
+# ---------------------------------------------------------------- what a job is doing (its view, `runs --all`)
+
+REQUEST_RE = re.compile(rb'"(?:GET|POST) (/v1/[^ "]*) HTTP/[\d.]+" (\d{3})')  # uvicorn's access lines (swift deploy)
+
+
+def count_requests(data: bytes) -> tuple[int, int]:
+    """(API requests, of which failed: status >= 400) among uvicorn's access lines in console bytes `data`."""
+    total = failed = 0
+    if b"/v1/" in data:
+        for m in REQUEST_RE.finditer(data):
+            if m.group(1).startswith(b"/v1/models"):
+                continue  # swiftdeck's own probes and clients listing models: not requests to the model
+            total += 1
+            failed += int(m.group(2)) >= 400
+    return total, failed
+
+
+def facts(rec: RunRecord, requests: tuple[int, int] | None = None) -> list[tuple[str, str]]:
+    """(what, value) rows that say what a deploy, merge or chat job serves or writes; [] for a training run."""
+    from engine.command import Command
+
+    cmd = Command.of_record(rec)
+    meta = rec.meta if isinstance(rec.meta, dict) else {}
+    if rec.kind == "deploy":
+        url = meta.get("url") if isinstance(meta.get("url"), str) else None
+        if url is None and cmd.flag("--port"):
+            url = f"http://{cmd.flag('--host') or '127.0.0.1'}:{cmd.flag('--port')}"
+        where = f"{url}/v1" if url else "?"
+        if rec.active:
+            where += "" if meta.get("ready") else "  (starting: waiting for /health)"
+        else:
+            where += f"  (not serving: {rec.status})"
+        rows = [("URL", where)]
+        models = meta.get("models") if isinstance(meta.get("models"), list) else []
+        adapters = cmd.flags("--adapters") or []
+        rows.append(("serves", ", ".join(map(str, models or adapters)) or "the base model"))
+        if cmd.flag("--model"):
+            rows.append(("base", cmd.flag("--model")))
+        if requests is not None:
+            rows.append(("requests", f"{requests[0]}" + (f" ({requests[1]} failed)" if requests[1] else "")))
+        return rows
+    if rec.kind == "export":
+        ckpt = cmd.flag("--adapters")
+        if not ckpt:
+            return [("command", cmd.display())]
+        out = merge_mod.merged_path(Path(ckpt))
+        state = ("written" if out.is_dir() else "missing") if rec.status == "finished" else \
+            ("being written" if out.exists() else "not started yet") if rec.active else \
+            ("left incomplete: delete it or merge again" if out.exists() else "not written")
+        return [("merges", ckpt), ("writes", f"{out}  ({state})")]
+    if rec.kind == "chat":
+        loaded = meta.get("loaded") or meta.get("adapters") or []
+        return [("chat worker", "the dashboard's chat model"), ("loaded", ", ".join(map(str, loaded)) or "-")]
+    return []
+
+
+def summary(rec: RunRecord) -> str:
+    """One line on a job, for the header and `swiftdeck runs --all`: "URL … · serves …", "merges … → …"."""
+    rows = dict(facts(rec))
+    if rec.kind == "deploy":
+        return f"{rows['URL']} · serves {rows['serves']}"
+    if rec.kind == "export" and "writes" in rows:
+        return f"merges {rows['merges']} → {rows['writes']}"
+    return " · ".join(f"{k} {v}" for k, v in rows.items())
 
 
 # ---------------------------------------------------------------- deploy

@@ -26,6 +26,8 @@ from engine.ops.datasets import check_datasets
 from engine.runs import RunRecord
 
 
+# ms-swift's ShutdownManager (behind the graceful_exit callback) also stops every run while this file exists.
+STOP_FILE = Path("/tmp/stop")
 NO_GRACEFUL_STOP = ("this ms-swift has no graceful stop (no graceful_exit callback): a stop interrupts the trainer "
                     "and saves no checkpoint at the next step; the last saved checkpoint stays")
 
@@ -117,6 +119,10 @@ def check_launch(cmd: Command, *, fix: bool = False, datasets: bool = True, cuda
         check.datasets_ok, check.datasets = check_datasets(values, Path(cmd.cwd), rlhf_type=rlhf_type)
     if gpus and check.command.is_training:
         check.preflight = run_preflight(check.command)
+        if check.args.graceful_exit and STOP_FILE.exists():
+            check.preflight.problems.append(
+                f"{STOP_FILE} exists: ms-swift's graceful-exit callback, which swiftdeck's stop uses, reads it as "
+                f"\"stop now\" and would end this run after its first step. Remove {STOP_FILE} and launch again")
     return check
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import json
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from engine import runs
@@ -28,6 +28,7 @@ class RunSource:
     record: runs.RunRecord | None = None
     run_dir: Path | None = None
     console_log: Path | None = None
+    _status: str | None = field(default=None, init=False, repr=False, compare=False)  # a bare folder's, once read
 
     @classmethod
     def of_record(cls, rec: runs.RunRecord) -> "RunSource":
@@ -40,7 +41,8 @@ class RunSource:
     @property
     def name(self) -> str:
         if self.record:
-            return f"{self.record.label} {self.record.id}".strip() if self.record.label else self.record.id
+            label, run_id = self.record.label, self.record.id
+            return f"{label} {run_id}" if label and not run_id.startswith(f"{label}-") else run_id  # not "deploy deploy-…"
         return (self.run_dir or self.console_log).name
 
     @property
@@ -64,9 +66,18 @@ class RunSource:
 
     @property
     def status(self) -> str:
+        """The record's status; for a bare run folder what its files show, in the words of the checkpoint tree
+        (engine.status.folder_status): "finished" only when ms-swift's end record follows the last of max_steps,
+        "ended" when it ended short of them (stopped, interrupted), else "unknown"."""
         if self.record:
             return self.record.status
-        return "finished" if self.run_dir and _folder_finished(self.run_dir) else "unknown"
+        if self._status is None:  # read once per RunSource: `refreshed()` gives a new one
+            if not (self.run_dir and _folder_finished(self.run_dir)):
+                self._status = "unknown"
+            else:
+                s = quick_summary(self)
+                self._status = "ended" if s.step is not None and s.max_steps and s.step < s.max_steps else "finished"
+        return self._status
 
     @property
     def active(self) -> bool:
@@ -74,7 +85,7 @@ class RunSource:
 
     def refreshed(self) -> "RunSource":
         if not self.record:
-            return self
+            return RunSource(run_dir=self.run_dir, console_log=self.console_log)  # its files may have moved on
         try:
             rec = runs.load(self.record.id)
         except (OSError, ValueError, TypeError):
@@ -150,16 +161,20 @@ def _tail_bytes(path: Path, n: int = SUMMARY_TAIL) -> bytes:
 
 
 def quick_summary(src: RunSource) -> RunSummary:
-    """Step, max steps and last loss from the last 256 KiB of logging.jsonl (or the console): cheap for the
-    run switcher even for a week-long run."""
+    """Step, max steps and last loss from the last 256 KiB of logging.jsonl and of the console: cheap for the
+    run switcher even for a week-long run. The step is the furthest either file shows (a logged step, or the
+    progress bar between two logged steps), as the dashboard's header counts it (engine.ingest's RunState.progress):
+    `swiftdeck runs`, the run switcher and the header say the same step."""
     out = RunSummary()
     events = []
     if src.run_dir and (src.run_dir / "logging.jsonl").exists():
         parser = JsonlParser()
         events = parser.feed(_tail_bytes(src.run_dir / "logging.jsonl")) + parser.flush()
-    if not events and src.console_log:
+    if src.console_log:
         parser = ConsoleParser()
-        events = parser.feed(_tail_bytes(src.console_log)) + parser.flush()
+        console = parser.feed(_tail_bytes(src.console_log))
+        console += [] if src.active else parser.flush()  # a live bar's unfinished update counts when complete
+        events += console if not events else [ev for ev in console if not isinstance(ev, Metrics)]
     for ev in events:
         step = getattr(ev, "step", None)
         if step is not None and (out.step is None or step >= out.step):

@@ -144,8 +144,8 @@ class ChatJobs:
         if self.refused("deploy"):
             return
         rec = event.rec
-        self.push_screen(ConfirmScreen(f"Stop the deploy {rec.id}?", f"swift deploy at {event.url or 'starting'} is "
-                                       "stopped (SIGINT to its process group, then the tree is killed).", yes="Stop"),
+        self.push_screen(ConfirmScreen(f"Stop {jobs.named(rec)}?", f"swift deploy at {event.url or 'starting'}: "
+                                       f"{jobs.stop_words(rec)}.", yes="Stop"),
                          lambda yes: self._stop_deploy(rec) if yes else None)
 
     @work(thread=True, exclusive=True, group="chat-deploy-stop")
@@ -153,8 +153,8 @@ class ChatJobs:
         try:
             report = jobs.stop(rec)
         except (SwiftdeckError, OSError) as exc:
-            self.notify(f"stopping deploy {rec.id} failed: {exc}", severity="error", timeout=10)
+            self.notify(f"stopping {jobs.named(rec)} failed: {exc}", severity="error", timeout=10)
             return
         self.call_from_thread(self._deploy_state, None, None)
-        self.notify(f"deploy {rec.id} stopped" if report.clean else f"deploy {rec.id}: processes still alive: "
+        self.notify(f"{jobs.named(rec)} stopped" if report.clean else f"{jobs.named(rec)}: processes still alive: "
                     f"{report.left}", severity="information" if report.clean else "error", timeout=10)

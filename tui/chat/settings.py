@@ -18,7 +18,7 @@ class ChatSettings:
         if self.top_p is not None:
             parts.append(f"top_p {self.top_p:g}")
         parts.append(f"max {self.max_new_tokens}")
-        parts.append("system: custom" if self.system is not None else "system: checkpoint's")
+        parts.append("system: custom" if self.system is not None else "system: from the checkpoint")
         parts.append("history on" if self.history else "history off")
         return " · ".join(parts)
 

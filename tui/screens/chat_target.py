@@ -1,5 +1,6 @@
-"""Pick what the chat talks to (ctrl+o in the chat pane): the base model or any checkpoint in the browser.
-Dismisses with the checkpoint (engine.checkpoints.CheckpointInfo), BASE for the base model, or None."""
+"""Pick what the chat talks to (ctrl+o in the chat pane): the base model, any checkpoint in the browser, or the
+LoRA checkpoint the run started from (`--adapters`, e.g. the SFT adapter of a DPO run: engine.lineage). Dismisses
+with the checkpoint (engine.checkpoints.CheckpointInfo), BASE for the base model, or None."""
 from __future__ import annotations
 
 from rich.text import Text
@@ -30,12 +31,26 @@ class ChatTargetScreen(ModalScreen):
                 self.choices.append(c)
                 kind = "LoRA" if c.kind == "lora" else f"{c.kind}: full model"
                 options.append(Option(Text.assemble((c.name, "bold"), f"  {kind}", (f"  {folder.name}", "dim"))))
+        for c in self._started_from():
+            self.choices.append(c)
+            options.append(Option(Text.assemble((c.name, "bold"), "  LoRA", ("  started from: ", "dim"),
+                                                (str(c.path.parent), "dim"))))
         with Vertical(id="chat-target-box"):
             yield Static(self.title_text, id="dialog-title")
             if options:
                 yield OptionList(*options, id="chat-target-list")
             else:
                 yield Static("no base model or checkpoint known yet", id="dialog-body")
+
+    def _started_from(self) -> list:
+        from engine.lineage import started_from
+
+        shown = {str(c.path) for folder in self.folders for c in folder.checkpoints}
+        out = []
+        for folder in self.folders:
+            out += [c for c in started_from(folder.path) if str(c.path) not in shown]
+            shown |= {str(c.path) for c in out}
+        return out
 
     def on_mount(self) -> None:
         if self.query(OptionList):

@@ -47,6 +47,7 @@ class LaunchScreen(Screen):
         Binding("ctrl+k", "check", "Check", priority=True),  # over the Input's own ctrl+k (delete to the end)
         Binding("ctrl+l", "launch", "Launch", priority=True),
         Binding("ctrl+f", "fix", "Apply fixes", priority=True),  # shown while the check has fixes
+        Binding("ctrl+g", "confirm_gpus", "Launch on the busy GPU", priority=True),  # shown while a GPU is busy
     ]
     # the buttons sit below the scrolling command/check box, so a long check never pushes them off the screen
     DEFAULT_CSS = """
@@ -81,11 +82,13 @@ class LaunchScreen(Screen):
             yield Button("Check (ctrl+k)", id="check")
             yield Button("Apply fixes (ctrl+f)", id="fix", variant="warning")
             yield Button("Launch (ctrl+l)", id="launch", variant="success")
+            yield Button("Launch anyway: GPU busy (ctrl+g)", id="confirm-gpus", variant="error")
             yield Button("Cancel (esc)", id="cancel")
         yield Footer()
 
     def on_mount(self) -> None:
         self._show_fix(False)
+        self._show_confirm(False)
         self.query_one("#f-model", Input).focus()
         self._refresh_plan()
         self._check_dataset(self.initial.dataset, self.rlhf_type)
@@ -107,6 +110,7 @@ class LaunchScreen(Screen):
     def _kind_changed(self, event: Select.Changed) -> None:
         self.checked = None
         self._show_fix(False)
+        self._show_confirm(False)
         self.query_one("#launch-check", Static).update("")
         self.query_one("#launch-title", Static).update(
             f"New run — swift {self.kind.replace('/', ' --rlhf_type ')} with LoRA (preset: the self-cognition "
@@ -118,6 +122,7 @@ class LaunchScreen(Screen):
     def _changed(self, event: Input.Changed) -> None:
         self.checked = None
         self._show_fix(False)
+        self._show_confirm(False)
         self.query_one("#launch-check", Static).update("")
         self._refresh_plan()
         if event.input.id == "f-dataset":
@@ -167,13 +172,39 @@ class LaunchScreen(Screen):
         self.query_one("#fix").display = shown
         self.refresh_bindings()  # ctrl+f in the footer with the button
 
+    def _show_confirm(self, shown: bool) -> None:
+        self.query_one("#confirm-gpus").display = shown
+        self.refresh_bindings()
+
     def action_fix(self) -> None:
         self._run_check(launch=False, fixes=True)
 
+    def action_confirm_gpus(self) -> None:
+        """Launch the checked command onto the GPUs the preflight found busy: the user confirms what it said."""
+        if self.checked is None or self.checked[0] != self.plan or not needs_confirm(self.checked[1]):
+            self._show_confirm(False)
+            self.notify("nothing to confirm: check the form again (ctrl+k)", severity="warning")
+            return
+        plan, check = self.checked
+        self.query_one("#launch-check", Static).update("launching onto the busy GPU(s) as confirmed …")
+        self._start_confirmed(plan, check.confirmed())
+
+    @work(thread=True, exclusive=True, group="launch")
+    def _start_confirmed(self, plan: Command, check) -> None:
+        from engine.ops import launch as ops
+
+        try:
+            rec = ops.start(check)
+        except Exception as exc:
+            self.app.call_from_thread(self._show_check, check, f"launch failed: {exc}", plan)
+            return
+        self.app.call_from_thread(self.dismiss, rec)
+
     def check_action(self, action: str, parameters: tuple[object, ...]) -> bool | None:
-        """ctrl+f is in the footer only while the check proposes fixes."""
-        if action == "fix":
-            return bool(self.is_mounted and self.query("#fix") and self.query_one("#fix").display)
+        """ctrl+f is in the footer only while the check proposes fixes, ctrl+g only while a GPU is busy."""
+        button = {"fix": "#fix", "confirm_gpus": "#confirm-gpus"}.get(action)
+        if button:
+            return bool(self.is_mounted and self.query(button) and self.query_one(button).display)
         return True
 
     def action_cancel(self) -> None:
@@ -190,6 +221,8 @@ class LaunchScreen(Screen):
             self._run_check(launch=True)
         elif event.button.id == "fix":
             self._run_check(launch=False, fixes=True)
+        elif event.button.id == "confirm-gpus":
+            self.action_confirm_gpus()
 
     def _run_check(self, *, launch: bool, fixes: bool = False) -> None:
         if self.plan is None:  # what blocks it, naming the field
@@ -214,8 +247,8 @@ class LaunchScreen(Screen):
             self.app.call_from_thread(self._show_check, None, f"could not check the arguments: {exc}")
             return
         self.app.call_from_thread(self._show_datasets, check.datasets)
-        blocked = "" if check.datasets_ok else ("not launched: " if launch else "a launch is blocked: ") + \
-            check.blocker
+        blocked = "" if check.datasets_ok and not (check.args.ok and check.gpu_blocker) else \
+            ("not launched: " if launch else "a launch is blocked: ") + check.blocker
         self.app.call_from_thread(self._show_check, check, blocked, plan, launch and check.ok)
         if launch and check.ok:
             try:
@@ -238,12 +271,32 @@ class LaunchScreen(Screen):
             text.append("checked command: ", "bold")
             text.append(check.command.display() + "\n")
         text.append_text(check_text(self.app, check.args, launching=launching and not error))
+        pre = check.preflight
+        if pre is not None and (pre.gpu_available or pre.busy or pre.problems):  # no GPU: the run says so itself
+            text.append_text(preflight_text(self.app, pre))
         if error:
             text.append(("\n" if text.plain and not text.plain.endswith("\n") else "") + error, err)
         self._show_fix(any(p.fix for p in check.args.problems))
+        self._show_confirm(needs_confirm(check))
         out.update(text)
         if error:  # said where it is seen too, even when the check's text is scrolled away
             self.notify(error, severity="error", timeout=10)
+
+
+def needs_confirm(check) -> bool:
+    """Whether only GPUs that other processes fill stand between this check and a launch (the user may confirm)."""
+    pre = check.preflight
+    return bool(check.args.ok and check.datasets_ok and pre is not None and pre.busy and not pre.problems
+                and not check.gpus_confirmed)
+
+
+def preflight_text(app, pre) -> Text:
+    """engine.preflight's lines (GPUs and who else is on them, disk, the memory estimate), a busy GPU in red."""
+    colors = {"busy": "error", "problem": "error", "warning": "warning"}
+    text = Text()
+    for level, line in pre.lines():
+        text.append(f"\npreflight: {line}", theme_color(app, colors.get(level, "foreground-muted")))
+    return text
 
 
 def current_swift() -> str:

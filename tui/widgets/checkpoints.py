@@ -2,6 +2,8 @@
 R resume from here, D delete, O strip optimizer state, M merge a LoRA into a full model (each asks first)."""
 from __future__ import annotations
 
+import os
+
 from rich.text import Text
 from textual import on
 from textual.binding import Binding
@@ -12,7 +14,7 @@ from textual.widgets import Static, Tree
 from tui.actions import fmt_bytes
 from tui.model import fmt_num
 from tui.widgets.policy import ActionPolicy
-from tui.widgets.style import BOLD, INK, ink, redraw_on_theme_change
+from tui.widgets.style import BOLD, INK, fit, ink, redraw_on_theme_change
 
 
 class CheckpointTree(Tree):
@@ -26,6 +28,7 @@ class CheckpointsPane(ActionPolicy, Vertical):
         Binding("D", "delete", "Delete"),
         Binding("O", "strip", "Strip optimizer"),
         Binding("M", "merge", "Merge LoRA"),
+        Binding("f5", "refresh", "Refresh checkpoints"),
     ]
     COMPONENT_CLASSES = INK
 
@@ -50,11 +53,16 @@ class CheckpointsPane(ActionPolicy, Vertical):
             super().__init__()
             self.checkpoint = checkpoint
 
+    class Refresh(Message):
+        """F5: read the run folder again now (a merge from the CLI, a copied checkpoint)."""
+
     def __init__(self, **kwargs):
         super().__init__(**kwargs)
         self.border_title = "Checkpoints"
         self.folders: list = []
         self.chosen: str | None = None
+        self.empty_note: str | None = None  # what an empty list says (a job has no run folder)
+        self.live_label: tuple[str, str] | None = None  # (run folder, label) from the header's numbers
 
     def compose(self):
         tree = CheckpointTree("runs", id="ckpt-tree")
@@ -66,9 +74,9 @@ class CheckpointsPane(ActionPolicy, Vertical):
     def on_mount(self) -> None:
         redraw_on_theme_change(self, lambda: self.show(self.folders) if self.folders else None)
 
-    def show(self, folders: list) -> None:
+    def show(self, folders: list, empty_note: str | None = None) -> None:
         """Rebuild from engine.checkpoints.RunFolder objects, keeping the cursor on the same checkpoint."""
-        self.folders = folders
+        self.folders, self.empty_note = folders, empty_note
         tree = self.query_one(CheckpointTree)
         keep = self.current()
         keep_path = str(keep.path) if keep else None
@@ -84,7 +92,8 @@ class CheckpointsPane(ActionPolicy, Vertical):
                 node.add_leaf(Text("no checkpoint yet" if not folder.ended else "no checkpoint saved",
                                    style="italic"))
         if not folders:
-            tree.root.add_leaf(Text("no run folder yet (ms-swift creates it when training starts)", style="italic"))
+            tree.root.add_leaf(Text(empty_note or "no run folder yet (ms-swift creates it when training starts)",
+                                    style="italic"))
         if line is None and folders and folders[-1].checkpoints:
             line = tree.root.children[-1].children[-1]
         if line is not None:
@@ -102,28 +111,53 @@ class CheckpointsPane(ActionPolicy, Vertical):
         self._detail()
 
     def _folder_label(self, folder) -> Text:
-        return Text.assemble((folder.name, "bold"), f"  {folder.label}")  # e.g. "stopped step 22/900"
+        label = folder.label  # e.g. "stopped step 22/900"
+        if self.live_label and self.live_label[0] == os.path.realpath(folder.path):
+            label = self.live_label[1]  # the run on screen: the header's numbers, not the last scan's
+        return Text.assemble((folder.name, "bold"), f"  {label}")
+
+    def relabel(self, run_dir: str | None, label: str | None) -> None:
+        """The run on screen moved on (a step, a status): its folder's line says what the header says."""
+        live = (os.path.realpath(run_dir), label) if run_dir and label else None
+        if live == self.live_label:
+            return
+        self.live_label = live
+        for node in self.query_one(CheckpointTree).root.children:
+            if node.data is not None and hasattr(node.data, "checkpoints"):
+                node.set_label(self._folder_label(node.data))
+
+    def action_refresh(self) -> None:
+        self.post_message(self.Refresh())
 
     def _label(self, c) -> Text:
+        """One checkpoint's row, fitted to the tree's width by leaving out whole parts, the least needed first
+        (r8, resumable, size, last, eval): name, loss and ★best always show."""
         ok, acc, muted = (ink(self, role) for role in ("success", "accent", "muted"))
-        text = Text.assemble((c.name, BOLD if str(c.path) == self.chosen else ""))
-        if str(c.path) == self.chosen:
-            text.append(" ◀ chat", acc)
+        chosen = str(c.path) == self.chosen
+        parts = [(0, Text(c.name, BOLD if chosen else ""))]
+        if chosen:
+            parts.append((0, Text(" ◀ chat", acc)))
         if c.kind != "lora":
-            text.append(f"  {c.kind}: full model", acc)
-        text.append(f"  loss {fmt_num(c.loss)}", "")
+            parts.append((0, Text(f"  {c.kind}: full model", acc)))
+        parts.append((0, Text(f"  loss {fmt_num(c.loss)}")))
         if c.eval_loss is not None:
-            text.append(f"  eval {fmt_num(c.eval_loss)}")
+            parts.append((1, Text(f"  eval {fmt_num(c.eval_loss)}")))
         if c.is_best:
-            text.append("  ★best", ok)
+            parts.append((0, Text("  ★best", ok)))
         if c.is_last:
-            text.append("  last", acc)
-        text.append(f"  {fmt_bytes(c.size_bytes)}", muted)
+            parts.append((2, Text("  last", acc)))
+        parts.append((3, Text(f"  {fmt_bytes(c.size_bytes)}", muted)))
         if c.resumable:
-            text.append("  resumable", muted)
+            parts.append((4, Text("  resumable", muted)))
         if c.lora_rank is not None:
-            text.append(f"  r{c.lora_rank}", muted)
-        return text
+            parts.append((5, Text(f"  r{c.lora_rank}", muted)))
+        tree = self.query_one(CheckpointTree)
+        room = tree.content_size.width - 2 * tree.guide_depth if tree.content_size.width else 10 ** 6
+        return fit(parts, room)
+
+    def on_resize(self) -> None:
+        if self.folders:
+            self.show(self.folders)  # the rows are fitted to the width
 
     def current(self):
         """The checkpoint under the cursor (engine.checkpoints.CheckpointInfo), or None."""

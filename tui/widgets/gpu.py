@@ -32,6 +32,12 @@ def _gib(n: int | None) -> str:
     return "N/A" if n is None else f"{n / GIB:.1f}"
 
 
+def _on(v: GpuView, pid: int) -> str:
+    """'on GPU 1' / 'on GPU 0,1' for a process NVML lists ("" with one GPU: nothing to tell apart)."""
+    gpus = v.on_gpus.get(pid, ())
+    return f"on GPU {','.join(map(str, gpus))}" if gpus and len(v.snapshot.gpus) > 1 else ""
+
+
 class GpuPane(VerticalScroll):
     """Redrawn once a second from a GpuView sampled on a worker thread."""
 
@@ -90,13 +96,17 @@ class GpuPane(VerticalScroll):
                 out.append(sparkline(v.cpu_history, width - 4, top=100.0), ok)
             else:
                 out.append("none running", "bold")
+            self._rank_lines(out, v, width)
             return out
         bar_w = max(8, min(40, width - 24))
         for g in snap.gpus:
             frac = g.mem_used / g.mem_total if g.mem_total else 0.0
             color = err if frac > 0.95 else warn if frac > 0.8 else ok
+            on_it = v.ranks_on(g.index)
             out.append(f"GPU{g.index} ", "bold")
             out.append(g.name[: max(8, width - 30)])
+            if on_it:
+                out.append("  ← this run's rank " + ", ".join(map(str, on_it)), ok)
             util = "N/A" if g.util_gpu is None else f"{g.util_gpu:.0f}%"
             temp = "N/A" if g.temperature is None else f"{g.temperature:.0f}°C"
             power = "N/A" if g.power_w is None else f"{g.power_w:.0f}" + (
@@ -115,13 +125,44 @@ class GpuPane(VerticalScroll):
         out.append("\nThis run", "bold")
         if v.tree_pids:
             out.append(f"  {v.tree_pids} proc  CPU {v.tree_cpu:.0f}%  RAM {fmt_bytes(v.tree_rss)}", dim)
-        for p in v.ours or []:
-            out.append(f"\n  {p.pid:>7} {p.name[:18]:<18} {_gib(p.used_mem):>6} GiB", ok)
+        self._rank_lines(out, v, width)
+        rank_pids = v.rank_pids()
+        rest = [p for p in v.ours or [] if p.pid not in rank_pids]
+        for p in rest:
+            out.append(f"\n  {p.pid:>7} {p.name[:18]:<18} {_gib(p.used_mem):>6} GiB {_on(v, p.pid)}".rstrip(), ok)
         if not v.ours:
             out.append("\n  no GPU memory held by this run", dim)
         out.append("\nOther processes on these GPUs", "bold")
         for p in (v.others or [])[:8]:
-            out.append(f"\n  {p.pid:>7} {p.name[:18]:<18} {_gib(p.used_mem):>6} GiB")
+            out.append(f"\n  {p.pid:>7} {p.name[:18]:<18} {_gib(p.used_mem):>6} GiB {_on(v, p.pid)}".rstrip())
         if not v.others:
             out.append("\n  none", dim)
         return out
+
+    def _rank_lines(self, out: Text, v: GpuView, width: int) -> None:
+        """One line per rank of a distributed run: its GPU, memory and that GPU's utilisation while it runs; a rank
+        that ended or never started says so."""
+        if not v.ranks:
+            return
+        dim, ok, warn = (ink(self, role) for role in ("muted", "success", "warning"))
+        nvml = v.snapshot.available
+        for line in v.ranks:
+            u = line.usage
+            out.append(f"\n  rank {line.rank:<3}", "bold")
+            if u is None:
+                out.append("not started yet" if v.run_active else "never started", warn)
+                continue
+            if nvml:  # without NVML the recorded GPU may be none at all (a CPU run)
+                gpus = ",".join(map(str, u.gpus)) if u.gpus else u.rank.gpu
+                out.append(f"GPU {gpus:<3} ", "")
+            if not u.alive:
+                out.append("ended" if not v.run_active else "gone (its process exited)", dim if not v.run_active
+                           else warn)
+                out.append(f"  pid {u.rank.pid}", dim)
+                continue
+            if nvml:
+                util = "N/A" if u.util_gpu is None else f"{u.util_gpu:.0f}%"
+                out.append(f"{_gib(u.mem_bytes):>6} GiB  util {util:>4}", ok)
+            else:
+                out.append("running", ok)
+            out.append(f"  pid {u.rank.pid}", dim)

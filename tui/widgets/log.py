@@ -1,6 +1,11 @@
 """Log pane: the console log as it grows (Line API; the LogStore is fed by the run's observer, one tail of the file
 for the whole dashboard, and reads old lines back from the file on demand), follow mode, new-line counter while
-scrolled up, text/level filter (`/`), jump to the first Traceback (`t`)."""
+scrolled up, text/level filter (`/`), jump to the first Traceback (`t`).
+
+A distributed run (torchrun): the master rank's lines by default (ms-swift's own lines and those torch prefixes
+with `[rank0]:`), another rank's `[rankN]:` lines on request (`>` or the filter bar), every line with "all ranks";
+a line above the status says how each rank is doing (running, ended, died with torchrun's exit code or signal,
+never started)."""
 from __future__ import annotations
 
 from array import array
@@ -20,6 +25,7 @@ from textual.widgets import Input, Select, Static
 from textual.worker import get_current_worker
 
 from tui.logstore import LEVELS, LogFilter, LogStore, level_of
+from tui.ranklog import RankState, rank_states
 from tui.widgets.style import BOLD, INK, ink, redraw_on_theme_change
 
 MAX_WIDTH = 2000
@@ -42,14 +48,17 @@ class LogView(ScrollView, can_focus=True):
         self.unseen = 0  # lines that arrived while not following
         self._width = 0
         self._styles: dict[str, Style] = {}
-        self.wrap = False  # W: long lines wrap (tui/widgets/logwrap.py) instead of scrolling sideways
-        self._window: tuple[tuple, list] = ((), [])
+        self.wrap = False  # long lines continue on the next rows (no horizontal scroll)
+        self._rows: tuple | None = None  # (key, [(row, first cell)] per screen row) while wrapping
 
     # ------------------------------------------------------------ data
 
     def set_store(self, store: LogStore | None) -> None:
+        changed = store is not self.store
         self.store, self.view, self.follow, self.unseen, self._width = store, None, True, 0, 0
         self._styles = {}
+        if changed:  # another run's log starts at its left edge
+            self.scroll_to(x=0, animate=False, immediate=True)
         self.sync(0)
 
     @property
@@ -67,6 +76,7 @@ class LogView(ScrollView, can_focus=True):
         if self.store is not None and added:
             for i in range(max(0, total - min(added, 200)), total):
                 self._width = max(self._width, cell_len(self.store.line(self.line_number(i))))
+        self._rows = None
         self.virtual_size = Size(1 if self.wrap else min(MAX_WIDTH, self._width + 1), total)
         if self.follow:
             self._stick()
@@ -117,6 +127,14 @@ class LogView(ScrollView, can_focus=True):
         self.scroll_end(animate=False, immediate=True)
         self.post_message(LogView.FollowChanged())
 
+    def action_toggle_wrap(self) -> None:
+        """Wrap long lines onto the next rows, or back to one row per line with a horizontal scroll."""
+        self.wrap = not self.wrap
+        if self.wrap:
+            self.scroll_to(x=0, animate=False, immediate=True)
+        self.sync(0)
+        self.post_message(LogView.FollowChanged())  # the pane's status line says which
+
     def action_top(self) -> None:
         self.follow = False
         self.scroll_home(animate=False, immediate=True)
@@ -139,47 +157,58 @@ class LogView(ScrollView, can_focus=True):
 
     def render_line(self, y: int) -> Strip:
         scroll_x, scroll_y = self.scroll_offset
-        row = scroll_y + y
         width = self.scrollable_content_region.width
+        if self.wrap:
+            rows = self._wrapped_rows(scroll_y, width, self.scrollable_content_region.height)
+            if self.store is None or y >= len(rows):
+                return Strip.blank(width, self.rich_style)
+            row, scroll_x = rows[y]
+        else:
+            row = scroll_y + y
         if self.store is None or row >= self.total:
             return Strip.blank(width, self.rich_style)
-        if self.wrap:
-            return self._wrapped(y, width)
         text = self.store.line(self.line_number(row))
         level = "metrics" if text.startswith("{'") else level_of(text)
         strip = Strip([Segment(text, self._style(level))])
         return strip.crop_extend(scroll_x, scroll_x + width, self.rich_style)
 
+    def _wrapped_rows(self, top: int, width: int, height: int) -> list[tuple[int, int]]:
+        """While wrapping: (row of the view, first cell) of each screen row. From the row at the scroll position
+        down; when following, from the last line up, so that the end of the log is on screen."""
+        key = (top, width, height, self.total, self.follow)
+        if self._rows is not None and self._rows[0] == key:
+            return self._rows[1]
+        out: list[tuple[int, int]] = []
+        width = max(1, width)
 
-    def set_wrap(self, wrap: bool) -> None:
-        self.wrap = wrap
-        self.scroll_to(x=0, animate=False, immediate=True)
-        self.sync(0)
+        def pieces(row: int) -> list[tuple[int, int]]:
+            cells = cell_len(self.store.line(self.line_number(row)))
+            return [(row, start) for start in range(0, max(cells, 1), width)]
 
-    def _wrapped(self, y: int, width: int) -> Strip:
-        from tui.widgets.logwrap import window
-
-        height = self.scrollable_content_region.height
-        key = (int(self.scroll_y), width, height, self.total, self.follow, self.view is not None and len(self.view))
-        if self._window[0] != key:
-            rows = window(lambda r: self.store.line(self.line_number(r)), self.total, int(self.scroll_y), height,
-                          width, self.follow and self.scroll_y >= self.max_scroll_y)
-            self._window = (key, rows)
-        rows = self._window[1]
-        if y >= len(rows):
-            return Strip.blank(width, self.rich_style)
-        row, piece = rows[y]
-        text = self.store.line(self.line_number(row))
-        level = "metrics" if text.startswith("{'") else level_of(text)
-        return Strip([Segment(piece, self._style(level))]).extend_cell_length(width, self.rich_style)
+        if self.store is not None and self.follow:
+            row = self.total - 1
+            while row >= 0 and len(out) < height:
+                out[:0] = pieces(row)
+                row -= 1
+            out = out[-height:]
+        elif self.store is not None:
+            row = top
+            while row < self.total and len(out) < height:
+                out += pieces(row)
+                row += 1
+            out = out[:height]
+        self._rows = (key, out)
+        return out
 
 
 class LogPane(Vertical):
     BINDINGS = [  # "/" (filter) and "t" (traceback) are app-wide keys
         Binding("f", "toggle_follow", "Follow"),
-        Binding("W", "wrap", "Wrap long lines", show=False),
+        Binding("W", "toggle_wrap", "Wrap long lines", show=False),
         Binding("escape", "close_filter", "Close filter", show=False),
+        Binding("greater_than_sign", "next_rank", "Next rank's lines", show=False),
     ]
+    RANK_ALL = "all"  # the rank drop-down's value for every line
     COMPONENT_CLASSES = INK
 
     def __init__(self, **kwargs):
@@ -187,29 +216,38 @@ class LogPane(Vertical):
         self.border_title = "Log"
         self.filter = LogFilter()
         self.store: LogStore | None = None
+        self.ranks: list[RankState] = []
+        self._run_id: str | None = None
 
     def compose(self):
-        yield LogView(id="log-view")
+        # the filter bar sits on top: its drop-downs open over the log, not over the footer below the pane
         with Horizontal(id="log-filter-bar"):
-            yield Input(placeholder="filter text (Enter: apply, Esc: close)", id="log-filter-text")
+            # compact (one row): the bar and a drop-down below it fit a 5-row log pane at 80×24
+            yield Input(placeholder="filter text (Enter or Esc: apply and close)", id="log-filter-text", compact=True)
             yield Select([(name.capitalize() if name == "all" else f"{name}s+" if name == "warning" else "errors",
-                           name) for name in LEVELS], value="all", allow_blank=False, id="log-filter-level")
+                           name) for name in LEVELS], value="all", allow_blank=False, id="log-filter-level",
+                         compact=True)
+            yield Select([("All ranks", self.RANK_ALL)], value=self.RANK_ALL, allow_blank=False, id="log-filter-rank",
+                         compact=True)
+        yield LogView(id="log-view")
+        yield Static("", id="log-ranks")
         yield Static("", id="log-status")
 
     def on_mount(self) -> None:
         self.query_one("#log-filter-bar").display = False
+        self.query_one("#log-filter-rank").display = False
+        self.query_one("#log-ranks").display = False
         redraw_on_theme_change(self, self._status)
         self._status()
-
-    def action_wrap(self) -> None:
-        self.view.set_wrap(not self.view.wrap)
-        self.notify("log: long lines wrap" if self.view.wrap else "log: long lines scroll sideways (no wrap)")
 
     @property
     def view(self) -> LogView:
         return self.query_one(LogView)
 
     def set_store(self, store: LogStore | None) -> None:
+        if store is not self.store:
+            self.ranks, self._run_id = [], None  # the next show_run() says whose ranks these are
+            self.query_one("#log-ranks").display = False
         self.store = store
         self.view.set_store(store)
         if self.filter.active:
@@ -241,18 +279,99 @@ class LogPane(Vertical):
         self.query_one("#log-filter-text", Input).focus()
 
     def action_close_filter(self) -> None:
-        self.query_one("#log-filter-bar").display = False
+        """Close the bar; the text typed (or cleared) is the filter from now on, as with Enter."""
+        bar = self.query_one("#log-filter-bar")
+        if bar.display:
+            text = self.query_one("#log-filter-text", Input).value.strip()
+            if text != self.filter.text:
+                self.set_filter(LogFilter(text, self.filter.level, self.filter.rank))
+        bar.display = False
         self.view.focus()
 
     @on(Input.Submitted, "#log-filter-text")
     def _text_submitted(self, event: Input.Submitted) -> None:
-        self.set_filter(LogFilter(event.value.strip(), self.filter.level))
+        self.set_filter(LogFilter(event.value.strip(), self.filter.level, self.filter.rank))
         self.action_close_filter()
 
     @on(Select.Changed, "#log-filter-level")
     def _level_changed(self, event: Select.Changed) -> None:
         if event.value != self.filter.level and isinstance(event.value, str):
-            self.set_filter(LogFilter(self.filter.text, event.value))
+            self.set_filter(LogFilter(self.filter.text, event.value, self.filter.rank))
+
+    @on(Select.Changed, "#log-filter-rank")
+    def _rank_changed(self, event: Select.Changed) -> None:
+        rank = None if event.value == self.RANK_ALL or not isinstance(event.value, str) else int(event.value)
+        if rank != self.filter.rank:
+            self.set_filter(LogFilter(self.filter.text, self.filter.level, rank))
+            self._show_ranks()
+
+    # ------------------------------------------------------------ ranks of a distributed run
+
+    def show_run(self, record) -> None:
+        """Called once per poll with the run shown: for a distributed run, how its ranks are doing; the first time
+        for a run, its log shows the master rank's lines."""
+        try:
+            states = rank_states(record, self.store)
+        except Exception:  # a rank vanished mid-read: next poll
+            return
+        run_id = getattr(record, "id", None)
+        first = run_id != self._run_id
+        self._run_id = run_id
+        if states != self.ranks or first:
+            numbers = [s.rank for s in states]
+            if [s.rank for s in self.ranks] != numbers or first:
+                select = self.query_one("#log-filter-rank", Select)
+                with select.prevent(Select.Changed):
+                    select.set_options([("All ranks", self.RANK_ALL)] + [
+                        (f"Rank {n} (master)" if n == 0 else f"Rank {n}", str(n)) for n in numbers])
+                select.display = bool(states)
+            self.ranks = states
+        if first:
+            master = 0 if any(s.rank == 0 for s in states) else None
+            if master != self.filter.rank:
+                self.set_filter(LogFilter(self.filter.text, self.filter.level, master))
+        self._show_ranks()
+
+    def show_rank(self, rank: int | None) -> None:
+        """Show one rank's lines (0: the master's), or every line (None)."""
+        self.set_filter(LogFilter(self.filter.text, self.filter.level, rank))
+        self._show_ranks()
+
+    def action_next_rank(self) -> None:
+        if not self.ranks:
+            self.notify("Not a distributed run: every line is this process's", severity="information")
+            return
+        order = [s.rank for s in self.ranks] + [None]
+        current = self.filter.rank if self.filter.rank in order else None
+        self.show_rank(order[(order.index(current) + 1) % len(order)])
+
+    def _show_ranks(self) -> None:
+        bar = self.query_one("#log-ranks", Static)
+        select = self.query_one("#log-filter-rank", Select)
+        want = self.RANK_ALL if self.filter.rank is None else str(self.filter.rank)
+        if select.value != want and want in select._legal_values:
+            with select.prevent(Select.Changed):
+                select.value = want
+        bar.display = bool(self.ranks)
+        if not self.ranks:
+            return
+        marks = {"running": ("●", "success"), "ended": ("■", "muted"), "died": ("✖", "error"),
+                 "starting": ("…", "warning"), "never started": ("✖", "error")}
+        text = Text("ranks:", ink(self, "muted"), no_wrap=True, overflow="ellipsis")
+        for s in self.ranks:
+            mark, role = marks[s.state]
+            text.append(f"  {s.rank} ", BOLD)
+            text.append(f"{mark} {s.state}", ink(self, role))
+            if s.detail and s.state != "running":
+                text.append(f": {s.detail}", ink(self, role))
+            if s.errors:
+                text.append(f", {s.errors} error line{'s' if s.errors != 1 else ''}", ink(self, "error"))
+        shown = "all ranks" if self.filter.rank is None else \
+            "rank 0 (master)" if self.filter.rank == 0 else f"rank {self.filter.rank}"
+        text.append(f"   showing {shown}  > next rank", ink(self, "muted"))
+        if (text.plain, self.ranks) != getattr(self, "_ranks_shown", None):  # once a poll: repaint on a change only
+            self._ranks_shown = (text.plain, self.ranks)
+            bar.update(text)
 
     def set_filter(self, flt: LogFilter) -> None:
         self.filter = flt
@@ -300,8 +419,15 @@ class LogPane(Vertical):
         if self.filter.active:
             self.set_filter(LogFilter())
             self.query_one("#log-filter-level", Select).value = "all"
+            self.query_one("#log-filter-text", Input).value = ""
+            self._show_ranks()
         self.view.scroll_to_line(store.first_traceback)
         self.view.focus()
+        self._status()
+
+    def action_toggle_wrap(self) -> None:
+        """Long lines on several rows, or one row each with a horizontal scroll (the log wrap key)."""
+        self.view.action_toggle_wrap()
         self._status()
 
     def action_toggle_follow(self) -> None:
@@ -330,6 +456,8 @@ class LogPane(Vertical):
         text.append(f"  {shown}", muted)
         if self.filter.active:
             text.append(f"  filter: {self.filter.describe()}", ink(self, "accent"))
+        if self.view.wrap:
+            text.append("  wrapped", muted)
         if note:
             text.append(f"  {note}", muted)
         text.append("  / filter  t traceback  f follow", muted)

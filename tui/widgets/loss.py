@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import math
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 from rich.text import Text
@@ -25,8 +26,9 @@ from textual_plotext import PlotextPlot
 from engine import kinds
 from engine.completions import Completion
 from engine.events import Metrics
+from engine.metric_columns import NewRows
 from engine.textsafe import printable
-from tui.series import SMOOTHING_STEPS, Series, downsample
+from tui.series import SMOOTHING_STEPS, ColumnSeries, Series, downsample
 from tui.widgets.style import INK, ink, redraw_on_theme_change
 
 MINI = (("learning_rate", "learning rate"), ("grad_norm", "grad_norm"), ("token_acc", "token_acc"),
@@ -94,9 +96,10 @@ class Chart(PlotextPlot):
 
     COMPONENT_CLASSES = INK
 
-    def __init__(self, title: str = "", **kwargs):
+    def __init__(self, title: str = "", legend: bool = True, **kwargs):
         super().__init__(**kwargs)
         self.title = title
+        self.legend = legend  # False: the owner shows the legend elsewhere (the main chart: its pane's border)
         self.lines: list[Line] = []
         self.empty_note = "waiting for the first logged step"
 
@@ -111,24 +114,119 @@ class Chart(PlotextPlot):
     def render(self):
         plt = self.plt
         plt.clear_figure()
-        if self.title:
-            plt.title(self.title)
-        points = max(16, self.size.width * 2)
-        drawn = False
+        width, height = self.size.width, self.size.height
+        title_row = bool(self.title) and height > 3  # the title is a row of its own: plotext drops a title wider
+        plot_height = height - title_row              # than its plot area (a narrow chart with wide y labels)
+        points = max(16, width * 2)
+        drawn: list[tuple[list, list]] = []
         for line in self.lines:
-            xs, ys = downsample(line.xs, line.ys, points) if not line.scatter else (line.xs, line.ys)
+            if line.scatter:
+                xs, ys = downsample(line.xs, line.ys, len(line.xs) + 1)  # all of them, the non-finite left out
+            else:
+                xs, ys = downsample(line.xs, line.ys, points)
             if not xs:
                 continue
-            drawn = True
+            drawn.append((xs, ys))
             draw = plt.scatter if line.scatter else plt.plot
-            draw(xs, ys, label=line.label, color=self._rgb(line.color), marker=line.marker)
-        if not drawn:
+            draw(xs, ys, label=line.label if self.legend else None, color=self._rgb(line.color), marker=line.marker)
+        if drawn:
+            _axes(plt, drawn, width, plot_height)
+        else:
             plt.text(self.empty_note, 0.5, 0.5, alignment="center", color=self._rgb("muted"))
             plt.xlim(0, 1)
             plt.ylim(0, 1)
             plt.xticks([])
             plt.yticks([])
-        return super().render()
+        plot = self._plot
+        plot.plotsize(width, plot_height)
+        plot._set_size(width, plot_height)  # as PlotextPlot.render does (textual-plotext issue 5)
+        plot.theme(self._get_plotext_theme_name(self.app.theme))
+        chart = Text.from_ansi(plot.build())
+        if not title_row:
+            return chart
+        title = self.title if len(self.title) <= width else self.title[:max(1, width - 1)] + "…"
+        return Text.assemble(Text(title.center(width).rstrip(), style="bold"), "\n", chart)
+
+
+def step_ticks(x0: int, x1: int, most: int) -> list[int]:
+    """Whole-step ticks from x0 to x1, both ends included, at most `most`, the inner ones on round numbers."""
+    if x1 <= x0:
+        return [x0]
+    if most <= 2 or x1 - x0 < 2:
+        return [x0, x1]
+    raw = (x1 - x0) / (most - 1)
+    mag = 10 ** math.floor(math.log10(raw))
+    step = next(m * mag for m in (1, 2, 5, 10) if m * mag >= raw)
+    step = max(1, int(step))
+    inner = range((x0 // step + 1) * step, x1, step)
+    return [x0, *(t for t in inner if t - x0 >= step / 2 and x1 - t >= step / 2), x1]
+
+
+def step_label(step: int) -> str:
+    """1234 -> '1234'; 125000 -> '125k'; 2500000 -> '2.5M': whole steps, short enough for a small chart."""
+    if abs(step) < 100_000:
+        return str(step)
+    if abs(step) < 10_000_000:
+        return f"{step / 1000:.0f}k" if step % 1000 == 0 or abs(step) >= 1_000_000 else f"{step / 1000:.1f}k"
+    return f"{step / 1e6:.1f}M".replace(".0M", "M")
+
+
+def value_ticks(lo: float, hi: float, most: int) -> list[float]:
+    """y ticks: both ends of the range, and round numbers between them."""
+    if most <= 2 or hi <= lo:
+        return [lo, hi]
+    raw = (hi - lo) / (most - 1)
+    mag = 10 ** math.floor(math.log10(raw))
+    step = next(m * mag for m in (1, 2, 5, 10) if m * mag >= raw)
+    first = math.floor(lo / step) + 1
+    inner = [k * step for k in range(first, first + most) if lo + step / 2 <= k * step <= hi - step / 2]
+    return [lo, *inner, hi]
+
+
+def value_labels(values: list[float]) -> list[str]:
+    """Short labels for y ticks (7.5e-4, not 0.000750), with as many digits as it takes to tell them apart."""
+    for digits in range(2, 7):
+        labels = []
+        for v in values:
+            if v == 0:
+                labels.append("0")
+            elif abs(v) < 1e-2 or abs(v) >= 1e5:
+                mant, exp = f"{v:.{digits - 1}e}".split("e")
+                mant = mant.rstrip("0").rstrip(".") if "." in mant else mant
+                labels.append(f"{mant}e{int(exp)}")
+            else:
+                labels.append(f"{v:.{digits}g}")
+        if len(set(labels)) == len(labels):
+            return labels
+    return labels
+
+
+def value_range(lo: float, hi: float) -> tuple[float, float]:
+    """The y range for data from lo to hi: the data exactly, or around a single value (never below 0 for data
+    that are not, e.g. one token_acc of 0 gives 0..1, not -1..1)."""
+    if hi > lo:
+        return lo, hi
+    pad = abs(lo) * 0.1 or 1.0
+    return (lo - pad if lo - pad >= 0 or lo < 0 else 0.0), hi + pad
+
+
+def _axes(plt, drawn: list[tuple[list, list]], width: int, height: int) -> None:
+    """Each axis covers its data: x from the first step to the last, with whole-step ticks at both ends; y from the
+    lowest value to the highest, with short labels."""
+    x0 = int(math.floor(min(min(xs) for xs, _ in drawn)))
+    x1 = int(math.ceil(max(max(xs) for xs, _ in drawn)))
+    lo = min(min(ys) for _, ys in drawn)
+    hi = max(max(ys) for _, ys in drawn)
+    y0, y1 = value_range(lo, hi)
+    yticks = value_ticks(y0, y1, max(2, min(5, (height - 3) // 2 + 1)))
+    ylabels = value_labels(yticks)
+    plot_width = max(1, width - max(map(len, ylabels)) - 2)
+    xlab = max(len(step_label(x0)), len(step_label(x1))) + 2
+    xticks = step_ticks(x0, x1, max(2, min(6, plot_width // xlab)))
+    plt.xlim(x0, x1) if x1 > x0 else plt.xlim(x0 - 1, x1 + 1)
+    plt.ylim(y0, y1)
+    plt.xticks(xticks, [step_label(t) for t in xticks])
+    plt.yticks(yticks, ylabels)
 
 
 class LossPane(Vertical):
@@ -158,13 +256,14 @@ class LossPane(Vertical):
         self.minis = {key: Series() for key, _ in MINI}  # every other logged key, by name
         self.completions: list[Completion] = []
         self.has_metrics = False
+        self._columns = None  # the run's train columns the series read (engine.metric_columns), once known
         if getattr(self, "family", "sft") != "sft":
             self._set_family("sft")
         self.family = "sft"
         self.remove_class("-completions")
 
     def compose(self):
-        yield Chart(id="loss-chart")
+        yield Chart(id="loss-chart", legend=False)
         yield Static("", id="loss-hint")
         with Horizontal(id="loss-minis"):
             for chart_id, panel in zip(MINI_IDS, PANELS["sft"]):
@@ -181,7 +280,11 @@ class LossPane(Vertical):
         self.redraw()
         self._last_main = self._last_mini = -1e9  # the first metrics are drawn at once
 
-    def add(self, metrics: list[Metrics]) -> None:
+    def add(self, metrics: Sequence[Metrics]) -> None:
+        """New logged steps: a NewRows view of the run's columns (tui.model.RunWatch; the series read the columns
+        in place, nothing is copied per step), or a list of Metrics."""
+        if isinstance(metrics, NewRows):
+            return self._add_rows(metrics)
         for m in metrics:
             v = m.values
             if self.family == "sft" and (family := kinds.family(v)) != "sft":
@@ -198,6 +301,28 @@ class LossPane(Vertical):
                 if key not in ("loss", "reward") and not key.startswith("eval"):
                     self.minis.setdefault(key, Series()).append(m.step, value)
         if metrics:
+            self._request()
+
+    def _add_rows(self, rows: NewRows) -> None:
+        train, evals = rows.train, rows.eval
+        if rows.rebuilt or self._columns is not train:
+            self.reset()
+            self._columns = train
+        if self.family == "sft" and train.cols and (family := kinds.family(train.cols)) != "sft":
+            self._set_family(family)
+        for name, cols, key in (("loss", train, "loss"), ("eval", evals, "eval_loss"), ("reward", train, "reward")):
+            series = getattr(self, name)
+            if not isinstance(series, ColumnSeries):
+                series = ColumnSeries(cols, key, weight=self.smoothing if name != "eval" else 0.6)
+                setattr(self, name, series)
+            series.update(rows.t1 if cols is train else rows.e1)
+        for key in train.cols:
+            if key not in ("loss", "reward") and not key.startswith("eval"):
+                if not isinstance(self.minis.get(key), ColumnSeries):
+                    self.minis[key] = ColumnSeries(train, key)
+                self.minis[key].update(rows.t1)
+        self.has_metrics = self.has_metrics or bool(len(self.loss) or len(self.eval))
+        if len(rows):
             self._request()
 
     def _set_family(self, family: str) -> None:
@@ -307,9 +432,7 @@ class LossPane(Vertical):
             if best:
                 lines.append(Line([best[0]], [best[1]], f"best eval {best[1]:.4g} @ {best[0]:g}", "success",
                                   marker="★", scatter=True))
-        main = self.query_one("#loss-chart", Chart)
-        main.empty_note = "waiting for the first logged step" if self.waiting else "no step was logged"
-        main.set_lines(lines)
+        self._set_main(lines)
 
     def _draw_reward(self) -> None:
         """GRPO: the mean reward with its EMA, and each reward function's mean."""
@@ -319,6 +442,17 @@ class LossPane(Vertical):
             s = self.minis[f"rewards/{name}/mean"]
             lines.append(Line(s.xs, s.ys, printable(name, newlines=False), FUNC_COLORS[n % len(FUNC_COLORS)],
                               marker="dot"))
+        self._set_main(lines)
+
+    def _set_main(self, lines: list[Line]) -> None:
+        """The main chart's legend goes in the pane's bottom border, not over the curve (a falling loss starts in
+        the top-left corner, where plotext puts its legend)."""
+        from textual.markup import escape
+
+        marks = {"braille": "━", "dot": "•"}
+        self.border_subtitle = "  ".join(
+            f"[${ {'muted': 'foreground-muted', 'text': 'foreground'}.get(x.color, x.color)}]"
+            f"{marks.get(x.marker, x.marker)}[/] {escape(x.label)}" for x in lines if x.label and x.xs)
         main = self.query_one("#loss-chart", Chart)
         main.empty_note = "waiting for the first logged step" if self.waiting else "no step was logged"
         main.set_lines(lines)
@@ -333,7 +467,7 @@ class LossPane(Vertical):
                              for t in panel.traces])
 
     def _hint(self) -> None:
-        hint = f"EMA smoothing {self.smoothing:g} ([ ])"
+        hint = f"EMA smoothing {self.smoothing:g} ([ and ] change it)"
         if self.family == "grpo":
             hint = f"loss {self.loss.ys[-1]:.4g}  {hint}" if len(self.loss) else hint
         elif self.has_metrics and not len(self.eval):
@@ -341,4 +475,4 @@ class LossPane(Vertical):
         label = self.query_one("#loss-hint", Static)
         if hint != getattr(label, "shown", None):
             label.shown = hint
-            label.update(hint, layout=False)
+            label.update(hint)  # its height follows (it wraps)

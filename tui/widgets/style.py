@@ -11,6 +11,7 @@ from __future__ import annotations
 from typing import Callable
 
 from rich.style import Style
+from rich.text import Text
 from textual.widget import Widget
 
 ROLES = ("text", "muted", "primary", "primary-muted", "secondary", "accent", "success", "warning", "error")
@@ -44,3 +45,16 @@ def theme_color(app, name: str, fallback: str = "#ffffff") -> str:
         return color.hex
     except Exception:  # an odd value in a user theme: draw in the fallback colour
         return fallback
+
+
+def fit(parts: list[tuple[int, Text]], width: int) -> Text:
+    """The parts, in their order, that fit in `width` cells: while they don't, the part with the highest rank
+    (least needed) is left out; rank 0 parts always stay. A hint is shortened by whole parts, never cut
+    mid-word."""
+    kept = list(parts)
+    while sum(t.cell_len for _, t in kept) > width:
+        droppable = [n for n, (rank, _) in enumerate(kept) if rank > 0]
+        if not droppable:
+            break
+        del kept[max(reversed(droppable), key=lambda n: kept[n][0])]  # of equal ranks, the later goes first
+    return Text("").join(t for _, t in kept)

@@ -28,7 +28,7 @@ from tui.chat.turn import Leg
 from tui.widgets.chat.input import ChatInput
 from tui.widgets.chat.message import ChatMessage
 from tui.widgets.policy import ActionPolicy
-from tui.widgets.style import BOLD, INK, ink, redraw_on_theme_change
+from tui.widgets.style import BOLD, INK, fit, ink, redraw_on_theme_change
 
 
 class Feed:
@@ -146,7 +146,7 @@ class ChatPane(ActionPolicy, Vertical):
         self.folders: list = []  # its run folders (engine.checkpoints.RunFolder), as the browser shows them
         self.checkpoint = None  # engine.checkpoints.CheckpointInfo picked for chat
         self.base_model: str | None = None
-        self.partner = None  # A/B: the checkpoint on side A (None: the base model)
+        self.partner = None  # A/B: the checkpoint on side A (None: what the run started from, else the base model)
         self.ab = False
         self.settings = ChatSettings()
         self.worker_status = ""  # what the app's chat worker is (data down)
@@ -171,6 +171,13 @@ class ChatPane(ActionPolicy, Vertical):
         self.set_interval(1.0, self._tick)
         redraw_on_theme_change(self, self._show)
         self._show()
+
+    def on_resize(self) -> None:
+        """The input's hint, shortened by whole parts to its width (ranks: tui.widgets.style.fit)."""
+        parts = ((0, "message (Enter sends)"), (2, " · Esc cancels"), (3, " · ctrl+o target"), (4, " · ctrl+b A/B"),
+                 (1, " · ? keys"))
+        self.query_one("#chat-input", Input).placeholder = fit([(r, Text(t)) for r, t in parts],
+                                                               self.content_size.width - 3).plain
 
     def focus(self, scroll_visible: bool = True):
         self.query_one("#chat-input", Input).focus(scroll_visible)
@@ -251,12 +258,20 @@ class ChatPane(ActionPolicy, Vertical):
     def _base_of(self, target: ChatTarget) -> ChatTarget:
         return ChatTarget(f"base {Path(str(target.base.get('model'))).name}", target.base)
 
+    def _origin_of(self, target: ChatTarget) -> ChatTarget | None:
+        """The LoRA checkpoint the shown run started from (--adapters, e.g. the SFT adapter of a DPO run), when it is
+        still there and is not `target` itself: A/B compares against it by default."""
+        origin = next((Path(a) for f in self.folders for a in getattr(f, "adapters", ())), None)
+        if origin is None or str(origin) == target.folder or not (origin / "adapter_config.json").is_file():
+            return None
+        return for_checkpoint(origin)
+
     def legs_targets(self) -> list[tuple[str, ChatTarget, str | None]]:
         """[(side, target, the other side's label)] of the next turn."""
         b = self.current_target()
         if not self.ab:
             return [("main", b, None)]
-        a = for_checkpoint(self.partner) if self.partner is not None else self._base_of(b)
+        a = for_checkpoint(self.partner) if self.partner is not None else self._origin_of(b) or self._base_of(b)
         if a.label == b.label:
             raise TargetError(f"A/B needs two different targets (both are {b.label}): pick a checkpoint with "
                               "Enter in Checkpoints, or side A with ctrl+o")
