@@ -154,6 +154,35 @@ def cmd_train(ns) -> int:
     return _launch_and_report(check, wait=ns.wait)
 
 
+def cmd_resume(ns) -> int:
+    """Resume a training run from one of its checkpoints (default: the newest resumable): the plan of the dashboard's
+    R (engine.ops.launch.plan_resume), with --set's `--flag value` pairs applied."""
+    from engine import checkpoints
+    from engine.ops import launch
+
+    rec = record(ns.run)
+    found = checkpoints.scan_run(Path(rec.run_dir)).checkpoints if rec.run_dir and Path(rec.run_dir).is_dir() else []
+    if ns.checkpoint:
+        wanted = Path(ns.checkpoint).name
+        ckpt = next((c for c in found if c.name == wanted), None)
+        if ckpt is None:
+            raise UserError(f"run {rec.id} has no {wanted} (it has: {', '.join(c.name for c in found) or 'none'})")
+    else:
+        ready = [c for c in found if c.resumable and c.step is not None]
+        if not ready:
+            raise UserError(f"run {rec.id} has no resumable checkpoint")
+        ckpt = max(ready, key=lambda c: c.step)
+    try:
+        cmd, changes = launch.plan_resume(rec, ckpt, ns.set)
+    except launch.AtMaxSteps as exc:
+        raise UserError(f"not resumed: {exc} (swiftdeck resume {rec.id} {ckpt.name} --set '{exc.flags}')") from None
+    for change in changes:
+        print(f"change: {change}")
+    check = checked_command(cmd, fix=ns.fix)
+    check.changes = changes
+    return _launch_and_report(check, wait=ns.wait)
+
+
 def _launch_and_report(check, *, wait: bool) -> int:
     from engine.ops import launch
 
@@ -1019,6 +1048,14 @@ def build_parser() -> argparse.ArgumentParser:
                    "(otherwise asked on a terminal, refused elsewhere)")
     s.add_argument("swift_args", nargs=argparse.REMAINDER, metavar="-- ARGS",
                    help="the swift arguments; a pasted `[VAR=value ...] swift sft|pt|rlhf ...` line works too")
+
+    s = command("resume", "resume a training run from a checkpoint (the dashboard's R), optionally with changed flags",
+                cmd_resume)
+    s.add_argument("run", metavar="RUN", help="registry id of the run")
+    s.add_argument("checkpoint", nargs="?", metavar="CHECKPOINT", help="checkpoint-N (default: the newest resumable)")
+    s.add_argument("--set", metavar="'--FLAG VALUE ...'", help="flags to change, e.g. --set '--num_train_epochs 6'")
+    s.add_argument("--fix", action="store_true", help="apply the proposed fixes without asking")
+    s.add_argument("--wait", action="store_true", help="follow the run until it ends; exit code = the run's")
 
     s = command("runs", "list the training runs (--all: chat workers, deploys and merges too)", cmd_runs)
     s.add_argument("--all", action="store_true", help="also list chat workers, deploys and merges (jobs)")

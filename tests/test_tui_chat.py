@@ -293,7 +293,7 @@ def test_settings_screen_target_picker_and_refusals(home, tmp_path, swift_fixtur
             # the base alone cannot be compared with itself
             await pilot.press("ctrl+b")
             assert any("two different targets" in n.message for n in app._notifications)
-            await pilot.press("ctrl+b")
+            assert not pane.ab  # a failed ctrl+b leaves the chat as it was
             await pilot.press("ctrl+o")
             assert await until(pilot, lambda: isinstance(app.screen, ChatTargetScreen))
             assert [getattr(c, "name", c) for c in app.screen.choices] == ["base", "checkpoint-20", "checkpoint-24"]

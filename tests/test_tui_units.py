@@ -196,12 +196,13 @@ def test_resume_plan_keeps_the_runs_environment(tmp_path, swift_fixtures, home):
     rec = make_run(swift_fixtures, tmp_path, "finished")
     rec = runs.update(rec.id, lambda r: r.env.update(CUDA_VISIBLE_DEVICES="1", NPROC_PER_NODE="1"))
     folder = checkpoints.scan_run(rec.run_dir)
-    last = folder.checkpoints[-1]
+    last = folder.checkpoints[-2]  # checkpoint-20 (checkpoint-24 is the run's last step: nothing to resume)
     with pytest.raises(launch.LaunchRefused, match="not resumable"):
         launch.plan_resume(rec, last)  # the recording left the optimizer state out
     for name in ("optimizer.pt", "scheduler.pt"):
         (last.path / name).write_bytes(b"\0")
-    last = checkpoints.scan_run(rec.run_dir).checkpoints[-1]
+    last = checkpoints.scan_run(rec.run_dir).checkpoints[-2]
+    assert last.name == "checkpoint-20"
     cmd, changes = launch.plan_resume(rec, last)
     assert list(cmd.args[-2:]) == ["--resume_from_checkpoint", str(last.path)]
     assert list(cmd.args[:-2]) == rec.argv[2:]

@@ -23,7 +23,7 @@ from textual.widgets import Footer, Static
 from textual.worker import get_current_worker
 
 import themes
-from tui import settings
+from tui import listkeys, settings, shortcuts
 from engine.errors import SwiftdeckError
 from engine.ops import checkpoints as ckpt_ops
 from engine.ops import jobs
@@ -82,9 +82,12 @@ PALETTE = {
     "leftovers": ("Leftover processes", "Processes of earlier runs still alive: list, stop"),
     "disk": ("Disk usage", "Sizes of the runs and checkpoints of this output folder, free space; prune"),
     "help": ("Help", "Every key"),
+    "copy": ("Copy command or checkpoint path", "The swift command of the run shown, or (in Checkpoints) the path "
+             "under the cursor, to the clipboard (OSC 52)"),
+    "pager": ("Open log in $PAGER", "The whole console log in $PAGER (less); the dashboard comes back after"),
     **{f"view('{key}')": (f"Show {title}", f"Narrow screens: show the {title} view") for key, title in VIEWS},
 }
-PALETTE_SKIP = {"quit", "close_filter"}  # Textual's palette has Quit; Esc closes the filter where it is open
+PALETTE_SKIP = {"quit", "close_filter", *(b.action for b in listkeys.BINDINGS)}  # Textual's palette has Quit; Esc closes the filter where it is open
 
 
 def _palette_action(callback) -> str | None:
@@ -121,6 +124,9 @@ class SwiftdeckApp(ChatJobs, App):
         Binding("r", "relaunch", "Relaunch with changes", show=False),
         Binding("L", "leftovers", "Leftover processes", show=False),
         Binding("u", "disk", "Disk usage", show=False),
+        Binding("y", "copy", "Copy the command (or checkpoint path)", show=False),
+        Binding("o", "pager", "Open the whole log in $PAGER", show=False),
+        *listkeys.BINDINGS,  # j/k, g/G, Home/End in every list
     ]
 
     def __init__(self, source: RunSource | None = None, *, output_dir: Path | None = None,
@@ -153,7 +159,7 @@ class SwiftdeckApp(ChatJobs, App):
         """Textual asks before showing a key in the footer or running it; the panes ask here too. A screen that
         owns its keys (a form, a dialog: OWNS_KEYS) turns the dashboard's own keys off while it is on top: there
         letters type or do nothing, and the footer lists only the screen's keys."""
-        if getattr(self.screen, "OWNS_KEYS", False) and action in self._table_actions():
+        if getattr(self.screen, "OWNS_KEYS", False) and action in self._table_actions() - listkeys.ACTIONS:
             return False
         return not (self.readonly and action in READONLY_REFUSED)
 
@@ -255,6 +261,15 @@ class SwiftdeckApp(ChatJobs, App):
         if self.narrow and self.view_name != "train":
             self.action_view("train")
         getattr(self.main.query_one(LogPane), f"action_{action}")()
+
+    def action_list(self, where: str, key: str = "") -> None:
+        listkeys.move(self.focused, where, key)
+
+    def action_copy(self) -> None:
+        shortcuts.copy(self)
+
+    def action_pager(self) -> None:
+        shortcuts.open_in_pager(self)
 
     def action_smoothing(self, direction: int) -> None:
         self.main.query_one(LossPane).action_smoothing(direction)
@@ -597,7 +612,12 @@ class SwiftdeckApp(ChatJobs, App):
         rec = src.record if src else None
         try:
             if event.action == "resume":
-                cmd, changes = launch_ops.plan_resume(rec, c)
+                try:
+                    cmd, changes = launch_ops.plan_resume(rec, c)
+                except launch_ops.AtMaxSteps as exc:  # trains nothing as it is: offer to raise the end
+                    from tui.screens.relaunch import ResumeScreen
+                    self.push_screen(ResumeScreen(rec, c, exc), lambda new: new and self._resumed(new))
+                    return
                 title = f"Resume training from {c.name}?"
                 body = "\n".join(["what changes:", *(f"  {x}" for x in changes), "", "command: " + cmd.display()])
                 run = lambda: self._resume(cmd, changes)  # noqa: E731
@@ -642,8 +662,11 @@ class SwiftdeckApp(ChatJobs, App):
         except Exception as exc:
             self.call_from_thread(self.notify, str(exc), severity="error", timeout=10)
             return
-        self.call_from_thread(self.notify, f"resumed as run {rec.id}")
-        self.call_from_thread(self.attach, RunSource.of_record(rec))
+        self.call_from_thread(self._resumed, rec)
+
+    def _resumed(self, rec) -> None:
+        self.notify(f"resumed as run {rec.id}")
+        self.attach(RunSource.of_record(rec))
 
     def on_unmount(self) -> None:
         self.chat.close()  # the chat worker is the dashboard's; a deploy is a managed job and outlives it

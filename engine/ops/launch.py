@@ -243,17 +243,80 @@ def _trainable(rec: RunRecord | None, what: str) -> Command:
     return cmd
 
 
-def plan_resume(rec: RunRecord | None, checkpoint) -> tuple[Command, list[str]]:
-    """`rec`'s command resumed from `checkpoint` (engine.checkpoints.CheckpointInfo): same env, cwd, arguments."""
+class AtMaxSteps(LaunchRefused):
+    """Resuming this checkpoint would train nothing: it is at the run's last step (ms-swift would start a run that
+    ends at once with an empty vN folder). `flags`: the `--flag value` pair that raises the end, to propose."""
+
+    def __init__(self, message: str, flags: str) -> None:
+        super().__init__(message)
+        self.flags = flags
+
+
+def _trainer_state(checkpoint) -> dict:
+    import json
+
+    try:
+        state = json.loads((Path(checkpoint.path) / "trainer_state.json").read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    return state if isinstance(state, dict) else {}
+
+
+def _number(text: str | None) -> float | None:
+    try:
+        return float(text) if text is not None else None
+    except ValueError:
+        return None
+
+
+def steps_after(cmd: Command, checkpoint) -> tuple[str | None, str]:
+    """(why resuming `checkpoint` with `cmd` trains nothing, or None; the flag pair that would raise the end).
+    ms-swift (the HF trainer) continues from the checkpoint's global_step up to --max_steps when the command sets
+    it, else to --num_train_epochs (--max_epochs overrides it) epochs of the same length; the default is 3 epochs."""
+    state = _trainer_state(checkpoint)
+    step, last = state.get("global_step"), state.get("max_steps")
+    if not isinstance(step, int) or not isinstance(last, int) or last <= 0 or step < last:
+        return None, ""
+    name = checkpoint.name
+    max_steps = _number(cmd.flag("--max_steps"))
+    if max_steps is not None and max_steps > 0:
+        if max_steps > step:
+            return None, ""
+        return (f"{name} is at step {step}, the run's last (--max_steps {cmd.flag('--max_steps')}): a resume would "
+                f"train nothing. Raise --max_steps to train more", f"--max_steps {step * 2}")
+    flag = "--max_epochs" if cmd.flag("--max_epochs") is not None else "--num_train_epochs"
+    epochs = _number(cmd.flag(flag))
+    epochs = 3.0 if epochs is None else epochs  # ms-swift's default
+    done = state.get("epoch") if isinstance(state.get("epoch"), (int, float)) else state.get("num_train_epochs")
+    done = float(done) if isinstance(done, (int, float)) else epochs
+    if epochs > done + 1e-6:
+        return None, ""
+    raised = max(1, round(done)) * 2
+    return (f"{name} is at step {step}, the run's last ({flag} {cmd.flag(flag) or '3 (the default)'}): a resume "
+            f"would train nothing. Raise {flag} to train more", f"{flag} {raised}")
+
+
+def plan_resume(rec: RunRecord | None, checkpoint, flags: str | None = None) -> tuple[Command, list[str]]:
+    """`rec`'s command resumed from `checkpoint` (engine.checkpoints.CheckpointInfo): same env, cwd, arguments, with
+    the `--flag value` pairs of `flags` applied. AtMaxSteps when that would train nothing (the checkpoint is at the
+    run's last step and the flags do not raise it): its `flags` proposes the raise."""
     cmd = _trainable(rec, f"--resume_from_checkpoint {checkpoint.path}")
     if not checkpoint.resumable:
         why = next((n for n in checkpoint.notes if n.startswith("not resumable")), "not resumable")
         raise LaunchRefused(f"{checkpoint.name}: {why}")
     before = cmd.flag("--resume_from_checkpoint")
+    changes = []
+    for flag, value in relaunch.remedy_flags(flags or ""):
+        old = cmd.flag(flag)
+        cmd = cmd.with_flag(flag, [value])
+        changes.append(f"{flag} {old} → {value}" if old is not None else f"{flag} {value} (new)")
+    why, raise_flags = steps_after(cmd, checkpoint)
+    if why:
+        raise AtMaxSteps(f"{why}, e.g. {raise_flags}", raise_flags)
     cmd = cmd.with_flag("--resume_from_checkpoint", [str(checkpoint.path)]).with_label(f"resume {checkpoint.name}")
-    changes = [f"--resume_from_checkpoint: {before or '(not set)'} → {checkpoint.path}",
-               f"ms-swift continues from step {checkpoint.step} (model, optimizer, scheduler, RNG) and writes a new "
-               f"vN-… folder under {cmd.flag('--output_dir') or 'output'}"]
+    changes += [f"--resume_from_checkpoint: {before or '(not set)'} → {checkpoint.path}",
+                f"ms-swift continues from step {checkpoint.step} (model, optimizer, scheduler, RNG) and writes a new "
+                f"vN-… folder under {cmd.flag('--output_dir') or 'output'}"]
     changes += [f"keeps the run's environment: {k}={v}" for k, v in sorted(cmd.env.items())]
     return cmd, changes
 

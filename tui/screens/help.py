@@ -14,6 +14,13 @@ def key_names(b: Binding) -> str:
                      .replace("slash", "/").replace("question_mark", "?") for k in b.key.split(","))
 
 
+# Textual's own focus keys (every screen has them): listed so that a narrow screen's way out of an input is found
+FOCUS_BINDINGS = [
+    Binding("tab", "app.focus_next", "Next pane or field (leaves an input)"),
+    Binding("shift+tab", "app.focus_previous", "Previous pane or field"),
+]
+
+
 def key_rows(sections: list[tuple[str, list]]) -> list[tuple[str, str, str]]:
     rows = []
     for section, bindings in sections:
@@ -29,7 +36,7 @@ class HelpScreen(ModalScreen[None]):
 
     def __init__(self, sections: list[tuple[str, list]]) -> None:
         super().__init__()
-        self.sections = sections
+        self.sections = [("focus", FOCUS_BINDINGS), *sections]
 
     def compose(self):
         table = Table(box=None, expand=True, pad_edge=False)

@@ -2,7 +2,11 @@
 a `--flag value` pair; advice-only ones are listed greyed out), or type flags; see exactly what changes
 (engine.ops.launch.plan_relaunch: the flags, and --resume_from_checkpoint of the newest resumable checkpoint; the
 run's environment and folder are kept) and the full command after engine.ops.launch.check_launch; confirm ->
-engine.ops.launch.start -> the dashboard attaches to the new run (dismissed with its RunRecord)."""
+engine.ops.launch.start -> the dashboard attaches to the new run (dismissed with its RunRecord).
+
+ResumeScreen is the same dialog for `R` on a checkpoint at the run's last step (engine.ops.launch.AtMaxSteps): it says
+so and proposes to raise the epochs (or --max_steps), with the same editable flags; the plan is
+engine.ops.launch.plan_resume's, as for `swiftdeck resume`."""
 from __future__ import annotations
 
 from engine.errors import SwiftdeckError
@@ -72,7 +76,7 @@ class RelaunchScreen(Screen):
 
     def __init__(self, rec, diagnosis: dict | None) -> None:
         super().__init__()
-        can_relaunch(rec)
+        self._allowed(rec)
         self.rec = rec
         self.diagnosis = diagnosis or {}
         self.remedies: list[str] = list(self.diagnosis.get("remedies") or [])
@@ -81,16 +85,34 @@ class RelaunchScreen(Screen):
         self._planned_for: str | None = None
         self._picked = ""  # the flags of the remedy picked last: typed ones beyond it are changes to keep
 
-    def compose(self):
+    # ------------------------------------------------------------ what differs between relaunch and resume
+
+    VERB = "Relaunch"
+    NO_CHANGE = "0. no change: relaunch as it was (resumes from the newest checkpoint)"
+    REMEDIES = "Remedies — those that name a flag and a value can be applied; greyed-out ones are advice:"
+
+    def _allowed(self, rec) -> None:
+        can_relaunch(rec)
+
+    def _title(self) -> str:
         rec = self.rec
-        yield Static(f"Relaunch {rec.id}" + (f" ({rec.label})" if rec.label else "") + " with these changes",
-                     id="relaunch-title")
+        return f"Relaunch {rec.id}" + (f" ({rec.label})" if rec.label else "") + " with these changes"
+
+    def _plan(self, changes: str):
+        from engine.ops import launch
+
+        return launch.plan_relaunch(self.rec, changes)
+
+    def _notes(self) -> list[str]:
+        return [f"relaunch of {self.rec.id}"]
+
+    def compose(self):
+        yield Static(self._title(), id="relaunch-title")
         with VerticalScroll(id="relaunch-body"):
             yield Static(self._diagnosis_text(), id="relaunch-diagnosis")
             yield Static(self._evidence_text(), id="relaunch-evidence")
-            yield Static("Remedies — those that name a flag and a value can be applied; greyed-out ones are advice:",
-                         classes="relaunch-label")
-            options = [Option("0. no change: relaunch as it was (resumes from the newest checkpoint)", id="r0")]
+            yield Static(self.REMEDIES, classes="relaunch-label")
+            options = [Option(self.NO_CHANGE, id="r0")]
             options += [Option(f"{n}. {clean(r)}", id=f"r{n}", disabled=not applicable(r))
                         for n, r in enumerate(self.remedies, 1)]
             yield OptionList(*options, id="relaunch-remedies")
@@ -100,7 +122,7 @@ class RelaunchScreen(Screen):
             yield Static("", id="relaunch-changes")
             yield Static("", id="relaunch-command")
             with Horizontal(id="relaunch-buttons"):
-                yield Button("Relaunch (ctrl+l)", id="relaunch", variant="success")
+                yield Button(f"{self.VERB} (ctrl+l)", id="relaunch", variant="success")
                 yield Button("Cancel (esc)", id="cancel")
         yield Footer()
 
@@ -169,10 +191,12 @@ class RelaunchScreen(Screen):
 
         plan = check = None
         try:
-            plan = launch.plan_relaunch(self.rec, changes)
+            plan = self._plan(changes)
             check = launch.check_launch(plan[0], datasets=False)
             check.changes = plan[1]
             error = ""
+        except launch.LaunchRefused as exc:  # e.g. a resume that would still train nothing
+            plan, error = None, str(exc)
         except Exception as exc:  # introspection failed, an odd record: one line
             error = f"could not check the command: {exc}"
         self.app.call_from_thread(self._planned, text, plan, check, error)
@@ -202,7 +226,7 @@ class RelaunchScreen(Screen):
     def action_cancel(self) -> None:
         """Leave the dialog; with typed flags, ask first."""
         leave(self, self.query_one("#relaunch-flags", Input).value != self._picked,
-              "The flags typed are lost; nothing is relaunched.")
+              f"The flags typed are lost; nothing is {self.VERB.lower()}d.")
 
     @on(Button.Pressed)
     def _button(self, event: Button.Pressed) -> None:
@@ -214,10 +238,12 @@ class RelaunchScreen(Screen):
     def action_relaunch(self) -> None:
         field = self.query_one("#relaunch-flags", Input).value
         if self.check is None or self._planned_for != field:
-            self.notify("the command is still being checked (or the flags are not valid)", severity="warning")
+            shown = text_of_static(self.query_one("#relaunch-command", Static))
+            self.notify(f"not {self.VERB.lower()}d: {shown}" if shown and not shown.startswith("checking")
+                        else "the command is still being checked (or the flags are not valid)", severity="warning")
             return
         if not self.check.ok:
-            self.notify(f"not relaunched: {self.check.blocker}", severity="error", timeout=10)
+            self.notify(f"not {self.VERB.lower()}d: {self.check.blocker}", severity="error", timeout=10)
             return
         self.query_one("#relaunch", Button).disabled = True
         self._start(self.plan, self.check)
@@ -227,12 +253,55 @@ class RelaunchScreen(Screen):
         from engine.ops import launch
 
         try:
-            new = launch.start(check, notes=[f"relaunch of {self.rec.id}"])
+            new = launch.start(check, notes=self._notes())
         except Exception as exc:
-            self.app.call_from_thread(self._failed, f"relaunch failed: {exc}")
+            self.app.call_from_thread(self._failed, f"{self.VERB.lower()} failed: {exc}")
             return
         self.app.call_from_thread(self.dismiss, new)
 
     def _failed(self, message: str) -> None:
         self.query_one("#relaunch", Button).disabled = False
         self.notify(message, severity="error", timeout=10)
+
+
+def text_of_static(widget: Static) -> str:
+    content = widget.render()
+    return content.plain if isinstance(content, Text) else str(content)
+
+
+class ResumeScreen(RelaunchScreen):
+    """`R` on a checkpoint at the run's last step: a resume would train nothing, so the dialog says so and proposes
+    to raise the end (engine.ops.launch.AtMaxSteps.flags), editable as in the relaunch dialog."""
+
+    VERB = "Resume"
+    NO_CHANGE = "0. no change: resume as it is (trains nothing: the run already reached its last step)"
+    REMEDIES = "To train more, raise the end of the run (edit the flags below freely):"
+
+    def __init__(self, rec, checkpoint, refusal) -> None:
+        self.checkpoint = checkpoint
+        self.refusal = refusal  # engine.ops.launch.AtMaxSteps
+        super().__init__(rec, {"summary": str(refusal), "remedies": [f"raise the end: {refusal.flags}"]})
+
+    def _allowed(self, rec) -> None:
+        pass  # plan_resume refuses what cannot be resumed (shown in the dialog)
+
+    def _title(self) -> str:
+        rec = self.rec
+        return f"Resume {rec.label or rec.id} from {self.checkpoint.name}: the run already reached max_steps"
+
+    def _plan(self, changes: str):
+        from engine.ops import launch
+
+        return launch.plan_resume(self.rec, self.checkpoint, changes)
+
+    def _notes(self) -> list[str]:
+        return [f"resume of {self.rec.id} from {self.checkpoint.name}"]
+
+    def _diagnosis_text(self) -> Text:
+        text = Text()
+        text.append("already at max_steps", f"bold {theme_color(self.app, 'warning')}")
+        text.append(": " + str(self.refusal))
+        return text
+
+    def _evidence_text(self) -> Text:
+        return Text("")

@@ -204,6 +204,7 @@ class LogView(ScrollView, can_focus=True):
 class LogPane(Vertical):
     BINDINGS = [  # "/" (filter) and "t" (traceback) are app-wide keys
         Binding("f", "toggle_follow", "Follow"),
+        Binding("W", "toggle_wrap", "Wrap long lines", show=False),
         Binding("escape", "close_filter", "Close filter", show=False),
         Binding("greater_than_sign", "next_rank", "Next rank's lines", show=False),
     ]

@@ -25,6 +25,7 @@ from tui.chat import transcript
 from tui.chat.settings import ChatSettings
 from tui.chat.target import ChatTarget, TargetError, for_base, for_checkpoint
 from tui.chat.turn import Leg
+from tui.widgets.chat.input import ChatInput
 from tui.widgets.chat.message import ChatMessage
 from tui.widgets.policy import ActionPolicy
 from tui.widgets.style import BOLD, INK, fit, ink, redraw_on_theme_change
@@ -68,7 +69,9 @@ class ChatPane(ActionPolicy, Vertical):
         Binding("ctrl+f", "backend", "Chat via worker / deploy", show=False),
         Binding("ctrl+z", "zoom", "Zoom chat"),
     ]
-    HELP_BINDINGS = BINDINGS + ChatMessage.BINDINGS  # c copies a message focused with a click
+    # c copies a message focused with a click; Esc in the input (nothing streaming) leaves it
+    HELP_BINDINGS = BINDINGS + [Binding("escape", "cancel", "Leave the chat input (when no answer streams)")] + \
+        ChatInput.BINDINGS + ChatMessage.BINDINGS
     COMPONENT_CLASSES = INK
 
     # ------------------------------------------------------------ requests: the app acts on them
@@ -160,7 +163,7 @@ class ChatPane(ActionPolicy, Vertical):
         yield Static("", id="chat-status")
         yield Static("", id="chat-deploy")
         yield VerticalScroll(id="chat-log")
-        yield Input(placeholder="message (Enter sends) · Esc cancels · ctrl+o target · ctrl+b A/B · ? keys",
+        yield ChatInput(placeholder="message (Enter sends) · Esc cancels · ctrl+o target · ctrl+b A/B · ? keys",
                     id="chat-input")
 
     def on_mount(self) -> None:
@@ -290,8 +293,8 @@ class ChatPane(ActionPolicy, Vertical):
         """Another target: the conversation starts over (a divider in the log, empty histories)."""
         self.histories.clear()
         log = self.query_one("#chat-log")
-        if log.children:
-            label = " vs ".join(t.label for t in self._targets(notify=False)) or "nothing"
+        label = " vs ".join(t.label for t in self._targets(notify=False))
+        if log.children and label:  # nothing to talk to: no divider (the target line says so)
             log.mount(Static(f"── now: {label} ──", classes="chat-divider"))
         if self.turn is None and not self.ab:
             target = next(iter(self._targets(notify=False)), None)
@@ -363,6 +366,7 @@ class ChatPane(ActionPolicy, Vertical):
         if not prompt:
             return
         if await self.send(prompt):
+            event.input.remember(prompt)
             event.input.value = ""
 
     def _streaming(self) -> bool:
@@ -424,6 +428,8 @@ class ChatPane(ActionPolicy, Vertical):
             self.post_message(self.Cancel())
         elif self.is_maximized:
             self.screen.minimize()
+        elif self.app.focused is self.query_one("#chat-input"):  # leave the input: the dashboard's keys act again
+            self.query_one("#chat-log").focus()
         else:
             raise SkipAction()
 
@@ -445,12 +451,24 @@ class ChatPane(ActionPolicy, Vertical):
                 self.notify(f"transcript not saved: {exc}", severity="warning")
 
     def action_ab(self) -> None:
+        """A/B on, when there are two different targets on one base (else it says why and the chat stays as it
+        was, able to send); A/B off: back to the chat's own target (side B), said in a notification."""
         if self._streaming():
             return
-        self.ab = not self.ab
+        if not self.ab:
+            self.ab = True
+            try:
+                self.legs_targets()
+            except SwiftdeckError as exc:
+                self.ab = False
+                self.notify(f"A/B not started: {exc}", severity="warning", timeout=8)
+                return
+            self._retarget()
+            return
+        self.ab = False
         self._retarget()
-        if self.ab:
-            self._targets()
+        label = next((t.label for t in self._targets(notify=False)), None)
+        self.notify(f"A/B off: the chat talks to {label} again" if label else "A/B off")
 
     def action_pick(self) -> None:
         from tui.screens.chat_target import BASE
