@@ -56,7 +56,7 @@ def test_the_dashboard_in_a_browser_opens_the_switcher_and_closing_the_tab_ends_
             assert s.children(), "no dashboard process behind the page"
             page.locator(".xterm").click()
             page.keyboard.press("w")
-            assert got.until(page, "Enter opens one", 30), got.data[-2000:]
+            assert got.until(page, "newest first", 30), got.data[-2000:]
             page.close()
         finally:
             browser.close()

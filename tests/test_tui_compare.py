@@ -87,9 +87,9 @@ def test_switcher_lists_training_runs_newest_first_jobs_behind_a_toggle_and_mark
             table = screen.query_one("#runs-table")
             assert table.get_row_at(0)[0].startswith("▶") and not table.get_row_at(2)[0].startswith("▶")
             assert table.cursor_row == 0  # on the run shown
-            await pilot.press("j")
+            await pilot.press("J")
             assert [s.key for s in screen.sources][0] == job.id  # the newest of all now
-            await pilot.press("j")
+            await pilot.press("J")
             assert job.id not in [s.key for s in screen.sources]
             await pick(pilot, screen, older.id)
             assert table.get_row_at(3)[0] == " ✓"

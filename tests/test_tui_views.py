@@ -293,11 +293,15 @@ def test_switcher_sorts_by_time_marks_the_run_shown_jumps_filters_and_follows_ne
             table = screen.query_one("#runs-table")
             assert [s.key for s in screen.sources] == [shown.id, other.id]
             assert table.get_row_at(0)[0].startswith("▶") and table.cursor_row == 0
-            await pilot.press("j")  # jobs take their place in time, not a group at the end
+            await pilot.press("J")  # jobs take their place in time, not a group at the end
             assert [s.key for s in screen.sources] == [shown.id, deploy.id, other.id]
             await pilot.press("end")
             assert table.cursor_row == 2
             await pilot.press("home")
+            assert table.cursor_row == 0
+            await pilot.press("j", "j", "k")  # j/k move, as in every list
+            assert table.cursor_row == 1
+            await pilot.press("g")
             assert table.cursor_row == 0
             # typing filters
             await pilot.press("b", "e", "t")

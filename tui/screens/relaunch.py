@@ -88,6 +88,7 @@ class RelaunchScreen(Screen):
     # ------------------------------------------------------------ what differs between relaunch and resume
 
     VERB = "Relaunch"
+    DONE = "relaunched"  # "not relaunched", "nothing is relaunched"
     NO_CHANGE = "0. no change: relaunch as it was (resumes from the newest checkpoint)"
     REMEDIES = "Remedies — those that name a flag and a value can be applied; greyed-out ones are advice:"
 
@@ -226,7 +227,7 @@ class RelaunchScreen(Screen):
     def action_cancel(self) -> None:
         """Leave the dialog; with typed flags, ask first."""
         leave(self, self.query_one("#relaunch-flags", Input).value != self._picked,
-              f"The flags typed are lost; nothing is {self.VERB.lower()}d.")
+              f"The flags typed are lost; nothing is {self.DONE}.")
 
     @on(Button.Pressed)
     def _button(self, event: Button.Pressed) -> None:
@@ -239,11 +240,11 @@ class RelaunchScreen(Screen):
         field = self.query_one("#relaunch-flags", Input).value
         if self.check is None or self._planned_for != field:
             shown = text_of_static(self.query_one("#relaunch-command", Static))
-            self.notify(f"not {self.VERB.lower()}d: {shown}" if shown and not shown.startswith("checking")
+            self.notify(f"not {self.DONE}: {shown}" if shown and not shown.startswith("checking")
                         else "the command is still being checked (or the flags are not valid)", severity="warning")
             return
         if not self.check.ok:
-            self.notify(f"not {self.VERB.lower()}d: {self.check.blocker}", severity="error", timeout=10)
+            self.notify(f"not {self.DONE}: {self.check.blocker}", severity="error", timeout=10)
             return
         self.query_one("#relaunch", Button).disabled = True
         self._start(self.plan, self.check)
@@ -274,6 +275,7 @@ class ResumeScreen(RelaunchScreen):
     to raise the end (engine.ops.launch.AtMaxSteps.flags), editable as in the relaunch dialog."""
 
     VERB = "Resume"
+    DONE = "resumed"
     NO_CHANGE = "0. no change: resume as it is (trains nothing: the run already reached its last step)"
     REMEDIES = "To train more, raise the end of the run (edit the flags below freely):"
 

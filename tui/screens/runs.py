@@ -20,7 +20,7 @@ from engine.command import TRAINING_KINDS
 from engine.textsafe import printable
 from tui.model import RunSource, discover, fmt_num, quick_summary
 
-TITLE = ("Runs, newest first — Enter opens · type to filter · Space picks · c compares the picked · j shows jobs · "
+TITLE = ("Runs, newest first — Enter opens · type to filter · Space picks · c compares the picked · J shows jobs · "
          "Esc closes")
 REFRESH_S = 2.0  # the list is read again this often while open (rows whose files did not change cost a stat)
 FOLDER_TIME = re.compile(r"v\d+-(\d{8}-\d{6})$")
@@ -78,7 +78,7 @@ class RunsScreen(ModalScreen[RunSource | None]):
     OWNS_KEYS = True  # the dashboard's letters do not act under it
     BINDINGS = [Binding("escape,q", "dismiss(None)", "Close"), Binding("enter", "open", "Open"),
                 Binding("space", "pick", "Pick"), Binding("c", "compare", "Compare picked"),
-                Binding("j", "toggle_jobs", "Show jobs"), Binding("slash", "filter", "Filter"),
+                Binding("J", "toggle_jobs", "Show jobs"), Binding("slash", "filter", "Filter"),
                 *RunsTable.BINDINGS]
 
     def __init__(self, output_dir=None, current: str | None = None, refresh_s: float = REFRESH_S) -> None:
