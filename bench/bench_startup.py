@@ -30,12 +30,14 @@ def paint_child(run_id: str, t_spawn: float) -> None:
     """In the child: open the dashboard on `run_id`, print seconds since `t_spawn` (the parent's clock) at paint."""
     import asyncio
 
+    t_imports = time.time()
     from tui.app import SwiftdeckApp
     from tui.model import resolve
     from tui.widgets.header import RunHeader
     from tui.widgets.loss import Chart
 
     async def go() -> dict:
+        t_app = time.time()
         app = SwiftdeckApp(resolve(run_id), remember_theme=False, check_leftovers=False)
         async with app.run_test(size=(160, 48)) as pilot:
             deadline = time.monotonic() + 60
@@ -46,7 +48,9 @@ def paint_child(run_id: str, t_spawn: float) -> None:
                 await pilot.pause(0.01)
             else:
                 raise SystemExit("the dashboard did not paint the run within 60 s")
-            return {"paint_s": round(time.time() - t_spawn, 3)}
+            now = time.time()
+            return {"paint_s": round(now - t_spawn, 3), "imports_s": round(t_app - t_imports, 3),
+                    "app_s": round(now - t_app, 3)}
 
     print(json.dumps(asyncio.run(go())))
 
@@ -101,7 +105,10 @@ def main() -> None:
                 if out.returncode:
                     print(f"paint {name}: rc={out.returncode} {out.stderr[-400:]}", file=sys.stderr)
                     continue
-                r.setdefault("first paint, recorded run", []).append(json.loads(out.stdout.splitlines()[-1])["paint_s"])
+                paint = json.loads(out.stdout.splitlines()[-1])
+                r.setdefault("first paint, recorded run", []).append(paint["paint_s"])
+                r.setdefault("  of which: imports", []).append(paint["imports_s"])
+                r.setdefault("  of which: app start to paint", []).append(paint["app_s"])
         for name, tree in trees:
             for what, values in results[name].items():
                 print(f"{name:<6} {what:<28} median {statistics.median(values):.3f} s  "

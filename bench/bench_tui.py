@@ -64,7 +64,7 @@ def writer(console: Path, jsonl: Path, mode: str, stop: threading.Event) -> None
             time.sleep(0.3)
 
 
-def measure(state: str, seconds: float, warmup: float = 8.0) -> tuple[float, float]:
+def measure(state: str, seconds: float, warmup: float = 8.0, profile: str | None = None) -> tuple[float, float]:
     """(percent of one core, peak RSS MB) of the dashboard over `seconds`."""
     home = Path(tempfile.mkdtemp(prefix=f"bench-tui-{state}-"))
     run_id = make_record(home, state)
@@ -78,9 +78,11 @@ def measure(state: str, seconds: float, warmup: float = 8.0) -> tuple[float, flo
                                                        state, stop), daemon=True)
     sock = str(home / "tmux.sock")
     tmux = lambda *a: subprocess.run(["tmux", "-S", sock, *a], capture_output=True, text=True)  # noqa: E731
-    swiftdeck = str(Path(sys.executable).with_name("swiftdeck"))
+    swiftdeck = [str(Path(sys.executable).with_name("swiftdeck"))]
+    if profile:  # cProfile of the main thread (Textual's loop); written when the app quits (q below)
+        swiftdeck = [sys.executable, "-m", "cProfile", "-o", profile, "-m", "tui.cli"]
     tmux("new-session", "-d", "-s", "b", "-x", "160", "-y", "48", "env", f"SWIFTDECK_HOME={home}",
-         "TERM=xterm-256color", swiftdeck, "attach", run_id)
+         "TERM=xterm-256color", *swiftdeck, "attach", run_id)
     try:
         pid = int(tmux("list-panes", "-t", "b", "-F", "#{pane_pid}").stdout.split()[0])
         proc = psutil.Process(pid)
@@ -96,6 +98,11 @@ def measure(state: str, seconds: float, warmup: float = 8.0) -> tuple[float, flo
         screen = tmux("capture-pane", "-p", "-t", "b").stdout
         if not re.search(r"step \d+/", screen):
             raise RuntimeError(f"the dashboard did not show the run:\n{screen}")
+        if profile:
+            tmux("send-keys", "-t", "b", "q")
+            deadline = time.time() + 20
+            while time.time() < deadline and not Path(profile).exists():
+                time.sleep(0.2)
         return 100.0 * (c1 - c0) / (t1 - t0), rss / 2**20
     finally:
         stop.set()
@@ -119,12 +126,17 @@ def main() -> int:
     p = argparse.ArgumentParser()
     p.add_argument("--seconds", type=float, default=60.0)
     p.add_argument("--short", action="store_true", help="the training scenario, 5 s (CI)")
+    p.add_argument("--profile", metavar="FILE", help="the training scenario under cProfile (main thread), to FILE")
     p.add_argument("--write", action="store_true", help="update the dashboard section of docs/BENCHMARKS.md")
     ns = p.parse_args()
     if shutil.which("tmux") is None:
         print("bench_tui needs tmux", file=sys.stderr)
         return 2
     results = {}
+    if ns.profile:
+        cpu, rss = measure("training", ns.seconds, profile=str(Path(ns.profile).resolve()))
+        print(f"training  {cpu:5.1f} % of one core (under cProfile), peak RSS {rss:.0f} MB; profile in {ns.profile}")
+        return 0
     if ns.short:
         cpu, rss = measure("training", 5.0, warmup=3.0)
         print(f"training  {cpu:5.1f} % of one core, peak RSS {rss:.0f} MB (5 s)")
