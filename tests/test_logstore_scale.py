@@ -79,3 +79,19 @@ def test_indexing_decodes_only_the_tail_and_tracebacks(tmp_path, monkeypatch):
     decoded.clear()
     assert list(store.scan(LogFilter("line 4999"))) == [4999] + list(range(49990, 50000))
     assert len(decoded) < 100
+
+
+def test_scan_reports_progress_and_stops_when_told(tmp_path, monkeypatch):
+    data = b"".join(b"line %d needle\n" % i for i in range(20_000))
+    path = tmp_path / "console.log"
+    path.write_bytes(data)
+    store = LogStore(path)
+    store.add(ConsoleAppended(0, data, False))
+    monkeypatch.setattr(logstore, "READ_CHUNK", 16 * 1024)  # many chunks
+    seen: list[float] = []
+    found = store.scan(LogFilter("needle"), progress=seen.append)
+    assert list(found) == list(range(20_000))
+    assert len(seen) > 10 and seen == sorted(seen) and seen[-1] == 1.0 and 0 < seen[0] < 0.1
+    calls: list[float] = []
+    partial = store.scan(LogFilter("needle"), progress=lambda done: calls.append(done) or len(calls) < 3)
+    assert len(calls) == 3 and 0 < len(partial) < 20_000 and list(partial) == list(range(len(partial)))

@@ -14,6 +14,7 @@ from collections import OrderedDict, deque
 from dataclasses import dataclass
 from itertools import accumulate
 from pathlib import Path
+from typing import Callable
 
 from engine.events import ConsoleAppended
 from engine.redact import redact_text
@@ -233,10 +234,13 @@ class LogStore:
                 fh.seek(begin)
                 yield fh.read(end - begin)
 
-    def scan(self, flt: LogFilter, upto: int | None = None) -> array:
+    def scan(self, flt: LogFilter, upto: int | None = None,
+             progress: Callable[[float], bool | None] | None = None) -> array:
         """Indices of the lines that match `flt`, reading the file sequentially (for a worker thread). A regex over
         each whole chunk picks the lines that can match (the filter's text, a level word, or a byte collapse() might
-        turn into other text); only those are decoded and tested, so a 1 GB log is not decoded line by line."""
+        turn into other text); only those are decoded and tested, so a 1 GB log is not decoded line by line.
+        `progress(fraction of the lines done)` is called after each chunk; when it returns False the scan stops
+        (what was found so far is returned)."""
         upto = self.complete if upto is None else upto
         found = array("I")
         if self.path is None:
@@ -268,6 +272,8 @@ class LogStore:
                             found.append(index + k)
                         m = maybe.search(hay, starts[k + 1])
                 index += len(parts)
+                if progress is not None and progress(min(1.0, index / upto) if upto else 1.0) is False:
+                    break
         return found
 
     def memory_estimate(self) -> int:
