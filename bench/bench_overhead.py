@@ -8,7 +8,9 @@ dashboard (`swiftdeck attach CONSOLE_LOG` in tmux, 160x48) following its console
 order flips every pair (alone first, then attached first), so a drift in the machine's load falls on both sides.
 Every training runs under `flock /tmp/swiftdeck-slow.lock` (the machine is shared). Throughput = steps /
 `train_runtime` (ms-swift's own timer of the training loop, from logging.jsonl's last record); the ratio is attached
-/ alone, per pair, and its median. A 2-epoch warm-up run comes first (not counted). `--short` (CI): one pair of 2 epochs, no warm-up.
+/ alone, per pair, and its median. Beside it: the CPU time of the training's whole process tree (imports and model
+load included; less sensitive to other work on the machine than wall time) and the dashboard's own CPU time over the
+attached run, the most it could have taken from the training. A 2-epoch warm-up run comes first (not counted). `--short` (CI): one pair of 2 epochs, no warm-up.
 """
 from __future__ import annotations
 
@@ -24,6 +26,7 @@ import time
 from pathlib import Path
 
 import psutil
+import resource
 
 ROOT = Path(__file__).resolve().parents[1]
 LOCK = "/tmp/swiftdeck-slow.lock"
@@ -49,9 +52,12 @@ def train(assets, out: Path, epochs: int, tmp: Path, attached: bool) -> dict:
     try:
         t0 = time.time()
         c0 = sum(proc.cpu_times()[:2]) if proc else 0.0
+        u0 = resource.getrusage(resource.RUSAGE_CHILDREN)
         with open(console, "ab") as fh:
             rc = subprocess.run(argv, stdout=fh, stderr=subprocess.STDOUT, cwd=str(out)).returncode
         wall = time.time() - t0
+        u1 = resource.getrusage(resource.RUSAGE_CHILDREN)  # the training's whole tree, reaped through flock
+        train_cpu = (u1.ru_utime + u1.ru_stime) - (u0.ru_utime + u0.ru_stime)
         if proc:
             dash_cpu = sum(proc.cpu_times()[:2]) - c0
             screen = tmux("capture-pane", "-p", "-t", "b").stdout
@@ -66,7 +72,8 @@ def train(assets, out: Path, epochs: int, tmp: Path, attached: bool) -> dict:
     last = next(r for r in map(json.loads, jsonl.read_text().strip().splitlines()[::-1]) if "train_runtime" in r)
     steps = int(str(last["global_step/max_steps"]).split("/")[0])
     runtime = float(last["train_runtime"])
-    return {"steps": steps, "train_runtime_s": runtime, "steps_per_s": steps / runtime, "wall_s": round(wall, 1),
+    return {"steps": steps, "train_runtime_s": runtime, "steps_per_s": round(steps / runtime, 3),
+            "wall_s": round(wall, 1), "train_cpu_s": round(train_cpu, 1),
             "dashboard_cpu_s": round(dash_cpu, 2) if dash_cpu is not None else None}
 
 
