@@ -6,7 +6,7 @@ import random
 
 from engine.events import ConsoleAppended
 from tui import logstore
-from tui.logstore import RECENT, LogFilter, LogStore, collapse
+from tui.logstore import LogFilter, LogStore, collapse
 
 PIECES = [b"[INFO:swift] step 12 loss 0.3", b"Train:  1%|\rTrain:  50%|", b"\x1b[31mER\x1b[0mROR: boom",
           b"Traceback (most recent call last):", b'  File "x.py", line 1', b"During handling of the above",
@@ -75,7 +75,9 @@ def test_indexing_decodes_only_the_tail_and_tracebacks(tmp_path, monkeypatch):
     store.add(ConsoleAppended(0, data, False))
     assert store.complete == 50_000 and store.first_traceback == 100
     assert store.last_traceback_line == "RuntimeError: boom"
-    assert len(decoded) <= RECENT + 3
+    assert len(decoded) == 3  # the traceback's lines; the tail is decoded when shown
+    assert store.line(49_999) == "[INFO:swift] line 49999" and len(decoded) == 4
+    assert store.line(49_999) == "[INFO:swift] line 49999" and len(decoded) == 4  # decoded once
     decoded.clear()
     assert list(store.scan(LogFilter("line 4999"))) == [4999] + list(range(49990, 50000))
     assert len(decoded) < 100

@@ -1,8 +1,9 @@
 """A console log as numbered display lines, with bounded memory (no Textual here).
 
 Lines end at `\\n`; inside a line, `\\r` updates (tqdm bars) collapse to the last visible one, as a terminal shows
-them. Memory: 8 bytes per line (the end offset of each line) plus a fixed number of decoded lines (the recent tail
-and a small LRU of older blocks). Any line, back to the first, is read again from the file on demand.
+them. Memory: 8 bytes per line (the end offset of each line) plus a fixed number of lines (the recent tail, decoded
+when first shown, and a small LRU of older decoded blocks); indexing decodes no line but a Traceback's. Any line,
+back to the first, is read again from the file on demand.
 """
 from __future__ import annotations
 
@@ -115,7 +116,7 @@ class LogStore:
 
     def _reset(self) -> None:
         self._ends = array("Q")  # byte offset just past each complete line's '\n'
-        self._recent: deque[str] = deque(maxlen=RECENT)
+        self._recent: deque[str | bytes] = deque(maxlen=RECENT)  # the last lines, raw until first shown
         self._blocks: OrderedDict[int, list[str]] = OrderedDict()
         self._pending = b""  # the unterminated last line (a live tqdm bar), capped
         self._pending_text = ""
@@ -152,9 +153,9 @@ class LogStore:
                 parts[0] = self._pending + parts[0]
             if self._in_traceback or TRACEBACK_B in data or TRACEBACK_B in parts[0]:
                 self._tracebacks(parts, base)
-            recent = list(map(collapse, parts[-RECENT:]))
-            self._recent.extend(recent)  # then the ends right away: line(i) on another thread pairs the two
-            self._ends.extend(ends[1:])  # ends[0] is `start`, where the first line begins
+            with self._lock:  # line(i) on another thread pairs the two
+                self._recent.extend(parts[-RECENT:])  # raw: decoded when first shown (most never are)
+                self._ends.extend(ends[1:])  # ends[0] is `start`, where the first line begins
             self._pending = b""
         self._pending = (self._pending + rest)[-LINE_CAP:] if rest or self._pending else b""
         self._pending_text = collapse(self._pending) if self._pending else ""
@@ -196,12 +197,14 @@ class LogStore:
         n = len(self._ends)
         if i >= n:
             return self._pending_text if i == n else ""
-        first_recent = n - len(self._recent)
-        if i >= first_recent:
-            try:
-                return self._recent[i - first_recent]
-            except IndexError:  # the tail moved on meanwhile
-                pass
+        with self._lock:
+            n = len(self._ends)
+            first_recent = n - len(self._recent)
+            if i >= first_recent:
+                text = self._recent[i - first_recent]
+                if isinstance(text, bytes):
+                    text = self._recent[i - first_recent] = collapse(text)
+                return text
         return self._block(i // BLOCK)[i % BLOCK]
 
     def _block(self, b: int) -> list[str]:
