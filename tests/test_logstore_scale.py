@@ -97,3 +97,12 @@ def test_scan_reports_progress_and_stops_when_told(tmp_path, monkeypatch):
     calls: list[float] = []
     partial = store.scan(LogFilter("needle"), progress=lambda done: calls.append(done) or len(calls) < 3)
     assert len(calls) == 3 and 0 < len(partial) < 20_000 and list(partial) == list(range(len(partial)))
+
+
+def test_the_raw_tail_is_capped_like_a_decoded_line(tmp_path):
+    bar = b"".join(b"\rTrain: %d%%|" % (i % 100) for i in range(100_000))  # one 1.3 MB tqdm line
+    data = (bar + b"\n") * 20
+    store = LogStore(tmp_path / "console.log")
+    store.add(ConsoleAppended(0, data, False))
+    assert store.complete == 20 and store.line(19) == collapse(bar) == "Train: 99%|"
+    assert store.memory_estimate() < 20 * 9 * 1024

@@ -141,8 +141,8 @@ class LogStore:
         return -1 if chunk.restarted else added
 
     def _feed(self, data: bytes, start: int) -> int:
-        """Index the complete lines of `data`: their end offsets in C-level passes (no line is decoded), then only
-        the lines the tail cache keeps and the lines of a Traceback are decoded (a 1 GB log indexes in seconds)."""
+        """Index the complete lines of `data`: their end offsets in C-level passes; only the lines of a Traceback
+        are decoded here, the tail is kept raw (capped like collapse() reads it) until shown."""
         parts = data.split(b"\n")
         rest = parts.pop()
         n = len(parts)
@@ -154,7 +154,7 @@ class LogStore:
             if self._in_traceback or TRACEBACK_B in data or TRACEBACK_B in parts[0]:
                 self._tracebacks(parts, base)
             with self._lock:  # line(i) on another thread pairs the two
-                self._recent.extend(parts[-RECENT:])  # raw: decoded when first shown (most never are)
+                self._recent.extend(raw[-LINE_CAP:] for raw in parts[-RECENT:])  # decoded when first shown
                 self._ends.extend(ends[1:])  # ends[0] is `start`, where the first line begins
             self._pending = b""
         self._pending = (self._pending + rest)[-LINE_CAP:] if rest or self._pending else b""
