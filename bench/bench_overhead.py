@@ -10,7 +10,8 @@ Every training runs under `flock /tmp/swiftdeck-slow.lock` (the machine is share
 `train_runtime` (ms-swift's own timer of the training loop, from logging.jsonl's last record); the ratio is attached
 / alone, per pair, and its median. Beside it: the CPU time of the training's whole process tree (imports and model
 load included; less sensitive to other work on the machine than wall time) and the dashboard's own CPU time over the
-attached run, the most it could have taken from the training. A 2-epoch warm-up run comes first (not counted). `--short` (CI): one pair of 2 epochs, no warm-up.
+attached run, the most it could have taken from the training. A 2-epoch warm-up run comes first (not counted).
+`--short` (CI): one pair of 2 epochs, no warm-up.
 """
 from __future__ import annotations
 

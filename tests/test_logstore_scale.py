@@ -55,7 +55,8 @@ def test_index_and_filters_match_decoding_every_line(tmp_path):
         raw_lines = data.split(b"\n")[:-1]
         store = _fed(path, data, rng)
         assert store.complete == len(raw_lines)
-        assert [store.line(i) for i in range(store.count)] == [collapse(r) for r in raw_lines] + ["tail without newline"]
+        shown = [store.line(i) for i in range(store.count)]
+        assert shown == [collapse(r) for r in raw_lines] + ["tail without newline"]
         assert (store.first_traceback, store.last_traceback_line) == _reference_tracebacks(raw_lines)
         for flt in FILTERS:
             expected = [i for i, raw in enumerate(raw_lines) if flt.matches(collapse(raw))]

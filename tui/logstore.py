@@ -177,7 +177,7 @@ class LogStore:
         if TRACEBACK in text:
             self.first_traceback = index if self.first_traceback is None else self.first_traceback
             self._in_traceback = True
-        elif self._in_traceback and text and not text.startswith((" ", "\t")) and not text.startswith(("During ", "The above exception")):
+        elif self._in_traceback and text and not text.startswith((" ", "\t", "During ", "The above exception")):
             if ":" in text or text.endswith(("Error", "Exception", "Interrupt")):
                 self.last_traceback_line = text
             self._in_traceback = False
