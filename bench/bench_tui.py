@@ -1,14 +1,16 @@
 """CPU cost of the dashboard while it watches a run: the real `swiftdeck attach` in a real terminal (tmux).
 
-    .venv/bin/python bench/bench_tui.py [--seconds 30] [--write]
+    .venv/bin/python bench/bench_tui.py [--short] [--seconds 60] [--write]
 
 A writer thread plays a training run into a console log and logging.jsonl (the recorded ms-swift 4.6 lines,
 at a given rate), registered as a running swiftdeck run. The TUI process's CPU time (user+sys, psutil) over the
-window / wall time = percent of one core. Scenarios:
+window / wall time = percent of one core; RSS is the TUI process's resident memory, sampled every second over the
+window (the peak). Goal (issue 9): watching a live run for 60 s costs < 3 % of a core and < 150 MB. Scenarios:
 - idle:     a finished run, nothing changes;
 - training: a tqdm update every 0.3 s and a logged step (console dict + jsonl record) every 1.5 s, as the demo;
 - burst:    2000 console lines a second (a chatty run), to check the redraw throttling.
-`--write` puts the table in docs/BENCHMARKS.md (the dashboard section only).
+`--write` puts the table in docs/BENCHMARKS.md (the dashboard section only). `--short` (CI): the training scenario
+only, 5 s after a 3 s warm-up.
 """
 from __future__ import annotations
 
@@ -62,7 +64,8 @@ def writer(console: Path, jsonl: Path, mode: str, stop: threading.Event) -> None
             time.sleep(0.3)
 
 
-def measure(state: str, seconds: float, warmup: float = 8.0) -> float:
+def measure(state: str, seconds: float, warmup: float = 8.0, profile: str | None = None) -> tuple[float, float]:
+    """(percent of one core, peak RSS MB) of the dashboard over `seconds`."""
     home = Path(tempfile.mkdtemp(prefix=f"bench-tui-{state}-"))
     run_id = make_record(home, state)
     from engine import runs
@@ -75,9 +78,11 @@ def measure(state: str, seconds: float, warmup: float = 8.0) -> float:
                                                        state, stop), daemon=True)
     sock = str(home / "tmux.sock")
     tmux = lambda *a: subprocess.run(["tmux", "-S", sock, *a], capture_output=True, text=True)  # noqa: E731
-    swiftdeck = str(Path(sys.executable).with_name("swiftdeck"))
+    swiftdeck = [str(Path(sys.executable).with_name("swiftdeck"))]
+    if profile:  # cProfile of the main thread (Textual's loop); written when the app quits (q below)
+        swiftdeck = [sys.executable, "-m", "cProfile", "-o", profile, "-m", "tui.cli"]
     tmux("new-session", "-d", "-s", "b", "-x", "160", "-y", "48", "env", f"SWIFTDECK_HOME={home}",
-         "TERM=xterm-256color", swiftdeck, "attach", run_id)
+         "TERM=xterm-256color", *swiftdeck, "attach", run_id)
     try:
         pid = int(tmux("list-panes", "-t", "b", "-F", "#{pane_pid}").stdout.split()[0])
         proc = psutil.Process(pid)
@@ -85,12 +90,20 @@ def measure(state: str, seconds: float, warmup: float = 8.0) -> float:
             thread.start()
         time.sleep(warmup)
         t0, c0 = time.time(), sum(proc.cpu_times()[:2])
-        time.sleep(seconds)
+        rss = proc.memory_info().rss
+        while time.time() < t0 + seconds:
+            time.sleep(min(1.0, max(0.0, t0 + seconds - time.time())))
+            rss = max(rss, proc.memory_info().rss)
         t1, c1 = time.time(), sum(proc.cpu_times()[:2])
         screen = tmux("capture-pane", "-p", "-t", "b").stdout
         if not re.search(r"step \d+/", screen):
             raise RuntimeError(f"the dashboard did not show the run:\n{screen}")
-        return 100.0 * (c1 - c0) / (t1 - t0)
+        if profile:
+            tmux("send-keys", "-t", "b", "q")
+            deadline = time.time() + 20
+            while time.time() < deadline and not Path(profile).exists():
+                time.sleep(0.2)
+        return 100.0 * (c1 - c0) / (t1 - t0), rss / 2**20
     finally:
         stop.set()
         tmux("kill-server")
@@ -111,30 +124,42 @@ def machine() -> str:
 
 def main() -> int:
     p = argparse.ArgumentParser()
-    p.add_argument("--seconds", type=float, default=30.0)
+    p.add_argument("--seconds", type=float, default=60.0)
+    p.add_argument("--short", action="store_true", help="the training scenario, 5 s (CI)")
+    p.add_argument("--profile", metavar="FILE", help="the training scenario under cProfile (main thread), to FILE")
     p.add_argument("--write", action="store_true", help="update the dashboard section of docs/BENCHMARKS.md")
     ns = p.parse_args()
     if shutil.which("tmux") is None:
         print("bench_tui needs tmux", file=sys.stderr)
         return 2
     results = {}
+    if ns.profile:
+        cpu, rss = measure("training", ns.seconds, profile=str(Path(ns.profile).resolve()))
+        print(f"training  {cpu:5.1f} % of one core (under cProfile), peak RSS {rss:.0f} MB; profile in {ns.profile}")
+        return 0
+    if ns.short:
+        cpu, rss = measure("training", 5.0, warmup=3.0)
+        print(f"training  {cpu:5.1f} % of one core, peak RSS {rss:.0f} MB (5 s)")
+        return 0
     for state in ("idle", "training", "burst"):
         results[state] = measure(state, ns.seconds)
-        print(f"{state:9} {results[state]:5.1f} % of one core", flush=True)
+        print(f"{state:9} {results[state][0]:5.1f} % of one core, peak RSS {results[state][1]:.0f} MB", flush=True)
     load = os.getloadavg()[0]
     lines = [
         BEGIN,
         "## Dashboard (bench/bench_tui.py)",
         "",
         f"`swiftdeck attach` in tmux at 160×48, CPU time of the TUI process over {ns.seconds:.0f} s "
-        f"(after {8} s warm-up), as % of one core. {time.strftime('%Y-%m-%d')}, {machine()}; "
+        f"(after {8} s warm-up), as % of one core, and its peak RSS (sampled every second). Goal (issue 9): "
+        f"< 3 % of a core, < 150 MB. {time.strftime('%Y-%m-%d')}, {machine()}; "
         f"load average {load:.1f} during the run (the CPU is shared with other work).",
         "",
-        "| scenario | what changes | TUI CPU |",
-        "| --- | --- | --- |",
-        f"| idle | a finished run, nothing changes | {results['idle']:.1f} % |",
-        f"| training | tqdm update every 0.3 s, a logged step every 1.5 s (1 Hz redraw) | {results['training']:.1f} % |",
-        f"| burst | 2000 console lines/s | {results['burst']:.1f} % |",
+        "| scenario | what changes | TUI CPU | peak RSS |",
+        "| --- | --- | --- | --- |",
+        f"| idle | a finished run, nothing changes | {results['idle'][0]:.1f} % | {results['idle'][1]:.0f} MB |",
+        f"| training | tqdm update every 0.3 s, a logged step every 1.5 s (1 Hz redraw) | "
+        f"{results['training'][0]:.1f} % | {results['training'][1]:.0f} MB |",
+        f"| burst | 2000 console lines/s | {results['burst'][0]:.1f} % | {results['burst'][1]:.0f} MB |",
         "",
         "Polling and GPU sampling run on worker threads once a second; a poll applies all new lines, metrics and "
         "checkpoints in one go, so a burst costs one repaint per second, not one per line. The loss chart "

@@ -1,17 +1,21 @@
 """A console log as numbered display lines, with bounded memory (no Textual here).
 
 Lines end at `\\n`; inside a line, `\\r` updates (tqdm bars) collapse to the last visible one, as a terminal shows
-them. Memory: 8 bytes per line (the end offset of each line) plus a fixed number of decoded lines (the recent tail
-and a small LRU of older blocks). Any line, back to the first, is read again from the file on demand.
+them. Memory: 8 bytes per line (the end offset of each line) plus a fixed number of lines (the recent tail, decoded
+when first shown, and a small LRU of older decoded blocks); indexing decodes no line but a Traceback's. Any line,
+back to the first, is read again from the file on demand.
 """
 from __future__ import annotations
 
 import re
 import threading
 from array import array
+from bisect import bisect_right
 from collections import OrderedDict, deque
 from dataclasses import dataclass
+from itertools import accumulate
 from pathlib import Path
+from typing import Callable
 
 from engine.events import ConsoleAppended
 from engine.redact import redact_text
@@ -23,16 +27,22 @@ BLOCK = 256  # older lines are decoded in blocks of this many
 BLOCKS_CACHED = 16
 READ_CHUNK = 4 * 1024 * 1024  # scan(): bytes read per step
 TRACEBACK = "Traceback (most recent call last)"
+TRACEBACK_B = TRACEBACK.encode()
 
 _ERROR_RE = re.compile(r"\[(?:ERROR|CRITICAL)|Traceback \(most recent call last\)|^\S*(?:Error|Exception)\b.*:|"
                        r"\| (?:ERROR|CRITICAL) \|")
 _WARNING_RE = re.compile(r"\[WARNING|\bWARNING\b|Warning:|\| WARNING \|")
+
+_SPECIAL = rb"[^\x20-\x7e\r\n]"  # a byte that collapse() may show as other text (escapes, tabs, non-ASCII)
+_LEVEL_WORDS = {"error": rb"ERROR|CRITICAL|Error|Exception|Traceback \(most",
+                "warning": rb"ERROR|CRITICAL|Error|Exception|Traceback \(most|WARNING|Warning:"}
 
 LEVELS = ("all", "warning", "error")  # the level filter cycles through these
 # torch prefixes what a rank of a torchrun run prints through its own handlers (a rank's traceback, c10 warnings)
 # with `[rankN]:`; ms-swift logs only on local rank 0, so unprefixed lines are the master rank's (or the launcher's)
 _RANK_RE = re.compile(r"^\[rank(\d+)\]:")
 CHILD_FAILED = "ChildFailedError"  # torchrun's summary of the ranks that failed follows this line
+CHILD_FAILED_B, RANK_B = CHILD_FAILED.encode(), b"[rank"
 
 
 def collapse(raw: bytes) -> str:
@@ -97,6 +107,20 @@ class LogFilter:
         return ", ".join(parts) or "none"
 
 
+def _candidates(flt: LogFilter) -> tuple[re.Pattern | None, bool]:
+    """(a bytes regex that every raw line `flt` can match contains, search the lowercased bytes?); None: decode and
+    test every line. A line's shown text is its raw text minus what collapse() removes, except where a special byte
+    (an escape sequence, a control byte, a tab, UTF-8) is involved, so lines with one always go to the full test."""
+    if flt.text:
+        needle = flt.text.lower()
+        if not needle.isascii() or "*" in needle:  # *** comes from the secret masking, not from the file
+            return None, False
+        return re.compile(re.escape(needle.encode()) + b"|" + _SPECIAL), True
+    if flt.level in _LEVEL_WORDS:
+        return re.compile(_LEVEL_WORDS[flt.level] + b"|" + _SPECIAL), False
+    return None, False
+
+
 class LogStore:
     """The line index of one console log. It reads no file as it grows: `add()` (one thread) takes the bytes the
     run's engine.observer.RunObserver read (ConsoleAppended events); `line(i)` / `count` (any thread). Lines that
@@ -110,7 +134,7 @@ class LogStore:
 
     def _reset(self) -> None:
         self._ends = array("Q")  # byte offset just past each complete line's '\n'
-        self._recent: deque[str] = deque(maxlen=RECENT)
+        self._recent: deque[str | bytes] = deque(maxlen=RECENT)  # the last lines, raw until first shown
         self._blocks: OrderedDict[int, list[str]] = OrderedDict()
         self._pending = b""  # the unterminated last line (a live tqdm bar), capped
         self._pending_text = ""
@@ -138,40 +162,62 @@ class LogStore:
         return -1 if chunk.restarted else added
 
     def _feed(self, data: bytes, start: int) -> int:
-        pos, n = 0, 0
-        pending = self._pending
-        while True:
-            nl = data.find(b"\n", pos)
-            if nl < 0:
-                break
-            raw = (pending + data[pos:nl]) if pending else data[pos:nl]
-            pending = b""
-            self._append(collapse(raw), start + nl + 1)
-            pos = nl + 1
-            n += 1
-        rest = data[pos:]
-        self._pending = (pending + rest)[-LINE_CAP:] if rest or pending else b""
+        """Index the complete lines of `data`: their end offsets in C-level passes; only the lines of a Traceback
+        are decoded here, the tail is kept raw (capped like collapse() reads it) until shown."""
+        parts = data.split(b"\n")
+        rest = parts.pop()
+        n = len(parts)
+        if n:
+            base = len(self._ends)
+            ends = array("Q", accumulate(map((1).__add__, map(len, parts)), initial=start))
+            if self._pending:
+                parts[0] = self._pending + parts[0]
+            if self._in_traceback or TRACEBACK_B in data or TRACEBACK_B in parts[0]:
+                self._tracebacks(parts, base)
+            if RANK_B in data or CHILD_FAILED_B in data:
+                self._ranks(parts, base)
+            with self._lock:  # line(i) on another thread pairs the two
+                self._recent.extend(raw[-LINE_CAP:] for raw in parts[-RECENT:])  # decoded when first shown
+                self._ends.extend(ends[1:])  # ends[0] is `start`, where the first line begins
+            self._pending = b""
+        self._pending = (self._pending + rest)[-LINE_CAP:] if rest or self._pending else b""
         self._pending_text = collapse(self._pending) if self._pending else ""
         return n
 
-    def _append(self, text: str, end: int) -> None:
-        index = len(self._ends)
+    def _tracebacks(self, parts: list[bytes], base: int) -> None:
+        """Follow the Traceback state through the new lines `parts` (parts[0] is line `base`): only lines whose bytes
+        hold the Traceback header, and the lines inside a traceback, are decoded."""
+        i, n = 0, len(parts)
+        while i < n:
+            if not self._in_traceback:
+                i = next((k for k in range(i, n) if TRACEBACK_B in parts[k]), n)
+                if i == n:
+                    return
+            self._track(collapse(parts[i]), base + i)
+            i += 1
+
+    def _ranks(self, parts: list[bytes], base: int) -> None:
+        """Count the lines of each rank (torch's `[rankN]:` prefix) and its error lines, and find torchrun's last
+        ChildFailedError summary; only lines that carry one of the two are decoded."""
+        for k, raw in enumerate(parts):
+            if raw.startswith(RANK_B):
+                text = collapse(raw)
+                r = rank_of(text)
+                if r is not None:
+                    self.rank_lines[r] = self.rank_lines.get(r, 0) + 1
+                    if level_of(text) == "error":
+                        self.rank_errors[r] = self.rank_errors.get(r, 0) + 1
+            elif CHILD_FAILED_B in raw:
+                self.child_failed_at = base + k
+
+    def _track(self, text: str, index: int) -> None:
         if TRACEBACK in text:
             self.first_traceback = index if self.first_traceback is None else self.first_traceback
             self._in_traceback = True
-        elif self._in_traceback and text and not text.startswith((" ", "\t")) and not text.startswith(("During ", "The above exception")):
+        elif self._in_traceback and text and not text.startswith((" ", "\t", "During ", "The above exception")):
             if ":" in text or text.endswith(("Error", "Exception", "Interrupt")):
                 self.last_traceback_line = text
             self._in_traceback = False
-        r = rank_of(text)
-        if r is not None:
-            self.rank_lines[r] = self.rank_lines.get(r, 0) + 1
-            if level_of(text) == "error":
-                self.rank_errors[r] = self.rank_errors.get(r, 0) + 1
-        elif CHILD_FAILED in text:
-            self.child_failed_at = index
-        self._recent.append(text)
-        self._ends.append(end)
 
     # ------------------------------------------------------------ lines
 
@@ -188,12 +234,14 @@ class LogStore:
         n = len(self._ends)
         if i >= n:
             return self._pending_text if i == n else ""
-        first_recent = n - len(self._recent)
-        if i >= first_recent:
-            try:
-                return self._recent[i - first_recent]
-            except IndexError:  # the tail moved on meanwhile
-                pass
+        with self._lock:
+            n = len(self._ends)
+            first_recent = n - len(self._recent)
+            if i >= first_recent:
+                text = self._recent[i - first_recent]
+                if isinstance(text, bytes):
+                    text = self._recent[i - first_recent] = collapse(text)
+                return text
         return self._block(i // BLOCK)[i % BLOCK]
 
     def child_failed_text(self, lines: int = 120) -> str:
@@ -233,12 +281,18 @@ class LogStore:
                 fh.seek(begin)
                 yield fh.read(end - begin)
 
-    def scan(self, flt: LogFilter, upto: int | None = None) -> array:
-        """Indices of the lines that match `flt`, reading the file sequentially (for a worker thread)."""
+    def scan(self, flt: LogFilter, upto: int | None = None,
+             progress: Callable[[float], bool | None] | None = None) -> array:
+        """Indices of the lines that match `flt`, reading the file sequentially (for a worker thread). A regex over
+        each whole chunk picks the lines that can match (the filter's text, a level word, or a byte collapse() might
+        turn into other text); only those are decoded and tested, so a 1 GB log is not decoded line by line.
+        `progress(fraction of the lines done)` is called after each chunk; when it returns False the scan stops
+        (what was found so far is returned)."""
         upto = self.complete if upto is None else upto
         found = array("I")
         if self.path is None:
             return found
+        maybe, lower = _candidates(flt)
         index, pending = 0, b""
         try:
             fh = open(self.path, "rb")
@@ -251,12 +305,22 @@ class LogStore:
                     break
                 parts = (pending + data).split(b"\n")
                 pending = parts.pop()[-LINE_CAP * 4:]
-                for raw in parts:
-                    if index >= upto:
-                        break
-                    if flt.matches(collapse(raw)):
-                        found.append(index)
-                    index += 1
+                parts = parts[: upto - index]
+                if maybe is None:
+                    found.extend(index + k for k, raw in enumerate(parts) if flt.matches(collapse(raw)))
+                else:
+                    buf = b"\n".join(parts)
+                    starts = array("Q", accumulate(map((1).__add__, map(len, parts)), initial=0))
+                    hay = buf.lower() if lower else buf
+                    m = maybe.search(hay)
+                    while m:
+                        k = bisect_right(starts, m.start()) - 1
+                        if flt.matches(collapse(parts[k])):
+                            found.append(index + k)
+                        m = maybe.search(hay, starts[k + 1])
+                index += len(parts)
+                if progress is not None and progress(min(1.0, index / upto) if upto else 1.0) is False:
+                    break
         return found
 
     def memory_estimate(self) -> int:

@@ -396,7 +396,18 @@ class LogPane(Vertical):
     @work(thread=True, exclusive=True, group="log-filter")
     def _scan(self, store: LogStore, flt: LogFilter) -> None:
         upto = store.complete
-        found = store.scan(flt, upto)
+        worker = get_current_worker()
+
+        def progress(done: float) -> bool:  # "filtering … 40 %" while a big log is read; stop when cancelled
+            if worker.is_cancelled:
+                return False
+            try:
+                self.app.call_from_thread(self._status, f"filtering … {done:.0%}")
+            except RuntimeError:  # the app is closing
+                return False
+            return True
+
+        found = store.scan(flt, upto, progress)
         # lines that arrived during the scan are picked up by lines_added after this
         if not get_current_worker().is_cancelled:  # cancelled: another filter's scan has started
             self.post_message(self.Scanned(store, flt, found, upto))
