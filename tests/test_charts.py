@@ -73,3 +73,16 @@ def test_step_ticks_and_value_ranges():
     assert value_range(0.0, 0.0) == (0.0, 1.0)
     assert value_range(-2.0, -2.0)[0] < -2.0 < value_range(-2.0, -2.0)[1]
     assert value_range(0.5, 2.0) == (0.5, 2.0)
+
+
+def test_the_smoothing_hint_shows_its_keys(home, tmp_path):
+    """The hint is plain text: "[ and ]" used to vanish as if it were markup."""
+    from textual.widgets import Static
+
+    async def go():
+        app = SwiftdeckApp(resolve(str(write_run(tmp_path / "v0-20260101-000000", steps=20))), remember_theme=False)
+        async with app.run_test(size=(160, 48)) as pilot:
+            hint = app.query_one("#loss-hint", Static)
+            assert await until(pilot, lambda: "EMA smoothing" in str(hint.render()))
+            assert "EMA smoothing 0.6 ([ and ] change it)" in str(hint.render()), str(hint.render())
+    asyncio.run(go())

@@ -480,4 +480,4 @@ class LossPane(Vertical):
         label = self.query_one("#loss-hint", Static)
         if hint != getattr(label, "shown", None):
             label.shown = hint
-            label.update(hint)  # its height follows (it wraps)
+            label.update(Text(hint))  # plain text, never markup ("[ and ]"); its height follows (it wraps)
