@@ -356,7 +356,8 @@ def _model_not_found(ctx: _Ctx) -> Diagnosis:
 def _dataset_not_found(ctx: _Ctx) -> Diagnosis:
     path = _quoted_path(ctx.chain_text)
     dl = ctx.find(r"Downloading the dataset from \w+, dataset_id: (\S+)")
-    ds = path or (dl[1] if dl else None) or _path_like(ctx.arg("dataset"))
+    failed = re.search(r"Dataset (\S+) load failed", ctx.chain_text)  # ms-swift's logged error, pasted alone
+    ds = path or (dl[1] if dl else None) or _path_like(ctx.arg("dataset")) or (failed[1] if failed else None)
     network = not path and bool(re.search(_NETWORK, ctx.chain_text))
     if path:
         summary = f"the dataset file {ds} does not exist"
@@ -606,6 +607,9 @@ def diagnose(text: str, *, exit_code: int | None = None, command: str | None = "
     groups = _parse_tracebacks(lines)
     # evidence order: the last exception of a traceback; else an error line of the tail without one
     chain = _fatal_chain(groups) or evidence.bare_errors(lines, groups)[-1:]
+    if not chain and exit_code != 0 and not any("End time of running main" in ln for ln in lines[-50:]):
+        # else a logged error line; not where the run ended well (a retried download logs one on the way)
+        chain = evidence.error_lines(lines, groups)[-1:]
     ctx = _Ctx(lines, chain, groups, merged, command or log_command or "sft", exit_code,
                evidence.cut_off(lines, groups))
     if command == "sft" and log_command and log_command != "sft":  # the default must not hide the real command

@@ -279,3 +279,19 @@ def test_3x_model_type_wording_lists_its_recommended_types():
     d = _diag("3.12.6/model_type_ambiguous")
     assert d.details["candidates"][:2] == ["qwen2", "qwen2_5"] and len(d.details["candidates"]) == 8
     assert d.details["model"].endswith("/tiny-qwen2") and d.remedies[0].startswith("add --model_type qwen2 ")
+
+
+def test_a_logged_error_line_alone_is_evidence_not_no_failure():
+    """What a user pastes from a run whose hub dataset kept failing: the logged [ERROR:swift] line, no traceback."""
+    from engine import diagnose as dg
+
+    line = ("[ERROR:swift] Dataset data/train.json load failed: subset_name=default,split=train with error: "
+            "[E1001] 下载总时限已耗尽；已保存可继续下载的临时文件")
+    d = dg.diagnose(line, exit_code=None)
+    assert d.kind == "dataset_not_found" and d.details["dataset"] == "data/train.json", d
+    other = dg.diagnose("[ERROR:swift] something odd happened", exit_code=1)
+    assert other.kind == "unknown" and "something odd happened" in other.summary, other
+    # a run that ended well may log an error line on the way (a retried download): not a failure
+    assert dg.diagnose("[ERROR:swift] something odd happened\n", exit_code=0).kind == "no_failure"
+    ended = "[ERROR:swift] something odd happened\n[INFO:swift] End time of running main: 2026-11-30 14:56:40\n"
+    assert dg.diagnose(ended).kind == "no_failure"  # a bare log whose main returned: it ended well

@@ -90,6 +90,8 @@ RULES: tuple[Rule, ...] = (
     Rule("dataset_not_found", r"The modelscope dataset \[.*\] does not exist", "ModelScope hub",
          "modelscope_hub/compat/hub_api.py"),
     Rule("dataset_not_found", r"Unable to find '[^']*'", "datasets", "datasets/data_files.py"),
+    Rule("dataset_not_found", r"Dataset \S+ load failed: subset_name=", _B,
+         "dataset/loader.py (logger.error: a hub download that failed)"),
     # ---- datasets: reading and converting them ----
     Rule("dataset_invalid", r"JSON parse error|Unexpected character found when decoding|Expected object or value"
                             r"|Missing a closing quotation mark", "datasets, pyarrow", "pyarrow json reader"),

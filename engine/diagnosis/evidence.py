@@ -280,6 +280,16 @@ def bare_errors(lines: list[str], groups: list[list[_Exc]], window: int = _BARE_
     return found
 
 
+def error_lines(lines: list[str], groups: list[list[_Exc]], window: int = _BARE_WINDOW) -> list[_Exc]:
+    """Logged error lines (`[ERROR:swift] ...`, `[CRITICAL:swift] ...`) in the tail that no parsed traceback holds,
+    as exceptions of type "ERROR": the evidence when neither a traceback nor an exception line is left (a pasted
+    line, a hub download that kept failing). Newest last."""
+    covered = _covered(groups)
+    return [_Exc("ERROR", _ERROR_LOG.sub("", lines[i]).strip(), i, i, [], False)
+            for i in range(max(0, len(lines) - window), len(lines))
+            if i not in covered and _ERROR_LOG.match(lines[i]) and _ERROR_LOG.sub("", lines[i]).strip()]
+
+
 def cut_off(lines: list[str], groups: list[list[_Exc]]) -> int | None:
     """The index of a `Traceback` header after the last parsed traceback whose exception line never came (the log
     was cut mid-traceback), else None."""
