@@ -178,10 +178,17 @@ def test_merge_from_the_browser_then_deploy_and_chat_through_it(home, trained_de
             browser = app.query_one(CheckpointsPane)
             assert await until(pilot, lambda: any(c.name == merged for f in browser.folders for c in f.checkpoints),
                                600)
+            # the run folder is watched: the merged folder shows as soon as it exists, the merge job ends after
+            def export_ended():
+                jobs = [r for r in runs.all_runs() if r.kind == "export"]
+                return jobs[0] if len(jobs) == 1 and not jobs[0].active else None
+            assert await until(pilot, export_ended, 600)
+            export = export_ended()
+            assert (export.status, export.exit_code) == ("finished", 0)
+            assert await until(pilot, lambda: "not a LoRA adapter" in next(
+                c for f in browser.folders for c in f.checkpoints if c.name == merged).notes, 30)
             info = next(c for f in browser.folders for c in f.checkpoints if c.name == merged)
             assert info.kind == "merged" and "not a LoRA adapter" in info.notes
-            (export,) = [r for r in runs.all_runs() if r.kind == "export"]
-            assert (export.status, export.exit_code) == ("finished", 0)
 
             # deploy the adapter (chat target), chat through its OpenAI-compatible API, stop it
             await pilot.press("4", "ctrl+r")
