@@ -44,6 +44,21 @@ def busy_gpu() -> GpuSnapshot:
     return GpuSnapshot(True, "", (card,), FIXED_START)
 
 
+async def open_filled_form(app, pilot, demo_assets, tmp_path) -> LaunchScreen:
+    """`n`, then the demo's model and dataset on GPU 0 (the busy one of the recorded reading)."""
+    await settled(pilot)
+    await pilot.press("n")
+    assert await until(pilot, lambda: isinstance(app.screen, LaunchScreen))
+    form = app.screen
+    form.query_one("#f-model", Input).value = str(demo_assets.model)
+    form.query_one("#f-dataset", Input).value = str(demo_assets.dataset)
+    form.query_one("#f-output_dir", Input).value = str(tmp_path / "output")
+    form.query_one("#f-visible_gpus", Input).value = "0"
+    form.query_one("#f-extra", Input).value = "--model_type qwen2 --template qwen2_5 --num_train_epochs 1"
+    await pilot.pause()
+    return form
+
+
 def test_a_launch_onto_a_busy_gpu_waits_for_the_users_confirmation(introspected_home, tmp_path, demo_assets,
                                                                    monkeypatch):
     monkeypatch.setattr(gpu, "_default", Replay(busy_gpu()))  # what the preflight samples
@@ -52,16 +67,7 @@ def test_a_launch_onto_a_busy_gpu_waits_for_the_users_confirmation(introspected_
     async def go():
         app = SwiftdeckApp(None, remember_theme=False, check_leftovers=False)
         async with app.run_test(size=(120, 40)) as pilot:
-            await settled(pilot)
-            await pilot.press("n")
-            assert await until(pilot, lambda: isinstance(app.screen, LaunchScreen))
-            form = app.screen
-            form.query_one("#f-model", Input).value = str(demo_assets.model)
-            form.query_one("#f-dataset", Input).value = str(demo_assets.dataset)
-            form.query_one("#f-output_dir", Input).value = str(tmp_path / "output")
-            form.query_one("#f-visible_gpus", Input).value = "0"
-            form.query_one("#f-extra", Input).value = "--model_type qwen2 --template qwen2_5 --num_train_epochs 1"
-            await pilot.pause()
+            form = await open_filled_form(app, pilot, demo_assets, tmp_path)
             confirm = form.query_one("#confirm-gpus", Button)
             assert not confirm.display
             await pilot.press("ctrl+l")
@@ -92,16 +98,7 @@ def test_changing_the_form_takes_the_confirmation_away(introspected_home, tmp_pa
     async def go():
         app = SwiftdeckApp(None, remember_theme=False, check_leftovers=False)
         async with app.run_test(size=(120, 40)) as pilot:
-            await settled(pilot)
-            await pilot.press("n")
-            assert await until(pilot, lambda: isinstance(app.screen, LaunchScreen))
-            form = app.screen
-            form.query_one("#f-model", Input).value = str(demo_assets.model)
-            form.query_one("#f-dataset", Input).value = str(demo_assets.dataset)
-            form.query_one("#f-output_dir", Input).value = str(tmp_path / "output")
-            form.query_one("#f-visible_gpus", Input).value = "0"
-            form.query_one("#f-extra", Input).value = "--model_type qwen2 --template qwen2_5 --num_train_epochs 1"
-            await pilot.pause()
+            form = await open_filled_form(app, pilot, demo_assets, tmp_path)
             await pilot.press("ctrl+k")
             check = form.query_one("#launch-check")
             assert await until(pilot, lambda: "a launch is blocked: GPU 0 is taken" in text_of(check), timeout=120)
