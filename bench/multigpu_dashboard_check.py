@@ -32,7 +32,9 @@ import time
 import traceback
 from pathlib import Path
 
-MULTICAST_OFF = {"NCCL_NVLS_ENABLE": "0", "TORCH_SYMM_MEM_DISABLE_MULTICAST": "1", "NVSHMEM_DISABLE_NVLS": "1"}
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))  # run as a script: the repo's packages
+from bench.multigpu_check import MULTICAST_OFF, steps_of  # noqa: E402  the same launch environment and step count
+
 T0 = time.time()
 
 
@@ -62,14 +64,6 @@ def wait(predicate, timeout: float, what: str, every: float = 0.5):
             return value
         time.sleep(every)
     raise TimeoutError(f"{what}: not within {timeout:.0f}s")
-
-
-def steps_of(rec) -> list[int]:
-    from engine.events import Metrics
-    from engine.ingest import RunReader
-
-    reader = RunReader(console_log=rec.console_log, run_dir=Path(rec.run_dir) if rec.run_dir else None)
-    return [e.step for e in reader.poll() if isinstance(e, Metrics) and "loss" in e.values]
 
 
 class Checks:
