@@ -39,6 +39,19 @@ async def globals_do_nothing(pilot, screen_type) -> None:
         assert app.screen is screen and len(app.screen_stack) == depth, key  # nothing stacked, nothing behind
 
 
+async def new_run_form(app, pilot, tmp_path, fields: dict[str, str]) -> LaunchScreen:
+    """`n`, then a model, a dataset and `fields` typed in (their Input.Changed handled, as when typing)."""
+    await settled(pilot)
+    await pilot.press("n")
+    assert await until(pilot, lambda: isinstance(app.screen, LaunchScreen))
+    form = app.screen
+    for selector, value in {"#f-model": "/models/tiny", "#f-dataset": str(tmp_path / "data.jsonl"),
+                            **fields}.items():
+        form.query_one(selector, Input).value = value
+    await pilot.pause()
+    return form
+
+
 def test_letter_keys_do_not_act_inside_the_new_run_form(home):
     async def go():
         app = SwiftdeckApp(None, remember_theme=False)
@@ -88,14 +101,7 @@ def test_launch_names_the_field_that_blocks_it(home, tmp_path):
     async def go():
         app = SwiftdeckApp(None, remember_theme=False)
         async with app.run_test(size=(120, 40)) as pilot:
-            await settled(pilot)
-            await pilot.press("n")
-            assert await until(pilot, lambda: isinstance(app.screen, LaunchScreen))
-            form = app.screen
-            form.query_one("#f-model", Input).value = "/models/tiny"
-            form.query_one("#f-dataset", Input).value = str(tmp_path / "data.jsonl")
-            form.query_one("#f-learning_rate", Input).value = "1e-4x"
-            await pilot.pause()  # the Input.Changed of the fields are handled before the key, as when typing
+            form = await new_run_form(app, pilot, tmp_path, {"#f-learning_rate": "1e-4x"})
             await pilot.press("ctrl+l")
             check = form.query_one("#launch-check")
             assert await until(pilot, lambda: "learning rate must be a number" in text_of(check))
@@ -146,14 +152,7 @@ def test_a_long_check_never_pushes_the_buttons_off_the_screen(introspected_home,
     async def go():
         app = SwiftdeckApp(None, remember_theme=False)
         async with app.run_test(size=(120, 40)) as pilot:
-            await settled(pilot)
-            await pilot.press("n")
-            assert await until(pilot, lambda: isinstance(app.screen, LaunchScreen))
-            form = app.screen
-            form.query_one("#f-model", Input).value = "/models/tiny"
-            form.query_one("#f-dataset", Input).value = str(tmp_path / "data.jsonl")
-            form.query_one("#f-extra", Input).value = extra
-            await pilot.pause()
+            form = await new_run_form(app, pilot, tmp_path, {"#f-extra": extra})
             await pilot.press("ctrl+l")
             check = form.query_one("#launch-check")
             assert await until(pilot, lambda: text_of(check).count("problem:") >= 20, timeout=60)
