@@ -81,6 +81,45 @@ class PtyTerminal:
         os.close(self.master)
 
 
+class Dashboard:
+    """`swiftdeck ARGS` (attach …) in tmux or a pseudo-terminal, 160x48, optionally pinned to `cpus`; `proc` is its
+    psutil.Process. Returns once it has had 3 s to start."""
+
+    def __init__(self, args: list[str], tmp: Path, terminal: str, cpus=None, env: dict | None = None):
+        pythonpath = os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))
+        env = {**os.environ, **(env or {}), "SWIFTDECK_HOME": str(tmp / "home"), "PYTHONPATH": pythonpath,
+               "TERM": "xterm-256color"}
+        argv = [sys.executable, "-m", "tui.cli", *args]
+        self.term, self.sock = None, str(tmp / "tmux.sock")
+        if terminal == "tmux":
+            pin = ["taskset", "-c", ",".join(map(str, sorted(cpus)))] if cpus else []
+            self.tmux("new-session", "-d", "-s", "b", "-x", "160", "-y", "48", "env",
+                      *(f"{k}={env[k]}" for k in ("SWIFTDECK_HOME", "PYTHONPATH", "TERM")), *pin, *argv)
+            pid = int(self.tmux("list-panes", "-t", "b", "-F", "#{pane_pid}").stdout.split()[0])
+        else:
+            self.term = PtyTerminal(argv, env, cpus=cpus)
+            pid = self.term.pid
+        self.proc = psutil.Process(pid)
+        time.sleep(3)  # the dashboard is up
+
+    def tmux(self, *a):
+        return subprocess.run(["tmux", "-S", self.sock, *a], capture_output=True, text=True)
+
+    def cpu_s(self) -> float:
+        return sum(self.proc.cpu_times()[:2])
+
+    def check(self) -> None:
+        screen = self.term.screen() if self.term else self.tmux("capture-pane", "-p", "-t", "b").stdout
+        if "step" not in screen:
+            raise RuntimeError(f"the dashboard did not show the run:\n{screen[-3000:]}")
+
+    def close(self) -> None:
+        if self.term:
+            self.term.close()
+        else:
+            self.tmux("kill-server")
+
+
 def swift_command() -> str:
     beside = Path(sys.executable).with_name("swift")
     return str(beside) if beside.exists() else (shutil.which("swift") or str(beside))
@@ -95,28 +134,14 @@ def train(assets, out: Path, epochs: int, tmp: Path, attached: bool, terminal: s
     lock = ["flock", LOCK] if shutil.which("flock") else []
     argv = [*lock, swift_command(), "sft",
             *demo.demo_sft_args(assets, out, epochs=epochs, save_steps=10_000, logging_steps=1)]
-    sock, dash_cpu = str(tmp / "tmux.sock"), None
-    tmux = lambda *a: subprocess.run(["tmux", "-S", sock, *a], capture_output=True, text=True)  # noqa: E731
+    dash_cpu = None
     console.write_bytes(b"")
-    proc = term = None
-    pythonpath = os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))
-    dash = [sys.executable, "-m", "tui.cli", "attach", str(console)]
-    if attached and terminal == "tmux":
-        pin = ["taskset", "-c", ",".join(map(str, sorted(cpus)))] if cpus else []
-        tmux("new-session", "-d", "-s", "b", "-x", "160", "-y", "48", "env", f"SWIFTDECK_HOME={tmp / 'home'}",
-             f"PYTHONPATH={pythonpath}", "TERM=xterm-256color", *pin, *dash)
-        pid = int(tmux("list-panes", "-t", "b", "-F", "#{pane_pid}").stdout.split()[0])
-        proc = psutil.Process(pid)
-    elif attached:
-        term = PtyTerminal(dash, {**os.environ, "SWIFTDECK_HOME": str(tmp / "home"), "PYTHONPATH": pythonpath,
-                                  "TERM": "xterm-256color"}, cpus=cpus)
-        proc = psutil.Process(term.pid)
-    if attached:
-        time.sleep(3)  # the dashboard is up before the training starts
+    dash = Dashboard(["attach", str(console)], tmp, terminal, cpus) if attached else None
+    proc = dash.proc if dash else None
     env = {**os.environ, **({"CUDA_VISIBLE_DEVICES": ""} if cpu_only else {})}
     try:
         t0 = time.time()
-        c0 = sum(proc.cpu_times()[:2]) if proc else 0.0
+        c0 = dash.cpu_s() if dash else 0.0
         u0 = resource.getrusage(resource.RUSAGE_CHILDREN)
         with open(console, "ab") as fh:
             rc = subprocess.run(argv, stdout=fh, stderr=subprocess.STDOUT, cwd=str(out), env=env,
@@ -125,15 +150,11 @@ def train(assets, out: Path, epochs: int, tmp: Path, attached: bool, terminal: s
         u1 = resource.getrusage(resource.RUSAGE_CHILDREN)  # the training's whole tree, reaped through flock
         train_cpu = (u1.ru_utime + u1.ru_stime) - (u0.ru_utime + u0.ru_stime)
         if proc:
-            dash_cpu = sum(proc.cpu_times()[:2]) - c0
-            screen = term.screen() if term else tmux("capture-pane", "-p", "-t", "b").stdout
-            if "step" not in screen:
-                raise RuntimeError(f"the dashboard did not show the run:\n{screen[-3000:]}")
+            dash_cpu = dash.cpu_s() - c0
+            dash.check()
     finally:
-        if term:
-            term.close()
-        elif attached:
-            tmux("kill-server")
+        if dash:
+            dash.close()
     if rc:
         raise RuntimeError(f"swift sft exit code {rc}: {console.read_text()[-1500:]}")
     jsonl = next(out.glob("v*-*/logging.jsonl"))
@@ -143,6 +164,93 @@ def train(assets, out: Path, epochs: int, tmp: Path, attached: bool, terminal: s
     return {"steps": steps, "train_runtime_s": runtime, "steps_per_s": round(steps / runtime, 3),
             "wall_s": round(wall, 1), "train_cpu_s": round(train_cpu, 1),
             "dashboard_cpu_s": round(dash_cpu, 2) if dash_cpu is not None else None}
+
+
+def logged_step(jsonl: Path, after: int, deadline: float) -> tuple[float, int]:
+    """(the moment it was seen, step) of the first logged step above `after`: polled every 5 ms."""
+    while time.time() < deadline:
+        try:
+            with open(jsonl, "rb") as fh:
+                fh.seek(max(0, jsonl.stat().st_size - 4096))
+                lines = fh.read().split(b"\n")
+        except OSError:
+            lines = []
+        for line in reversed(lines[:-1]):
+            try:
+                step = int(str(json.loads(line)["global_step/max_steps"]).split("/")[0])
+            except (ValueError, KeyError):
+                continue
+            if step > after:
+                return time.time(), step
+            break
+        time.sleep(0.005)
+    raise RuntimeError(f"no logged step after {after} in {jsonl}")
+
+
+def within_run(assets, tmp: Path, windows: int, window_s: float, terminal: str, cpus=None,
+               cpu_only: bool = False) -> dict:
+    """One long training launched through swiftdeck (`swiftdeck train`, detached, as a user starts it) and watched
+    in windows of `window_s`: alone, attached, attached, alone, alone, … (ABBA, so a drift falls on both sides). A
+    window's rate = logged steps / time between the first new step seen at its start and at its end; the dashboard
+    (`swiftdeck attach RUN`, the whole screen: GPU pane with NVML where there is a GPU, the run's process tree,
+    log, chart) starts 3 s before its window and leaves after it, and an alone window waits the same 3 s."""
+    from engine import demo
+
+    out = tmp / "within"
+    home = tmp / "home"
+    env = {**os.environ, "SWIFTDECK_HOME": str(home),
+           "PYTHONPATH": os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")])),
+           **({"CUDA_VISIBLE_DEVICES": ""} if cpu_only else {})}
+    pin = (lambda: os.sched_setaffinity(0, cpus)) if cpus else None
+    args = demo.demo_sft_args(assets, out, epochs=100_000, save_steps=10_000_000, logging_steps=1)
+    started = subprocess.run([sys.executable, "-m", "tui.cli", "train", "--", *args], env=env, preexec_fn=pin,
+                             capture_output=True, text=True)
+    run_id = next((w for line in started.stdout.splitlines() if line.startswith("started run")
+                   for w in line.split()[2:3]), None)
+    if run_id is None:
+        raise RuntimeError(f"swiftdeck train failed: {started.stdout}{started.stderr}")
+    res: dict = {"run": run_id, "window_s": window_s, "windows": []}
+    try:
+        deadline = time.time() + 300
+        while not list(out.glob("v*-*/logging.jsonl")) and time.time() < deadline:
+            time.sleep(0.2)
+        jsonl = next(out.glob("v*-*/logging.jsonl"))
+        _, step = logged_step(jsonl, 20, deadline)  # past the first steps (warm-up of the learning rate, caches)
+        for i in range(windows):
+            attached = (i % 4) in (1, 2)
+            dash = Dashboard(["attach", run_id], tmp, terminal, cpus) \
+                if attached else None
+            if not attached:
+                time.sleep(3)
+            try:
+                t0, s0 = logged_step(jsonl, step, time.time() + 60)
+                c0 = dash.cpu_s() if dash else None
+                time.sleep(window_s)
+                t1, step = logged_step(jsonl, s0, time.time() + 60)
+                dash_cpu = dash.cpu_s() - c0 if dash else None
+                if dash:
+                    dash.check()
+            finally:
+                if dash:
+                    dash.close()
+            w = {"window": i + 1, "attached": attached, "steps": step - s0, "seconds": round(t1 - t0, 3),
+                 "steps_per_s": round((step - s0) / (t1 - t0), 3),
+                 "dashboard_cpu_s": round(dash_cpu, 2) if dash_cpu is not None else None,
+                 "load": round(os.getloadavg()[0], 2)}
+            res["windows"].append(w)
+            print(f"window {i + 1:2d} {'attached' if attached else 'alone   '} {json.dumps(w)}", flush=True)
+    finally:
+        subprocess.run([sys.executable, "-m", "tui.cli", "stop", run_id, "--timeout", "60"], env=env,
+                       capture_output=True, text=True)
+    ws = res["windows"]
+    pairs = [(ws[i], ws[i + 1]) for i in range(0, len(ws) - 1, 2)]
+    res["ratios"] = [round((a if a["attached"] else b)["steps_per_s"] / (b if a["attached"] else a)["steps_per_s"], 4)
+                     for a, b in pairs]
+    rate = lambda side: sum(w["steps"] for w in ws if w["attached"] == side) / \
+        sum(w["seconds"] for w in ws if w["attached"] == side)  # noqa: E731
+    res["overall"] = round(rate(True) / rate(False), 4)
+    res["median"] = statistics.median(res["ratios"])
+    return res
 
 
 def main() -> int:
@@ -155,6 +263,10 @@ def main() -> int:
     ap.add_argument("--cpus", help="pin the training and the dashboard to these cores, e.g. 0,1")
     ap.add_argument("--cpu-only", action="store_true", help="train on the CPU even where a GPU is present")
     ap.add_argument("--json", type=Path, help="also write every run's numbers to this file")
+    ap.add_argument("--within-run", action="store_true",
+                    help="one long training, the dashboard attached and detached in turns (ABBA windows)")
+    ap.add_argument("--windows", type=int, default=12)
+    ap.add_argument("--window-s", type=float, default=12.0)
     ns = ap.parse_args()
     pairs, epochs = (1, 2) if ns.short else (ns.pairs, ns.epochs)
     cpus = {int(c) for c in ns.cpus.split(",")} if ns.cpus else None
@@ -166,6 +278,16 @@ def main() -> int:
 
     info = cli.build_demo_assets()
     assets = demo.DemoAssets(model=Path(info["model"]), dataset=Path(info["dataset"]))
+    if ns.within_run:
+        with tempfile.TemporaryDirectory(prefix="swiftdeck-bench-overhead-") as tmp:
+            windows, window_s = (2, 3.0) if ns.short else (ns.windows, ns.window_s)
+            res = within_run(assets, Path(tmp), windows, window_s, **opts)
+        if ns.json:
+            ns.json.write_text(json.dumps({"options": {**vars(ns), "json": str(ns.json)}, "cores": os.cpu_count(),
+                                           **res}, indent=1))
+        print(f"pairs {', '.join(f'{r:.3f}' for r in res['ratios'])}; median {res['median']:.3f}; all attached "
+              f"windows / all alone windows {res['overall']:.3f}; goal ≥ 0.98")
+        return 0
     ratios, runs = [], []
     with tempfile.TemporaryDirectory(prefix="swiftdeck-bench-overhead-") as tmp:
         if not ns.short:  # a first training warms the file cache and the .pyc files for both sides
