@@ -159,3 +159,40 @@ def test_a_view_scrolled_up_in_the_end_keeps_its_place_when_the_whole_log_arrive
             assert view.unseen == 0 and "new line" not in status(app)
 
     asyncio.run(go())
+
+
+@pytest.mark.parametrize("tail_bytes", [1, 700, 4096, 50_000, 10 ** 9])
+def test_the_end_shown_first_is_the_end_of_the_whole_index_line_for_line(tmp_path, tail_bytes):
+    """The tail's lines are those the whole index shows for the same bytes (\\r bars, escapes, UTF-8, over-long
+    lines, an unterminated last line), and take_index says where they begin in it."""
+    import random
+
+    from engine.events import ConsoleAppended
+    from tui.logstore import LINE_CAP, LogStore
+
+    rnd = random.Random(tail_bytes)
+    pieces = [b"plain line", b"Train: 1%\rTrain: 2%\r", b"\x1b[31mred\x1b[0m \ttab", "caf\u00e9 \u4e2d\u6587".encode(),
+              b"x" * (LINE_CAP + 300), b"--api_key sk-secret123", b"", b"\r\r"]
+    data = b"".join(rnd.choice(pieces) + b" %d\n" % i for i in range(3000)) + b"Train: 50%|#####\rTrain: 51%|#####"
+    log = tmp_path / "console.log"
+    log.write_bytes(data)
+    store = LogStore(log)
+    shown = store.show_tail(tail_bytes)
+    tail = [store.line(i) for i in range(store.count)]
+    assert shown == len(tail) and store.tail_shown == (shown > 0) == (tail_bytes > 1)  # 1 byte: no whole line
+    offset = 0
+    while offset < len(data):  # the observer's chunks, in random sizes
+        n = rnd.randint(1, 40_000)
+        store.add(ConsoleAppended(offset, data[offset:offset + n], False))
+        offset += n
+        if shown:
+            assert [store.line(i) for i in range(store.count)] == tail  # the index grows behind the tail
+    assert store.take_index() is None  # not before the reader says the index reaches the end
+    store.index_done()
+    first = store.take_index() if shown else None
+    assert not store.tail_shown and store.take_index() is None
+    whole = [store.line(i) for i in range(store.count)]
+    assert len(whole) == 3001 and whole[-1].startswith("Train: 51%")
+    if shown:
+        assert whole[first:] == tail
+        assert whole[first:] == [store.line(first + k) for k in range(shown)]

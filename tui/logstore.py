@@ -306,9 +306,13 @@ class LogStore:
         return len(self._ends) + (1 if self._pending_text.strip() else 0)
 
     def line(self, i: int) -> str:
+        """Line `i` as shown: show_tail's while it is shown, else the index's."""
         tail = self._tail
         if tail is not None:
             return tail[i] if 0 <= i < len(tail) else ""
+        return self._index_line(i)
+
+    def _index_line(self, i: int) -> str:
         n = len(self._ends)
         if i >= n:
             return self._pending_text if i == n else ""
@@ -327,7 +331,7 @@ class LogStore:
         at = self.child_failed_at
         if at is None:
             return ""
-        return "\n".join(self.line(i) for i in range(at, min(self.complete, at + lines)))
+        return "\n".join(self._index_line(i) for i in range(at, min(self.complete, at + lines)))
 
     def _block(self, b: int) -> list[str]:
         with self._lock:
