@@ -514,7 +514,7 @@ class LogPane(Vertical):
         tail = self.store is not None and self.store.tail_shown
         if tail:  # the end of a long log while the rest is read
             shown = (f"{view.total:,} of the last {total:,} lines" if view.view is not None
-                     else f"the last {total:,} lines")
+                     else f"showing the last {total:,} lines")
             text.append(f"  reading {size_words(self.store.reading()[1])}… {self._read_pct()} %", ink(self, "warning"))
         text.append(f"  {shown}", muted)
         if self.filter.active:
