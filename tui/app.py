@@ -299,9 +299,11 @@ class SwiftdeckApp(ChatJobs, App):
             self.call_from_thread(self._apply, watch, update, error)
 
     def _loading(self, watch: RunWatch, done: int, total: int) -> None:
-        """A long first read of the run's files: how far it got, in the loss pane (the other panes stay usable)."""
+        """A long first read of the run's files: how far it got, in the loss pane and, while it shows the end of a long
+        console log, the log pane (the other panes stay usable)."""
         if watch is self.watch and self.screen_stack and self.main.query(LossPane):
             self.main.query_one(LossPane).set_loading(done, total)
+            self.main.query_one(LogPane).show_reading()
 
     def _apply(self, watch: RunWatch, u: Update | None, error: str | None) -> None:
         if watch is not self.watch or not self.screen_stack or not self.main.query(RunHeader):  # another run, or the app is closing

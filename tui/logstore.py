@@ -4,9 +4,14 @@ Lines end at `\\n`; inside a line, `\\r` updates (tqdm bars) collapse to the las
 them. Memory: 8 bytes per line (the end offset of each line) plus a fixed number of lines (the recent tail, decoded
 when first shown, and a small LRU of older decoded blocks); indexing decodes no line but a Traceback's. Any line,
 back to the first, is read again from the file on demand.
+
+A long log is shown from its end first (`show_tail`): the last few hundred KB, decoded at once, stand in for the
+store's lines while the whole file is indexed (by the run's observer, from byte 0); `take_index` then swaps the whole
+index in, on the thread that shows the lines.
 """
 from __future__ import annotations
 
+import os
 import re
 import threading
 from array import array
@@ -26,6 +31,7 @@ RECENT = 4000  # decoded lines kept for the tail
 BLOCK = 256  # older lines are decoded in blocks of this many
 BLOCKS_CACHED = 16
 READ_CHUNK = 4 * 1024 * 1024  # scan(): bytes read per step
+TAIL_BYTES = 256 * 1024  # show_tail(): bytes read from the end of a long log (a few thousand lines)
 TRACEBACK = "Traceback (most recent call last)"
 TRACEBACK_B = TRACEBACK.encode()
 
@@ -130,6 +136,10 @@ class LogStore:
         self.path = Path(path) if path else None
         self._lock = threading.Lock()
         self.generation = 0
+        self._tail: list[str] | None = None  # show_tail's lines, shown while the whole log is indexed
+        self._tail_start = 0  # the byte offset where the first of them begins
+        self._tail_size = 0  # the file's size when they were read
+        self._indexed = False  # index_done(): the index reaches the end of the file
         self._reset()
 
     def _reset(self) -> None:
@@ -219,6 +229,68 @@ class LogStore:
                 self.last_traceback_line = text
             self._in_traceback = False
 
+    # ------------------------------------------------------------ a long log: its end first
+
+    def show_tail(self, nbytes: int = TAIL_BYTES) -> int:
+        """Show the last `nbytes` of the file (from the first line that starts in them) until the whole file is
+        indexed: `count` and `line(i)` are these lines, exactly as the index will show them. Returns how many; 0 (and
+        nothing changes) when the file cannot be read or the index already reaches its end."""
+        if self.path is None:
+            return 0
+        try:
+            with open(self.path, "rb") as fh:
+                size = os.fstat(fh.fileno()).st_size
+                start = max(0, size - nbytes)
+                fh.seek(start)
+                data = fh.read(size - start)
+        except OSError:
+            return 0
+        if start:  # the first line began before: shown from the next one
+            cut = data.find(b"\n")
+            if cut < 0:
+                return 0
+            start, data = start + cut + 1, data[cut + 1:]
+        if self._fed_to >= start + len(data):
+            return 0
+        parts = data.split(b"\n")
+        rest = parts.pop()
+        lines = [collapse(raw) for raw in parts]
+        last = collapse(rest[-LINE_CAP:]) if rest else ""
+        if last.strip():  # an unterminated last line (a live progress bar), as count() shows it
+            lines.append(last)
+        with self._lock:
+            self._tail, self._tail_start, self._tail_size, self._indexed = lines, start, start + len(data), False
+        return len(lines)
+
+    @property
+    def tail_shown(self) -> bool:
+        """The lines shown are show_tail's: the whole log is still being indexed."""
+        return self._tail is not None
+
+    def reading(self) -> tuple[int, int]:
+        """While the tail is shown: (bytes indexed so far, bytes to index)."""
+        done = self._fed_to
+        return done, max(done, self._tail_size)
+
+    @property
+    def index_ready(self) -> bool:
+        """The tail is shown and take_index would swap the whole index in."""
+        return self._tail is not None and self._indexed
+
+    def index_done(self) -> None:
+        """The index reaches the end of the file (from the thread that feeds it): take_index may swap it in."""
+        self._indexed = True
+
+    def take_index(self) -> int | None:
+        """Once index_done: show the whole index from now on instead of the tail. Returns the index's line number
+        of the tail's first line (a view scrolled in the tail keeps its place), or None when nothing changed."""
+        if self._tail is None or not self._indexed:
+            return None
+        with self._lock:
+            self._tail = None
+            first = bisect_right(self._ends, self._tail_start)
+        return min(first, len(self._ends))
+
     # ------------------------------------------------------------ lines
 
     @property
@@ -228,9 +300,19 @@ class LogStore:
     @property
     def count(self) -> int:
         """Lines to show: the complete ones plus a live unterminated one (a progress bar) if visible."""
+        tail = self._tail
+        if tail is not None:
+            return len(tail)
         return len(self._ends) + (1 if self._pending_text.strip() else 0)
 
     def line(self, i: int) -> str:
+        """Line `i` as shown: show_tail's while it is shown, else the index's."""
+        tail = self._tail
+        if tail is not None:
+            return tail[i] if 0 <= i < len(tail) else ""
+        return self._index_line(i)
+
+    def _index_line(self, i: int) -> str:
         n = len(self._ends)
         if i >= n:
             return self._pending_text if i == n else ""
@@ -249,7 +331,7 @@ class LogStore:
         at = self.child_failed_at
         if at is None:
             return ""
-        return "\n".join(self.line(i) for i in range(at, min(self.complete, at + lines)))
+        return "\n".join(self._index_line(i) for i in range(at, min(self.complete, at + lines)))
 
     def _block(self, b: int) -> list[str]:
         with self._lock:

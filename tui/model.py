@@ -28,6 +28,7 @@ CHECKPOINT_RESCAN_S = 60.0  # while running, besides every save: scan_run reads 
 POLL_CHUNK = 8 * 1024 * 1024  # bytes read per file and observer step: a long history is taken in steps this big
 PREVIEW_BYTES = 24 * 1024 * 1024  # a logging.jsonl this long is first shown from a sample (RunWatch.preview)
 PREVIEW_POINTS = 2000  # lines sampled for it: about a chart's width in pixels, several times over
+TAIL_FROM = 16 * 1024 * 1024  # a console log this long is first shown from its end (LogStore.show_tail)
 
 
 # ---------------------------------------------------------------- one run, watched
@@ -154,7 +155,9 @@ class RunWatch:
         self.progress: Callable[[int, int], None] | None = None
         # preview(update): on the first poll of a long logging.jsonl (PREVIEW_BYTES), called once before the whole
         # history is read, with a reset Update made from a sample of the file (engine.ingest.sample_jsonl: the
-        # whole history's shape, the last steps and the ETA); the poll's own Update then brings the exact rows
+        # whole history's shape, the last steps and the ETA); the poll's own Update then brings the exact rows.
+        # Likewise for a long console log (TAIL_FROM): a reset Update whose log lines are the file's end
+        # (LogStore.show_tail); the poll's own Update comes when the whole log is indexed (LogStore.take_index)
         self.preview: Callable[[Update], None] | None = None
 
     def poll(self) -> Update:
@@ -164,6 +167,7 @@ class RunWatch:
         first = self._take_first()
         self.observer.reader.emit_metrics = False  # new steps are read from the state's columns (NewRows)
         if first and self.preview is not None:
+            self._preview_log(src)
             self._preview(src)
         saved, lines = False, 0
         while True:  # a long history in steps: one chunk of each file in memory at a time
@@ -187,6 +191,8 @@ class RunWatch:
                 break
             if self.progress is not None:
                 self.progress(*self.observer.reader.read_progress())
+        if self.log.tail_shown:
+            self.log.index_done()  # the pane shows the whole index from the Update below on
         if first:
             self.observer.reader.save_column_cache()  # the next open reads only what is appended after this
         state = self.observer.state
@@ -213,15 +219,32 @@ class RunWatch:
         self._status = src.status
         self._has_eval = self._has_eval or "eval_loss" in state.eval.cols
         header = self._header(src, now)
-        job = None
-        if src.record is not None and src.record.kind not in TRAINING_KINDS:
-            job = jobs.facts(src.record, self.requests)
-            header.job = jobs.summary(src.record) + (f" · {self.requests[0]} requests" if self.requests else "")
+        job = self._job(src, header)
         label = (run_dir, step_label(header.status, header.step, header.max_steps)) if run_dir and not job else None
         return Update(header, new_metrics, reset=first, log_lines=lines,
                       checkpoints=checkpoints, failure=self._failure(src), source=src,
                       has_eval=self._has_eval, failed=self.failed,
                       completions=completions, job=job, folder_label=label)
+
+    def _job(self, src: RunSource, header: HeaderInfo) -> list | None:
+        """A deploy/merge/chat job's facts (and its line in the header); None for a training run."""
+        if src.record is None or src.record.kind in TRAINING_KINDS:
+            return None
+        header.job = jobs.summary(src.record) + (f" · {self.requests[0]} requests" if self.requests else "")
+        return jobs.facts(src.record, self.requests)
+
+    def _preview_log(self, src: RunSource) -> None:
+        """A long console log: its last lines on screen before the whole file is read."""
+        try:
+            if src.console_log is None or Path(src.console_log).stat().st_size < TAIL_FROM:
+                return
+        except OSError:
+            return
+        shown = self.log.show_tail()
+        if shown:
+            header = self._header(src, self.clock())
+            job = self._job(src, header)
+            self.preview(Update(header, reset=True, log_lines=shown, source=src, job=job))
 
     def _preview(self, src: RunSource) -> None:
         from engine.ingest import sample_jsonl

@@ -31,6 +31,11 @@ from tui.widgets.style import BOLD, INK, ink, redraw_on_theme_change
 MAX_WIDTH = 2000
 
 
+def size_words(n: int) -> str:
+    """A file size for the status line: "250 MB", "1.0 GB"."""
+    return f"{n / 1e9:.1f} GB" if n >= 1e9 else f"{n / 1e6:.0f} MB"
+
+
 class LogView(ScrollView, can_focus=True):
     """Shows `store` lines (or only those in `view`, when filtered). Renders only the visible lines."""
 
@@ -50,16 +55,27 @@ class LogView(ScrollView, can_focus=True):
         self._styles: dict[str, Style] = {}
         self.wrap = False  # long lines continue on the next rows (no horizontal scroll)
         self._rows: tuple | None = None  # (key, [(row, first cell)] per screen row) while wrapping
+        self._known = 0  # set_store: lines of a swapped-in index that the next sync must not count as new
 
     # ------------------------------------------------------------ data
 
-    def set_store(self, store: LogStore | None) -> None:
+    def set_store(self, store: LogStore | None, first: int | None = None) -> None:
+        """Show `store` from its end. `first`: the store just swapped its whole index in for the tail shown so far,
+        whose first line is line `first` of the index: a view scrolled up in the tail keeps its place."""
         changed = store is not self.store
+        keep = None if changed or first is None or self.follow or self.view is not None else \
+            int(self.scroll_y) + first
         self.store, self.view, self.follow, self.unseen, self._width = store, None, True, 0, 0
         self._styles = {}
         if changed:  # another run's log starts at its left edge
             self.scroll_to(x=0, animate=False, immediate=True)
-        self.sync(0)
+        self._measure(200)
+        if keep is not None:
+            self.follow, self._known = False, self.total  # the lines of the whole index are not new lines
+            self.sync(0)
+            self.scroll_to(y=keep, animate=False, immediate=True)
+        else:
+            self.sync(0)
 
     @property
     def total(self) -> int:
@@ -70,18 +86,24 @@ class LogView(ScrollView, can_focus=True):
     def line_number(self, row: int) -> int:
         return self.view[row] if self.view is not None else row
 
+    def _measure(self, last: int) -> None:
+        """Widen the horizontal scroll to the longest of the `last` lines."""
+        total = self.total
+        if self.store is not None and last:
+            for i in range(max(0, total - min(last, 200)), total):
+                self._width = max(self._width, cell_len(self.store.line(self.line_number(i))))
+
     def sync(self, added: int) -> None:
         """New lines arrived (one repaint per poll, however many lines)."""
+        self._measure(added)
         total = self.total
-        if self.store is not None and added:
-            for i in range(max(0, total - min(added, 200)), total):
-                self._width = max(self._width, cell_len(self.store.line(self.line_number(i))))
         self._rows = None
         self.virtual_size = Size(1 if self.wrap else min(MAX_WIDTH, self._width + 1), total)
         if self.follow:
             self._stick()
         elif added > 0:
-            self.unseen += added
+            known, self._known = self._known, 0  # lines that were there already when the view took the index
+            self.unseen += max(0, min(added, total - known))
         self.refresh()
 
     def _stick(self, retries: int = 10) -> None:
@@ -218,6 +240,7 @@ class LogPane(Vertical):
         self.store: LogStore | None = None
         self.ranks: list[RankState] = []
         self._run_id: str | None = None
+        self._scanning = False  # a filter's scan of the file is under way (its result takes in what arrives meanwhile)
 
     def compose(self):
         # the filter bar sits on top: its drop-downs open over the log, not over the footer below the pane
@@ -249,7 +272,7 @@ class LogPane(Vertical):
             self.ranks, self._run_id = [], None  # the next show_run() says whose ranks these are
             self.query_one("#log-ranks").display = False
         self.store = store
-        self.view.set_store(store)
+        self.view.set_store(store, store.take_index() if store is not None else None)
         if self.filter.active:
             self._rescan()
         self._status()
@@ -259,10 +282,12 @@ class LogPane(Vertical):
         view, store = self.view, self.store
         if store is None:
             return
-        if n < 0:
+        if n < 0 or store.index_ready:  # started over, or the whole index takes the tail's place
             self.set_store(store)
             return
-        if self.filter.active and view.view is not None:
+        if store.tail_shown or self._scanning:  # the tail is filtered whole; a scan picks up what arrives meanwhile
+            view.sync(0 if view.view is not None else n)
+        elif self.filter.active and view.view is not None:
             first = store.complete - n
             added = array("I", (i for i in range(first, store.complete) if self.filter.matches(store.line(i))))
             view.view.extend(added)
@@ -376,15 +401,23 @@ class LogPane(Vertical):
     def set_filter(self, flt: LogFilter) -> None:
         self.filter = flt
         if not flt.active:
+            self._scanning = False
             self.view.set_view(None)
             self._status()
             return
         self._rescan()
 
     def _rescan(self) -> None:
+        store = self.store
+        if store is not None and store.tail_shown:  # the end of a long log, while the rest is read: filtered here
+            self._scanning = False
+            self.view.set_view(array("I", (i for i in range(store.count) if self.filter.matches(store.line(i)))))
+            self._status()
+            return
+        self._scanning = True
         self.view.set_view(array("I"))
         self._status("filtering …")
-        self._scan(self.store, self.filter)
+        self._scan(store, self.filter)
 
     class Scanned(Message):
         """From the filter's thread: the lines of `store` before `upto` that `flt` matches."""
@@ -417,6 +450,7 @@ class LogPane(Vertical):
         if store is not self.store or flt != self.filter:
             return  # another run or another filter since: its own scan is on its way
         found.extend(i for i in range(m.upto, store.complete) if flt.matches(store.line(i)))
+        self._scanning = False
         self.view.set_view(found)
         self._status()
 
@@ -424,6 +458,10 @@ class LogPane(Vertical):
 
     def action_traceback(self) -> None:
         store = self.store
+        if store is not None and store.tail_shown:
+            self.notify(f"still reading the log ({self._read_pct()} %) — try again in a moment",
+                        severity="information")
+            return
         if store is None or store.first_traceback is None:
             self.notify("No Traceback in this run's console log", severity="information")
             return
@@ -453,6 +491,15 @@ class LogPane(Vertical):
     def _follow_changed(self) -> None:
         self._status()
 
+    def show_reading(self) -> None:
+        """A long log is being read while its end is shown: how far (tui.model.RunWatch.poll's progress)."""
+        if self.store is not None and self.store.tail_shown:
+            self._status()
+
+    def _read_pct(self) -> int:
+        done, total = self.store.reading()
+        return min(99, int(100 * done / total)) if total else 0
+
     def _status(self, note: str = "") -> None:
         view, muted = self.view, ink(self, "muted")
         text = Text(no_wrap=True, overflow="ellipsis")
@@ -464,11 +511,19 @@ class LogPane(Vertical):
                 text.append(f"  {view.unseen} new line{'s' if view.unseen != 1 else ''} ↓ (End)", BOLD)
         total = self.store.count if self.store else 0
         shown = f"{view.total:,}/{total:,} lines" if view.view is not None else f"{total:,} lines"
+        tail = self.store is not None and self.store.tail_shown
+        if tail:  # the end of a long log while the rest is read
+            shown = (f"{view.total:,} of the last {total:,} lines" if view.view is not None
+                     else f"showing the last {total:,} lines")
+            text.append(f"  reading {size_words(self.store.reading()[1])}… {self._read_pct()} %", ink(self, "warning"))
         text.append(f"  {shown}", muted)
         if self.filter.active:
             text.append(f"  filter: {self.filter.describe()}", ink(self, "accent"))
+            if tail:
+                text.append(" (the whole log once read)", muted)
         if self.view.wrap:
             text.append("  wrapped", muted)
+        note = note or ("filtering …" if self._scanning and self.filter.active else "")
         if note:
             text.append(f"  {note}", muted)
         text.append("  / filter  t traceback  f follow", muted)
