@@ -430,14 +430,18 @@ class _Layout:
             parts = "/".join(map(itemgetter("global_step/max_steps"), recs)).split("/")
             if len(parts) != 2 * len(recs) or not all(map(str.isdigit, parts[0::2])):
                 return None
-            steps = array("q", map(int, parts[0::2]))
-            maxes = array("q", map(int, parts[1::2]))
+            try:  # every number in one orjson call: "12/500" -> 12, 500 (int() of each where JSON differs: "007")
+                both = array("q", orjson.loads("[" + ",".join(parts) + "]"))
+                steps, maxes = both[0::2], both[1::2]
+            except (orjson.JSONDecodeError, TypeError):
+                steps = array("q", map(int, parts[0::2]))
+                maxes = array("q", map(int, parts[1::2]))
             # one pass over the records for all number keys (a flat array, row after row), then a strided slice
             # per key: C-speed throughout
             numbers = [k for k in self.order if k not in self.times]
             width = len(numbers)
-            flat = array("d", itertools.chain.from_iterable(map(itemgetter(*numbers), recs))) if width > 1 else \
-                array("d", map(itemgetter(numbers[0]), recs)) if width else array("d")
+            flat = array("d", list(itertools.chain.from_iterable(map(itemgetter(*numbers), recs)))) if width > 1 \
+                else array("d", list(map(itemgetter(numbers[0]), recs))) if width else array("d")
             by_key = {k: flat[i::width] for i, k in enumerate(numbers)}
             for k in self.times:
                 by_key[k] = array("d", map(_DURATIONS.__getitem__, map(itemgetter(k), recs)))
@@ -1087,7 +1091,7 @@ def _segments(state: RunState) -> Iterator[tuple[str, object]]:
     t, e = state.train, state.eval
     ti = ei = 0
     nt, ne = len(t), len(e)
-    bulk = not t.absent
+    bulk = not t.absent and "step" not in t.cols
     while ti < nt or ei < ne:
         if ei < ne and (ti >= nt or e.steps[ei] <= t.steps[ti]):
             same = ti < nt and e.steps[ei] == t.steps[ti]
@@ -1169,6 +1173,33 @@ def metrics_csv_blocks(state: RunState, keys: list[str]) -> Iterator[Iterable]:
             a, b = item
             yield zip(t.steps[a:b], *(t.cols[k][a:b] if k in t.cols else itertools.repeat("", b - a)
                                       for k in keys[1:]))
+
+
+def metrics_json_text(state: RunState, sep: bytes) -> Iterator[bytes]:
+    """The rows of iter_metrics_rows as the JSON orjson writes for each, a block of rows at a time (joined by
+    `sep`); plain train rows are written straight from the columns (engine.metrics_text), no dict per row."""
+    from engine.metrics_text import json_rows
+
+    t = state.train
+    for kind, item in _segments(state):
+        if kind == "row":
+            yield orjson.dumps(item)
+        else:
+            a, b = item
+            yield json_rows(t.steps[a:b], {k: c[a:b] for k, c in t.cols.items()}, sep)
+
+
+def metrics_csv_text(state: RunState, keys: list[str]) -> Iterator[bytes]:
+    """The lines csv.writer writes for metrics_csv_blocks(state, keys), a block at a time."""
+    from engine.metrics_text import csv_rows
+
+    t = state.train
+    for kind, item in _segments(state):
+        if kind == "row":
+            yield (",".join("" if item.get(k) is None else repr(item[k]) for k in keys) + "\n").encode()
+        else:
+            a, b = item
+            yield csv_rows(t.steps[a:b], {k: c[a:b] for k, c in t.cols.items()}, keys)
 
 
 def iter_metrics_rows(state: RunState) -> Iterator[dict]:
