@@ -374,7 +374,8 @@ def _stream_rows(fmt: str, kind: str, src, reader, run: str) -> int:
     first appear at the last line, so the rows wait in a temporary file as raw columns until the header is known).
     A step logged again or late within the last 65,536 steps is placed (the later line wins); a line later than that
     is left out, and stderr says which steps."""
-    from engine.ingest import STREAM_WINDOW, metrics_json_text, stream_states
+    from engine.ingest import STREAM_WINDOW, metrics_json_text
+    from engine.read_ahead import read_ahead_states
 
     if fmt == "csv":
         spool = _ColumnSpool()
@@ -383,7 +384,7 @@ def _stream_rows(fmt: str, kind: str, src, reader, run: str) -> int:
     sep = b"\n" if fmt == "jsonl" else b",\n"
     late: list[int] = []
     rows, peak = 0, None
-    for part in stream_states(reader, late=late):
+    for part in read_ahead_states(reader, late):
         part_peak = _peak_memory(part)
         peak = part_peak if peak is None or (part_peak is not None and part_peak > peak) else peak
         if fmt == "csv":

@@ -532,10 +532,16 @@ class JsonlParser:
         layout = self._layout
         same = None
         if layout is not None:
-            try:
-                same = list(map(operator.eq, map(dict.keys, recs), itertools.repeat(layout.keys)))
-            except TypeError:  # a line that is no object
+            if list(map(type, recs)).count(dict) == len(recs):
+                # as many keys as the layout; which ones _block finds out as it takes them (cheaper than comparing)
+                same = list(map(operator.eq, map(len, recs), itertools.repeat(len(layout.keys))))
+            else:  # a line that is no object
                 same = [type(rec) is dict and rec.keys() == layout.keys for rec in recs]
+        self._runs(recs, lines, 0, same, events)
+
+    def _runs(self, recs: list, lines: list[bytes], first: int, same: list[bool] | None, events: list[Event]) -> None:
+        """`recs` (lines `first`... of `lines`) in order: each run of records flagged `same` (of the layout) as one
+        block, any other record on its own."""
         start, n = 0, len(recs)
         while start < n:
             stop = n
@@ -547,13 +553,18 @@ class JsonlParser:
             else:
                 stop = start
             if stop > start:
-                self._block(recs[start:stop], lines, start, events)
+                self._block(recs[start:stop], lines, first + start, events)
             if stop < n:
-                self._one(lines[stop], recs[stop], events)
+                self._one(lines[first + stop], recs[stop], events)
             start = stop + 1
 
     def _block(self, recs: list[dict], lines: list[bytes], first: int, events: list[Event]) -> None:
-        block = self._layout.columns(recs)
+        try:
+            block = self._layout.columns(recs)
+        except KeyError:  # a record with as many keys as the layout but other ones: compare each record's keys
+            keys = self._layout.keys
+            self._runs(recs, lines, first, [rec.keys() == keys for rec in recs], events)
+            return
         if block is None:  # a value of another type than the layout's: one record at a time
             for k, rec in enumerate(recs):
                 self._one(lines[first + k], rec, events)
