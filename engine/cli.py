@@ -450,24 +450,39 @@ class _BytesOut:
 
 class _ColumnSpool:
     """The parts of a streamed read kept in a temporary file as raw columns (engine.column_cache), then written as
-    CSV under a header of every key: memory flat in the number of steps."""
+    CSV under a header of every key: memory flat in the number of steps. Each part is also written as CSV text
+    at once (into a second temporary file) under the keys known so far; when no later part brings a new key (the
+    usual case) that text is the CSV, and only a run whose keys grow is formatted again from the columns."""
 
     def __init__(self):
         import tempfile
 
         self.file = tempfile.TemporaryFile()
+        self.text = tempfile.TemporaryFile()
         self.metas: list[tuple[dict, dict]] = []
         self.train_keys: dict[str, None] = {}
         self.eval_keys: dict[str, None] = {}
+        self.text_keys: list[str] | None = None  # the keys of the text so far; None once a part brought a new one
+
+    def keys(self) -> list[str]:
+        return list(dict.fromkeys(("step", *self.train_keys, *self.eval_keys)))
 
     def add(self, part) -> int:
         from engine.column_cache import columns_meta, write_columns
+        from engine.ingest import metrics_csv_text
 
         self.metas.append((columns_meta(part.train), columns_meta(part.eval)))
         write_columns(self.file, part.train)
         write_columns(self.file, part.eval)
         self.train_keys.update(dict.fromkeys(part.train.cols))
         self.eval_keys.update(dict.fromkeys(part.eval.cols))
+        keys = self.keys()
+        if len(self.metas) == 1:
+            self.text_keys = keys
+        elif keys != self.text_keys:
+            self.text_keys = None
+        if self.text_keys is not None:
+            self.text.write(b"".join(metrics_csv_text(part, keys)))
         return len(part.train) + len(part.eval)
 
     def write_csv(self, out) -> None:
@@ -479,16 +494,21 @@ class _ColumnSpool:
         from engine.ingest import RunState, metrics_csv_text
 
         into = out if isinstance(out, _BytesOut) else _BytesOut(out)
-        keys = list(dict.fromkeys(("step", *self.train_keys, *self.eval_keys)))
+        keys = self.keys()
         header = io.StringIO()
         csv.writer(header, lineterminator="\n").writerow(keys)
         into.write(header.getvalue().encode())
-        self.file.seek(0)
-        with self.file:
-            for train, eval_ in self.metas:
-                part = RunState(train=read_columns(self.file, train), eval=read_columns(self.file, eval_))
-                for block in metrics_csv_text(part, keys):
-                    into.write(block)
+        with self.file, self.text:
+            if self.text_keys == keys:
+                self.text.seek(0)
+                while data := self.text.read(1 << 20):
+                    into.write(data)
+            else:
+                self.file.seek(0)
+                for train, eval_ in self.metas:
+                    part = RunState(train=read_columns(self.file, train), eval=read_columns(self.file, eval_))
+                    for block in metrics_csv_text(part, keys):
+                        into.write(block)
         if into is not out:
             into.close()
 
