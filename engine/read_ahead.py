@@ -21,6 +21,7 @@ from engine.column_cache import columns_meta, read_columns, write_columns
 from engine.errors import SwiftdeckError
 from engine.ingest import RunState, stream_states
 
+FORK_BYTES = 16 * 1024 * 1024  # smaller files are read here: a part only leaves the reader after 65,536 steps
 FACTS = ("run_dir", "progress", "checkpoints", "finished", "end_time", "metrics_source")
 
 
@@ -46,11 +47,22 @@ def _child(reader, late: list, fd: int, kw: dict) -> None:
         out.write(orjson.dumps({kind: len(tail)}) + b"\n" + tail)
 
 
-def read_ahead_states(reader, late: list, **kw) -> Iterator[RunState]:
-    """What stream_states(reader, late=late, **kw) yields, read by a child process; at the end `reader.state` holds
-    the run-level facts (progress, checkpoints, finished, ...) and `late` the late steps, as stream_states leaves
-    them."""
-    if not hasattr(os, "fork") or (os.cpu_count() or 1) < 2:
+def _size(reader) -> int:
+    total = 0
+    for path in (reader.console_log, reader.run_dir / "logging.jsonl" if reader.run_dir else None):
+        try:
+            total += os.stat(path).st_size if path else 0
+        except OSError:
+            pass
+    return total
+
+
+def read_ahead_states(reader, late: list, min_bytes: int | None = None, **kw) -> Iterator[RunState]:
+    """What stream_states(reader, late=late, **kw) yields, read by a child process when the files are `min_bytes`
+    (FORK_BYTES) or more; at the end `reader.state` holds the run-level facts (progress, checkpoints, finished, ...)
+    and `late` the late steps, as stream_states leaves them."""
+    if not hasattr(os, "fork") or (os.cpu_count() or 1) < 2 \
+            or _size(reader) < (FORK_BYTES if min_bytes is None else min_bytes):
         yield from stream_states(reader, late=late, **kw)
         return
     sys.stdout.flush()

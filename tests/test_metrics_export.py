@@ -141,7 +141,7 @@ def test_the_read_ahead_child_gives_the_parts_late_steps_and_facts_of_a_read_her
     here_late, child_late = [], []
     here_reader, child_reader = RunReader(run_dir=run), RunReader(run_dir=run)
     here = parts(stream_states(here_reader, window=100, late=here_late, chunk=16 * 1024))
-    child = parts(read_ahead_states(child_reader, child_late, window=100, chunk=16 * 1024))
+    child = parts(read_ahead_states(child_reader, child_late, min_bytes=0, window=100, chunk=16 * 1024))
     assert len(here) > 10 and child == here and child_late == here_late == [12]
     assert child_reader.state.finished == here_reader.state.finished and child_reader.state.finished.summary
     assert child_reader.state.progress == here_reader.state.progress
@@ -154,4 +154,4 @@ def test_an_error_in_the_read_ahead_child_is_raised_here_in_one_line(tmp_path):
     reader = RunReader(run_dir=run)
     reader.poll = None  # not callable: the child's stream_states fails at its first read
     with pytest.raises(TypeError, match="not callable"):
-        list(read_ahead_states(reader, []))
+        list(read_ahead_states(reader, [], min_bytes=0))
