@@ -38,6 +38,7 @@ def _child(reader, late: list, fd: int, kw: dict) -> None:
                                                  "eval": columns_meta(part.eval)}}) + b"\n")
                 write_columns(out, part.train)
                 write_columns(out, part.eval)
+                out.flush()  # all of it now: the parent writes this part out while the next one is parsed
             kind, tail = "end", pickle.dumps(({k: getattr(reader.state, k) for k in FACTS}, late))
         except Exception as exc:  # noqa: BLE001 - handed to the parent, which raises it
             try:
