@@ -62,8 +62,8 @@ def read_ahead_states(reader, late: list, min_bytes: int | None = None, **kw) ->
     """What stream_states(reader, late=late, **kw) yields, read by a child process when the files are `min_bytes`
     (FORK_BYTES) or more; at the end `reader.state` holds the run-level facts (progress, checkpoints, finished, ...)
     and `late` the late steps, as stream_states leaves them."""
-    if not hasattr(os, "fork") or (os.cpu_count() or 1) < 2 \
-            or _size(reader) < (FORK_BYTES if min_bytes is None else min_bytes):
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
+    if not hasattr(os, "fork") or cores < 2 or _size(reader) < (FORK_BYTES if min_bytes is None else min_bytes):
         yield from stream_states(reader, late=late, **kw)
         return
     sys.stdout.flush()
