@@ -155,3 +155,20 @@ def test_an_error_in_the_read_ahead_child_is_raised_here_in_one_line(tmp_path):
     reader.poll = None  # not callable: the child's stream_states fails at its first read
     with pytest.raises(TypeError, match="not callable"):
         list(read_ahead_states(reader, [], min_bytes=0))
+
+
+def test_a_long_run_read_by_the_child_gives_the_rows_and_the_late_step_message_of_a_read_here(tmp_path):
+    from engine.read_ahead import FORK_BYTES
+
+    run = write_run(tmp_path / "v0-20260101-000000", steps=70_000, eval_every=500)
+    line = json.loads(SAMPLE.read_text().splitlines()[0])
+    with open(run / "logging.jsonl", "a") as fh:  # step 5 again, 70,000 steps late: left out, and stderr says so
+        fh.write(json.dumps({**line, "loss": 0.5, "global_step/max_steps": "5/70000"}) + "\n")
+    assert (run / "logging.jsonl").stat().st_size >= FORK_BYTES
+    late: list[int] = []
+    want = "".join(orjson.dumps(r).decode() + "\n" for part in stream_states(RunReader(run_dir=run), late=late)
+                   for r in iter_metrics_rows(part))
+    got = swiftdeck("metrics", str(run), "--format", "jsonl", home=tmp_path / "home")
+    assert got.returncode == 0 and got.stdout == want and late == [5]
+    assert got.stderr.strip() == ("swiftdeck: 1 line(s) for steps already written came more than 65,536 steps late "
+                                  "and were left out (step 5)")
