@@ -15,7 +15,8 @@ RSS (ru_maxrss) is its own; prints wall s, CPU s and peak RSS MB per case:
              the code has one)
 - follow:    one poll of a caught-up RunWatch after 10 more steps were appended (per-poll cost of a live run), and
              one chart frame
-- metrics:   `swiftdeck metrics RUN --json > /dev/null`   (and --format jsonl, csv where the CLI has them)
+- metrics:   `swiftdeck metrics RUN --json > /dev/null`   (and --format jsonl, csv where the CLI has them);
+             `--repeat N` runs each format N times, before and after alternated (the machine's noise shows)
 - runs:      `swiftdeck runs --json` with `--runs` registry records, each with a run folder
 
 No assertions (goals: attach < 2 s and < 300 MB, metrics < 3 s, runs < 0.5 s; see docs/BENCHMARKS.md).
@@ -246,6 +247,7 @@ def main() -> None:
     ap.add_argument("--runs", type=int, default=200)
     ap.add_argument("--before", type=Path, help="a checkout of older code to measure beside this tree")
     ap.add_argument("--cases", default="reader,attach,app,reopen,follow,metrics,runs")
+    ap.add_argument("--repeat", type=int, default=1, help="metrics: runs per format and tree, alternated")
     ap.add_argument("--case", help=argparse.SUPPRESS)
     ap.add_argument("--dir", help=argparse.SUPPRESS)
     ns = ap.parse_args()
@@ -278,7 +280,7 @@ def main() -> None:
                 _, _, info = run_child(argv, env, cwd=tree)
                 print(f"{case:<8} {name:<6} {json.dumps(info)}", flush=True)
         for fmt in ("--json", "--format=jsonl", "--format=csv") if "metrics" in cases else ():
-            for name, tree in trees:
+            for name, tree in trees * max(1, ns.repeat):
                 env = {"PYTHONPATH": str(tree), "SWIFTDECK_HOME": str(home / name)}
                 probe = subprocess.run([py, "-m", "tui.cli", "metrics", "--help"], capture_output=True, text=True,
                                        env={**os.environ, **env}, cwd=tree).stdout

@@ -7,7 +7,6 @@ Every command prints a clear one-line message for bad input (exit 2) instead of 
 from __future__ import annotations
 
 import argparse
-import functools
 import json
 import subprocess
 import sys
@@ -375,28 +374,28 @@ def _stream_rows(fmt: str, kind: str, src, reader, run: str) -> int:
     first appear at the last line, so the rows wait in a temporary file as raw columns until the header is known).
     A step logged again or late within the last 65,536 steps is placed (the later line wins); a line later than that
     is left out, and stderr says which steps."""
-    from engine.ingest import STREAM_WINDOW, metrics_row_blocks, stream_states
+    from engine.ingest import STREAM_WINDOW, metrics_json_text
+    from engine.read_ahead import read_ahead_states
 
     if fmt == "csv":
         spool = _ColumnSpool()
-    out = sys.stdout
-    dumps = functools.partial(orjson.dumps, option=orjson.OPT_SERIALIZE_NUMPY)
-    head = '{"kind": ' + orjson.dumps(kind).decode() + ', "metrics": ['
+    out = _BytesOut(sys.stdout)
+    head = b'{"kind": ' + orjson.dumps(kind) + b', "metrics": ['
+    sep = b"\n" if fmt == "jsonl" else b",\n"
     late: list[int] = []
-    rows, peak, sep = 0, None, "\n"
-    for part in stream_states(reader, late=late):
+    rows, peak = 0, None
+    for part in read_ahead_states(reader, late):
         part_peak = _peak_memory(part)
         peak = part_peak if peak is None or (part_peak is not None and part_peak > peak) else peak
         if fmt == "csv":
             rows += spool.add(part)
             continue
-        for block in metrics_row_blocks(part):
+        for block in metrics_json_text(part, sep):
             if fmt == "jsonl":
-                out.write(b"\n".join(map(dumps, block)).decode() + "\n")
+                out.write(block + b"\n")
             else:
-                out.write((head if not rows else "") + sep + b",\n".join(map(dumps, block)).decode())
-                sep = ",\n"
-            rows += len(block)
+                out.write((b",\n" if rows else head + b"\n") + block)
+            rows += 1  # blocks: only whether there was one counts
     state = reader.state
     summary = state.finished.summary if state.finished else {}
     if not rows and not summary:
@@ -405,12 +404,12 @@ def _stream_rows(fmt: str, kind: str, src, reader, run: str) -> int:
         spool.write_csv(out)
     elif fmt == "json":
         memory = _memory_vs_estimate(src, peak)
-        out.write((head if not rows else "") + '\n], "summary": '
-                  + orjson.dumps(summary, option=orjson.OPT_SERIALIZE_NUMPY, default=_json_default).decode()
-                  + ', "finished": ' + orjson.dumps(state.finished, option=orjson.OPT_SERIALIZE_NUMPY,
-                                                    default=_json_default).decode()
-                  + ', "memory": ' + orjson.dumps(memory, option=orjson.OPT_SERIALIZE_NUMPY,
-                                                  default=_json_default).decode() + "}\n")
+        opt = orjson.OPT_SERIALIZE_NUMPY
+        out.write((head if not rows else b"") + b'\n], "summary": '
+                  + orjson.dumps(summary, option=opt, default=_json_default)
+                  + b', "finished": ' + orjson.dumps(state.finished, option=opt, default=_json_default)
+                  + b', "memory": ' + orjson.dumps(memory, option=opt, default=_json_default) + b"}\n")
+    out.close()
     if late:
         shown = ", ".join(map(str, late[:5])) + (f" and {len(late) - 5} more" if len(late) > 5 else "")
         print(f"swiftdeck: {len(late)} line(s) for steps already written came more than {STREAM_WINDOW:,} steps late "
@@ -418,43 +417,100 @@ def _stream_rows(fmt: str, kind: str, src, reader, run: str) -> int:
     return 0
 
 
+class _BytesOut:
+    """Bytes for a text stream, gathered and written about a megabyte at a time: through its binary buffer where
+    it has one (stdout), decoded otherwise."""
+
+    def __init__(self, out, size: int = 1 << 20):
+        self.out, self.size = out, size
+        self.parts: list[bytes] = []
+        self.held = 0
+
+    def write(self, data: bytes) -> None:
+        self.parts.append(data)
+        self.held += len(data)
+        if self.held >= self.size:
+            self.flush()
+
+    def flush(self) -> None:
+        data = b"".join(self.parts)
+        self.parts, self.held = [], 0
+        buffer = getattr(self.out, "buffer", None)
+        if buffer is None:
+            self.out.write(data.decode())
+        else:
+            self.out.flush()
+            buffer.write(data)
+
+    def close(self) -> None:
+        self.flush()
+        if getattr(self.out, "buffer", None) is not None:
+            self.out.buffer.flush()
+
+
 class _ColumnSpool:
     """The parts of a streamed read kept in a temporary file as raw columns (engine.column_cache), then written as
-    CSV under a header of every key: memory flat in the number of steps."""
+    CSV under a header of every key: memory flat in the number of steps. Each part is also written as CSV text
+    at once (into a second temporary file) under the keys known so far; when no later part brings a new key (the
+    usual case) that text is the CSV, and only a run whose keys grow is formatted again from the columns."""
 
     def __init__(self):
         import tempfile
 
         self.file = tempfile.TemporaryFile()
+        self.text = tempfile.TemporaryFile()
         self.metas: list[tuple[dict, dict]] = []
         self.train_keys: dict[str, None] = {}
         self.eval_keys: dict[str, None] = {}
+        self.text_keys: list[str] | None = None  # the keys of the text so far; None once a part brought a new one
+
+    def keys(self) -> list[str]:
+        return list(dict.fromkeys(("step", *self.train_keys, *self.eval_keys)))
 
     def add(self, part) -> int:
         from engine.column_cache import columns_meta, write_columns
+        from engine.ingest import metrics_csv_text
 
         self.metas.append((columns_meta(part.train), columns_meta(part.eval)))
         write_columns(self.file, part.train)
         write_columns(self.file, part.eval)
         self.train_keys.update(dict.fromkeys(part.train.cols))
         self.eval_keys.update(dict.fromkeys(part.eval.cols))
+        keys = self.keys()
+        if len(self.metas) == 1:
+            self.text_keys = keys
+        elif keys != self.text_keys:
+            self.text_keys = None
+        if self.text_keys is not None:
+            self.text.write(b"".join(metrics_csv_text(part, keys)))
         return len(part.train) + len(part.eval)
 
     def write_csv(self, out) -> None:
+        """The CSV to `out`: a text stream, or a _BytesOut (left open)."""
         import csv
+        import io
 
         from engine.column_cache import read_columns
-        from engine.ingest import RunState, metrics_csv_blocks
+        from engine.ingest import RunState, metrics_csv_text
 
-        keys = list(dict.fromkeys(("step", *self.train_keys, *self.eval_keys)))
-        w = csv.writer(out, lineterminator="\n")
-        w.writerow(keys)
-        self.file.seek(0)
-        with self.file:
-            for train, eval_ in self.metas:
-                part = RunState(train=read_columns(self.file, train), eval=read_columns(self.file, eval_))
-                for block in metrics_csv_blocks(part, keys):
-                    w.writerows(block)
+        into = out if isinstance(out, _BytesOut) else _BytesOut(out)
+        keys = self.keys()
+        header = io.StringIO()
+        csv.writer(header, lineterminator="\n").writerow(keys)
+        into.write(header.getvalue().encode())
+        with self.file, self.text:
+            if self.text_keys == keys:
+                self.text.seek(0)
+                while data := self.text.read(1 << 20):
+                    into.write(data)
+            else:
+                self.file.seek(0)
+                for train, eval_ in self.metas:
+                    part = RunState(train=read_columns(self.file, train), eval=read_columns(self.file, eval_))
+                    for block in metrics_csv_text(part, keys):
+                        into.write(block)
+        if into is not out:
+            into.close()
 
 
 def _peak_memory(state) -> float | None:

@@ -5,6 +5,10 @@ The copy is of the file's first `offset` bytes (complete lines only) and is used
 one (device and inode) and still begins with those bytes: at least `offset` long, with the same last 4 KiB before
 `offset` and, when no longer than that, the same mtime. Anything else (the file replaced, truncated, rewritten, a
 copy from another version, a damaged copy) reads as no copy: the file is parsed as usual and the copy rewritten.
+
+The folder is kept under MAX_BYTES in all and MAX_COPIES copies: each save deletes the copies whose logging.jsonl
+is gone, then the least recently used ones (a copy's mtime is set when it is written or read) until both hold; the
+copy just written is never one of them. Nothing there fails the caller (the copies only save time).
 """
 from __future__ import annotations
 
@@ -23,6 +27,8 @@ from engine.metric_columns import Columns
 VERSION = 1
 CHECK_BYTES = 4096
 MIN_BYTES = 24 * 1024 * 1024  # a shorter logging.jsonl parses in well under a second: no copy
+MAX_BYTES = 1 << 30  # the whole folder (~90 MB per million steps: about eleven such runs)
+MAX_COPIES = 64
 
 
 @dataclass
@@ -89,11 +95,47 @@ def save(jsonl: Path, offset: int, ident: tuple[int, int] | None, train: Columns
             write_columns(out, train)
             write_columns(out, eval_)
         os.replace(tmp, target)
-        return True
     except (OSError, TypeError, ValueError):
         if tmp is not None:
-            tmp.unlink(missing_ok=True)
+            try:
+                tmp.unlink(missing_ok=True)
+            except OSError:
+                pass
         return False
+    evict(target.parent, keep=target)
+    return True
+
+
+def evict(folder: Path, keep: Path | None = None) -> list[Path]:
+    """Delete the least recently used copies (oldest mtime first) until the folder's copies take at most MAX_BYTES
+    and number at most MAX_COPIES; never `keep`. The copies deleted (an error on one skips it)."""
+    copies = []
+    try:
+        with os.scandir(folder) as entries:
+            for entry in entries:
+                if entry.name.endswith(".bin"):
+                    try:
+                        st = entry.stat(follow_symlinks=False)
+                    except OSError:
+                        continue
+                    copies.append((st.st_mtime_ns, st.st_size, Path(entry.path)))
+    except OSError:
+        return []
+    copies.sort(key=lambda c: (c[0], c[2].name))
+    total, count = sum(c[1] for c in copies), len(copies)
+    gone = []
+    for _, size, path in copies:
+        if total <= MAX_BYTES and count <= MAX_COPIES:
+            break
+        if keep is not None and path.name == Path(keep).name:
+            continue
+        try:
+            path.unlink()
+        except OSError:
+            continue
+        total, count = total - size, count - 1
+        gone.append(path)
+    return gone
 
 
 def prune(folder: Path) -> int:
@@ -161,9 +203,11 @@ def fits(jsonl: Path) -> bool:
 
 
 def load(jsonl: Path) -> Cached | None:
-    """The copy of `jsonl`'s columns, or None when there is none that still fits the file."""
+    """The copy of `jsonl`'s columns, or None when there is none that still fits the file. A copy read is marked
+    as just used (its mtime: the last to be evicted)."""
+    path = cache_file(jsonl)
     try:
-        fh = open(cache_file(jsonl), "rb")
+        fh = open(path, "rb")
     except OSError:
         return None
     try:
@@ -177,6 +221,10 @@ def load(jsonl: Path) -> Cached | None:
                 return None
     except (OSError, ValueError, KeyError, TypeError, EOFError):
         return None
+    try:
+        os.utime(path)
+    except OSError:
+        pass
     p, f = meta["progress"], meta["finished"]
     return Cached(offset, tuple(meta["ident"]), train, eval_, Progress(**p) if p else None,
                   Finished(**f) if f else None, meta["final_record"])

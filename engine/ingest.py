@@ -430,14 +430,18 @@ class _Layout:
             parts = "/".join(map(itemgetter("global_step/max_steps"), recs)).split("/")
             if len(parts) != 2 * len(recs) or not all(map(str.isdigit, parts[0::2])):
                 return None
-            steps = array("q", map(int, parts[0::2]))
-            maxes = array("q", map(int, parts[1::2]))
+            try:  # every number in one orjson call: "12/500" -> 12, 500 (int() of each where JSON differs: "007")
+                both = array("q", orjson.loads("[" + ",".join(parts) + "]"))
+                steps, maxes = both[0::2], both[1::2]
+            except (orjson.JSONDecodeError, TypeError):
+                steps = array("q", map(int, parts[0::2]))
+                maxes = array("q", map(int, parts[1::2]))
             # one pass over the records for all number keys (a flat array, row after row), then a strided slice
             # per key: C-speed throughout
             numbers = [k for k in self.order if k not in self.times]
             width = len(numbers)
-            flat = array("d", itertools.chain.from_iterable(map(itemgetter(*numbers), recs))) if width > 1 else \
-                array("d", map(itemgetter(numbers[0]), recs)) if width else array("d")
+            flat = array("d", list(itertools.chain.from_iterable(map(itemgetter(*numbers), recs)))) if width > 1 \
+                else array("d", list(map(itemgetter(numbers[0]), recs))) if width else array("d")
             by_key = {k: flat[i::width] for i, k in enumerate(numbers)}
             for k in self.times:
                 by_key[k] = array("d", map(_DURATIONS.__getitem__, map(itemgetter(k), recs)))
@@ -528,10 +532,16 @@ class JsonlParser:
         layout = self._layout
         same = None
         if layout is not None:
-            try:
-                same = list(map(operator.eq, map(dict.keys, recs), itertools.repeat(layout.keys)))
-            except TypeError:  # a line that is no object
+            if list(map(type, recs)).count(dict) == len(recs):
+                # as many keys as the layout; which ones _block finds out as it takes them (cheaper than comparing)
+                same = list(map(operator.eq, map(len, recs), itertools.repeat(len(layout.keys))))
+            else:  # a line that is no object
                 same = [type(rec) is dict and rec.keys() == layout.keys for rec in recs]
+        self._runs(recs, lines, 0, same, events)
+
+    def _runs(self, recs: list, lines: list[bytes], first: int, same: list[bool] | None, events: list[Event]) -> None:
+        """`recs` (lines `first`... of `lines`) in order: each run of records flagged `same` (of the layout) as one
+        block, any other record on its own."""
         start, n = 0, len(recs)
         while start < n:
             stop = n
@@ -543,13 +553,18 @@ class JsonlParser:
             else:
                 stop = start
             if stop > start:
-                self._block(recs[start:stop], lines, start, events)
+                self._block(recs[start:stop], lines, first + start, events)
             if stop < n:
-                self._one(lines[stop], recs[stop], events)
+                self._one(lines[first + stop], recs[stop], events)
             start = stop + 1
 
     def _block(self, recs: list[dict], lines: list[bytes], first: int, events: list[Event]) -> None:
-        block = self._layout.columns(recs)
+        try:
+            block = self._layout.columns(recs)
+        except KeyError:  # a record with as many keys as the layout but other ones: compare each record's keys
+            keys = self._layout.keys
+            self._runs(recs, lines, first, [rec.keys() == keys for rec in recs], events)
+            return
         if block is None:  # a value of another type than the layout's: one record at a time
             for k, rec in enumerate(recs):
                 self._one(lines[first + k], rec, events)
@@ -1087,7 +1102,7 @@ def _segments(state: RunState) -> Iterator[tuple[str, object]]:
     t, e = state.train, state.eval
     ti = ei = 0
     nt, ne = len(t), len(e)
-    bulk = not t.absent
+    bulk = not t.absent and "step" not in t.cols
     while ti < nt or ei < ne:
         if ei < ne and (ti >= nt or e.steps[ei] <= t.steps[ti]):
             same = ti < nt and e.steps[ei] == t.steps[ti]
@@ -1169,6 +1184,33 @@ def metrics_csv_blocks(state: RunState, keys: list[str]) -> Iterator[Iterable]:
             a, b = item
             yield zip(t.steps[a:b], *(t.cols[k][a:b] if k in t.cols else itertools.repeat("", b - a)
                                       for k in keys[1:]))
+
+
+def metrics_json_text(state: RunState, sep: bytes) -> Iterator[bytes]:
+    """The rows of iter_metrics_rows as the JSON orjson writes for each, a block of rows at a time (joined by
+    `sep`); plain train rows are written straight from the columns (engine.metrics_text), no dict per row."""
+    from engine.metrics_text import json_rows
+
+    t = state.train
+    for kind, item in _segments(state):
+        if kind == "row":
+            yield orjson.dumps(item)
+        else:
+            a, b = item
+            yield json_rows(t.steps[a:b], {k: c[a:b] for k, c in t.cols.items()}, sep)
+
+
+def metrics_csv_text(state: RunState, keys: list[str]) -> Iterator[bytes]:
+    """The lines csv.writer writes for metrics_csv_blocks(state, keys), a block at a time."""
+    from engine.metrics_text import csv_rows
+
+    t = state.train
+    for kind, item in _segments(state):
+        if kind == "row":
+            yield (",".join("" if item.get(k) is None else repr(item[k]) for k in keys) + "\n").encode()
+        else:
+            a, b = item
+            yield csv_rows(t.steps[a:b], {k: c[a:b] for k, c in t.cols.items()}, keys)
 
 
 def iter_metrics_rows(state: RunState) -> Iterator[dict]:
