@@ -8,7 +8,9 @@ window / wall time = percent of one core; RSS is the TUI process's resident memo
 window (the peak). Goal (issue 9): watching a live run for 60 s costs < 3 % of a core and < 150 MB. Scenarios:
 - idle:     a finished run, nothing changes;
 - training: a tqdm update every 0.3 s and a logged step (console dict + jsonl record) every 1.5 s, as the demo;
-- burst:    2000 console lines a second (a chatty run), to check the redraw throttling.
+- burst:    2000 console lines a second (a chatty run), to check the redraw throttling;
+- fast:     25 logged steps a second (`--logging_steps 1` on a GPU: the demo on an H200), each a tqdm update, a
+            console dict and a jsonl record.
 `--write` puts the table in docs/BENCHMARKS.md (the dashboard section only). `--short` (CI): the training scenario
 only, 5 s after a 3 s warm-up.
 """
@@ -54,14 +56,14 @@ def writer(console: Path, jsonl: Path, mode: str, stop: threading.Event) -> None
                 continue
             step += 1
             con.write(("\r" + bar.format(p=step % 100, s=step)).encode())
-            if time.time() - last_log >= 1.5:
+            if mode == "fast" or time.time() - last_log >= 1.5:
                 last_log = time.time()
                 rec = {"loss": 6.0 - step * 1e-4, "grad_norm": 1.0, "learning_rate": 1e-4, "token_acc": 0.2,
                        "epoch": step / 8, "global_step/max_steps": f"{step}/100000", "elapsed_time": "5s",
                        "remaining_time": "5h", "train_speed(s/it)": 0.3}
                 con.write(("\n" + repr({k: str(v) for k, v in rec.items()}) + "\n").encode())
                 jl.write((json.dumps(rec) + "\n").encode())
-            time.sleep(0.3)
+            time.sleep(0.04 if mode == "fast" else 0.3)
 
 
 def measure(state: str, seconds: float, warmup: float = 8.0, profile: str | None = None) -> tuple[float, float]:
@@ -126,7 +128,10 @@ def main() -> int:
     p = argparse.ArgumentParser()
     p.add_argument("--seconds", type=float, default=60.0)
     p.add_argument("--short", action="store_true", help="the training scenario, 5 s (CI)")
-    p.add_argument("--profile", metavar="FILE", help="the training scenario under cProfile (main thread), to FILE")
+    p.add_argument("--profile", metavar="FILE", help="a scenario under cProfile (main thread), to FILE")
+    p.add_argument("--scenario", default="training", choices=("idle", "training", "burst", "fast"),
+                   help="the scenario of --profile and --only")
+    p.add_argument("--only", action="store_true", help="measure --scenario alone (no table written)")
     p.add_argument("--write", action="store_true", help="update the dashboard section of docs/BENCHMARKS.md")
     ns = p.parse_args()
     if shutil.which("tmux") is None:
@@ -134,14 +139,19 @@ def main() -> int:
         return 2
     results = {}
     if ns.profile:
-        cpu, rss = measure("training", ns.seconds, profile=str(Path(ns.profile).resolve()))
-        print(f"training  {cpu:5.1f} % of one core (under cProfile), peak RSS {rss:.0f} MB; profile in {ns.profile}")
+        cpu, rss = measure(ns.scenario, ns.seconds, profile=str(Path(ns.profile).resolve()))
+        print(f"{ns.scenario}  {cpu:5.1f} % of one core (under cProfile), peak RSS {rss:.0f} MB; profile in "
+              f"{ns.profile}")
+        return 0
+    if ns.only:
+        cpu, rss = measure(ns.scenario, ns.seconds)
+        print(f"{ns.scenario}  {cpu:5.1f} % of one core, peak RSS {rss:.0f} MB ({ns.seconds:.0f} s)")
         return 0
     if ns.short:
         cpu, rss = measure("training", 5.0, warmup=3.0)
         print(f"training  {cpu:5.1f} % of one core, peak RSS {rss:.0f} MB (5 s)")
         return 0
-    for state in ("idle", "training", "burst"):
+    for state in ("idle", "training", "burst", "fast"):
         results[state] = measure(state, ns.seconds)
         print(f"{state:9} {results[state][0]:5.1f} % of one core, peak RSS {results[state][1]:.0f} MB", flush=True)
     load = os.getloadavg()[0]
@@ -160,6 +170,8 @@ def main() -> int:
         f"| training | tqdm update every 0.3 s, a logged step every 1.5 s (1 Hz redraw) | "
         f"{results['training'][0]:.1f} % | {results['training'][1]:.0f} MB |",
         f"| burst | 2000 console lines/s | {results['burst'][0]:.1f} % | {results['burst'][1]:.0f} MB |",
+        f"| fast | 25 logged steps/s (`--logging_steps 1` on a GPU) | {results['fast'][0]:.1f} % | "
+        f"{results['fast'][1]:.0f} MB |",
         "",
         "Polling and GPU sampling run on worker threads once a second; a poll applies all new lines, metrics and "
         "checkpoints in one go, so a burst costs one repaint per second, not one per line. The loss chart "
