@@ -232,7 +232,8 @@ class RunsScreen(ModalScreen[RunSource | None]):
         table.settle()
         at = next((i for i, src in enumerate(self.sources) if src.key == keep), None)
         if at is not None:
-            table.move_cursor(row=at)
+            table.move_cursor(row=at)  # scrolled to it now: the first frame shows it
+            table.call_after_refresh(table.move_cursor)  # and still in view once the scrollbars are placed
         if not self._all:
             title = "No runs yet — `n` starts one, `swiftdeck demo` a demo"
         elif self.filter and not self.sources:
