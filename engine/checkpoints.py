@@ -442,14 +442,15 @@ def _mark_last_best(run: RunFolder) -> None:
         c.is_best = c.complete and c.name == best
 
 
-def scan(output_dir: Path) -> list[RunFolder]:
-    """Run folders under `output_dir` (directly, or one level down under a model-name folder), oldest first.
-    `output_dir` may itself be a run folder. Raises CheckpointError when it does not exist."""
+def run_folder_paths(output_dir: Path) -> list[Path]:
+    """The run folders `scan` reads, in its order (oldest first), from the folder names alone: no file inside is
+    read (the run switcher lists them without scanning 500 checkpoints). Raises CheckpointError when `output_dir`
+    does not exist."""
     root = Path(output_dir)
     if not root.is_dir():
         raise CheckpointError(f"no such folder: {root}")
     if is_run_folder(root):
-        return [scan_run(root)]
+        return [root]
     found: list[Path] = []
     for child in sorted(root.iterdir()):
         if not child.is_dir():
@@ -461,12 +462,25 @@ def scan(output_dir: Path) -> list[RunFolder]:
                 found += [g for g in sorted(child.iterdir()) if g.is_dir() and RUN_RE.fullmatch(g.name)]
             except OSError:
                 continue
+
+    def order(p: Path) -> tuple:
+        version, created = _run_created(p.name)
+        return created or datetime.min, version or 0, str(p)
+
+    return sorted(found, key=order)
+
+
+def scan(output_dir: Path) -> list[RunFolder]:
+    """Run folders under `output_dir` (directly, or one level down under a model-name folder), oldest first.
+    `output_dir` may itself be a run folder. Raises CheckpointError when it does not exist."""
+    root = Path(output_dir)
+    found = run_folder_paths(root)
+    if found == [root]:
+        return [scan_run(root)]
     from engine import status
 
     index = status.registry_index()
-    runs = [scan_run(p, registry=index) for p in found]
-    runs.sort(key=lambda r: (r.created or datetime.min, r.version or 0, str(r.path)))
-    return runs
+    return [scan_run(p, registry=index) for p in found]  # in run_folder_paths' order
 
 
 # ---------------------------------------------------------------- human-readable

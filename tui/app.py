@@ -39,7 +39,7 @@ from tui.screens.help import HelpScreen
 from tui.screens.launch import LaunchScreen
 from tui.screens.leftovers import LeftoversScreen
 from tui.screens.relaunch import RelaunchError, RelaunchScreen
-from tui.screens.runs import RunsScreen
+from tui.screens.runs import RunListing, RunsScreen
 from tui.widgets.chat import ChatPane
 from tui.widgets.checkpoints import CheckpointsPane
 from tui.widgets.gpu import GpuPane
@@ -149,6 +149,7 @@ class SwiftdeckApp(ChatJobs, App):
         self.end_watch = endnotice.EndWatch()  # runs of the registry that end: a toast, the bell, OSC 9/777
         self.chat = ChatSession()  # the chat worker process and the deploy the chat pane talks through
         self.last_gpu_view = None
+        self.run_listing: RunListing | None = None  # the run switcher's list (action_runs)
         self.readonly = readonly  # watch only: see READONLY_REFUSED
         # on start: offer to stop processes of earlier runs still alive
         self.check_leftovers = check_leftovers and not readonly
@@ -416,7 +417,9 @@ class SwiftdeckApp(ChatJobs, App):
             if source is not None:
                 self.attach(source)
 
-        self.push_screen(RunsScreen(self.output_dir, current), opened)
+        if self.run_listing is None:  # kept between opens: the next one shows the list at once, then reads again
+            self.run_listing = RunListing(self.output_dir)
+        self.push_screen(RunsScreen(current=current, listing=self.run_listing), opened)
 
     def action_disk(self) -> None:
         from tui.screens.disk import DiskScreen, output_dir_of

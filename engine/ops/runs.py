@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -103,6 +104,14 @@ def _folder_finished(run_dir: Path) -> bool:
         return False
 
 
+def _has_files(folder: Path) -> bool:
+    try:
+        with os.scandir(folder) as entries:
+            return next(entries, None) is not None
+    except OSError:
+        return False
+
+
 def discover(output_dir: Path | None = None) -> list[RunSource]:
     """Registry training runs (newest first), then deploy/merge jobs, then run folders under `output_dir` that no
     record claims (newest first). Chat workers are the dashboard's own helpers, not runs to open."""
@@ -114,12 +123,13 @@ def discover(output_dir: Path | None = None) -> list[RunSource]:
 
         claimed = {Path(s.run_dir).resolve() for s in found if s.run_dir}
         try:
-            folders = checkpoints.scan(Path(output_dir))
+            folders = checkpoints.run_folder_paths(Path(output_dir))  # names only: no checkpoint is read
         except (checkpoints.CheckpointError, OSError):
             folders = []
-        for f in reversed(folders):
-            if f.path.resolve() not in claimed and not f.empty:
-                found.append(RunSource(run_dir=f.path.resolve()))
+        for path in reversed(folders):
+            path = path.resolve()
+            if path not in claimed and _has_files(path):  # a launch that failed at once leaves an empty folder
+                found.append(RunSource(run_dir=path))
     return found
 
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 import re
+import threading
 import time
 from datetime import datetime
 
@@ -23,6 +24,7 @@ from tui.model import RunSource, discover, fmt_num, quick_summary
 TITLE = ("Runs, newest first — Enter opens · type to filter · Space picks · c compares the picked · J shows jobs · "
          "Esc closes")
 REFRESH_S = 2.0  # the list is read again this often while open (rows whose files did not change cost a stat)
+SLOW_READ_S = 0.15  # a first read that takes longer shows the last list meanwhile (or the loading indicator)
 FOLDER_TIME = re.compile(r"v\d+-(\d{8}-\d{6})$")
 
 
@@ -47,21 +49,54 @@ def started(s: RunSource) -> float:
         return 0.0
 
 
-def ordered(sources: list[RunSource], jobs: bool) -> list[RunSource]:
-    """Every run newest first, jobs only when asked for."""
-    return sorted((s for s in sources if jobs or not is_job(s)), key=started, reverse=True)
-
-
 def _stamp(s: RunSource) -> tuple:
-    """What a row depends on: the record's status and the size and time of the files its summary reads."""
+    """What a row depends on: the record's status, name and places, and the size and time of the files its summary
+    reads."""
     def stat(p):
         try:
             st = os.stat(p)
             return st.st_size, st.st_mtime_ns
         except (OSError, TypeError):
             return None
-    return (s.record.status if s.record else None, s.record.label if s.record else None, stat(s.console_log),
-            stat(s.run_dir / "logging.jsonl") if s.run_dir else None)
+    rec = s.record
+    return (rec.status if rec else None, rec.label if rec else None, str(s.run_dir), str(s.console_log),
+            stat(s.console_log), stat(s.run_dir / "logging.jsonl") if s.run_dir else None)
+
+
+def _cells(s: RunSource) -> tuple:
+    """A run's row after the mark: run, status, step, loss, kind, started, where (reads its files' tails)."""
+    summary = quick_summary(s)
+    step = "-" if summary.step is None else f"{summary.step}/{summary.max_steps or '?'}"
+    when = time.strftime("%Y-%m-%d %H:%M", time.localtime(started(s))) if s.record or s.run_dir else "-"
+    where = str(s.run_dir or s.console_log or "-")
+    return (printable(s.name, newlines=False), s.status, step, fmt_num(summary.last_loss), s.kind, when,
+            printable(where, newlines=False))
+
+
+class RunListing:
+    """The switcher's list as last read, kept by the app between opens: the runs, newest first, and their rows'
+    cells, each cell tuple with the stamp of what it was made from, so that a read costs a stat for a run whose
+    files did not change. Every open reads again (a run started or ended since shows as it is now); only a read
+    slower than SLOW_READ_S shows this list meanwhile."""
+
+    def __init__(self, output_dir=None) -> None:
+        self.output_dir = output_dir
+        self.last: tuple[list[RunSource], dict[str, tuple]] | None = None  # (runs, key -> cells); None: never read
+        self._stamps: dict[str, tuple] = {}  # key -> _stamp when its cells were made
+        self._lock = threading.Lock()  # one read at a time
+
+    def read(self) -> tuple[list[RunSource], dict[str, tuple]]:
+        """The registry and the output dir read again (on a worker thread, never the UI's)."""
+        with self._lock:
+            sources = sorted(discover(self.output_dir), key=started, reverse=True)  # newest first
+            cells = self.last[1] if self.last else {}
+            rows, stamps = {}, {}
+            for s in sources:
+                stamps[s.key] = stamp = _stamp(s)
+                same = self._stamps.get(s.key) == stamp and s.key in cells
+                rows[s.key] = cells[s.key] if same else _cells(s)
+            self._stamps, self.last = stamps, (sources, rows)  # one assignment: the UI never sees half of it
+            return sources, rows
 
 
 class RunsTable(DataTable):
@@ -73,17 +108,41 @@ class RunsTable(DataTable):
         if self.row_count:
             self.move_cursor(row=row if row >= 0 else self.row_count - 1)
 
+    def watch_show_vertical_scrollbar(self, shown: bool) -> None:
+        """Textual moves the scrollbar's thumb only on a scroll: a scroll to the cursor made before the scrollbar
+        showed (settle) would leave the thumb at the top."""
+        if shown:
+            self.vertical_scrollbar.position = self.scroll_y
+
+    def settle(self) -> None:
+        """Measures the rows just added now rather than at the table's next idle, DataTable's own way: the frame
+        that shows them has their column widths and the cursor already scrolled to its row, so the list is drawn
+        once instead of three times (narrow, wide, scrolled). Textual 8's internals; without them the idle does it."""
+        update = getattr(self, "_update_dimensions", None)
+        if update is None or not getattr(self, "_require_update_dimensions", False):
+            return
+        self._require_update_dimensions = False
+        new = self._new_rows.copy()
+        self._new_rows.clear()
+        update(new)
+
 
 class RunsScreen(ModalScreen[RunSource | None]):
     OWNS_KEYS = True  # the dashboard's letters do not act under it
+    AUTO_FOCUS = "#runs-table"  # focused as the screen starts: the table is drawn once, focused
+    DEFAULT_CSS = """
+    #runs-table { scrollbar-gutter: stable; }  /* the scrollbar's arrival does not narrow the table: no redraw */
+    """
     BINDINGS = [Binding("escape,q", "dismiss(None)", "Close"), Binding("enter", "open", "Open"),
                 Binding("space", "pick", "Pick"), Binding("c", "compare", "Compare picked"),
                 Binding("J", "toggle_jobs", "Show jobs"), Binding("slash", "filter", "Filter"),
                 *RunsTable.BINDINGS]
 
-    def __init__(self, output_dir=None, current: str | None = None, refresh_s: float = REFRESH_S) -> None:
+    def __init__(self, output_dir=None, current: str | None = None, refresh_s: float = REFRESH_S,
+                 listing: RunListing | None = None) -> None:
         super().__init__()
-        self.output_dir, self.current = output_dir, current
+        self.listing = listing if listing is not None else RunListing(output_dir)
+        self.output_dir, self.current = self.listing.output_dir, current
         self.refresh_s = refresh_s
         self.sources: list[RunSource] = []  # as listed
         self.picked: set[str] = set()  # keys
@@ -91,25 +150,34 @@ class RunsScreen(ModalScreen[RunSource | None]):
         self.filter = ""
         self._all: list[RunSource] = []
         self._rows: dict[str, tuple] = {}
-        self._stamps: dict[str, tuple] = {}  # key -> _stamp when its row was made (read on the worker only)
-        self._cells: dict[str, tuple] = {}
         self._reading = False
+        self._title = TITLE
 
     def compose(self):
         with Vertical(id="runs-box"):
             yield Static(TITLE, id="runs-title")
-            yield Input(placeholder="filter: part of a name, kind, status or folder (Esc clears)", id="runs-filter",
+            box = Input(placeholder="filter: part of a name, kind, status or folder (Esc clears)", id="runs-filter",
                         select_on_focus=False)
+            box.display = False  # until a letter is typed or `/`
+            yield box
             table = RunsTable(id="runs-table", cursor_type="row", zebra_stripes=True)
             table.add_columns(" ", "run", "status", "step", "loss", "kind", "started", "where")
             yield table
 
     def on_mount(self) -> None:
-        self.query_one("#runs-filter", Input).display = False
-        self.query_one(DataTable).loading = True
-        self.query_one(DataTable).focus()
         self._load()
+        self.set_timer(SLOW_READ_S, self._still_reading)
         self.set_interval(self.refresh_s, self._reload)
+
+    def _still_reading(self) -> None:
+        """The first read is slow: the list as the last open left it meanwhile (the read brings it up to date),
+        else the loading indicator."""
+        if self._all or self._rows:
+            return
+        if self.listing.last is not None:
+            self._fill(*self.listing.last)
+        else:
+            self.query_one(DataTable).loading = True
 
     def _reload(self) -> None:
         if not self._reading:  # a slow read is not doubled
@@ -119,27 +187,10 @@ class RunsScreen(ModalScreen[RunSource | None]):
     def _load(self) -> None:
         self._reading = True
         try:
-            self._read()
+            sources, rows = self.listing.read()
+            self.app.call_from_thread(self._fill, sources, rows)
         finally:
             self._reading = False
-
-    def _read(self) -> None:
-        sources = discover(self.output_dir)
-        rows = {}
-        for s in sources:
-            stamp = _stamp(s)
-            if self._stamps.get(s.key) == stamp and s.key in self._cells:
-                rows[s.key] = self._cells[s.key]
-                continue
-            summary = quick_summary(s)
-            step = "-" if summary.step is None else f"{summary.step}/{summary.max_steps or '?'}"
-            when = time.strftime("%Y-%m-%d %H:%M", time.localtime(started(s))) if s.record or s.run_dir else "-"
-            where = str(s.run_dir or s.console_log or "-")
-            rows[s.key] = (printable(s.name, newlines=False), s.status, step, fmt_num(summary.last_loss), s.kind,
-                           when, printable(where, newlines=False))
-            self._stamps[s.key] = stamp
-        self._cells = rows
-        self.app.call_from_thread(self._fill, sources, rows)
 
     def _mark(self, s: RunSource) -> str:
         return ("▶" if s.key == self.current else " ") + ("✓" if s.key in self.picked else " ")
@@ -175,18 +226,23 @@ class RunsScreen(ModalScreen[RunSource | None]):
         keep = self.sources[table.cursor_row].key if self.sources and table.cursor_row is not None \
             and table.cursor_row < len(self.sources) else self.current
         table.clear()
-        self.sources = [s for s in ordered(self._all, self.show_jobs) if self._shown(s)]
-        for i, src in enumerate(self.sources):
+        self.sources = [s for s in self._all if (self.show_jobs or not is_job(s)) and self._shown(s)]
+        for src in self.sources:
             table.add_row(self._mark(src), *self._rows[src.key], key=src.key)
-            if src.key == keep:
-                table.move_cursor(row=i)
-        title = self.query_one("#runs-title", Static)
+        table.settle()
+        at = next((i for i, src in enumerate(self.sources) if src.key == keep), None)
+        if at is not None:
+            table.move_cursor(row=at)  # scrolled to it now: the first frame shows it
+            table.call_after_refresh(table.move_cursor)  # and still in view once the scrollbars are placed
         if not self._all:
-            title.update("No runs yet — `n` starts one, `swiftdeck demo` a demo")
+            title = "No runs yet — `n` starts one, `swiftdeck demo` a demo"
         elif self.filter and not self.sources:
-            title.update(f"No run matches “{self.filter}” — Esc clears the filter")
+            title = f"No run matches “{self.filter}” — Esc clears the filter"
         else:
-            title.update(TITLE)
+            title = TITLE
+        if title != self._title:
+            self._title = title
+            self.query_one("#runs-title", Static).update(title)
         box = self.query_one("#runs-filter", Input)
         if not (box.display and box.has_focus):
             table.focus()
