@@ -34,6 +34,7 @@ import resource
 
 ROOT = Path(__file__).resolve().parents[1]
 LOCK = "/tmp/swiftdeck-slow.lock"
+NICE: list[str] = []  # --dashboard-nice: a prefix for the dashboard's command
 
 
 class PtyTerminal:
@@ -85,17 +86,23 @@ class Dashboard:
     """`swiftdeck ARGS` (attach …) in tmux or a pseudo-terminal, 160x48, optionally pinned to `cpus`; `proc` is its
     psutil.Process. Returns once it has had 3 s to start."""
 
+    started = 0
+
     def __init__(self, args: list[str], tmp: Path, terminal: str, cpus=None, env: dict | None = None):
         pythonpath = os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))
         env = {**os.environ, **(env or {}), "SWIFTDECK_HOME": str(tmp / "home"), "PYTHONPATH": pythonpath,
                "TERM": "xterm-256color"}
-        argv = [sys.executable, "-m", "tui.cli", *args]
-        self.term, self.sock = None, str(tmp / "tmux.sock")
+        argv = [*NICE, sys.executable, "-m", "tui.cli", *args]
+        Dashboard.started += 1  # a socket per dashboard: a new session on a server still going away dies with it
+        self.term, self.sock = None, str(tmp / f"tmux-{Dashboard.started}.sock")
         if terminal == "tmux":
             pin = ["taskset", "-c", ",".join(map(str, sorted(cpus)))] if cpus else []
             self.tmux("new-session", "-d", "-s", "b", "-x", "160", "-y", "48", "env",
                       *(f"{k}={env[k]}" for k in ("SWIFTDECK_HOME", "PYTHONPATH", "TERM")), *pin, *argv)
-            pid = int(self.tmux("list-panes", "-t", "b", "-F", "#{pane_pid}").stdout.split()[0])
+            panes = self.tmux("list-panes", "-t", "b", "-F", "#{pane_pid}")
+            if not panes.stdout.split():
+                raise RuntimeError(f"the dashboard did not start in tmux: {panes.stderr.strip()}")
+            pid = int(panes.stdout.split()[0])
         else:
             self.term = PtyTerminal(argv, env, cpus=cpus)
             pid = self.term.pid
@@ -188,12 +195,13 @@ def logged_step(jsonl: Path, after: int, deadline: float) -> tuple[float, int]:
 
 
 def within_run(assets, tmp: Path, windows: int, window_s: float, terminal: str, cpus=None,
-               cpu_only: bool = False) -> dict:
+               cpu_only: bool = False, settle_s: float = 8.0) -> dict:
     """One long training launched through swiftdeck (`swiftdeck train`, detached, as a user starts it) and watched
     in windows of `window_s`: alone, attached, attached, alone, alone, … (ABBA, so a drift falls on both sides). A
     window's rate = logged steps / time between the first new step seen at its start and at its end; the dashboard
     (`swiftdeck attach RUN`, the whole screen: GPU pane with NVML where there is a GPU, the run's process tree,
-    log, chart) starts 3 s before its window and leaves after it, and an alone window waits the same 3 s."""
+    log, chart) starts `settle_s` before its window (its start-up, paid once per attach, is not the cost of
+    watching) and leaves after it, and an alone window waits the same."""
     from engine import demo
 
     out = tmp / "within"
@@ -209,7 +217,7 @@ def within_run(assets, tmp: Path, windows: int, window_s: float, terminal: str, 
                    for w in line.split()[2:3]), None)
     if run_id is None:
         raise RuntimeError(f"swiftdeck train failed: {started.stdout}{started.stderr}")
-    res: dict = {"run": run_id, "window_s": window_s, "windows": []}
+    res: dict = {"run": run_id, "window_s": window_s, "settle_s": settle_s, "windows": []}
     try:
         deadline = time.time() + 300
         while not list(out.glob("v*-*/logging.jsonl")) and time.time() < deadline:
@@ -220,8 +228,7 @@ def within_run(assets, tmp: Path, windows: int, window_s: float, terminal: str, 
             attached = (i % 4) in (1, 2)
             dash = Dashboard(["attach", run_id], tmp, terminal, cpus) \
                 if attached else None
-            if not attached:
-                time.sleep(3)
+            time.sleep(settle_s - 3 if attached else settle_s)  # Dashboard() took 3 s
             try:
                 t0, s0 = logged_step(jsonl, step, time.time() + 60)
                 c0 = dash.cpu_s() if dash else None
@@ -267,9 +274,13 @@ def main() -> int:
                     help="one long training, the dashboard attached and detached in turns (ABBA windows)")
     ap.add_argument("--windows", type=int, default=12)
     ap.add_argument("--window-s", type=float, default=12.0)
+    ap.add_argument("--dashboard-nice", help="run the dashboard under `nice -n N`, or `idle` (chrt --idle 0)")
+    ap.add_argument("--settle-s", type=float, default=8.0, help="wait before each window (the dashboard starts)")
     ns = ap.parse_args()
     pairs, epochs = (1, 2) if ns.short else (ns.pairs, ns.epochs)
     cpus = {int(c) for c in ns.cpus.split(",")} if ns.cpus else None
+    if ns.dashboard_nice:
+        NICE[:] = ["chrt", "--idle", "0"] if ns.dashboard_nice == "idle" else ["nice", "-n", ns.dashboard_nice]
     if ns.terminal == "tmux" and shutil.which("tmux") is None:
         print("bench_overhead --terminal tmux needs tmux", file=sys.stderr)
         return 2
@@ -281,7 +292,7 @@ def main() -> int:
     if ns.within_run:
         with tempfile.TemporaryDirectory(prefix="swiftdeck-bench-overhead-") as tmp:
             windows, window_s = (2, 3.0) if ns.short else (ns.windows, ns.window_s)
-            res = within_run(assets, Path(tmp), windows, window_s, **opts)
+            res = within_run(assets, Path(tmp), windows, window_s, settle_s=3.0 if ns.short else ns.settle_s, **opts)
         if ns.json:
             ns.json.write_text(json.dumps({"options": {**vars(ns), "json": str(ns.json)}, "cores": os.cpu_count(),
                                            **res}, indent=1))
