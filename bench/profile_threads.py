@@ -1,0 +1,128 @@
+"""Run `swiftdeck ARGS` with every thread under cProfile (not only the main one), and count the frames Textual
+draws; on exit, the merged profile goes to $SWIFTDECK_PROFILE (pstats) and a summary to $SWIFTDECK_PROFILE.txt.
+
+    python bench/profile_threads.py attach RUN      (bench_tui.py --profile-threads FILE runs it for you)
+"""
+from __future__ import annotations
+
+import cProfile
+import os
+import pstats
+import sys
+import threading
+import time
+
+OUT = os.environ["SWIFTDECK_PROFILE"]
+profiles: list[tuple[str, cProfile.Profile]] = []
+lock = threading.Lock()
+counts: dict[str, int] = {}
+thread_names: dict[str, int] = {}
+frames: list[float] = []
+stacks: dict[str, str] = {}
+_run = threading.Thread.run
+
+
+def run(self):
+    prof = cProfile.Profile()
+    with lock:
+        profiles.append((self.name, prof))
+        key = self.name.split("-")[0]
+        thread_names[key] = thread_names.get(key, 0) + 1
+    prof.enable()
+    try:
+        _run(self)
+    finally:
+        prof.disable()
+
+
+threading.Thread.run = run
+
+
+def _run_plain(fn) -> None:
+    fn()
+
+
+def count(cls, name: str) -> None:
+    orig = getattr(cls, name)
+
+    def wrapped(*a, **k):
+        counts[f"{cls.__name__}.{name}"] = counts.get(f"{cls.__name__}.{name}", 0) + 1
+        return orig(*a, **k)
+
+    setattr(cls, name, wrapped)
+
+
+def main() -> int:
+    from textual.app import App
+    from textual.screen import Screen
+    from textual.widget import Widget
+
+    _display = App._display
+
+    def display(self, *a, **k):  # a frame: when, in the steady state (after the warm-up)
+        frames.append(time.time())
+        return _display(self, *a, **k)
+
+    App._display = display
+    count(Screen, "_refresh_layout")
+    count(Widget, "refresh")
+    _refresh = Widget.refresh
+
+    def refresh(self, *regions, repaint=True, layout=False, recompose=False):
+        f = sys._getframe(1)
+        while f and "textual/widget.py" in f.f_code.co_filename:
+            f = f.f_back
+        where = f"{f.f_code.co_filename.rsplit('/', 2)[-1]}:{f.f_code.co_name}" if f else "?"
+        g = f
+        while g and ("site-packages/textual" in g.f_code.co_filename or "asyncio" in g.f_code.co_filename):
+            g = g.f_back
+        ours = f"{g.f_code.co_filename.rsplit('/', 2)[-1]}:{g.f_code.co_name}" if g else "?"
+        key = f"refresh {type(self).__name__}#{self.id} layout={layout} from {where} < {ours}"
+        counts[key] = counts.get(key, 0) + 1
+        if os.environ.get("SWIFTDECK_PROFILE_STACK") and os.environ["SWIFTDECK_PROFILE_STACK"] in key \
+                and key not in stacks:
+            import traceback
+            stacks[key] = "".join(traceback.format_stack()[-12:])
+        return _refresh(self, *regions, repaint=repaint, layout=layout, recompose=recompose)
+
+    Widget.refresh = refresh
+    from tui import cli
+
+    t0 = time.time()
+    start = {"t": t0}
+
+    def warmed() -> None:  # the counts are of the steady state: after the warm-up (bench_tui's 8 s)
+        time.sleep(float(os.environ.get("SWIFTDECK_PROFILE_WARMUP", "8")))
+        counts.clear()
+        frames.clear()
+        start["t"] = time.time()
+
+    threading.Thread(target=_run_plain, args=(warmed,), daemon=True).start()
+    main_prof = cProfile.Profile()
+    main_prof.enable()
+    try:
+        return cli.main(sys.argv[1:])
+    finally:
+        main_prof.disable()
+        wall = time.time() - start["t"]
+        st = pstats.Stats(main_prof)
+        for _, p in profiles:
+            try:
+                st.add(p)
+            except TypeError:  # a thread that never ran
+                pass
+        st.dump_stats(OUT)
+        with open(OUT + ".txt", "w") as f:
+            f.write(f"wall {wall:.1f} s; threads started: {thread_names}\n")
+            f.write(f"frames: {len(frames)} ({len(frames) / wall:.2f}/s); at (s after the warm-up): "
+                    f"{' '.join(f'{t - start[chr(116)]:.2f}' for t in frames[:40])}\n")
+            for k, v in sorted(counts.items()):
+                f.write(f"{k}: {v} ({v / wall:.2f}/s)\n")
+            for k, v in stacks.items():
+                f.write(f"--- {k}\n{v}\n")
+            pstats.Stats(OUT, stream=f).sort_stats("tottime").print_stats(40)
+            pstats.Stats(OUT, stream=f).sort_stats("cumulative").print_stats(60)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
