@@ -85,7 +85,8 @@ def measure(state: str, seconds: float, warmup: float = 8.0, profile: str | None
     if profile:  # cProfile of the main thread (Textual's loop); written when the app quits (q below)
         swiftdeck = [sys.executable, "-m", "cProfile", "-o", profile, "-m", "tui.cli"]
         if all_threads:  # every thread, and the frames drawn (bench/profile_threads.py)
-            swiftdeck = [f"SWIFTDECK_PROFILE={profile}", f"SWIFTDECK_PROFILE_STACK={os.environ.get('SWIFTDECK_PROFILE_STACK', '')}", f"PYTHONPATH={REPO}", sys.executable,
+            swiftdeck = [f"SWIFTDECK_PROFILE={profile}", f"SWIFTDECK_PROFILE_STACK={os.environ.get('SWIFTDECK_PROFILE_STACK', '')}",
+                         f"SWIFTDECK_PROFILE_TIMED={os.environ.get('SWIFTDECK_PROFILE_TIMED', '')}", f"PYTHONPATH={REPO}", sys.executable,
                          str(REPO / "bench" / "profile_threads.py")]
     tmux("new-session", "-d", "-s", "b", "-x", "160", "-y", "48", "env", f"SWIFTDECK_HOME={home}",
          "TERM=xterm-256color", *swiftdeck, "attach", run_id)

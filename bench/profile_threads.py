@@ -22,7 +22,27 @@ stacks: dict[str, str] = {}
 _run = threading.Thread.run
 
 
+TIMED = os.environ.get("SWIFTDECK_PROFILE_TIMED")  # no cProfile: CPU time (thread_time) of a few calls
+spent: dict[str, float] = {}
+
+
+def timed(cls, name: str, label: str | None = None) -> None:
+    orig = getattr(cls, name)
+
+    def wrapped(*a, **k):
+        t = time.thread_time()
+        try:
+            return orig(*a, **k)
+        finally:
+            key = label or f"{cls.__name__}.{name}"
+            spent[key] = spent.get(key, 0.0) + time.thread_time() - t
+
+    setattr(cls, name, wrapped)
+
+
 def run(self):
+    if TIMED:
+        return _run(self)
     prof = cProfile.Profile()
     with lock:
         profiles.append((self.name, prof))
@@ -90,21 +110,62 @@ def main() -> int:
 
     t0 = time.time()
     start = {"t": t0}
+    main_clock = time.pthread_getcpuclockid(threading.main_thread().ident)
 
     def warmed() -> None:  # the counts are of the steady state: after the warm-up (bench_tui's 8 s)
         time.sleep(float(os.environ.get("SWIFTDECK_PROFILE_WARMUP", "8")))
         counts.clear()
         frames.clear()
+        spent.clear()
+        start["main"] = time.clock_gettime(main_clock)
+        start["proc"] = sum(os.times()[:2])
         start["t"] = time.time()
 
     threading.Thread(target=_run_plain, args=(warmed,), daemon=True).start()
     main_prof = cProfile.Profile()
-    main_prof.enable()
+    if TIMED:
+        from tui.app import SwiftdeckApp
+        from tui.model import RunWatch
+        from tui.gpufeed import GpuFeed
+        from tui import endnotice
+
+        timed(Screen, "_compositor_refresh", "frame (Screen._compositor_refresh)")
+        timed(SwiftdeckApp, "_apply", "apply a poll (UI thread)")
+        timed(SwiftdeckApp, "_show_gpu", "show GPU (UI thread)")
+        timed(RunWatch, "poll", "poll (worker)")
+        timed(App, "_display", "  of a frame: App._display (to the terminal)")
+        from textual._compositor import Compositor
+
+        timed(Compositor, "render_update", "  of a frame: Compositor.render_update")
+        render_lines = Widget.render_lines
+
+        def widget_lines(self, crop):
+            t = time.thread_time()
+            try:
+                return render_lines(self, crop)
+            finally:
+                key = f"    render_lines {type(self).__name__}"
+                spent[key] = spent.get(key, 0.0) + time.thread_time() - t
+
+        Widget.render_lines = widget_lines
+        timed(GpuFeed, "sample", "GPU sample (worker)")
+        timed(endnotice.EndWatch, "check", "end notices (worker)")
+    else:
+        main_prof.enable()
     try:
         return cli.main(sys.argv[1:])
     finally:
         main_prof.disable()
         wall = time.time() - start["t"]
+        main_cpu = time.thread_time() - start["main"]
+        proc_cpu = sum(os.times()[:2]) - start["proc"]
+        if TIMED:
+            with open(OUT + ".txt", "w") as f:
+                f.write(f"wall {wall:.1f} s; frames {len(frames)} ({len(frames) / wall:.2f}/s); process "
+                        f"{100 * proc_cpu / wall:.2f} % of a core, its UI thread {100 * main_cpu / wall:.2f} %\n")
+                for k, v in sorted(spent.items(), key=lambda kv: -kv[1]):
+                    f.write(f"{k}: {v:.3f} s CPU = {100 * v / wall:.2f} % of a core\n")
+            return
         st = pstats.Stats(main_prof)
         for _, p in profiles:
             try:
