@@ -127,3 +127,27 @@ def test_chart_redraws_join_the_poll_frame(home, tmp_path, swift_fixtures):
             assert loss._timer is None  # no timer: the next poll after MAIN_EVERY_S draws it
             assert await until(pilot, lambda: len(chart.lines[0].xs) == drawn + 1, 5)
     asyncio.run(go())
+
+
+def test_end_watch_reads_only_active_or_changed_records(home, tmp_path, swift_fixtures):
+    """Once a second the dashboard looks for runs that ended: an ended run's record is read again only when its
+    file changed, an active one every time (its processes may end without a write); a run that ends is still told."""
+    from engine import runs
+    from tui import endnotice
+
+    done = [make_run(swift_fixtures, tmp_path / state, state) for state in ("finished", "failed")]
+    live = make_run(swift_fixtures, tmp_path / "live", "running")
+    watch = endnotice.EndWatch()
+    assert watch.check() == [] and watch.active == {live.id}
+    first = watch.reads
+    assert first == 3
+    assert watch.check() == [] and watch.reads == first + 1  # the active one only
+    runs.update(done[0].id, lambda r: setattr(r, "label", "renamed"))  # a changed file is read again
+    assert watch.check() == [] and watch.reads == first + 3
+    runs.update(live.id, lambda r: (setattr(r, "status", "finished"), setattr(r, "exit_code", 0),
+                                    setattr(r, "ended_at", r.started_at + 90)))
+    assert [(r.id, n.outcome) for r, n in watch.check()] == [(live.id, "finished")]
+    assert watch.active == set()
+    reads = watch.reads
+    assert watch.check() == [] and watch.reads == reads  # nothing active, nothing changed: stats only
+
