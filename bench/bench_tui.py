@@ -12,7 +12,9 @@ window (the peak). Goal (issue 9): watching a live run for 60 s costs < 3 % of a
 - fast:     25 logged steps a second (`--logging_steps 1` on a GPU: the demo on an H200), each a tqdm update, a
             console dict and a jsonl record.
 `--write` puts the table in docs/BENCHMARKS.md (the dashboard section only). `--short` (CI): the training scenario
-only, 5 s after a 3 s warm-up.
+only, 5 s after a 3 s warm-up. `--profile FILE --all-threads`: every thread under cProfile, the frames drawn and who
+asked for each refresh (FILE.txt); with SWIFTDECK_PROFILE_TIMED=1 no cProfile, the CPU time of the frame, the poll,
+the GPU sample and each widget's rendering instead (bench/profile_threads.py).
 """
 from __future__ import annotations
 
@@ -85,8 +87,9 @@ def measure(state: str, seconds: float, warmup: float = 8.0, profile: str | None
     if profile:  # cProfile of the main thread (Textual's loop); written when the app quits (q below)
         swiftdeck = [sys.executable, "-m", "cProfile", "-o", profile, "-m", "tui.cli"]
         if all_threads:  # every thread, and the frames drawn (bench/profile_threads.py)
-            swiftdeck = [f"SWIFTDECK_PROFILE={profile}", f"SWIFTDECK_PROFILE_STACK={os.environ.get('SWIFTDECK_PROFILE_STACK', '')}",
-                         f"SWIFTDECK_PROFILE_TIMED={os.environ.get('SWIFTDECK_PROFILE_TIMED', '')}", f"PYTHONPATH={REPO}", sys.executable,
+            passed = [f"{k}={os.environ[k]}" for k in ("SWIFTDECK_PROFILE_STACK", "SWIFTDECK_PROFILE_TIMED")
+                      if os.environ.get(k)]
+            swiftdeck = [f"SWIFTDECK_PROFILE={profile}", *passed, f"PYTHONPATH={REPO}", sys.executable,
                          str(REPO / "bench" / "profile_threads.py")]
     tmux("new-session", "-d", "-s", "b", "-x", "160", "-y", "48", "env", f"SWIFTDECK_HOME={home}",
          "TERM=xterm-256color", *swiftdeck, "attach", run_id)

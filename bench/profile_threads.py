@@ -1,7 +1,11 @@
 """Run `swiftdeck ARGS` with every thread under cProfile (not only the main one), and count the frames Textual
-draws; on exit, the merged profile goes to $SWIFTDECK_PROFILE (pstats) and a summary to $SWIFTDECK_PROFILE.txt.
+draws and who asked for each widget refresh (after a warm-up, SWIFTDECK_PROFILE_WARMUP s, default 8); on exit the
+merged profile goes to $SWIFTDECK_PROFILE (pstats) and a summary to $SWIFTDECK_PROFILE.txt.
+SWIFTDECK_PROFILE_TIMED=1: no cProfile; the CPU time (thread_time) of a frame, the poll, its apply, the GPU sample,
+the end notices and each widget class's render_lines, and the process's and its UI thread's CPU, written on exit or
+after SWIFTDECK_PROFILE_WINDOW s. SWIFTDECK_PROFILE_STACK=TEXT: the stack of the first refresh whose line has TEXT.
 
-    python bench/profile_threads.py attach RUN      (bench_tui.py --profile-threads FILE runs it for you)
+    python bench/profile_threads.py attach RUN      (bench_tui.py --profile FILE --all-threads runs it for you)
 """
 from __future__ import annotations
 
