@@ -12,7 +12,9 @@ window (the peak). Goal (issue 9): watching a live run for 60 s costs < 3 % of a
 - fast:     25 logged steps a second (`--logging_steps 1` on a GPU: the demo on an H200), each a tqdm update, a
             console dict and a jsonl record.
 `--write` puts the table in docs/BENCHMARKS.md (the dashboard section only). `--short` (CI): the training scenario
-only, 5 s after a 3 s warm-up.
+only, 5 s after a 3 s warm-up. `--profile FILE --all-threads`: every thread under cProfile, the frames drawn and who
+asked for each refresh (FILE.txt); with SWIFTDECK_PROFILE_TIMED=1 no cProfile, the CPU time of the frame, the poll,
+the GPU sample and each widget's rendering instead (bench/profile_threads.py).
 """
 from __future__ import annotations
 
@@ -66,7 +68,8 @@ def writer(console: Path, jsonl: Path, mode: str, stop: threading.Event) -> None
             time.sleep(0.04 if mode == "fast" else 0.3)
 
 
-def measure(state: str, seconds: float, warmup: float = 8.0, profile: str | None = None) -> tuple[float, float]:
+def measure(state: str, seconds: float, warmup: float = 8.0, profile: str | None = None,
+            all_threads: bool = False) -> tuple[float, float]:
     """(percent of one core, peak RSS MB) of the dashboard over `seconds`."""
     home = Path(tempfile.mkdtemp(prefix=f"bench-tui-{state}-"))
     run_id = make_record(home, state)
@@ -83,6 +86,11 @@ def measure(state: str, seconds: float, warmup: float = 8.0, profile: str | None
     swiftdeck = [str(Path(sys.executable).with_name("swiftdeck"))]
     if profile:  # cProfile of the main thread (Textual's loop); written when the app quits (q below)
         swiftdeck = [sys.executable, "-m", "cProfile", "-o", profile, "-m", "tui.cli"]
+        if all_threads:  # every thread, and the frames drawn (bench/profile_threads.py)
+            passed = [f"{k}={os.environ[k]}" for k in ("SWIFTDECK_PROFILE_STACK", "SWIFTDECK_PROFILE_TIMED")
+                      if os.environ.get(k)]
+            swiftdeck = [f"SWIFTDECK_PROFILE={profile}", *passed, f"PYTHONPATH={REPO}", sys.executable,
+                         str(REPO / "bench" / "profile_threads.py")]
     tmux("new-session", "-d", "-s", "b", "-x", "160", "-y", "48", "env", f"SWIFTDECK_HOME={home}",
          "TERM=xterm-256color", *swiftdeck, "attach", run_id)
     try:
@@ -103,7 +111,8 @@ def measure(state: str, seconds: float, warmup: float = 8.0, profile: str | None
         if profile:
             tmux("send-keys", "-t", "b", "q")
             deadline = time.time() + 20
-            while time.time() < deadline and not Path(profile).exists():
+            done = Path(profile + ".txt") if all_threads else Path(profile)  # (written after the profile)
+            while time.time() < deadline and not (done.exists() and done.stat().st_size):
                 time.sleep(0.2)
         return 100.0 * (c1 - c0) / (t1 - t0), rss / 2**20
     finally:
@@ -129,6 +138,8 @@ def main() -> int:
     p.add_argument("--seconds", type=float, default=60.0)
     p.add_argument("--short", action="store_true", help="the training scenario, 5 s (CI)")
     p.add_argument("--profile", metavar="FILE", help="a scenario under cProfile (main thread), to FILE")
+    p.add_argument("--all-threads", action="store_true",
+                   help="with --profile: every thread, and frame counts (FILE.txt: bench/profile_threads.py)")
     p.add_argument("--scenario", default="training", choices=("idle", "training", "burst", "fast"),
                    help="the scenario of --profile and --only")
     p.add_argument("--only", action="store_true", help="measure --scenario alone (no table written)")
@@ -139,7 +150,7 @@ def main() -> int:
         return 2
     results = {}
     if ns.profile:
-        cpu, rss = measure(ns.scenario, ns.seconds, profile=str(Path(ns.profile).resolve()))
+        cpu, rss = measure(ns.scenario, ns.seconds, profile=str(Path(ns.profile).resolve()), all_threads=ns.all_threads)
         print(f"{ns.scenario}  {cpu:5.1f} % of one core (under cProfile), peak RSS {rss:.0f} MB; profile in "
               f"{ns.profile}")
         return 0

@@ -211,15 +211,13 @@ class SwiftdeckApp(ChatJobs, App):
         self.chat_pane.show_worker(None, self.chat.worker.describe())
         self.main.query_one(FailureCard).set_screen_size(self.size)
         self._layout()
-        if self.gpu_s == self.poll_s:  # one timer: both results land in the same frame
-            self.set_interval(self.poll_s, lambda: (self._tick(), self._gpu_tick()))
+        # one timer wakes the poll, the GPU sampling and the end notices together, so a second draws one frame
+        if self.gpu_s == self.poll_s:
+            self.set_interval(self.poll_s, self._second)
         else:
-            self.set_interval(self.poll_s, self._tick)
+            self.set_interval(self.poll_s, lambda: (self._tick(), self._ends_tick()))
             self.set_interval(self.gpu_s, self._gpu_tick)
-        self._tick()
-        self._gpu_tick()
-        self.set_interval(self.poll_s, self._ends_tick)
-        self._ends_tick()
+        self._second()
         self.main.query_one(LogView).focus()
         self.main.watch(self.main, "focused", self._focus_moved)  # (self.watch is the RunWatch)
         self._adopt_deploy()
@@ -283,6 +281,11 @@ class SwiftdeckApp(ChatJobs, App):
 
     # ------------------------------------------------------------ polling the run (worker thread)
 
+    def _second(self) -> None:
+        self._tick()
+        self._gpu_tick()
+        self._ends_tick()
+
     def _tick(self) -> None:
         if not at_work(self, "poll"):  # a slow read is not doubled: this tick is skipped
             self._poll(self.watch)
@@ -331,6 +334,7 @@ class SwiftdeckApp(ChatJobs, App):
                        else None)
         ckpts.relabel(*(u.folder_label or (None, None)))
         self.chat_pane.show_run(u.source.record if u.source else None, u.checkpoints)
+        loss.pace()  # a chart redraw that is due joins this frame
 
     def _show_job(self, u: Update) -> None:
         """A deploy/merge/chat job gets its own view in place of the training charts."""

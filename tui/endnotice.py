@@ -30,12 +30,41 @@ class EndWatch:
 
     def __init__(self) -> None:
         self.active: set[str] | None = None
+        self._seen: dict[str, tuple[tuple[int, int], runs.RunRecord]] = {}  # run id → (record file stamp, record)
+        self.reads = 0  # records read (parsed) so far
 
     def check(self) -> list[tuple[runs.RunRecord, notify.Notice]]:
-        recs = [r for r in runs.all_runs() if r.kind in TRAINING_KINDS]
+        recs = [r for r in self._records() if r.kind in TRAINING_KINDS]
         ended = [] if self.active is None else [r for r in recs if r.id in self.active and not r.active]
         self.active = {r.id for r in recs if r.active}
         return [(r, notify.notice(r)) for r in ended]
+
+    def _records(self) -> list[runs.RunRecord]:
+        """The registry's records, each second: an active one is read again (its processes may have ended without
+        a write), an ended one only when its file changed (stat first), so a registry of many finished runs costs
+        a stat each."""
+        seen: dict[str, tuple[tuple[int, int], runs.RunRecord]] = {}
+        for path in runs.runs_dir().glob("*/record.json"):
+            run_id = path.parent.name
+            try:
+                st = path.stat()
+            except OSError:
+                continue  # deleted while we looked
+            stamp = (st.st_mtime_ns, st.st_size)
+            old = self._seen.get(run_id)
+            if old is not None and old[0] == stamp and not old[1].active:
+                seen[run_id] = old
+                continue
+            if not runs.valid_id(run_id):
+                continue
+            try:
+                rec = runs.load(run_id)
+            except (runs.BadRecord, runs.RunFolderGone):
+                continue  # the runs list reports unreadable records
+            self.reads += 1
+            seen[run_id] = (stamp, rec)
+        self._seen = seen
+        return [rec for _, rec in seen.values()]
 
 
 def tell(app, n: notify.Notice) -> None:

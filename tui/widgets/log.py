@@ -21,6 +21,7 @@ from textual.geometry import Size
 from textual.message import Message
 from textual.scroll_view import ScrollView
 from textual.strip import Strip
+from textual.widget import Widget
 from textual.widgets import Input, Select, Static
 from textual.worker import get_current_worker
 
@@ -98,13 +99,26 @@ class LogView(ScrollView, can_focus=True):
         self._measure(added)
         total = self.total
         self._rows = None
-        self.virtual_size = Size(1 if self.wrap else min(MAX_WIDTH, self._width + 1), total)
+        self._set_virtual_size(Size(1 if self.wrap else min(MAX_WIDTH, self._width + 1), total))
         if self.follow:
             self._stick()
         elif added > 0:
             known, self._known = self._known, 0  # lines that were there already when the view took the index
             self.unseen += max(0, min(added, total - known))
         self.refresh()
+
+    def _set_virtual_size(self, size: Size) -> None:
+        """A longer log while the vertical scrollbar shows already and the width stays: only the scrollbar changes,
+        so no relayout of the screen (Widget.virtual_size relayouts on each change: ~20 ms, a second frame per poll
+        as the scroll to the end follows it)."""
+        old, height = self.virtual_size, self.scrollable_content_region.height
+        if size == old:
+            return
+        if height and size.width == old.width and old.height > height and size.height > height:
+            self.set_reactive(Widget.virtual_size, size)
+            self._scroll_update(size)  # the scrollbars' window (what Widget._size_updated does on a layout)
+        else:
+            self.virtual_size = size
 
     def _stick(self, retries: int = 10) -> None:
         """Scroll to the end; before the first layout the size is unknown, so try again after a refresh."""
@@ -237,6 +251,7 @@ class LogPane(Vertical):
         super().__init__(**kwargs)
         self.border_title = "Log"
         self.filter = LogFilter()
+        self._status_shown: Text | None = None  # the status line drawn last
         self.store: LogStore | None = None
         self.ranks: list[RankState] = []
         self._run_id: str | None = None
@@ -527,4 +542,6 @@ class LogPane(Vertical):
         if note:
             text.append(f"  {note}", muted)
         text.append("  / filter  t traceback  f follow", muted)
-        self.query_one("#log-status", Static).update(text, layout=False)
+        if text != self._status_shown:  # an identical line (a poll with only a tqdm update) draws nothing
+            self._status_shown = text
+            self.query_one("#log-status", Static).update(text, layout=False)

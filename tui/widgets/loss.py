@@ -76,6 +76,7 @@ FUNC_COLORS = ("secondary", "success", "warning", "error")  # GRPO's reward func
 COMPLETIONS_SHOWN = 8
 MAIN_EVERY_S = 2.0  # at most one chart frame this often (a plotext frame costs ~10 ms of CPU)
 MINI_EVERY_S = 5.0
+EARLY_S = 0.3  # paced by the polls (pace()): a poll this much before a chart is due draws it (timers drift)
 NO_EVAL_HINT = "no eval loss: ms-swift needs --split_dataset_ratio 0.1 or --val_dataset"
 
 
@@ -247,6 +248,7 @@ class LossPane(Vertical):
         self._last_main = self._last_mini = -1e9
         self._pending_main = self._pending_mini = False
         self._timer = None
+        self.paced = False  # pace() is called with each poll: redraws join the poll's frame, no timer of their own
         self.reset()
 
     def reset(self) -> None:
@@ -362,6 +364,15 @@ class LossPane(Vertical):
         self._pending_main = self._pending_mini = True
         self._schedule()
 
+    def pace(self) -> None:
+        """Called with each poll (once a second): a redraw that is due is drawn now, in the frame the poll draws
+        anyway, instead of by a timer of its own (a second frame that second)."""
+        self.paced = True
+        if self._timer is not None:
+            self._timer.stop()
+            self._timer = None
+        self._flush()
+
     def _schedule(self) -> None:
         if self._timer is not None:
             return
@@ -369,10 +380,10 @@ class LossPane(Vertical):
                                     (self._last_mini + MINI_EVERY_S, self._pending_mini)) if pending]
         if not due:
             return
-        wait = min(due) - time.monotonic()
+        wait = min(due) - time.monotonic() - (EARLY_S if self.paced else 0.0)
         if wait <= 0:
             self._flush()
-        else:
+        elif not self.paced:
             self._timer = self.set_timer(wait, self._on_timer)
 
     def _on_timer(self) -> None:
@@ -380,7 +391,7 @@ class LossPane(Vertical):
         self._flush()
 
     def _flush(self) -> None:
-        now = time.monotonic()
+        now = time.monotonic() + (EARLY_S if self.paced else 0.0)
         main = self._pending_main and now >= self._last_main + MAIN_EVERY_S
         minis = self._pending_mini and now >= self._last_mini + MINI_EVERY_S
         if main or minis:
