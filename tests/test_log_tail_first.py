@@ -68,6 +68,18 @@ class MidRead(SwiftdeckApp):
             await asyncio.sleep(0.02)
         self.on_progress(self.query_one(LogPane))
 
+    @classmethod
+    def on(cls, log, on_progress) -> "MidRead":
+        app = cls(resolve(str(log)), remember_theme=False, check_leftovers=False)
+        app.on_progress = on_progress
+        return app
+
+    async def whole_log_read(self, pilot) -> bool:
+        """Waits until the pane holds the whole index (no longer the end shown first)."""
+        pane = self.query_one(LogPane)
+        return await until(pilot, lambda: pane.store is not None and not getattr(pane.store, "tail_shown", False)
+                           and pane.store.complete == LINES, timeout=120)
+
 
 @pytest.fixture
 def long_read(monkeypatch, tmp_path):
@@ -106,12 +118,10 @@ def test_the_end_shows_first_and_the_whole_log_follows_at_the_bottom(long_read):
 
 
     async def go():
-        app = MidRead(resolve(str(log)), remember_theme=False, check_leftovers=False)
-        app.on_progress = on_call
+        app = MidRead.on(log, on_call)
         async with app.run_test(size=(160, 48)) as pilot:
             pane, view = app.query_one(LogPane), app.query_one(LogView)
-            assert await until(pilot, lambda: pane.store is not None and not getattr(pane.store, "tail_shown", False)
-                               and pane.store.complete == LINES, timeout=120)
+            assert await app.whole_log_read(pilot)
             # the filter given while reading now runs over the whole log
             assert await until(pilot, lambda: view.view is not None and "filtering" not in status(app), timeout=60)
             got = [pane.store.line(i) for i in view.view]
@@ -154,12 +164,10 @@ def test_a_view_scrolled_up_in_the_end_keeps_its_place_when_the_whole_log_arrive
 
 
     async def go():
-        app = MidRead(resolve(str(log)), remember_theme=False, check_leftovers=False)
-        app.on_progress = on_call
+        app = MidRead.on(log, on_call)
         async with app.run_test(size=(160, 48)) as pilot:
             pane, view = app.query_one(LogPane), app.query_one(LogView)
-            assert await until(pilot, lambda: pane.store is not None and not getattr(pane.store, "tail_shown", False)
-                               and pane.store.complete == LINES, timeout=120)
+            assert await app.whole_log_read(pilot)
             await pilot.pause()
             assert kept and not view.follow
             assert visible_rows(view)[0] == kept[0]
