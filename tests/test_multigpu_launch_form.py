@@ -13,7 +13,7 @@ from textual.widgets import Button, Input
 
 from engine import gpu, runs, supervisor
 from engine.gpu import GpuInfo, GpuProcess, GpuSnapshot
-from test_tui_support import FIXED_START, settled, text_of, until
+from test_tui_support import FIXED_START, ReplayGpu, settled, text_of, until
 from tui.app import SwiftdeckApp
 from tui.screens.launch import LaunchScreen
 
@@ -21,17 +21,6 @@ DATA = Path(__file__).parent / "data" / "multigpu"
 MiB = 1024 ** 2
 
 pytestmark = pytest.mark.slow  # the confirmed launch starts real ms-swift (stopped at once)
-
-
-class Replay:
-    def __init__(self, snapshot: GpuSnapshot):
-        self.snapshot = snapshot
-
-    def sample(self) -> GpuSnapshot:
-        return self.snapshot
-
-    def close(self) -> None:
-        pass
 
 
 def busy_gpu() -> GpuSnapshot:
@@ -61,7 +50,7 @@ async def open_filled_form(app, pilot, demo_assets, tmp_path) -> LaunchScreen:
 
 def test_a_launch_onto_a_busy_gpu_waits_for_the_users_confirmation(introspected_home, tmp_path, demo_assets,
                                                                    monkeypatch):
-    monkeypatch.setattr(gpu, "_default", Replay(busy_gpu()))  # what the preflight samples
+    monkeypatch.setattr(gpu, "_default", ReplayGpu(busy_gpu()))  # what the preflight samples
     started: list[runs.RunRecord] = []
 
     async def go():
@@ -93,7 +82,7 @@ def test_a_launch_onto_a_busy_gpu_waits_for_the_users_confirmation(introspected_
 
 
 def test_changing_the_form_takes_the_confirmation_away(introspected_home, tmp_path, demo_assets, monkeypatch):
-    monkeypatch.setattr(gpu, "_default", Replay(busy_gpu()))
+    monkeypatch.setattr(gpu, "_default", ReplayGpu(busy_gpu()))
 
     async def go():
         app = SwiftdeckApp(None, remember_theme=False, check_leftovers=False)

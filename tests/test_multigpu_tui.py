@@ -19,7 +19,7 @@ import pytest
 
 from engine import runs
 from engine.gpu import NO_GPU, GpuInfo, GpuProcess, GpuSnapshot
-from test_tui_support import FIXED_START, fixed_clock, make_run, text_of, until
+from test_tui_support import FIXED_START, ReplayGpu, fixed_clock, make_run, text_of, until
 from tui.app import SwiftdeckApp
 from tui.gpufeed import GpuFeed
 from tui.model import RunSource
@@ -28,19 +28,6 @@ from tui.widgets.log import LogPane
 
 DATA = Path(__file__).parent / "data" / "multigpu"
 MiB = 1024 ** 2
-
-
-class Replay:
-    """An NVML sampler that gives back one recorded snapshot (hardware readings are inputs, like the clock)."""
-
-    def __init__(self, snapshot: GpuSnapshot):
-        self.snapshot = snapshot
-
-    def sample(self) -> GpuSnapshot:
-        return self.snapshot
-
-    def close(self) -> None:
-        pass
 
 
 def recorded_snapshot(pid_of: dict[int, int], other: bool) -> GpuSnapshot:
@@ -117,7 +104,7 @@ def test_gpu_pane_shows_each_rank_on_its_gpu_as_this_runs_and_the_rest_as_others
     snap = recorded_snapshot({840: rank_procs[0].pid, 841: rank_procs[1].pid}, other=True)
 
     async def go():
-        app = SwiftdeckApp(RunSource.of_record(rec), clock=fixed_clock, gpu_feed=GpuFeed(Replay(snap)),
+        app = SwiftdeckApp(RunSource.of_record(rec), clock=fixed_clock, gpu_feed=GpuFeed(ReplayGpu(snap)),
                            poll_s=3600, gpu_s=0.2, remember_theme=False, check_leftovers=False)
         async with app.run_test(size=(200, 56)) as pilot:
             assert await until(pilot, lambda: "rank 1" in gpu_text(app)), gpu_text(app)
@@ -145,7 +132,7 @@ def test_a_rank_not_started_shows_as_such(home, tmp_path, swift_fixtures, rank_p
     snap = recorded_snapshot({840: rank_procs[0].pid, 841: 999_999_999}, other=False)
 
     async def go():
-        app = SwiftdeckApp(RunSource.of_record(rec), clock=fixed_clock, gpu_feed=GpuFeed(Replay(snap)),
+        app = SwiftdeckApp(RunSource.of_record(rec), clock=fixed_clock, gpu_feed=GpuFeed(ReplayGpu(snap)),
                            poll_s=3600, gpu_s=0.2, remember_theme=False, check_leftovers=False)
         async with app.run_test(size=(200, 56)) as pilot:
             assert await until(pilot, lambda: "rank 1" in gpu_text(app)), gpu_text(app)
@@ -160,7 +147,7 @@ def test_without_nvml_the_pane_says_so_and_lists_the_ranks(home, tmp_path, swift
     none = GpuSnapshot(False, f"{NO_GPU}: NVML Shared Library Not Found", (), FIXED_START)
 
     async def go():
-        app = SwiftdeckApp(RunSource.of_record(rec), clock=fixed_clock, gpu_feed=GpuFeed(Replay(none)),
+        app = SwiftdeckApp(RunSource.of_record(rec), clock=fixed_clock, gpu_feed=GpuFeed(ReplayGpu(none)),
                            poll_s=3600, gpu_s=0.2, remember_theme=False, check_leftovers=False)
         async with app.run_test(size=(120, 40)) as pilot:
             assert await until(pilot, lambda: "rank 1" in gpu_text(app)), gpu_text(app)
@@ -208,7 +195,7 @@ def oom_run(swift_fixtures, tmp_path, ranks_kept=(0, 1)) -> runs.RunRecord:
 
 def app_on(rec, size=(200, 56)) -> SwiftdeckApp:
     none = GpuSnapshot(False, f"{NO_GPU}: NVML Shared Library Not Found", (), FIXED_START)
-    return SwiftdeckApp(RunSource.of_record(rec), clock=fixed_clock, gpu_feed=GpuFeed(Replay(none)), poll_s=3600,
+    return SwiftdeckApp(RunSource.of_record(rec), clock=fixed_clock, gpu_feed=GpuFeed(ReplayGpu(none)), poll_s=3600,
                         gpu_s=3600, remember_theme=False, check_leftovers=False)
 
 

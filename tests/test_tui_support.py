@@ -134,3 +134,16 @@ def pid_alive(pid: int) -> bool:
         return True
     except OSError:
         return False
+
+
+class ReplayGpu:
+    """An NVML sampler that gives back one recorded snapshot (hardware readings are inputs, like the clock)."""
+
+    def __init__(self, snapshot):
+        self.snapshot = snapshot
+
+    def sample(self):
+        return self.snapshot
+
+    def close(self) -> None:
+        pass
