@@ -18,7 +18,7 @@ from array import array
 from operator import itemgetter
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
-from typing import Callable, Iterable, Iterator
+from typing import Callable, Iterator
 
 import orjson
 
@@ -1174,18 +1174,6 @@ def metrics_row_blocks(state: RunState) -> Iterator[list[dict]]:
                                      zip(t.steps[a:b], *(c[a:b] for c in t.cols.values())))))
 
 
-def metrics_csv_blocks(state: RunState, keys: list[str]) -> Iterator[Iterable]:
-    """CSV rows (a value per key of `keys`, '' where a step did not log it), a block at a time."""
-    t = state.train
-    for kind, item in _segments(state):
-        if kind == "row":
-            yield [["" if item.get(k) is None else item[k] for k in keys]]
-        else:
-            a, b = item
-            yield zip(t.steps[a:b], *(t.cols[k][a:b] if k in t.cols else itertools.repeat("", b - a)
-                                      for k in keys[1:]))
-
-
 def metrics_json_text(state: RunState, sep: bytes) -> Iterator[bytes]:
     """The rows of iter_metrics_rows as the JSON orjson writes for each, a block of rows at a time (joined by
     `sep`); plain train rows are written straight from the columns (engine.metrics_text), no dict per row."""
@@ -1201,7 +1189,8 @@ def metrics_json_text(state: RunState, sep: bytes) -> Iterator[bytes]:
 
 
 def metrics_csv_text(state: RunState, keys: list[str]) -> Iterator[bytes]:
-    """The lines csv.writer writes for metrics_csv_blocks(state, keys), a block at a time."""
+    """The lines csv.writer writes for the rows of iter_metrics_rows under `keys` ('' where a step did not log
+    a key), a block at a time."""
     from engine.metrics_text import csv_rows
 
     t = state.train

@@ -146,7 +146,7 @@ def test_a_streamed_csv_names_a_key_first_logged_at_the_last_line(tmp_path):
     import io
 
     from engine.cli import _ColumnSpool
-    from engine.ingest import metrics_csv_blocks, metrics_keys, stream_states
+    from engine.ingest import iter_metrics_rows, metrics_keys, stream_states
 
     run = write_run(tmp_path / "run", steps=3000)
     line = json.loads(SAMPLE.read_text().splitlines()[0])
@@ -156,8 +156,8 @@ def test_a_streamed_csv_names_a_key_first_logged_at_the_last_line(tmp_path):
     want = io.StringIO()
     w = csv.writer(want, lineterminator="\n")
     w.writerow(metrics_keys(whole))
-    for block in metrics_csv_blocks(whole, metrics_keys(whole)):
-        w.writerows(block)
+    keys = metrics_keys(whole)
+    w.writerows(["" if row.get(k) is None else row[k] for k in keys] for row in iter_metrics_rows(whole))
 
     spool = _ColumnSpool()
     parts = 0
